@@ -1,0 +1,1 @@
+"""segwal: a segmented write-ahead log."""

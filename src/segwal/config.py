@@ -1,0 +1,70 @@
+"""Options of an open log, validated once, with the defaults documented in the README."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from segwal.errors import ConfigError
+from segwal.fileio import FileSystem, OsFileSystem
+from segwal.format import HEADER_SIZE, MAX_U32, SEAL_SIZE
+
+SyncMode = Literal["always", "interval", "never"]
+RecoveryMode = Literal["tolerate_tail", "strict", "truncate"]
+
+SYNC_MODES: Final = ("always", "interval", "never")
+RECOVERY_MODES: Final = ("tolerate_tail", "strict", "truncate")
+MIN_SEGMENT_BYTES: Final = HEADER_SIZE + SEAL_SIZE + 256
+MAX_RECORD_LIMIT: Final = 1 << 30  # a frame's body length must fit in a u32 with room to spare
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalConfig:
+    """Everything :func:`segwal.open` accepts, checked in one place."""
+
+    segment_bytes: int = 64 * 2**20
+    max_segment_age: float | None = None
+    sync: SyncMode = "always"
+    sync_interval: float = 0.05
+    max_record_bytes: int = 16 * 2**20
+    recovery: RecoveryMode = "tolerate_tail"
+    readonly: bool = False
+    filesystem: FileSystem = field(default_factory=OsFileSystem)
+    clock: Callable[[], int] = _now_us  # microseconds since the epoch; injectable for tests
+
+    def __post_init__(self) -> None:
+        _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
+        _int_in("max_record_bytes", self.max_record_bytes, 1, MAX_RECORD_LIMIT)
+        if self.max_segment_age is not None:
+            _positive("max_segment_age", self.max_segment_age)
+        _positive("sync_interval", self.sync_interval)
+        if self.sync not in SYNC_MODES:
+            raise ConfigError(f"sync must be one of {SYNC_MODES}, not {self.sync!r}", option="sync")
+        if self.recovery not in RECOVERY_MODES:
+            raise ConfigError(
+                f"recovery must be one of {RECOVERY_MODES}, not {self.recovery!r}",
+                option="recovery",
+            )
+        if not isinstance(self.readonly, bool):
+            raise ConfigError("readonly must be True or False", option="readonly")
+        assert self.max_record_bytes <= MAX_U32
+
+
+def _int_in(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, not {value!r}", option=name)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {value}", option=name)
+
+
+def _positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}", option=name)
+    if not 0 < value < 10**9:
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value}", option=name)

@@ -1,0 +1,159 @@
+"""The exception tree of segwal; every error the library raises on purpose is one of these.
+
+::
+
+    SegwalError
+    ├── ConfigError (ValueError)             bad option or argument value
+    ├── InvalidPayloadError (TypeError)      a payload that is not bytes-like
+    ├── RecordTooLargeError (ValueError)     a record over max_record_bytes
+    ├── NotFoundError (LookupError)          an LSN outside the log
+    ├── LockError                            another process holds the writer lock
+    ├── ClosedError                          the log was closed
+    ├── ReadOnlyError                        a mutation on a log opened readonly
+    ├── WalFailedError                       a write or sync failed earlier; reopen the log
+    ├── StorageError (OSError)               the operating system refused an operation
+    ├── UnsupportedFormatError               a newer format version or an unknown codec
+    └── CorruptionError                      damaged or inconsistent data on disk
+        ├── ChecksumError                    a checksum does not match
+        ├── SegmentHeaderError               a segment header is invalid or disagrees
+        ├── SealError                        a seal footer is missing or invalid
+        └── ContinuityError                  a gap, overlap, broken chain or foreign segment
+
+Errors carry their context as attributes (``path``, ``offset``, ``lsn``, ``reason``) so
+callers never have to parse messages.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class SegwalError(Exception):
+    """Base class of every error segwal raises on purpose."""
+
+
+class ConfigError(SegwalError, ValueError):
+    """An option or argument has a value segwal cannot accept."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class InvalidPayloadError(SegwalError, TypeError):
+    """A payload is not a bytes-like object."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class RecordTooLargeError(SegwalError, ValueError):
+    """A record is larger than ``max_record_bytes``."""
+
+    def __init__(self, size: int, limit: int, *, index: int | None = None) -> None:
+        where = "" if index is None else f" (record {index} of the batch)"
+        super().__init__(f"record of {size} bytes exceeds max_record_bytes={limit}{where}")
+        self.size = size
+        self.limit = limit
+        self.index = index
+
+
+class NotFoundError(SegwalError, LookupError):
+    """An LSN is outside the range the log holds."""
+
+    def __init__(self, message: str, *, lsn: int, first_lsn: int, last_lsn: int) -> None:
+        super().__init__(message)
+        self.lsn = lsn
+        self.first_lsn = first_lsn
+        self.last_lsn = last_lsn
+
+
+class LockError(SegwalError):
+    """Another process holds the writer lock of the directory."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"{path} is locked by {holder}; one writer per log directory")
+        self.path = path
+        self.pid = pid
+
+
+class ClosedError(SegwalError):
+    """The log was closed; open it again to use it."""
+
+
+class ReadOnlyError(SegwalError):
+    """A mutation was attempted on a log opened with ``readonly=True``."""
+
+
+class WalFailedError(SegwalError):
+    """An earlier write or sync failed; the log refuses mutations until it is reopened."""
+
+    def __init__(self, cause: BaseException | None) -> None:
+        super().__init__(
+            f"the log failed earlier ({cause!r}) and accepts no more writes; "
+            "close it and open it again to recover"
+        )
+        self.cause = cause
+
+
+class StorageError(SegwalError, OSError):
+    """The operating system refused an operation on the log's files."""
+
+    def __init__(self, op: str, path: str, cause: OSError) -> None:
+        code = cause.errno if cause.errno is not None else _errno.EIO
+        OSError.__init__(self, code, f"{op} failed: {cause.strerror or cause}", path)
+        self.op = op
+        self.path = path
+        self.cause = cause
+
+
+class UnsupportedFormatError(SegwalError):
+    """The data needs a newer segwal, or a codec that is not installed."""
+
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}; {hint}")
+        self.path = path
+        self.hint = hint
+
+
+class CorruptionError(SegwalError):
+    """Data on disk is damaged or inconsistent; nothing was skipped silently."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | None = None,
+        offset: int | None = None,
+        lsn: int | None = None,
+    ) -> None:
+        where = []
+        if path is not None:
+            where.append(f"in {path}")
+        if offset is not None:
+            where.append(f"at offset {offset}")
+        if lsn is not None:
+            where.append(f"(expected LSN {lsn})")
+        super().__init__(" ".join([reason, *where]))
+        self.reason = reason
+        self.path = path
+        self.offset = offset
+        self.lsn = lsn
+
+
+class ChecksumError(CorruptionError):
+    """A checksum over a header, frame or seal does not match its bytes."""
+
+
+class SegmentHeaderError(CorruptionError):
+    """A segment header is unreadable or disagrees with its file name or log."""
+
+
+class SealError(CorruptionError):
+    """A sealed segment's footer is missing, invalid or disagrees with its contents."""
+
+
+class ContinuityError(CorruptionError):
+    """Segments do not form one chain: a gap, an overlap, a broken digest or a foreign log."""

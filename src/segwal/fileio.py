@@ -1,0 +1,218 @@
+"""The I/O seam: every operation segwal performs on the log's files and directory.
+
+Two implementations exist: :class:`OsFileSystem` here (the real one) and the crashable
+in-memory one in :mod:`segwal.testing`. Every ``OSError`` of the real one becomes a
+:class:`~segwal.errors.StorageError` here, in one place, carrying the operation and path.
+
+Each barrier (``FileHandle.sync`` and ``FileSystem.sync_dir``) names its call site, so the
+crash tests can skip one site at a time and prove that every barrier is load-bearing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from segwal.errors import StorageError
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One directory entry."""
+
+    name: str
+    is_file: bool
+
+
+class FileHandle(Protocol):
+    """An open file of the log."""
+
+    @property
+    def path(self) -> str: ...
+
+    def pwrite(self, data: Buffer, offset: int) -> None:
+        """Write all of ``data`` at ``offset`` (short writes are retried until done)."""
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset``; fewer only at the end of the file."""
+
+    def size(self) -> int:
+        """The file's current size in bytes."""
+
+    def truncate(self, size: int) -> None:
+        """Cut the file to ``size`` bytes (pending until the next sync)."""
+
+    def sync(self, site: str) -> None:
+        """fdatasync: make the file's data and size durable."""
+
+    def close(self) -> None:
+        """Close the handle; closing twice is harmless."""
+
+
+class FileSystem(Protocol):
+    """The operations segwal needs from a file system; nothing else touches the disk."""
+
+    def list_dir(self, path: str) -> list[Entry]: ...
+
+    def make_dir(self, path: str) -> bool:
+        """Create ``path`` (and parents) if missing, durably; True if it was created."""
+
+    def open_read(self, path: str) -> FileHandle: ...
+
+    def open_write(self, path: str) -> FileHandle:
+        """Open an existing file for reading and writing."""
+
+    def create(self, path: str) -> FileHandle:
+        """Create a new file for reading and writing; fail if it exists."""
+
+    def rename(self, src: str, dst: str) -> None: ...
+
+    def unlink(self, path: str) -> None: ...
+
+    def sync_dir(self, path: str, site: str) -> None:
+        """fsync a directory so creates, renames and unlinks in it are durable."""
+
+    def lock(self, path: str, *, exclusive: bool) -> FileHandle | None:
+        """Take the lock on ``path`` (created if missing) without waiting.
+
+        Returns a handle that holds the lock until closed, or None when another process
+        holds a conflicting lock.
+        """
+
+
+@contextlib.contextmanager
+def _storage(op: str, path: str) -> Iterator[None]:
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        raise StorageError(op, path, exc) from exc
+
+
+class OsFile:
+    """A file descriptor with the seam's operations."""
+
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self._fd = fd
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def pwrite(self, data: Buffer, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        with _storage("write", self._path):
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                if written <= 0:
+                    raise OSError(errno.EIO, "write made no progress")
+                view = view[written:]
+                offset += written
+
+    def pread(self, size: int, offset: int) -> bytes:
+        with _storage("read", self._path):
+            data = os.pread(self._fd, size, offset)
+            if len(data) == size or not data:
+                return data
+            parts = [data]
+            got = len(data)
+            while got < size:
+                more = os.pread(self._fd, size - got, offset + got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            return b"".join(parts)
+
+    def size(self) -> int:
+        with _storage("stat", self._path):
+            return os.fstat(self._fd).st_size
+
+    def truncate(self, size: int) -> None:
+        with _storage("truncate", self._path):
+            os.ftruncate(self._fd, size)
+
+    def sync(self, site: str) -> None:
+        with _storage("fdatasync", self._path):
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with _storage("close", self._path):
+                os.close(fd)
+
+
+class OsFileSystem:
+    """The real file system, through plain POSIX calls."""
+
+    def list_dir(self, path: str) -> list[Entry]:
+        with _storage("list", path), os.scandir(path) as it:
+            return [Entry(e.name, e.is_file(follow_symlinks=False)) for e in it]
+
+    def make_dir(self, path: str) -> bool:
+        if os.path.isdir(path):
+            return False
+        parent = os.path.dirname(os.path.abspath(path))
+        if parent != os.path.abspath(path):
+            self.make_dir(parent)
+        with _storage("mkdir", path):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                return False
+        # The new directory's entry lives in its parent: sync the parent to keep it.
+        self.sync_dir(parent, "make_dir")
+        return True
+
+    def _open(self, op: str, path: str, flags: int) -> OsFile:
+        with _storage(op, path):
+            return OsFile(os.open(path, flags | os.O_CLOEXEC, 0o644), path)
+
+    def open_read(self, path: str) -> OsFile:
+        return self._open("open", path, os.O_RDONLY)
+
+    def open_write(self, path: str) -> OsFile:
+        return self._open("open", path, os.O_RDWR)
+
+    def create(self, path: str) -> OsFile:
+        return self._open("create", path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+
+    def rename(self, src: str, dst: str) -> None:
+        with _storage("rename", src):
+            os.rename(src, dst)
+
+    def unlink(self, path: str) -> None:
+        with _storage("unlink", path):
+            os.unlink(path)
+
+    def sync_dir(self, path: str, site: str) -> None:
+        with _storage("fsync directory", path):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def lock(self, path: str, *, exclusive: bool) -> OsFile | None:
+        handle = self._open("open", path, os.O_RDWR | os.O_CREAT)
+        try:
+            with _storage("lock", path):
+                fcntl.flock(handle._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except StorageError as exc:
+            handle.close()
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+        return handle

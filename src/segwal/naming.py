@@ -1,0 +1,71 @@
+"""File-name grammar of a log directory, both ways.
+
+A segment is ``{first_lsn:020d}.wal``, so names sort in LSN order as plain strings. A segment
+being created is ``{first_lsn:020d}.wal.tmp`` until its header is durable and it is renamed.
+Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never deleted by segwal.
+``LOCK`` holds the writer lock and the durable LSN published to live readers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+SEGMENT_SUFFIX: Final = ".wal"
+TEMP_SUFFIX: Final = ".tmp"
+QUARANTINE_SUFFIX: Final = ".quarantine"
+LOCK_NAME: Final = "LOCK"
+LSN_DIGITS: Final = 20
+
+_SEGMENT = re.compile(r"^(\d{20})\.wal$")
+_TEMP = re.compile(r"^(\d{20})\.wal\.tmp$")
+_QUARANTINE = re.compile(r"^(\d{20})\.wal\.(\d+)\.quarantine$")
+
+
+class Kind(Enum):
+    """What a directory entry is to segwal."""
+
+    SEGMENT = "segment"
+    TEMP = "temp"
+    QUARANTINE = "quarantine"
+    LOCK = "lock"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A parsed directory entry name."""
+
+    kind: Kind
+    name: str
+    first_lsn: int = 0
+
+
+def segment_name(first_lsn: int) -> str:
+    """The file name of the segment whose first record is ``first_lsn``."""
+    return f"{first_lsn:0{LSN_DIGITS}d}{SEGMENT_SUFFIX}"
+
+
+def temp_name(first_lsn: int) -> str:
+    """The name a segment has while its header is being made durable."""
+    return segment_name(first_lsn) + TEMP_SUFFIX
+
+
+def quarantine_name(segment: str, n: int) -> str:
+    """The name for the ``n``-th piece moved aside from ``segment``."""
+    return f"{segment}.{n}{QUARANTINE_SUFFIX}"
+
+
+def parse(name: str) -> Name:
+    """Classify one directory entry by its name alone."""
+    if name == LOCK_NAME:
+        return Name(Kind.LOCK, name)
+    if m := _SEGMENT.match(name):
+        return Name(Kind.SEGMENT, name, int(m.group(1)))
+    if m := _TEMP.match(name):
+        return Name(Kind.TEMP, name, int(m.group(1)))
+    if m := _QUARANTINE.match(name):
+        return Name(Kind.QUARANTINE, name, int(m.group(1)))
+    return Name(Kind.FOREIGN, name)

@@ -1,0 +1,166 @@
+"""Frame boundaries over a buffer: verdicts on frames, record decoding, and the search for
+a valid frame after damage.
+
+The scanner never opens a file and never decides what to do about damage: it says what it
+sees (a frame, a seal, too few bytes, or bad bytes and why) and the caller decides. A length
+is checked against the maximum frame size and the bytes at hand before anything is sliced.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from itertools import accumulate
+from typing import Final
+
+from segwal.format import (
+    FLAG_COMMIT,
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    KIND_RECORDS,
+    KIND_SEAL,
+    SEAL_SIZE,
+    FormatError,
+    Seal,
+    crc32c,
+    decode_seal,
+)
+
+_KIND_OFFSET: Final = 4
+_FRAME_HEAD_UNPACK = FRAME_HEAD.unpack_from
+
+
+class Status(Enum):
+    """What the scanner sees at an offset."""
+
+    FRAME = "frame"  # a whole records frame with a valid checksum
+    SEAL = "seal"  # a valid seal
+    END = "end"  # no bytes left
+    SHORT = "short"  # fewer bytes than the frame claims (torn, or read more)
+    BAD = "bad"  # bytes that cannot be a valid frame here
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A checked records frame at ``offset`` of its buffer."""
+
+    offset: int
+    length: int
+    commit: bool
+    record_type: int
+    count: int
+    body_len: int
+    first_lsn: int
+    timestamp_us: int
+    durable_lsn: int
+
+    @property
+    def last_lsn(self) -> int:
+        return self.first_lsn + self.count - 1
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The scanner's verdict on the bytes at one offset."""
+
+    status: Status
+    frame: Frame | None = None
+    seal: Seal | None = None
+    reason: str = ""
+    needed: int = 0  # for SHORT: bytes from the offset that the frame claims
+
+
+def check(
+    buf: bytes | bytearray | memoryview,
+    pos: int,
+    end: int,
+    seed: int,
+    max_frame: int,
+) -> Verdict:
+    """Check the frame or seal starting at ``buf[pos]``, looking no further than ``end``."""
+    avail = end - pos
+    if avail <= 0:
+        return Verdict(Status.END)
+    if avail <= _KIND_OFFSET:
+        return Verdict(Status.SHORT, reason="incomplete frame head", needed=FRAME_HEAD_SIZE)
+    kind = buf[pos + _KIND_OFFSET]
+    if kind == KIND_SEAL:
+        if avail < SEAL_SIZE:
+            return Verdict(Status.SHORT, reason="incomplete seal", needed=SEAL_SIZE)
+        try:
+            seal = decode_seal(memoryview(buf)[pos : pos + SEAL_SIZE], seed)
+        except FormatError as exc:
+            return Verdict(Status.BAD, reason=exc.reason)
+        return Verdict(Status.SEAL, seal=seal)
+    if kind != KIND_RECORDS:
+        return Verdict(Status.BAD, reason=f"no frame (kind byte {kind:#04x})")
+    if avail < FRAME_HEAD_SIZE:
+        return Verdict(Status.SHORT, reason="incomplete frame head", needed=FRAME_HEAD_SIZE)
+    crc, _kind, flags, rtype, count, body_len, first_lsn, ts, durable = _FRAME_HEAD_UNPACK(buf, pos)
+    if flags & ~FLAG_COMMIT:
+        return Verdict(Status.BAD, reason=f"unknown frame flags {flags:#04x}")
+    if count == 0:
+        return Verdict(Status.BAD, reason="frame with no record")
+    length = FRAME_HEAD_SIZE + 4 * count + body_len
+    if length > max_frame:
+        return Verdict(Status.BAD, reason=f"frame length {length} exceeds the maximum {max_frame}")
+    if length > avail:
+        return Verdict(Status.SHORT, reason=f"frame of {length} bytes is cut short", needed=length)
+    if crc32c(memoryview(buf)[pos + 4 : pos + length], seed) != crc:
+        return Verdict(Status.BAD, reason="frame checksum mismatch")
+    if sum(struct.unpack_from(f"<{count}I", buf, pos + FRAME_HEAD_SIZE)) != body_len:
+        return Verdict(Status.BAD, reason="record lengths disagree with the frame's body size")
+    return Verdict(
+        Status.FRAME,
+        frame=Frame(
+            pos, length, bool(flags & FLAG_COMMIT), rtype, count, body_len, first_lsn, ts, durable
+        ),
+    )
+
+
+def record_spans(buf: bytes | bytearray | memoryview, frame: Frame) -> list[tuple[int, int]]:
+    """The (start, end) offsets in ``buf`` of each record payload of a checked frame."""
+    count = frame.count
+    table = frame.offset + FRAME_HEAD_SIZE
+    lengths = struct.unpack_from(f"<{count}I", buf, table)
+    base = table + 4 * count
+    ends = list(accumulate(lengths, initial=base))
+    return list(zip(ends[:-1], ends[1:], strict=True))
+
+
+def find_valid(
+    buf: bytes | bytearray | memoryview,
+    start: int,
+    stop: int,
+    end: int,
+    seed: int,
+    max_frame: int,
+) -> Verdict | None:
+    """The first valid frame or seal starting in ``[start, stop)`` and ending by ``end``.
+
+    Used after damage: any valid frame after it means the damage is not a torn tail. Only
+    offsets whose kind byte could start a frame are checked, so zeros cost nothing.
+    """
+    data = bytes(buf) if isinstance(buf, memoryview) else buf
+    stop = min(stop, end - FRAME_HEAD_SIZE + 1)
+    candidates = []
+    for kind in (KIND_RECORDS, KIND_SEAL):
+        hit = data.find(kind, start + _KIND_OFFSET, stop + _KIND_OFFSET)
+        candidates.append(hit)
+    while True:
+        live = [c for c in candidates if c >= 0]
+        if not live:
+            return None
+        hit = min(live)
+        pos = hit - _KIND_OFFSET
+        verdict = check(data, pos, end, seed, max_frame)
+        if verdict.status in (Status.FRAME, Status.SEAL):
+            return verdict
+        idx = candidates.index(hit)
+        kind = KIND_RECORDS if idx == 0 else KIND_SEAL
+        candidates[idx] = data.find(kind, hit + 1, stop + _KIND_OFFSET)
