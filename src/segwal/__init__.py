@@ -1,1 +1,128 @@
-"""segwal: a segmented write-ahead log."""
+"""segwal: a segmented write-ahead log.
+
+An append acknowledged as durable is never lost, whatever instant the process or the
+machine dies; a batch is all-or-nothing; reopening after a crash yields a consistent prefix,
+a torn tail is cut and reported, and corruption anywhere else is raised, never skipped.
+
+    import segwal
+    with segwal.open("/var/lib/app/wal") as wal:
+        lsn = wal.append(b"change")          # durable when it returns (sync="always")
+        for record in wal.replay():
+            apply(record.payload)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from os import PathLike, fspath
+
+from segwal.config import RecoveryMode, SyncMode, WalConfig
+from segwal.errors import (
+    ChecksumError,
+    ClosedError,
+    ConfigError,
+    ContinuityError,
+    CorruptionError,
+    InvalidPayloadError,
+    LockError,
+    NotFoundError,
+    ReadOnlyError,
+    RecordTooLargeError,
+    SealError,
+    SegmentHeaderError,
+    SegwalError,
+    StorageError,
+    UnsupportedFormatError,
+    WalFailedError,
+)
+from segwal.fileio import FileSystem, OsFileSystem
+from segwal.types import (
+    Cut,
+    Problem,
+    Record,
+    RecoveryReport,
+    SegmentCheck,
+    SegmentInfo,
+    Stats,
+    VerifyReport,
+)
+from segwal.verify import verify_directory
+from segwal.wal import Wal
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChecksumError",
+    "ClosedError",
+    "ConfigError",
+    "ContinuityError",
+    "CorruptionError",
+    "Cut",
+    "FileSystem",
+    "InvalidPayloadError",
+    "LockError",
+    "NotFoundError",
+    "OsFileSystem",
+    "Problem",
+    "ReadOnlyError",
+    "Record",
+    "RecordTooLargeError",
+    "RecoveryMode",
+    "RecoveryReport",
+    "SealError",
+    "SegmentCheck",
+    "SegmentHeaderError",
+    "SegmentInfo",
+    "SegwalError",
+    "Stats",
+    "StorageError",
+    "SyncMode",
+    "UnsupportedFormatError",
+    "VerifyReport",
+    "Wal",
+    "WalConfig",
+    "WalFailedError",
+    "__version__",
+    "open",
+    "verify",
+]
+
+
+def open(  # the natural name, as lmdb.open and shelve.open
+    path: str | PathLike[str],
+    *,
+    segment_bytes: int = 64 * 2**20,
+    max_segment_age: float | None = None,
+    sync: SyncMode = "always",
+    sync_interval: float = 0.05,
+    max_record_bytes: int = 16 * 2**20,
+    recovery: RecoveryMode = "tolerate_tail",
+    readonly: bool = False,
+    filesystem: FileSystem | None = None,
+    clock: Callable[[], int] | None = None,
+) -> Wal:
+    """Open (or create) the log in directory ``path``, recovering it after a crash.
+
+    See the README for what each option means and its default.
+    """
+    options: dict[str, object] = {}
+    if filesystem is not None:
+        options["filesystem"] = filesystem
+    if clock is not None:
+        options["clock"] = clock
+    config = WalConfig(
+        segment_bytes=segment_bytes,
+        max_segment_age=max_segment_age,
+        sync=sync,
+        sync_interval=sync_interval,
+        max_record_bytes=max_record_bytes,
+        recovery=recovery,
+        readonly=readonly,
+        **options,  # type: ignore[arg-type]
+    )
+    return Wal(fspath(path), config)
+
+
+def verify(path: str | PathLike[str], *, filesystem: FileSystem | None = None) -> VerifyReport:
+    """Read every byte of the log in ``path`` and report problems; never writes."""
+    return verify_directory(filesystem or OsFileSystem(), fspath(path))

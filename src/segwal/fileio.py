@@ -209,7 +209,9 @@ class OsFileSystem:
         handle = self._open("open", path, os.O_RDWR | os.O_CREAT)
         try:
             with _storage("lock", path):
-                fcntl.flock(handle._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                fcntl.flock(
+                    handle._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+                )
         except StorageError as exc:
             handle.close()
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):

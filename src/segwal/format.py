@@ -187,7 +187,9 @@ def encode_header(
 def decode_header(data: bytes | memoryview) -> SegmentHeader:
     """Decode and check a segment header; raise FormatError saying what is wrong."""
     if len(data) < HEADER_SIZE:
-        raise FormatError(f"segment is {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header")
+        raise FormatError(
+            f"segment is {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header"
+        )
     (
         magic,
         version,
@@ -269,7 +271,15 @@ def encode_frames(
         total = sum(lengths)
         if total <= FRAME_TARGET_BYTES or n == 1:
             return _encode_frame(
-                seed, first_lsn, record_type, timestamp_us, durable_lsn, payloads, lengths, total, True
+                seed,
+                first_lsn,
+                record_type,
+                timestamp_us,
+                durable_lsn,
+                payloads,
+                lengths,
+                total,
+                True,
             )
     out = bytearray()
     start = 0

@@ -9,9 +9,9 @@ is checked against the maximum frame size and the bytes at hand before anything 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Final
 
 from segwal.format import (
@@ -73,6 +73,7 @@ class Verdict:
     seal: Seal | None = None
     reason: str = ""
     needed: int = 0  # for SHORT: bytes from the offset that the frame claims
+    offset: int = -1  # set by find_valid: where in the buffer the frame or seal starts
 
 
 def check(
@@ -130,7 +131,7 @@ def record_spans(buf: bytes | bytearray | memoryview, frame: Frame) -> list[tupl
     lengths = struct.unpack_from(f"<{count}I", buf, table)
     base = table + 4 * count
     ends = list(accumulate(lengths, initial=base))
-    return list(zip(ends[:-1], ends[1:], strict=True))
+    return list(pairwise(ends))
 
 
 def find_valid(
@@ -160,7 +161,7 @@ def find_valid(
         pos = hit - _KIND_OFFSET
         verdict = check(data, pos, end, seed, max_frame)
         if verdict.status in (Status.FRAME, Status.SEAL):
-            return verdict
+            return replace(verdict, offset=pos)
         idx = candidates.index(hit)
         kind = KIND_RECORDS if idx == 0 else KIND_SEAL
         candidates[idx] = data.find(kind, hit + 1, stop + _KIND_OFFSET)

@@ -1,0 +1,328 @@
+"""Recovery planning: list the directory, check every segment, scan the tail, decide.
+
+The planner reads and never changes anything: it returns a :class:`Plan` (what to keep,
+what to cut or move aside) that the log carries out in the order ``docs/DURABILITY.md``
+gives. Sealed segments are checked by header, seal and chain alone, so open time does not
+grow with the number of records; only the last (active) segment is scanned frame by frame.
+
+A torn tail is not corruption, and corruption is not a torn tail: damage at LSN E in the
+last segment is a torn tail only when no valid frame after it was written once E was
+durable (each frame records the log's durable LSN at the time it was written).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+
+from segwal.errors import (
+    ContinuityError,
+    CorruptionError,
+    SealError,
+    SegmentHeaderError,
+)
+from segwal.fileio import FileHandle, FileSystem
+from segwal.format import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
+from segwal.naming import Kind, parse
+from segwal.scanner import Status, find_valid
+from segwal.segment import iter_frames, read_header, read_seal
+
+SEARCH_WINDOW = 4 << 20
+
+
+@dataclass(slots=True, kw_only=True)
+class SegmentState:
+    """A segment recovery keeps, as far as its checked prefix reaches."""
+
+    path: str
+    header: SegmentHeader
+    size: int  # bytes in the file now
+    end: int  # end of the kept data: the seal's offset, or the end of the last whole batch
+    last_lsn: int
+    min_ts: int
+    max_ts: int
+    seal: Seal | None = None
+    hasher: Any = None  # BLAKE3 over bytes [0, end) of an unsealed segment
+
+    @property
+    def sealed(self) -> bool:
+        return self.seal is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Damage:
+    """The first damage recovery found, and whether a crash alone could explain it."""
+
+    index: int  # position of the damaged segment in the sorted segment list
+    path: str
+    offset: int
+    lsn: int
+    reason: str
+    torn: bool  # damage a crash can leave: at the end of the last segment, nothing after
+    keep_prefix: bool  # the segment's header is sound, so its valid prefix can be kept
+    error: type[CorruptionError] = CorruptionError
+
+    def exception(self) -> CorruptionError:
+        reason = f"torn tail: {self.reason}" if self.torn else self.reason
+        return self.error(reason, path=self.path, offset=self.offset, lsn=self.lsn)
+
+
+@dataclass(slots=True, kw_only=True)
+class Plan:
+    """What recovery found and what must happen before the log is usable."""
+
+    directory: str
+    segments: list[SegmentState] = field(default_factory=list)
+    damage: Damage | None = None
+    quarantine: list[str] = field(default_factory=list)  # whole segments to move aside
+    temp_files: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    @property
+    def log_id(self) -> bytes | None:
+        return self.segments[0].header.log_id if self.segments else None
+
+
+@dataclass(slots=True)
+class _TailScan:
+    end: int
+    last_lsn: int
+    min_ts: int
+    max_ts: int
+    hasher: Any
+    seal: Seal | None = None
+    damage_offset: int | None = None
+    reason: str = ""
+
+
+def plan(fs: FileSystem, directory: str) -> Plan:
+    """Check the log in ``directory`` and say what to keep; raise on what is never valid."""
+    result = Plan(directory=directory)
+    names = []
+    for entry in sorted(fs.list_dir(directory), key=lambda e: e.name):
+        name = parse(entry.name)
+        path = posixpath.join(directory, entry.name)
+        if name.kind is Kind.SEGMENT:
+            if not entry.is_file:
+                raise SegmentHeaderError("not a regular file", path=path, offset=0)
+            names.append(name)
+        elif name.kind is Kind.TEMP:
+            result.temp_files.append(path)
+        elif name.kind is Kind.FOREIGN:
+            result.foreign.append(path)
+    for index, name in enumerate(names):
+        path = posixpath.join(directory, name.name)
+        last = index == len(names) - 1
+        handle = fs.open_read(path)
+        try:
+            damage = _check_segment(result, handle, index, name.first_lsn, last)
+        finally:
+            handle.close()
+        if damage is not None:
+            result.damage = damage
+            result.quarantine = [posixpath.join(directory, n.name) for n in names[index + 1 :]]
+            break
+    return result
+
+
+def _check_segment(
+    result: Plan, handle: FileHandle, index: int, name_lsn: int, last: bool
+) -> Damage | None:
+    path = handle.path
+    size = handle.size()
+
+    def damage(
+        offset: int, lsn: int, reason: str, error: type[CorruptionError], **kw: bool
+    ) -> Damage:
+        return Damage(
+            index=index,
+            path=path,
+            offset=offset,
+            lsn=lsn,
+            reason=reason,
+            torn=kw.get("torn", False),
+            keep_prefix=kw.get("keep_prefix", False),
+            error=error,
+        )
+
+    if size < HEADER_SIZE:
+        return damage(
+            0, name_lsn, f"segment of {size} bytes is shorter than its header", SegmentHeaderError
+        )
+    try:
+        header = read_header(handle)
+    except SegmentHeaderError as exc:
+        return damage(0, name_lsn, exc.reason, SegmentHeaderError)
+    if header.first_lsn != name_lsn:
+        return damage(
+            0,
+            name_lsn,
+            f"header says first LSN {header.first_lsn}, name says {name_lsn}",
+            SegmentHeaderError,
+        )
+    if result.segments:
+        prev = result.segments[-1]
+        problem = continuity_problem(prev, header)
+        if problem is not None:
+            return damage(0, prev.last_lsn + 1, problem, ContinuityError)
+    if not last:
+        try:
+            seal = read_seal(handle, header, size)
+        except SealError as exc:
+            return damage(
+                exc.offset or 0, header.first_lsn, exc.reason, SealError, keep_prefix=True
+            )
+        result.segments.append(
+            SegmentState(
+                path=path,
+                header=header,
+                size=size,
+                end=seal.data_end,
+                last_lsn=seal.last_lsn,
+                min_ts=seal.min_ts,
+                max_ts=seal.max_ts,
+                seal=seal,
+            )
+        )
+        return None
+    scan = scan_tail(handle, header, size)
+    result.segments.append(
+        SegmentState(
+            path=path,
+            header=header,
+            size=size,
+            end=scan.end,
+            last_lsn=scan.last_lsn,
+            min_ts=scan.min_ts,
+            max_ts=scan.max_ts,
+            seal=scan.seal,
+            hasher=None if scan.seal else scan.hasher,
+        )
+    )
+    if scan.damage_offset is None:
+        return None
+    torn = not written_after_durable(handle, header, scan.damage_offset, size, scan.last_lsn + 1)
+    if not torn:
+        scan.reason += f"; a later frame was written after LSN {scan.last_lsn + 1} was durable"
+    return damage(
+        scan.damage_offset,
+        scan.last_lsn + 1,
+        scan.reason,
+        CorruptionError,
+        torn=torn,
+        keep_prefix=True,
+    )
+
+
+def continuity_problem(prev: SegmentState, header: SegmentHeader) -> str | None:
+    """Why a segment with ``header`` cannot follow the sealed segment ``prev``, if it cannot."""
+    assert prev.seal is not None
+    if header.log_id != prev.header.log_id:
+        return "segment belongs to another log"
+    if header.sequence != prev.header.sequence + 1:
+        return f"segment sequence {header.sequence} does not follow {prev.header.sequence}"
+    if header.first_lsn != prev.last_lsn + 1:
+        kind = "gap" if header.first_lsn > prev.last_lsn + 1 else "overlap"
+        return f"LSN {kind}: previous segment ends at LSN {prev.last_lsn}"
+    if header.prev_digest != prev.seal.digest:
+        return "broken digest chain: previous digest does not match the previous seal"
+    return None
+
+
+def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan:
+    """Walk every frame of a segment; keep the prefix of whole batches, note the first damage."""
+    hasher = blake3.blake3()
+    hasher.update(handle.pread(HEADER_SIZE, 0))
+    committed = hasher.copy()
+    first = header.first_lsn
+    scan = _TailScan(HEADER_SIZE, first - 1, 0, 0, committed)
+    expected = first
+    batch_ts = 0
+    for ref in iter_frames(handle, header, HEADER_SIZE, size):
+        verdict = ref.verdict
+        frame = verdict.frame
+        if frame is not None:
+            if frame.first_lsn != expected:
+                scan.damage_offset = ref.offset
+                scan.reason = f"frame holds LSN {frame.first_lsn}, expected {expected}"
+                break
+            if frame.durable_lsn >= frame.first_lsn:
+                scan.damage_offset = ref.offset
+                scan.reason = f"frame claims durable LSN {frame.durable_lsn} ahead of itself"
+                break
+            hasher.update(memoryview(ref.buf)[frame.offset : frame.end])
+            expected += frame.count
+            batch_ts = frame.timestamp_us
+            if frame.commit:
+                scan.end = ref.offset + frame.length
+                scan.last_lsn = expected - 1
+                scan.min_ts = scan.min_ts or batch_ts
+                scan.max_ts = batch_ts
+                scan.hasher = committed = hasher.copy()
+            continue
+        if verdict.status is Status.END:
+            if ref.offset != scan.end:
+                scan.damage_offset = scan.end
+                scan.reason = "last batch has no commit marker"
+            break
+        if verdict.status is Status.SEAL and verdict.seal is not None:
+            seal = verdict.seal
+            problem = _seal_problem(seal, scan, ref.offset, size, committed)
+            if problem is None:
+                scan.seal = seal
+                break
+            scan.damage_offset = ref.offset
+            scan.reason = problem
+            break
+        scan.damage_offset = ref.offset
+        scan.reason = verdict.reason
+        break
+    return scan
+
+
+def _seal_problem(
+    seal: Seal, scan: _TailScan, offset: int, size: int, committed: Any
+) -> str | None:
+    if offset != scan.end:
+        return "seal follows a batch without a commit marker"
+    if offset + SEAL_SIZE != size:
+        return f"{size - offset - SEAL_SIZE} bytes follow the seal"
+    if seal.data_end != offset or seal.last_lsn != scan.last_lsn:
+        return f"seal says LSNs up to {seal.last_lsn} end at {seal.data_end}"
+    if seal.digest != committed.digest():
+        return "seal digest does not match the segment"
+    return None
+
+
+def written_after_durable(
+    handle: FileHandle, header: SegmentHeader, damage: int, size: int, lsn: int
+) -> bool:
+    """Whether any valid frame after ``damage`` was written once ``lsn`` was durable.
+
+    Such a frame proves the damaged bytes had passed a barrier, so losing them is corruption,
+    not a crash. The search reads bounded windows and checks only plausible frame starts.
+    """
+    max_frame = max_frame_bytes(header.max_record_bytes)
+    seed = header.seed
+    start = damage + 1
+    while start < size:
+        stop = min(size, start + SEARCH_WINDOW)
+        buf = handle.pread(min(size - start, SEARCH_WINDOW + max_frame), start)
+        end = len(buf)
+        pos = 0
+        while True:
+            verdict = find_valid(buf, pos, stop - start, end, seed, max_frame)
+            if verdict is None:
+                break
+            if verdict.frame is not None:
+                if verdict.frame.durable_lsn >= lsn:
+                    return True
+                pos = verdict.frame.end
+            else:
+                # A valid seal proves nothing: it may have been written before its barrier.
+                pos = verdict.offset + SEAL_SIZE
+        start = max(stop, start + pos)
+    return False

@@ -1,0 +1,310 @@
+"""One segment file: the writer of the active segment, and the reader of any segment.
+
+The writer owns the tail offset, writes one encoded buffer per call, syncs, and seals; it
+never decides when to rotate and never assigns LSNs. The reader checks headers and seals and
+streams checked frames up to a bound; it never crosses into another segment.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
+from typing import Any
+
+import blake3
+
+from segwal.errors import (
+    ChecksumError,
+    CorruptionError,
+    SealError,
+    SegmentHeaderError,
+    UnsupportedFormatError,
+)
+from segwal.fileio import Buffer, FileHandle, FileSystem
+from segwal.format import (
+    HEADER_SIZE,
+    SEAL_SIZE,
+    FormatError,
+    Seal,
+    SegmentHeader,
+    decode_header,
+    decode_seal,
+    encode_header,
+    encode_seal,
+    max_frame_bytes,
+)
+from segwal.naming import segment_name, temp_name
+from segwal.scanner import Status, Verdict, check, record_spans
+from segwal.types import Record
+
+READ_CHUNK = 1 << 20
+
+_new_record = partial(tuple.__new__, Record)
+
+
+def header_error(exc: FormatError, path: str) -> Exception:
+    """The public error for a header that did not decode."""
+    if exc.newer:
+        return UnsupportedFormatError(
+            f"{path}: {exc.reason}", path=path, hint="upgrade segwal to read this log"
+        )
+    return SegmentHeaderError(exc.reason, path=path, offset=0)
+
+
+def read_header(handle: FileHandle) -> SegmentHeader:
+    """Read and check the header of an open segment."""
+    try:
+        return decode_header(handle.pread(HEADER_SIZE, 0))
+    except FormatError as exc:
+        raise header_error(exc, handle.path) from None
+
+
+def read_seal(handle: FileHandle, header: SegmentHeader, size: int) -> Seal:
+    """Read the seal that must end a sealed segment of ``size`` bytes."""
+    path = handle.path
+    if size < HEADER_SIZE + SEAL_SIZE:
+        raise SealError("segment is too short to hold a seal", path=path, offset=size)
+    offset = size - SEAL_SIZE
+    try:
+        seal = decode_seal(handle.pread(SEAL_SIZE, offset), header.seed)
+    except FormatError as exc:
+        raise SealError(exc.reason, path=path, offset=offset) from None
+    if seal.data_end != offset or seal.first_lsn != header.first_lsn:
+        raise SealError(
+            f"seal disagrees with its segment (data end {seal.data_end}, first LSN "
+            f"{seal.first_lsn})",
+            path=path,
+            offset=offset,
+        )
+    return seal
+
+
+class SegmentWriter:
+    """Appends encoded frames to the active segment and seals it."""
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        handle: FileHandle,
+        header: SegmentHeader,
+        *,
+        offset: int,
+        hasher: Any,
+        last_lsn: int,
+        min_ts: int,
+        max_ts: int,
+    ) -> None:
+        self.fs = fs
+        self.handle = handle
+        self.header = header
+        self.path = handle.path
+        self.offset = offset
+        self.hasher = hasher
+        self.last_lsn = last_lsn
+        self.min_ts = min_ts
+        self.max_ts = max_ts
+
+    @classmethod
+    def create(
+        cls,
+        fs: FileSystem,
+        directory: str,
+        *,
+        log_id: bytes,
+        sequence: int,
+        first_lsn: int,
+        created_us: int,
+        max_record_bytes: int,
+        prev_digest: bytes,
+    ) -> SegmentWriter:
+        """Create the next active segment: temp file, header, fdatasync, rename, dir fsync.
+
+        The rename publishes a file whose header is already durable, so a segment name never
+        points at a file without a whole header, whatever instant the machine dies.
+        """
+        raw = encode_header(
+            log_id=log_id,
+            sequence=sequence,
+            first_lsn=first_lsn,
+            created_us=created_us,
+            max_record_bytes=max_record_bytes,
+            prev_digest=prev_digest,
+        )
+        temp = posixpath.join(directory, temp_name(first_lsn))
+        final = posixpath.join(directory, segment_name(first_lsn))
+        handle = fs.create(temp)
+        try:
+            handle.pwrite(raw, 0)
+            handle.sync("create.header")
+            fs.rename(temp, final)
+            fs.sync_dir(directory, "create.rename")
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+        # Reopen under the final name so error messages and stats name the real file.
+        handle = fs.open_write(final)
+        header = decode_header(raw)
+        hasher = blake3.blake3()
+        hasher.update(raw)
+        return cls(
+            fs,
+            handle,
+            header,
+            offset=HEADER_SIZE,
+            hasher=hasher,
+            last_lsn=first_lsn - 1,
+            min_ts=0,
+            max_ts=0,
+        )
+
+    @property
+    def first_lsn(self) -> int:
+        return self.header.first_lsn
+
+    @property
+    def count(self) -> int:
+        return self.last_lsn - self.header.first_lsn + 1
+
+    def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
+        """Write encoded frames at the tail; the caller has made them whole batches."""
+        self.handle.pwrite(data, self.offset)
+        self.offset += len(data)
+        self.hasher.update(data)
+        self.last_lsn = last_lsn
+        if not self.min_ts:
+            self.min_ts = timestamp_us
+        self.max_ts = timestamp_us
+
+    def sync(self) -> None:
+        """fdatasync the segment: every frame written so far becomes durable."""
+        self.handle.sync("append.sync")
+
+    def seal(self, sealed_us: int) -> Seal:
+        """Write the seal and make it durable; the segment never changes again."""
+        digest = self.hasher.digest()
+        raw = encode_seal(
+            seed=self.header.seed,
+            first_lsn=self.header.first_lsn,
+            last_lsn=self.last_lsn,
+            count=self.count,
+            min_ts=self.min_ts,
+            max_ts=self.max_ts,
+            data_end=self.offset,
+            sealed_us=sealed_us,
+            digest=digest,
+        )
+        self.handle.pwrite(raw, self.offset)
+        # One barrier covers the unsynced frames and the seal: the next segment may only
+        # exist once everything before it, seal included, is durable.
+        self.handle.sync("seal.sync")
+        seal = decode_seal(raw, self.header.seed)
+        self.offset += SEAL_SIZE
+        return seal
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """A checked frame and the buffer it lies in (``verdict.frame.offset`` is into ``buf``)."""
+
+    buf: bytes
+    base: int  # file offset of buf[0]
+    offset: int  # file offset the verdict is about
+    verdict: Verdict
+
+
+def iter_frames(
+    handle: FileHandle, header: SegmentHeader, start: int, end: int
+) -> Iterator[FrameRef]:
+    """Yield each verdict from ``start`` to ``end``, reading a bounded window at a time.
+
+    Stops after the first verdict that is not a records frame (a seal, damage, a frame cut
+    short at ``end``, or the end itself); the caller decides what that means.
+    """
+    max_frame = max_frame_bytes(header.max_record_bytes)
+    seed = header.seed
+    pos = start
+    buf = b""
+    base = start
+    while True:
+        rel = pos - base
+        verdict = check(buf, rel, len(buf), seed, max_frame)
+        if verdict.status is Status.FRAME:
+            yield FrameRef(buf, base, pos, verdict)
+            assert verdict.frame is not None
+            pos = base + verdict.frame.end
+            continue
+        if verdict.status in (Status.SHORT, Status.END) and base + len(buf) < end:
+            want = max(READ_CHUNK, verdict.needed)
+            buf = handle.pread(min(want, end - pos), pos)
+            base = pos
+            if buf:
+                continue
+        yield FrameRef(buf, base, pos, verdict)
+        return
+
+
+def iter_records(
+    handle: FileHandle,
+    header: SegmentHeader,
+    *,
+    start: int,
+    end: int,
+    first_lsn: int,
+    from_lsn: int,
+    to_lsn: int,
+) -> Iterator[Record]:
+    """Stream the records with LSNs in ``[from_lsn, to_lsn]`` from frames in ``[start, end)``.
+
+    Every frame is checked again as it is read, so damage that happened after open is
+    raised as corruption, never skipped.
+    """
+    expected = first_lsn
+    for ref in iter_frames(handle, header, start, end):
+        verdict = ref.verdict
+        frame = verdict.frame
+        if frame is None:
+            if verdict.status is Status.END or expected > to_lsn:
+                return
+            raise ChecksumError(
+                verdict.reason or "unexpected bytes",
+                path=handle.path,
+                offset=ref.offset,
+                lsn=expected,
+            )
+        if frame.first_lsn != expected:
+            raise CorruptionError(
+                f"frame holds LSN {frame.first_lsn}",
+                path=handle.path,
+                offset=ref.offset,
+                lsn=expected,
+            )
+        expected = frame.first_lsn + frame.count
+        if expected <= from_lsn:
+            continue
+        spans = record_spans(ref.buf, frame)
+        lsn = frame.first_lsn
+        skip = from_lsn - lsn if from_lsn > lsn else 0
+        stop = min(frame.count, to_lsn - lsn + 1)
+        if stop <= skip:
+            return
+        buf = ref.buf
+        payloads = [buf[s:e] for s, e in spans[skip:stop]]
+        yield from map(
+            _new_record,
+            zip(
+                range(lsn + skip, lsn + stop),
+                repeat(frame.record_type),
+                repeat(frame.timestamp_us),
+                payloads,
+                strict=False,
+            ),
+        )
+        if expected > to_lsn:
+            return

@@ -1,0 +1,701 @@
+"""The log: open and close, append, LSNs, rotation, the durable LSN, reads and replay.
+
+``Wal`` is thread-safe. Appends take one lock while they assign LSNs and write; durability
+is shared among concurrent appenders by :class:`~segwal.commit.GroupCommit`. After any failed
+write or barrier the log fails closed: every later mutation raises ``WalFailedError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from segwal.commit import GroupCommit
+from segwal.config import WalConfig
+from segwal.errors import (
+    ClosedError,
+    ConfigError,
+    InvalidPayloadError,
+    NotFoundError,
+    ReadOnlyError,
+    RecordTooLargeError,
+    WalFailedError,
+)
+from segwal.fileio import FileHandle
+from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, SEAL_SIZE, encode_frames, encode_record
+from segwal.opening import (
+    carry_out,
+    publish_durable,
+    read_lock,
+    start_writer,
+    take_lock,
+    writer_alive,
+)
+from segwal.recovery import Plan, SegmentState, plan
+from segwal.segment import SegmentWriter, iter_records
+from segwal.types import Cut, Record, RecoveryReport, SegmentInfo, Stats
+
+log = logging.getLogger("segwal")
+
+_MAX_TYPE = 0xFFFF
+
+
+def _payload(data: Any, index: int | None = None) -> bytes:
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str | int | float) or data is None:
+        raise InvalidPayloadError(
+            f"payload must be bytes-like, not {type(data).__name__}", index=index
+        )
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise InvalidPayloadError(
+            f"payload must be bytes-like, not {type(data).__name__}", index=index
+        ) from None
+
+
+def _check_type(record_type: Any) -> int:
+    if isinstance(record_type, bool) or not isinstance(record_type, int):
+        raise ConfigError(f"type must be an integer, not {record_type!r}", option="type")
+    if not 0 <= record_type <= _MAX_TYPE:
+        raise ConfigError(
+            f"type must be between 0 and {_MAX_TYPE}, not {record_type}", option="type"
+        )
+    return record_type
+
+
+def _info(state: SegmentState) -> SegmentInfo:
+    seal = state.seal
+    return SegmentInfo(
+        path=state.path,
+        sequence=state.header.sequence,
+        first_lsn=state.header.first_lsn,
+        last_lsn=state.last_lsn,
+        size_bytes=state.size,
+        sealed=seal is not None,
+        created_us=state.header.created_us,
+        min_timestamp_us=state.min_ts,
+        max_timestamp_us=state.max_ts,
+        digest=seal.digest.hex() if seal is not None else "",
+    )
+
+
+class Wal:
+    """A segmented write-ahead log in one directory. Use :func:`segwal.open` to get one."""
+
+    def __init__(self, path: str, config: WalConfig) -> None:
+        self._path = str(path)
+        self._config = config
+        self._fs = config.filesystem
+        self._lock = threading.Lock()
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._lock_handle: FileHandle | None = None
+        self._writer: SegmentWriter | None = None
+        self._sealed: list[SegmentState] = []
+        self._tail: SegmentState | None = None  # readonly: the last segment as recovered
+        self._last_ts = 0
+        self._published = 0
+        self._publish_lock = threading.Lock()
+        self._counters = {"appends": 0, "records": 0, "payload_bytes": 0}
+        self._rotations: dict[str, int] = {}
+        self._io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._commit = GroupCommit(
+            durable_lsn=0,
+            barrier=self._barrier,
+            on_durable=self._publish,
+            on_failure=self._fail,
+        )
+        if config.readonly:
+            self._report = self._open_readonly()
+        else:
+            self._report = self._open_writer()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open_writer(self) -> RecoveryReport:
+        fs, config = self._fs, self._config
+        created = fs.make_dir(self._path)
+        self._lock_handle = take_lock(fs, self._path)
+        try:
+            found = plan(fs, self._path)
+            damage = found.damage
+            mode = config.recovery
+            if damage is not None and (
+                mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
+            ):
+                raise damage.exception()
+            repair = carry_out(fs, found, mode)
+            first_lsn = found.segments[0].header.first_lsn if found.segments else 1
+            if not found.segments and damage is not None:
+                first_lsn = damage.lsn
+            writer, new_segment = start_writer(
+                fs,
+                self._path,
+                found.segments,
+                first_lsn=first_lsn,
+                now_us=config.clock(),
+                max_record_bytes=config.max_record_bytes,
+            )
+        except BaseException:
+            self._lock_handle.close()
+            raise
+        self._sealed = [s for s in found.segments if s.seal is not None]
+        self._writer = writer
+        self._io["created"] += int(new_segment)
+        self._last_ts = max((s.max_ts for s in found.segments), default=0)
+        last = writer.last_lsn
+        self._commit.reset(last)
+        self._publish(last)
+        report = RecoveryReport(
+            mode=mode,
+            created=created or not found.segments,
+            segments=len(self._sealed) + 1,
+            first_lsn=self.first_lsn,
+            last_lsn=last,
+            cuts=tuple(repair.cuts),
+            quarantined=tuple(repair.quarantined),
+            removed_temp_files=tuple(repair.removed_temp_files),
+            foreign_files=tuple(found.foreign),
+            sealed_tail=bool(found.segments) and found.segments[-1].seal is not None,
+        )
+        for cut in repair.cuts:
+            log.warning(
+                "recovery cut %d bytes from %s at offset %d (LSN %d): %s",
+                cut.length,
+                cut.path,
+                cut.offset,
+                cut.lsn,
+                cut.reason,
+            )
+        for path in repair.quarantined:
+            log.warning("recovery moved %s aside", path)
+        if config.sync == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="segwal-flusher", daemon=True
+            )
+            self._flusher.start()
+        return report
+
+    def _open_readonly(self) -> RecoveryReport:
+        found = self._load_view()
+        damage = found.damage
+        cuts: tuple[Cut, ...] = ()
+        if damage is not None:
+            size = found.segments[-1].size if found.segments else 0
+            cuts = (
+                Cut(
+                    path=damage.path,
+                    offset=damage.offset,
+                    length=max(0, size - damage.offset),
+                    lsn=damage.lsn,
+                    reason=damage.reason,
+                ),
+            )
+        return RecoveryReport(
+            mode=self._config.recovery,
+            segments=len(found.segments),
+            first_lsn=self.first_lsn,
+            last_lsn=self.last_lsn,
+            cuts=cuts,
+            foreign_files=tuple(found.foreign),
+        )
+
+    def _load_view(self) -> Plan:
+        """Readonly: look at the directory again without changing it."""
+        found = plan(self._fs, self._path)
+        damage = found.damage
+        mode = self._config.recovery
+        if damage is not None and (
+            mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
+        ):
+            raise damage.exception()
+        segments = found.segments
+        with self._lock:
+            self._sealed = [s for s in segments if s.seal is not None]
+            self._tail = segments[-1] if segments and segments[-1].seal is None else None
+            last = segments[-1].last_lsn if segments else 0
+            if writer_alive(self._fs, self._path):
+                published = read_lock(self._fs, self._path)[1]
+                durable = min(last, published or 0)
+            else:
+                durable = last
+        self._commit.reset(durable)
+        return found
+
+    def refresh(self) -> None:
+        """Readonly: pick up what the writer has made durable since the last look."""
+        self._check_open()
+        if not self._config.readonly:
+            return
+        self._load_view()
+
+    # -- state checks ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"the log at {self._path} is closed")
+
+    def _check_writable(self) -> SegmentWriter:
+        self._check_open()
+        if self._writer is None:
+            raise ReadOnlyError(f"the log at {self._path} was opened readonly")
+        if self._failure is not None:
+            raise WalFailedError(self._failure)
+        return self._writer
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+            log.error("segwal log at %s failed: %r; reopen it to recover", self._path, exc)
+        self._commit.fail(exc)
+
+    # -- appending ------------------------------------------------------------------------
+
+    def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
+        """Append one record; return its LSN. With sync="always" it is durable on return."""
+        data = _payload(payload)
+        if type.__class__ is not int or not 0 <= type <= _MAX_TYPE:
+            _check_type(type)
+        size = len(data)
+        limit = self._config.max_record_bytes
+        if size > limit:
+            raise RecordTooLargeError(size, limit)
+        with self._lock:
+            writer = self._check_writable()
+            lsn = writer.last_lsn + 1
+            ts = self._stamp()
+            frame_len = FRAME_HEAD_SIZE + 4 + size
+            if self._rotation_due(writer, frame_len, size, ts):
+                writer = self._rotate_for_append(writer, frame_len, size, ts)
+            frame = encode_record(writer.header.seed, lsn, type, ts, self._commit.durable_lsn, data)
+            self._write(writer, frame, lsn, ts)
+            counters = self._counters
+            counters["appends"] += 1
+            counters["records"] += 1
+            counters["payload_bytes"] += size
+        if self._config.sync == "always":
+            self._commit.wait_durable(lsn, lead=True)
+        return lsn
+
+    def append_batch(
+        self, payloads: Iterable[bytes | bytearray | memoryview], type: int = 0
+    ) -> range:
+        """Append records atomically: after a crash all of them are there, or none."""
+        items: list[bytes] = payloads if isinstance(payloads, list) else list(payloads)  # type: ignore[arg-type]
+        if not all(p.__class__ is bytes for p in items):
+            items = [_payload(p, i) for i, p in enumerate(items)]
+        if type.__class__ is not int or not 0 <= type <= _MAX_TYPE:
+            _check_type(type)
+        lengths = list(map(len, items))
+        limit = self._config.max_record_bytes
+        if lengths and max(lengths) > limit:
+            index = next(i for i, n in enumerate(lengths) if n > limit)
+            raise RecordTooLargeError(lengths[index], limit, index=index)
+        with self._lock:
+            writer = self._check_writable()
+            first = writer.last_lsn + 1
+            if not items:
+                return range(first, first)
+            last = first + len(items) - 1
+            ts = self._stamp()
+            data = encode_frames(
+                seed=writer.header.seed,
+                first_lsn=first,
+                record_type=type,
+                timestamp_us=ts,
+                durable_lsn=self._commit.durable_lsn,
+                payloads=items,
+                lengths=lengths,
+            )
+            if self._rotation_due(writer, len(data), max(lengths), ts):
+                writer = self._rotate_for_append(writer, len(data), max(lengths), ts)
+                data = encode_frames(
+                    seed=writer.header.seed,
+                    first_lsn=first,
+                    record_type=type,
+                    timestamp_us=ts,
+                    durable_lsn=self._commit.durable_lsn,
+                    payloads=items,
+                    lengths=lengths,
+                )
+            self._write(writer, data, last, ts)
+            counters = self._counters
+            counters["appends"] += 1
+            counters["records"] += len(items)
+            counters["payload_bytes"] += sum(lengths)
+        if self._config.sync == "always":
+            self._commit.wait_durable(last, lead=True)
+        return range(first, last + 1)
+
+    def _stamp(self) -> int:
+        # Timestamps never decrease within a log, even when the clock steps back.
+        now = self._config.clock()
+        now = max(now, self._last_ts)
+        self._last_ts = now
+        return now
+
+    def _write(self, writer: SegmentWriter, data: bytes | bytearray, last: int, ts: int) -> None:
+        try:
+            writer.write(data, last, ts)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._io["written_bytes"] += len(data)
+        self._io["writes"] += 1
+        self._commit.wrote(last)
+
+    def _rotation_due(self, writer: SegmentWriter, frame_len: int, largest: int, ts: int) -> bool:
+        if largest > writer.header.max_record_bytes:
+            return True
+        if writer.count == 0:
+            return False
+        if writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
+            return True
+        age = self._config.max_segment_age
+        return age is not None and ts - writer.min_ts >= age * 1e6
+
+    def _rotate_for_append(
+        self, writer: SegmentWriter, frame_len: int, largest: int, ts: int
+    ) -> SegmentWriter:
+        if largest > writer.header.max_record_bytes:
+            reason = "limit"
+        elif writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
+            reason = "size"
+        else:
+            reason = "age"
+        self._rotate_locked(reason)
+        assert self._writer is not None
+        return self._writer
+
+    # -- rotation -------------------------------------------------------------------------
+
+    def rotate(self) -> SegmentInfo | None:
+        """Seal the active segment and start the next; None when it holds no record."""
+        with self._lock:
+            self._check_writable()
+            return self._rotate_locked("forced")
+
+    def _rotate_locked(self, reason: str) -> SegmentInfo | None:
+        writer = self._writer
+        assert writer is not None
+        config = self._config
+        if writer.count == 0 and reason != "limit":
+            return None
+        with self._commit.exclusive():
+            try:
+                if writer.count == 0:
+                    # An empty segment whose header limit is too small is replaced in place.
+                    sealed = None
+                    sequence, prev = writer.header.sequence, writer.header.prev_digest
+                else:
+                    seal = writer.seal(config.clock())
+                    self._io["fsyncs"] += 1
+                    self._io["written_bytes"] += SEAL_SIZE
+                    sealed = SegmentState(
+                        path=writer.path,
+                        header=writer.header,
+                        size=writer.offset,
+                        end=seal.data_end,
+                        last_lsn=seal.last_lsn,
+                        min_ts=seal.min_ts,
+                        max_ts=seal.max_ts,
+                        seal=seal,
+                    )
+                    sequence, prev = writer.header.sequence + 1, seal.digest
+                writer.close()
+                if sealed is not None:
+                    self._sealed.append(sealed)
+                    self._commit.publish(sealed.last_lsn)
+                self._writer = SegmentWriter.create(
+                    self._fs,
+                    self._path,
+                    log_id=writer.header.log_id,
+                    sequence=sequence,
+                    first_lsn=writer.last_lsn + 1,
+                    created_us=config.clock(),
+                    max_record_bytes=config.max_record_bytes,
+                    prev_digest=prev,
+                )
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+        self._io["fsyncs"] += 1
+        self._io["dir_fsyncs"] += 1
+        self._io["created"] += 1
+        self._rotations[reason] = self._rotations.get(reason, 0) + 1
+        return _info(sealed) if sealed is not None else None
+
+    # -- durability -----------------------------------------------------------------------
+
+    def _barrier(self) -> None:
+        writer = self._writer
+        assert writer is not None
+        writer.sync()
+        self._io["fsyncs"] += 1
+
+    def _publish(self, lsn: int) -> None:
+        handle = self._lock_handle
+        if handle is None:
+            return
+        with self._publish_lock:
+            if lsn <= self._published:
+                return
+            self._published = lsn
+            try:
+                publish_durable(handle, lsn)
+            except OSError as exc:
+                log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+
+    def sync(self) -> int:
+        """Make every record appended so far durable; return the durable LSN."""
+        self._check_writable()
+        self._commit.wait_durable(self._commit.written_lsn, lead=True)
+        return self._commit.durable_lsn
+
+    def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
+        """Wait until ``lsn`` is durable; False if ``timeout`` seconds passed first.
+
+        With sync="interval" this waits for the background flusher; in the other modes the
+        caller runs (or joins) a barrier itself.
+        """
+        self._check_open()
+        if lsn > self.last_lsn:
+            raise NotFoundError(
+                f"LSN {lsn} has not been appended (last LSN is {self.last_lsn})",
+                lsn=lsn,
+                first_lsn=self.first_lsn,
+                last_lsn=self.last_lsn,
+            )
+        if self._writer is None:
+            return self._commit.durable_lsn >= lsn
+        lead = self._config.sync != "interval"
+        return self._commit.wait_durable(lsn, lead=lead, timeout=timeout)
+
+    def _flush_loop(self) -> None:
+        interval = self._config.sync_interval
+        while not self._stop.wait(interval):
+            try:
+                self._commit.flush()
+                if self._config.max_segment_age is not None:
+                    with self._lock:
+                        writer = self._writer
+                        if (
+                            writer is not None
+                            and not self._closed
+                            and self._failure is None
+                            and (self._rotation_due(writer, 0, 0, self._config.clock()))
+                        ):
+                            self._rotate_locked("age")
+            except Exception:  # the failure is recorded; appenders see WalFailedError
+                return
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _segments_view(self) -> tuple[list[tuple[str, Any, int, int, int]], int]:
+        """(path, header, end, first LSN, last LSN) of every segment, and the durable LSN."""
+        with self._lock:
+            view = [(s.path, s.header, s.end, s.header.first_lsn, s.last_lsn) for s in self._sealed]
+            writer = self._writer
+            if writer is not None:
+                view.append(
+                    (writer.path, writer.header, writer.offset, writer.first_lsn, writer.last_lsn)
+                )
+            elif self._tail is not None:
+                t = self._tail
+                view.append((t.path, t.header, t.end, t.header.first_lsn, t.last_lsn))
+        return view, self._commit.durable_lsn
+
+    def read(self, lsn: int, *, unsynced: bool = False) -> Record:
+        """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
+        view, first, last, limit, durable = self._view(unsynced)
+        if not first <= lsn <= limit:
+            if first <= lsn <= last:
+                reason = (
+                    f"LSN {lsn} is not durable yet (durable LSN {durable}); "
+                    "call sync() first or pass unsynced=True"
+                )
+            else:
+                reason = f"LSN {lsn} is outside the log, which holds LSNs {first}..{last}"
+            raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
+        for record in self._stream(view, lsn, lsn):
+            return record
+        raise NotFoundError(
+            f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
+        )
+
+    def replay(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
+    ) -> Iterator[Record]:
+        """Stream records ``from_lsn..to_lsn`` (inclusive) in bounded memory.
+
+        Only durable records are yielded unless ``unsynced`` is True: a reader never sees a
+        record that a crash could still take back.
+        """
+        view, first, _last, limit, _durable = self._view(unsynced)
+        start = first if from_lsn is None else max(from_lsn, first)
+        stop = limit if to_lsn is None else min(to_lsn, limit)
+        return self._stream(view, start, stop)
+
+    def _view(
+        self, unsynced: bool
+    ) -> tuple[list[tuple[str, Any, int, int, int]], int, int, int, int]:
+        self._check_open()
+        if self._config.readonly:
+            self._load_view()
+        view, durable = self._segments_view()
+        first = view[0][3] if view else 1
+        last = view[-1][4] if view else 0
+        limit = last if unsynced else min(last, durable)
+        return view, first, last, limit, durable
+
+    def _stream(
+        self, view: list[tuple[str, Any, int, int, int]], start: int, stop: int
+    ) -> Iterator[Record]:
+        firsts = [v[3] for v in view]
+        index = max(0, bisect_right(firsts, start) - 1)
+        for path, header, end, first, last in view[index:]:
+            if first > stop:
+                return
+            if last < start:
+                continue
+            handle = self._fs.open_read(path)
+            try:
+                yield from iter_records(
+                    handle,
+                    header,
+                    start=HEADER_SIZE,
+                    end=end,
+                    first_lsn=first,
+                    from_lsn=start,
+                    to_lsn=stop,
+                )
+            finally:
+                handle.close()
+
+    # -- introspection --------------------------------------------------------------------
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every segment of the log, oldest first; the last one is the active segment."""
+        self._check_open()
+        with self._lock:
+            infos = [_info(s) for s in self._sealed]
+            writer = self._writer
+            if writer is not None:
+                infos.append(
+                    SegmentInfo(
+                        path=writer.path,
+                        sequence=writer.header.sequence,
+                        first_lsn=writer.first_lsn,
+                        last_lsn=writer.last_lsn,
+                        size_bytes=writer.offset,
+                        sealed=False,
+                        created_us=writer.header.created_us,
+                        min_timestamp_us=writer.min_ts,
+                        max_timestamp_us=writer.max_ts,
+                    )
+                )
+            elif self._tail is not None:
+                infos.append(_info(self._tail))
+        return infos
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def first_lsn(self) -> int:
+        """The LSN of the oldest record the log holds (``last_lsn + 1`` when it holds none)."""
+        if self._sealed:
+            return self._sealed[0].header.first_lsn
+        if self._writer is not None:
+            return self._writer.first_lsn
+        if self._tail is not None:
+            return self._tail.header.first_lsn
+        return 1
+
+    @property
+    def last_lsn(self) -> int:
+        """The LSN of the newest record appended (0 when the log has never held one)."""
+        if self._writer is not None:
+            return self._writer.last_lsn
+        if self._tail is not None:
+            return self._tail.last_lsn
+        if self._sealed:
+            return self._sealed[-1].last_lsn
+        return 0
+
+    @property
+    def next_lsn(self) -> int:
+        return self.last_lsn + 1
+
+    @property
+    def durable_lsn(self) -> int:
+        """Every record up to this LSN survives a crash of the process or the machine."""
+        return self._commit.durable_lsn
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        return self._report
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def readonly(self) -> bool:
+        return self._config.readonly
+
+    def stats(self) -> Stats:
+        """Counters since open: appends, records, bytes, barriers, rotations by reason."""
+        io = self._io
+        return Stats(
+            appends=self._counters["appends"],
+            records=self._counters["records"],
+            payload_bytes=self._counters["payload_bytes"],
+            written_bytes=io["written_bytes"],
+            writes=io["writes"],
+            fsyncs=io["fsyncs"],
+            dir_fsyncs=io["dir_fsyncs"],
+            rotations=dict(self._rotations),
+            segments_created=io["created"],
+        )
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Make every appended record durable, then release the files and the lock."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer = self._writer
+        try:
+            if writer is not None and self._failure is None:
+                self._commit.wait_durable(self._commit.written_lsn, lead=True)
+        finally:
+            if writer is not None:
+                writer.close()
+            if self._lock_handle is not None:
+                self._lock_handle.close()
+
+    def __enter__(self) -> Wal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("failed" if self._failure else "open")
+        return f"<segwal.Wal {self._path!r} {state} LSNs {self.first_lsn}..{self.last_lsn}>"
