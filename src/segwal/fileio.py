@@ -111,14 +111,19 @@ class OsFile:
         return self._path
 
     def pwrite(self, data: Buffer, offset: int) -> None:
-        view = memoryview(data).cast("B")
-        with _storage("write", self._path):
-            while view:
-                written = os.pwrite(self._fd, view, offset)
-                if written <= 0:
-                    raise OSError(errno.EIO, "write made no progress")
-                view = view[written:]
-                offset += written
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        try:
+            written = os.pwrite(self._fd, data, offset)
+            if written != size:
+                # Rare: a short write (a signal, a full disk); finish it or fail with a reason.
+                view = memoryview(data).cast("B")[written:]
+                while view:
+                    written = os.pwrite(self._fd, view, offset + size - len(view))
+                    if written <= 0:
+                        raise OSError(errno.EIO, "write made no progress")
+                    view = view[written:]
+        except OSError as exc:
+            raise StorageError("write", self._path, exc) from exc
 
     def pread(self, size: int, offset: int) -> bytes:
         with _storage("read", self._path):

@@ -67,8 +67,16 @@ def read_lock(fs: FileSystem, directory: str) -> tuple[int | None, int | None]:
 
 
 def writer_alive(fs: FileSystem, directory: str) -> bool:
-    """Whether a writer process holds the lock right now."""
-    probe = fs.lock(posixpath.join(directory, LOCK_NAME), exclusive=False)
+    """Whether a writer process holds the lock right now (never creates the lock file)."""
+    path = posixpath.join(directory, LOCK_NAME)
+    try:
+        fs.open_read(path).close()
+    except OSError:
+        return False  # no lock file: no writer has ever run here
+    try:
+        probe = fs.lock(path, exclusive=False)
+    except OSError:
+        return False  # a read-only file system or directory: no writer can be running
     if probe is None:
         return True
     probe.close()

@@ -11,6 +11,7 @@ import logging
 import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 from segwal.commit import GroupCommit
@@ -524,7 +525,7 @@ class Wal:
             else:
                 reason = f"LSN {lsn} is outside the log, which holds LSNs {first}..{last}"
             raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
-        for record in self._stream(view, lsn, lsn):
+        for record in chain.from_iterable(self._stream(view, lsn, lsn)):
             return record
         raise NotFoundError(
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
@@ -541,7 +542,7 @@ class Wal:
         view, first, _last, limit, _durable = self._view(unsynced)
         start = first if from_lsn is None else max(from_lsn, first)
         stop = limit if to_lsn is None else min(to_lsn, limit)
-        return self._stream(view, start, stop)
+        return chain.from_iterable(self._stream(view, start, stop))
 
     def _view(
         self, unsynced: bool
@@ -557,7 +558,7 @@ class Wal:
 
     def _stream(
         self, view: list[tuple[str, Any, int, int, int]], start: int, stop: int
-    ) -> Iterator[Record]:
+    ) -> Iterator[Iterator[Record]]:
         firsts = [v[3] for v in view]
         index = max(0, bisect_right(firsts, start) - 1)
         for path, header, end, first, last in view[index:]:

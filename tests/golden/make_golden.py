@@ -1,0 +1,156 @@
+"""Generate the golden files that pin on-disk format v1.
+
+Run ``python tests/golden/make_golden.py`` to (re)write the files next to this script, or
+``python tests/golden/make_golden.py --check`` to compare them without writing. The files
+are committed: a change to their bytes is a format change and needs a new version.
+
+Only ``segwal.format`` functions (and BLAKE3 for the seal digest) build the bytes, from the
+fixed inputs below; ``tests/test_format.py`` re-encodes the same inputs and compares.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import blake3
+
+from segwal import format as fmt
+
+HERE = Path(__file__).resolve().parent
+
+# Fixed inputs. Distinct, recognisable values so that a field at the wrong offset shows.
+LOG_ID = bytes.fromhex("00112233445566778899aabbccddeeff")
+T0 = 1_700_000_000_000_000  # 2023-11-14T22:13:20Z in microseconds
+MAX_RECORD_BYTES = 1 << 24  # 16 MiB, the config default
+
+# header_v1.bin: a later segment (sequence 2, first LSN 1000) with a non-zero prev digest.
+HEADER_ARGS = {
+    "log_id": LOG_ID,
+    "sequence": 2,
+    "first_lsn": 1000,
+    "created_us": T0,
+    "max_record_bytes": MAX_RECORD_BYTES,
+    "prev_digest": bytes(range(0xA0, 0xC0)),
+}
+
+# Frames and the seal below are checksummed with the seed of header_v1.bin.
+SINGLE_ARGS = {
+    "lsn": 1000,
+    "record_type": 7,
+    "timestamp_us": T0 + 1,
+    "durable_lsn": 999,
+    "payload": b"hello, segwal",
+}
+BATCH_PAYLOADS = [b"alpha", b"", b"gamma-gamma"]
+BATCH_ARGS = {
+    "first_lsn": 1001,
+    "record_type": 0xBEEF,
+    "timestamp_us": T0 + 2,
+    "durable_lsn": 1000,
+    "payloads": BATCH_PAYLOADS,
+    "lengths": [len(p) for p in BATCH_PAYLOADS],
+}
+SEAL_ARGS = {
+    "first_lsn": 1000,
+    "last_lsn": 1003,
+    "count": 4,
+    "min_ts": T0 + 1,
+    "max_ts": T0 + 2,
+    "data_end": 4096,
+    "sealed_us": T0 + 3,
+    "digest": bytes(range(0x40, 0x60)),
+}
+
+# segment_sealed_v1.bin: the first segment of a log, two batches, then its seal.
+SEGMENT_HEADER_ARGS = {
+    "log_id": LOG_ID,
+    "sequence": 0,
+    "first_lsn": 1,
+    "created_us": T0,
+    "max_record_bytes": MAX_RECORD_BYTES,
+    "prev_digest": fmt.ZERO_DIGEST,
+}
+SEGMENT_BATCH1 = [b"hi", b"wal"]
+SEGMENT_TS1 = T0 + 10
+SEGMENT_TS2 = T0 + 20
+SEGMENT_SEALED_US = T0 + 30
+
+
+def header_v1() -> bytes:
+    return fmt.encode_header(**HEADER_ARGS)  # type: ignore[arg-type]
+
+
+def seed_v1() -> int:
+    return fmt.decode_header(header_v1()).seed
+
+
+def frame_single_v1() -> bytes:
+    return bytes(fmt.encode_record(seed_v1(), **SINGLE_ARGS))  # type: ignore[arg-type]
+
+
+def frame_batch_v1() -> bytes:
+    return bytes(fmt.encode_frames(seed=seed_v1(), **BATCH_ARGS))  # type: ignore[arg-type]
+
+
+def seal_v1() -> bytes:
+    return fmt.encode_seal(seed=seed_v1(), **SEAL_ARGS)  # type: ignore[arg-type]
+
+
+def segment_sealed_v1() -> bytes:
+    """Header, batch [b"hi", b"wal"] at LSNs 1-2, batch [b"!"] at LSN 3, seal."""
+    header = fmt.encode_header(**SEGMENT_HEADER_ARGS)  # type: ignore[arg-type]
+    seed = fmt.decode_header(header).seed
+    data = bytearray(header)
+    data += fmt.encode_frames(
+        seed=seed,
+        first_lsn=1,
+        record_type=1,
+        timestamp_us=SEGMENT_TS1,
+        durable_lsn=0,
+        payloads=SEGMENT_BATCH1,
+        lengths=[len(p) for p in SEGMENT_BATCH1],
+    )
+    data += fmt.encode_record(seed, 3, 1, SEGMENT_TS2, 2, b"!")
+    data_end = len(data)
+    data += fmt.encode_seal(
+        seed=seed,
+        first_lsn=1,
+        last_lsn=3,
+        count=3,
+        min_ts=SEGMENT_TS1,
+        max_ts=SEGMENT_TS2,
+        data_end=data_end,
+        sealed_us=SEGMENT_SEALED_US,
+        digest=blake3.blake3(bytes(data[:data_end])).digest(),
+    )
+    return bytes(data)
+
+
+GOLDEN = {
+    "header_v1.bin": header_v1,
+    "frame_single_v1.bin": frame_single_v1,
+    "frame_batch_v1.bin": frame_batch_v1,
+    "seal_v1.bin": seal_v1,
+    "segment_sealed_v1.bin": segment_sealed_v1,
+}
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    status = 0
+    for name, build in GOLDEN.items():
+        path = HERE / name
+        data = build()
+        if check:
+            same = path.exists() and path.read_bytes() == data
+            print(f"{name}: {'ok' if same else 'DIFFERS'}")
+            status |= not same
+        else:
+            path.write_bytes(data)
+            print(f"wrote {name} ({len(data)} bytes)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
