@@ -12,16 +12,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import (
-    durable_lsns,
-    junk,
-    large_payload_lists,
-    lsns,
-    payload_lists,
-    record_types,
-    seeds,
-    timestamps,
-)
 
 from segwal.format import (
     FRAME_HEAD,
@@ -38,6 +28,16 @@ from segwal.format import (
     max_frame_bytes,
 )
 from segwal.scanner import Frame, Status, Verdict, check, find_valid, record_spans
+from strategies import (
+    durable_lsns,
+    junk,
+    large_payload_lists,
+    lsns,
+    payload_lists,
+    record_types,
+    seeds,
+    timestamps,
+)
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 T0 = 1_700_000_000_000_000
@@ -61,7 +61,7 @@ def scan(
     buf: bytes | bytearray | memoryview, pos: int, seed: int, max_frame: int = MAX_FRAME
 ) -> tuple[list[Verdict], Verdict]:
     """Check frames from ``pos`` until something other than a frame; return both."""
-    found = []
+    found: list[Verdict] = []
     while True:
         verdict = check(buf, pos, len(buf), seed, max_frame)
         if verdict.status is not Status.FRAME:
@@ -226,7 +226,9 @@ def test_fewer_than_five_bytes_are_short(size: int) -> None:
     assert check(bytes(size), 0, size, SEED, MAX_FRAME).status is Status.SHORT
 
 
-@pytest.mark.parametrize(("count", "body_len"), [(0xFFFFFFFF, 0), (1, 0xFFFFFFFF), (2**32 - 1,) * 2])
+@pytest.mark.parametrize(
+    ("count", "body_len"), [(0xFFFFFFFF, 0), (1, 0xFFFFFFFF), (2**32 - 1,) * 2]
+)
 def test_huge_length_is_bad_without_allocating(count: int, body_len: int) -> None:
     head = FRAME_HEAD.pack(0, 0x52, 1, 0, count, body_len, 1, 0, 0)
     buf = head + bytes(64)
@@ -338,6 +340,7 @@ def test_find_valid_after_garbage() -> None:
     verdict = find_valid(buf, 0, len(buf), len(buf), SEED, MAX_FRAME)
     assert verdict is not None
     assert verdict.frame == Frame(len(garbage), 68, True, 0xBEEF, 3, 16, 1001, T0 + 2, 1000)
+    assert verdict.offset == len(garbage)
 
 
 def test_find_valid_finds_a_seal() -> None:
@@ -345,6 +348,7 @@ def test_find_valid_finds_a_seal() -> None:
     verdict = find_valid(buf, 0, len(buf), len(buf), SEED, MAX_FRAME)
     assert verdict is not None
     assert verdict.status is Status.SEAL
+    assert verdict.offset == 30
 
 
 def test_find_valid_on_memoryview() -> None:
@@ -403,13 +407,14 @@ def test_record_spans_exact() -> None:
 def _expected_split(lengths: list[int]) -> list[list[int]]:
     """Greedy model: a frame closes before a record that would pass a limit."""
     frames: list[list[int]] = []
+    size = 0
     for length in lengths:
-        if frames and frames[-1] and (
-            sum(frames[-1]) + length <= FRAME_TARGET_BYTES and len(frames[-1]) < MAX_FRAME_RECORDS
-        ):
+        if frames and size + length <= FRAME_TARGET_BYTES and len(frames[-1]) < MAX_FRAME_RECORDS:
             frames[-1].append(length)
+            size += length
         else:
             frames.append([length])
+            size = length
     return frames
 
 
@@ -468,9 +473,10 @@ def test_roundtrip_small_batches(
     got = _check_batch(data, payloads, **args)
     assert len(got) == 1
     if len(payloads) == 1:
-        assert encode_record(
-            seed, first_lsn, record_type, timestamp_us, durable_lsn, payloads[0]
-        ) == data
+        assert (
+            encode_record(seed, first_lsn, record_type, timestamp_us, durable_lsn, payloads[0])
+            == data
+        )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -163,6 +163,8 @@ def encode_header(
     prev_digest: bytes,
 ) -> bytes:
     """Encode a v1 segment header; the CRC at its end also seeds the segment's frames."""
+    if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE:
+        raise ValueError("log id must be 16 bytes and the previous digest 32 bytes")
     body = HEADER.pack(
         MAGIC,
         VERSION,
@@ -210,10 +212,12 @@ def decode_header(data: bytes | memoryview) -> SegmentHeader:
     ) = HEADER.unpack_from(data, 0)
     if magic != MAGIC:
         raise FormatError(f"bad magic {bytes(magic)!r}, not a segwal segment")
-    if version > VERSION:
-        raise FormatError(f"format version {version} is newer than {VERSION}", newer=True)
+    # Every version keeps this CRC over the first 124 bytes, so a damaged version field
+    # reads as damage, and only an intact header can say it is newer.
     if crc32c(bytes(data[: HEADER_SIZE - 4])) != crc:
         raise FormatError("header checksum mismatch")
+    if version > VERSION:
+        raise FormatError(f"format version {version} is newer than {VERSION}", newer=True)
     if version != VERSION or header_size != HEADER_SIZE:
         raise FormatError(f"unknown format version {version} with header size {header_size}")
     if flags != 0:
@@ -267,6 +271,8 @@ def encode_frames(
     would take its body past FRAME_TARGET_BYTES, so a reader needs one frame in memory at most.
     """
     n = len(payloads)
+    if not n:
+        raise ValueError("a batch holds at least one record")
     if n <= MAX_FRAME_RECORDS:
         total = sum(lengths)
         if total <= FRAME_TARGET_BYTES or n == 1:

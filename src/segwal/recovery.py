@@ -257,9 +257,10 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
             expected += frame.count
             batch_ts = frame.timestamp_us
             if frame.commit:
+                if scan.last_lsn < first:
+                    scan.min_ts = batch_ts
                 scan.end = ref.offset + frame.length
                 scan.last_lsn = expected - 1
-                scan.min_ts = scan.min_ts or batch_ts
                 scan.max_ts = batch_ts
                 scan.hasher = committed = hasher.copy()
             continue

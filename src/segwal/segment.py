@@ -176,9 +176,9 @@ class SegmentWriter:
         self.handle.pwrite(data, self.offset)
         self.offset += len(data)
         self.hasher.update(data)
-        self.last_lsn = last_lsn
-        if not self.min_ts:
+        if self.last_lsn < self.header.first_lsn:
             self.min_ts = timestamp_us
+        self.last_lsn = last_lsn
         self.max_ts = timestamp_us
 
     def sync(self) -> None:
@@ -276,7 +276,10 @@ def iter_records(
             if verdict.status is Status.END or expected > to_lsn:
                 return
             raise ChecksumError(
-                verdict.reason or "unexpected bytes", path=handle.path, offset=ref.offset, lsn=expected
+                verdict.reason or "unexpected bytes",
+                path=handle.path,
+                offset=ref.offset,
+                lsn=expected,
             )
         lsn = frame.first_lsn
         if lsn != expected:

@@ -32,8 +32,18 @@ disks a power loss could leave at that moment::
         for image in state.crash_states(seed=k):
             check_recovery(image, acked)       # each image is a fresh, fully durable fs
 
+``replay(k)`` gives one state; ``replays()`` walks them all in one pass. To crash only at
+barriers, keep the k where ``fs.ops[k - 1].kind`` is ``"sync"`` or ``"sync_dir"``. To
+crash during recovery, run it on an image: the image records its own log from there.
+
 Faults: ``fs.fail("write", nth=3, error=errno.ENOSPC, short=100)`` and
 ``MemoryFileSystem(skip_sync_sites={"append"})`` (a skipped barrier does nothing).
+Crash images, forks and replays start with no faults armed and no open handles or locks;
+replays and forks keep ``skip_sync_sites``, images do not.
+
+Known differences from :class:`~segwal.fileio.OsFileSystem`: a handle on a directory
+reports size 4096 (as on ext4); symbolic links, permissions and hard links do not exist;
+``..`` is resolved lexically; relative paths are relative to ``/``.
 """
 
 from __future__ import annotations
@@ -123,10 +133,11 @@ class Op:
     """One recorded operation; ``fs.ops[k]`` has ``index == k``.
 
     ``kind`` is one of ``mkdir create lock write truncate sync sync_dir rename unlink
-    note``. ``length`` is the byte count of a write or the size of a truncate; ``target``
-    the destination of a rename; ``site`` the call site of a barrier; ``label`` and
-    ``value`` those of a note. ``error`` is the errno of an injected fault (the operation
-    failed; a short write still applied ``data``), and ``skipped`` marks a barrier whose
+    note`` (``lock`` only when the call created the lock file). ``length`` is the byte
+    count of a write or the size of a truncate; ``target`` the destination of a rename;
+    ``site`` the call site of a barrier; ``label`` and ``value`` those of a note.
+    ``error`` is the errno of an injected fault (the operation failed; a short write
+    still applied ``data``), and ``skipped`` marks a barrier whose
     site was in ``skip_sync_sites``.
     """
 
@@ -322,30 +333,37 @@ class _Imager:
                 names = {*node.base.values(), *node.cur.values(), *(p.ino for p in node.pend)}
                 stack.extend(names - live)
                 live |= names
-        pends: dict[int, tuple[int, int, _FilePend | _NamePend]] = {}
+        self.pieces: dict[int, list[tuple[int, int]]] = {}
+        spans: dict[int, tuple[int, int, _FilePend | _NamePend]] = {}
         for ino in live:
             for p in nodes[ino].pend:
                 if not p.forced:
-                    span = 1
-                    if isinstance(p, _FilePend) and p.data is not None:
-                        span = len(_pieces(p.offset, len(p.data)))
-                    pends[id(p)] = (p.seq, span, p)
+                    span = len(self._pieces(p)) if isinstance(p, _FilePend) else 1
+                    spans[id(p)] = (p.seq, span, p)
         self.first: dict[int, int] = {}
         self.count = 0
-        for _, span, p in sorted(pends.values(), key=lambda item: item[0]):
+        for _, span, p in sorted(spans.values(), key=lambda item: item[0]):
             self.first[id(p)] = self.count
             self.count += span
         self.units_of = {
-            ino: [u for p in nodes[ino].pend if not p.forced for u in self._units(p, pends)]
+            ino: [
+                self.first[id(p)] + i
+                for p in nodes[ino].pend
+                if not p.forced
+                for i in range(spans[id(p)][1])
+            ]
             for ino in live
         }
         self.files: dict[tuple[int, tuple[bool, ...], str], bytes] = {}
+        self.plain: set[tuple[int, tuple[bool, ...]]] = set()  # no fill can change these
         self.dirs: dict[tuple[int, tuple[bool, ...]], dict[str, int]] = {}
         self.digests: dict[int, bytes] = {}
 
-    def _units(self, p: _FilePend | _NamePend, pends: dict[int, Any]) -> range:
-        start = self.first[id(p)]
-        return range(start, start + pends[id(p)][1])
+    def _pieces(self, p: _FilePend) -> list[tuple[int, int]]:
+        if id(p) not in self.pieces:
+            size = 0 if p.data is None else len(p.data)
+            self.pieces[id(p)] = _pieces(p.offset, size) if size else [(0, 0)]
+        return self.pieces[id(p)]
 
     def _bits(self, ino: int, mask: Sequence[bool]) -> tuple[bool, ...]:
         return tuple(mask[u] for u in self.units_of[ino])
@@ -364,19 +382,28 @@ class _Imager:
         return self.dirs[key]
 
     def content(self, ino: int, mask: Sequence[bool], fill: str) -> bytes:
+        node = self.nodes[ino]
+        assert isinstance(node, _File)
         bits = self._bits(ino, mask)
-        key = (ino, bits, "clean" if all(bits) else fill)
+        clean = (ino, bits, "clean")
+        if clean not in self.files:
+            self.files[clean], sensitive = self._build(node, mask, "clean")
+            if not sensitive:
+                self.plain.add((ino, bits))
+        if fill == "clean" or (ino, bits) in self.plain:
+            return self.files[clean]
+        key = (ino, bits, fill)
         if key not in self.files:
-            node = self.nodes[ino]
-            assert isinstance(node, _File)
-            self.files[key] = self._build(node, mask, key[2])
+            self.files[key] = self._build(node, mask, fill)[0]
         return self.files[key]
 
-    def _build(self, node: _File, mask: Sequence[bool], fill: str) -> bytes:
+    def _build(self, node: _File, mask: Sequence[bool], fill: str) -> tuple[bytes, bool]:
+        """The content, and whether another fill could give a different one."""
         buf = bytearray(node.base)
         low = len(buf)  # below this the disk holds defined bytes
         written: list[tuple[int, int]] = []
         unsent: list[tuple[int, int]] = []
+        sensitive = False
         for p in node.pend:
             first = self.first.get(id(p), 0)
             if p.data is None:
@@ -388,11 +415,13 @@ class _Imager:
                         written.append((len(buf), p.size))
                     _resize(buf, p.size)
                 continue
-            for i, (s, e) in enumerate(_pieces(p.offset, len(p.data))):
+            for i, (s, e) in enumerate(self._pieces(p)):
                 if p.forced or mask[first + i]:
                     _put(buf, s, p.data[s - p.offset : e - p.offset])
                     written.append((s, e))
-                elif fill != "clean":  # the size reached the disk, the data did not
+                    continue
+                sensitive = sensitive or e > low
+                if fill != "clean":  # the size reached the disk, the data did not
                     unsent.append((s, e))
                     if e > len(buf):
                         _resize(buf, e)
@@ -406,10 +435,11 @@ class _Imager:
             for run in re.finditer(rb"\x01+", marks):
                 s, e = low + run.start(), low + run.end()
                 buf[s:e] = _garbage(s, e - s)
-        return bytes(buf)
+        return bytes(buf), sensitive
 
-    def image(self, mask: Sequence[bool], fill: str) -> tuple[str, MemoryFileSystem]:
-        """(fingerprint, file system) of the disk where the units in ``mask`` persisted."""
+    def image(self, mask: Sequence[bool], fill: str) -> tuple[str, Callable[[], MemoryFileSystem]]:
+        """The fingerprint of the disk where the units in ``mask`` persisted, and a
+        function that builds it."""
         dirs: dict[int, dict[str, int]] = {_ROOT: self.entries(_ROOT, mask) or {}}
         files: dict[int, bytes] = {}
         items: list[tuple[str, bytes | None]] = []
@@ -422,9 +452,8 @@ class _Imager:
             if id(data) not in self.digests:
                 self.digests[id(data)] = _digest(data)
             items.append((path, self.digests[id(data)]))
-        bits = "".join("1" if b else "0" for b in mask)
-        fs = MemoryFileSystem._from_image(dirs, files, f"persisted={bits or '-'} fill={fill}")
-        return _fingerprint(items), fs
+        info = f"persisted={''.join('1' if b else '0' for b in mask) or '-'} fill={fill}"
+        return _fingerprint(items), lambda: MemoryFileSystem._from_image(dirs, files, info)
 
 
 class MemoryFile:
@@ -447,8 +476,6 @@ class MemoryFile:
 
     def pwrite(self, data: Buffer, offset: int) -> None:
         payload = bytes(memoryview(data).cast("B"))
-        if not payload:
-            return
         fs = self._fs
         with fs._lock:
             self._node("write")
@@ -456,6 +483,8 @@ class MemoryFile:
                 raise _err("write", self._path, errno.EBADF)
             if offset < 0:
                 raise _err("write", self._path, errno.EINVAL)
+            if not payload:
+                return
             fault = fs._injected("write")
             if fault is not None:
                 payload = payload[: max(0, fault.short or 0)]
@@ -473,13 +502,13 @@ class MemoryFile:
                 raise _err("read", self._path, errno.EINVAL)
             if isinstance(node, _Dir):
                 raise _err("read", self._path, errno.EISDIR)
-            self._fs._raise_injected("read", "read", self._path)
+            self._fs._check("read", "read", self._path)
             return bytes(node.cur[offset : offset + size])
 
     def size(self) -> int:
         with self._fs._lock:
             node = self._node("stat")
-            self._fs._raise_injected("stat", "stat", self._path)
+            self._fs._check("stat", "stat", self._path)
             return _DIR_SIZE if isinstance(node, _Dir) else len(node.cur)
 
     def truncate(self, size: int) -> None:
@@ -488,10 +517,7 @@ class MemoryFile:
             self._node("truncate")
             if not self._writable or size < 0:
                 raise _err("truncate", self._path, errno.EINVAL)
-            fault = fs._injected("truncate")
-            if fault is not None:
-                fs._do("truncate", None, path=self._path, length=size, error=fault.error)
-                raise _err("truncate", self._path, fault.error)
+            fs._check("truncate", "truncate", self._path, "truncate", length=size)
             action = (MemoryFileSystem._p_truncate, (self._ino, size))
             fs._do("truncate", action, path=self._path, length=size)
 
@@ -551,7 +577,7 @@ class MemoryFileSystem:
             node = self._nodes[self._existing("list", path)]
             if not isinstance(node, _Dir):
                 raise _err("list", path, errno.ENOTDIR)
-            self._raise_injected("list", "list", path)
+            self._check("list", "list", path)
             return [
                 Entry(n, isinstance(self._nodes[i], _File)) for n, i in sorted(node.cur.items())
             ]
@@ -574,10 +600,7 @@ class MemoryFileSystem:
             folder, name, ino = self._find("mkdir", path)
             if ino is not None:
                 return False
-            fault = self._injected("mkdir")
-            if fault is not None:
-                self._do("mkdir", None, path=path, error=fault.error)
-                raise _err("mkdir", path, fault.error)
+            self._check("mkdir", "mkdir", path, "mkdir")
             action = (MemoryFileSystem._p_create, (folder, name, self._next_ino, True))
             self._do("mkdir", action, path=path)
             self.sync_dir(parent, "make_dir")
@@ -594,10 +617,7 @@ class MemoryFileSystem:
             folder, name, ino = self._find("create", path)
             if ino is not None:
                 raise _err("create", path, errno.EEXIST)
-            fault = self._injected("create")
-            if fault is not None:
-                self._do("create", None, path=path, error=fault.error)
-                raise _err("create", path, fault.error)
+            self._check("create", "create", path, "create")
             ino = self._next_ino
             self._do("create", (MemoryFileSystem._p_create, (folder, name, ino, False)), path=path)
             return MemoryFile(self, ino, path, True)
@@ -605,9 +625,9 @@ class MemoryFileSystem:
     def rename(self, src: str, dst: str) -> None:
         with self._lock:
             src_dir, src_name, ino = self._find("rename", src)
+            dst_dir, dst_name, old = self._find("rename", dst, report=src)
             if ino is None:
                 raise _err("rename", src, errno.ENOENT)
-            dst_dir, dst_name, old = self._find("rename", dst, report=src)
             if ino == old:
                 return
             if _ROOT in (ino, old):
@@ -615,6 +635,8 @@ class MemoryFileSystem:
             is_dir = isinstance(self._nodes[ino], _Dir)
             if is_dir and self._below(dst_dir, ino):
                 raise _err("rename", src, errno.EINVAL)
+            if old is not None and self._below(src_dir, old):
+                raise _err("rename", src, errno.ENOTEMPTY)
             if old is not None:
                 target = self._nodes[old]
                 if not is_dir and isinstance(target, _Dir):
@@ -623,10 +645,7 @@ class MemoryFileSystem:
                     raise _err("rename", src, errno.ENOTDIR)
                 if isinstance(target, _Dir) and target.cur:
                     raise _err("rename", src, errno.ENOTEMPTY)
-            fault = self._injected("rename")
-            if fault is not None:
-                self._do("rename", None, path=src, target=dst, error=fault.error)
-                raise _err("rename", src, fault.error)
+            self._check("rename", "rename", src, "rename", target=dst)
             action = (MemoryFileSystem._p_name, (src_dir, src_name, dst_dir, dst_name, ino))
             self._do("rename", action, path=src, target=dst)
 
@@ -637,10 +656,7 @@ class MemoryFileSystem:
                 raise _err("unlink", path, errno.ENOENT)
             if isinstance(self._nodes[ino], _Dir):
                 raise _err("unlink", path, errno.EISDIR)
-            fault = self._injected("unlink")
-            if fault is not None:
-                self._do("unlink", None, path=path, error=fault.error)
-                raise _err("unlink", path, fault.error)
+            self._check("unlink", "unlink", path, "unlink")
             action = (MemoryFileSystem._p_name, (folder, name, _NONE, "", ino))
             self._do("unlink", action, path=path)
 
@@ -666,7 +682,7 @@ class MemoryFileSystem:
             folder, name, ino = self._find("open", path)
             if ino is not None and isinstance(self._nodes[ino], _Dir):
                 raise _err("open", path, errno.EISDIR)
-            self._raise_injected("lock", "lock", path)
+            self._check("lock", "lock", path)
             if ino is None:
                 ino = self._next_ino
                 self._do(
@@ -800,10 +816,10 @@ class MemoryFileSystem:
             out: list[MemoryFileSystem] = []
             for mask in masks:
                 for fill in fills:
-                    key, image = imager.image(mask, fill)
+                    key, build = imager.image(mask, fill)
                     if key not in seen:
                         seen.add(key)
-                        out.append(image)
+                        out.append(build())
                         if limit is not None and len(out) >= limit:
                             return out
             return out
@@ -812,7 +828,7 @@ class MemoryFileSystem:
         """The disk after a power loss now in which nothing pending persisted."""
         with self._lock:
             imager = _Imager(self._nodes)
-            return imager.image((False,) * imager.count, "clean")[1]
+            return imager.image((False,) * imager.count, "clean")[1]()
 
     def fingerprint(self) -> str:
         """A hash of the current names and contents (equal trees, equal fingerprints)."""
@@ -830,9 +846,9 @@ class MemoryFileSystem:
                 raise _err("list", root, errno.ENOTDIR)
             prefix = posixpath.normpath(posixpath.join("/", root)).rstrip("/")
             out: dict[str, bytes | None] = {}
-            for path, child, is_dir in _walk(self._entries, ino, prefix):
+            for path, child, _ in _walk(self._entries, ino, prefix):
                 node = self._nodes[child]
-                out[path] = None if is_dir or isinstance(node, _Dir) else bytes(node.cur)
+                out[path] = None if isinstance(node, _Dir) else bytes(node.cur)
             return out
 
     def materialize(self, dest: str, source: str = "/") -> None:
@@ -917,9 +933,12 @@ class MemoryFileSystem:
         hits = [fault for fault in self.faults if fault.kind == kind and fault.hit()]
         return hits[0] if hits else None
 
-    def _raise_injected(self, kind: str, op: str, path: str) -> None:
+    def _check(self, kind: str, op: str, path: str, record: str = "", **fields: Any) -> None:
+        """Count a call of ``kind``; when a fault fires, log it (as ``record``) and raise."""
         fault = self._injected(kind)
         if fault is not None:
+            if record:
+                self._do(record, None, path=path, error=fault.error, **fields)
             raise _err(op, path, fault.error)
 
     def _open(self, path: str, *, writable: bool) -> MemoryFile:
@@ -927,7 +946,7 @@ class MemoryFileSystem:
             ino = self._existing("open", path)
             if writable and isinstance(self._nodes[ino], _Dir):
                 raise _err("open", path, errno.EISDIR)
-            self._raise_injected("open", "open", path)
+            self._check("open", "open", path)
             return MemoryFile(self, ino, path, writable)
 
     def _split(self, op: str, path: str) -> list[str]:
