@@ -8,10 +8,10 @@ streams checked frames up to a bound; it never crosses into another segment.
 from __future__ import annotations
 
 import posixpath
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-import struct
 from itertools import accumulate, repeat
 from typing import Any
 
