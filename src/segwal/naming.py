@@ -3,7 +3,8 @@
 A segment is ``{first_lsn:020d}.wal``, so names sort in LSN order as plain strings. A segment
 being created is ``{first_lsn:020d}.wal.tmp`` until its header is durable and it is renamed.
 Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never deleted by segwal.
-``LOCK`` holds the writer lock and the durable LSN published to live readers.
+``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
+holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ SEGMENT_SUFFIX: Final = ".wal"
 TEMP_SUFFIX: Final = ".tmp"
 QUARANTINE_SUFFIX: Final = ".quarantine"
 LOCK_NAME: Final = "LOCK"
+META_NAME: Final = "META"
+META_TEMP_NAME: Final = "META.tmp"
 LSN_DIGITS: Final = 20
 
 _SEGMENT = re.compile(r"^(\d{20})\.wal$")
@@ -31,6 +34,7 @@ class Kind(Enum):
     TEMP = "temp"
     QUARANTINE = "quarantine"
     LOCK = "lock"
+    META = "meta"
     FOREIGN = "foreign"
 
 
@@ -62,6 +66,10 @@ def parse(name: str) -> Name:
     """Classify one directory entry by its name alone."""
     if name == LOCK_NAME:
         return Name(Kind.LOCK, name)
+    if name == META_NAME:
+        return Name(Kind.META, name)
+    if name == META_TEMP_NAME:
+        return Name(Kind.TEMP, name)
     if m := _SEGMENT.match(name):
         return Name(Kind.SEGMENT, name, int(m.group(1)))
     if m := _TEMP.match(name):
