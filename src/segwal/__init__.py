@@ -23,9 +23,11 @@ from segwal.errors import (
     ConfigError,
     ContinuityError,
     CorruptionError,
+    HoldError,
     InvalidPayloadError,
     LockError,
     NotFoundError,
+    ReaderFellBehindError,
     ReadOnlyError,
     RecordTooLargeError,
     SealError,
@@ -36,6 +38,8 @@ from segwal.errors import (
     WalFailedError,
 )
 from segwal.fileio import FileSystem, OsFileSystem
+from segwal.maintenance import Deletion, RetentionResult, TruncateResult
+from segwal.retention import Decision
 from segwal.types import (
     Cut,
     Problem,
@@ -58,17 +62,22 @@ __all__ = [
     "ContinuityError",
     "CorruptionError",
     "Cut",
+    "Decision",
+    "Deletion",
     "FileSystem",
+    "HoldError",
     "InvalidPayloadError",
     "LockError",
     "NotFoundError",
     "OsFileSystem",
     "Problem",
     "ReadOnlyError",
+    "ReaderFellBehindError",
     "Record",
     "RecordTooLargeError",
     "RecoveryMode",
     "RecoveryReport",
+    "RetentionResult",
     "SealError",
     "SegmentCheck",
     "SegmentHeaderError",
@@ -77,6 +86,7 @@ __all__ = [
     "Stats",
     "StorageError",
     "SyncMode",
+    "TruncateResult",
     "UnsupportedFormatError",
     "VerifyReport",
     "Wal",
@@ -98,6 +108,9 @@ def open(  # the natural name, as lmdb.open and shelve.open
     max_record_bytes: int = 16 * 2**20,
     recovery: RecoveryMode = "tolerate_tail",
     readonly: bool = False,
+    retention_max_age: float | None = None,
+    retention_max_bytes: int | None = None,
+    retention_min_segments: int = 0,
     filesystem: FileSystem | None = None,
     clock: Callable[[], int] | None = None,
 ) -> Wal:
@@ -118,6 +131,9 @@ def open(  # the natural name, as lmdb.open and shelve.open
         max_record_bytes=max_record_bytes,
         recovery=recovery,
         readonly=readonly,
+        retention_max_age=retention_max_age,
+        retention_max_bytes=retention_max_bytes,
+        retention_min_segments=retention_min_segments,
         **options,  # type: ignore[arg-type]
     )
     return Wal(fspath(path), config)

@@ -35,6 +35,9 @@ class WalConfig:
     max_record_bytes: int = 16 * 2**20
     recovery: RecoveryMode = "tolerate_tail"
     readonly: bool = False
+    retention_max_age: float | None = None
+    retention_max_bytes: int | None = None
+    retention_min_segments: int = 0
     filesystem: FileSystem = field(default_factory=OsFileSystem)
     clock: Callable[[], int] = _now_us  # microseconds since the epoch; injectable for tests
 
@@ -51,6 +54,11 @@ class WalConfig:
                 f"recovery must be one of {RECOVERY_MODES}, not {self.recovery!r}",
                 option="recovery",
             )
+        if self.retention_max_age is not None:
+            _positive("retention_max_age", self.retention_max_age)
+        if self.retention_max_bytes is not None:
+            _int_in("retention_max_bytes", self.retention_max_bytes, 1, 1 << 62)
+        _int_in("retention_min_segments", self.retention_min_segments, 0, 1 << 31)
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
         assert self.max_record_bytes <= MAX_U32

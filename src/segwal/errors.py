@@ -7,6 +7,8 @@
     ├── InvalidPayloadError (TypeError)      a payload that is not bytes-like
     ├── RecordTooLargeError (ValueError)     a record over max_record_bytes
     ├── NotFoundError (LookupError)          an LSN outside the log
+    │   └── ReaderFellBehindError            retention removed what a reader needed
+    ├── HoldError                            a truncation would drop records a hold keeps
     ├── LockError                            another process holds the writer lock
     ├── ClosedError                          the log was closed
     ├── ReadOnlyError                        a mutation on a log opened readonly
@@ -67,6 +69,26 @@ class NotFoundError(SegwalError, LookupError):
         self.lsn = lsn
         self.first_lsn = first_lsn
         self.last_lsn = last_lsn
+
+
+class ReaderFellBehindError(NotFoundError):
+    """Records a reader still needed were removed (retention or a truncation)."""
+
+    def __init__(self, message: str, *, lsn: int, first_lsn: int) -> None:
+        super().__init__(message, lsn=lsn, first_lsn=first_lsn, last_lsn=first_lsn - 1)
+
+
+class HoldError(SegwalError):
+    """A truncation would drop records that a hold keeps."""
+
+    def __init__(self, name: str, hold_lsn: int, lsn: int) -> None:
+        super().__init__(
+            f"cannot truncate before LSN {lsn}: hold {name!r} keeps LSN {hold_lsn} and later; "
+            f"release it first"
+        )
+        self.name = name
+        self.hold_lsn = hold_lsn
+        self.lsn = lsn
 
 
 class LockError(SegwalError):

@@ -150,6 +150,8 @@ class OsFile:
 
     def sync(self, site: str) -> None:
         with _storage("fdatasync", self._path):
+            if self._fd < 0:  # os.fdatasync(-1) raises ValueError, not EBADF
+                raise OSError(errno.EBADF, "file is closed")
             os.fdatasync(self._fd)
 
     def close(self) -> None:

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from segwal.errors import LockError
 from segwal.fileio import FileHandle, FileSystem
 from segwal.format import ZERO_DIGEST
+from segwal.meta import store as store_meta
 from segwal.naming import LOCK_NAME, quarantine_name
 from segwal.recovery import Plan, SegmentState, scan_tail
 from segwal.segment import SegmentWriter, read_header
+from segwal.truncation import rewrite_prefix
 from segwal.types import Cut
 
 LOCK_LAYOUT = struct.Struct("<8sQQQ")
@@ -38,13 +40,18 @@ def take_lock(fs: FileSystem, directory: str) -> FileHandle:
     return handle
 
 
-def publish_durable(handle: FileHandle, durable_lsn: int) -> None:
-    """Tell live readers in other processes how far the log is durable (no barrier needed)."""
-    handle.pwrite(LOCK_LAYOUT.pack(LOCK_MAGIC, os.getpid(), durable_lsn, ~durable_lsn & _MASK), 0)
+def publish_durable(handle: FileHandle, durable_lsn: int, *, closed: bool = False) -> None:
+    """Tell readers in other processes how far the log is durable (no barrier needed).
+
+    A closed log publishes pid 0: everything in its files is durable. Otherwise readers trust
+    only the published durable LSN, whether the writer is alive or was killed.
+    """
+    pid = 0 if closed else os.getpid()
+    handle.pwrite(LOCK_LAYOUT.pack(LOCK_MAGIC, pid, durable_lsn, ~durable_lsn & _MASK), 0)
 
 
 def read_lock(fs: FileSystem, directory: str) -> tuple[int | None, int | None]:
-    """The (pid, durable LSN) a writer published, or Nones when unreadable."""
+    """The (pid, durable LSN) a writer published (pid 0: closed), or Nones when unreadable."""
     path = posixpath.join(directory, LOCK_NAME)
     for _attempt in range(100):
         try:
@@ -66,23 +73,6 @@ def read_lock(fs: FileSystem, directory: str) -> tuple[int | None, int | None]:
     return None, None
 
 
-def writer_alive(fs: FileSystem, directory: str) -> bool:
-    """Whether a writer process holds the lock right now (never creates the lock file)."""
-    path = posixpath.join(directory, LOCK_NAME)
-    try:
-        fs.open_read(path).close()
-    except OSError:
-        return False  # no lock file: no writer has ever run here
-    try:
-        probe = fs.lock(path, exclusive=False)
-    except OSError:
-        return False  # a read-only file system or directory: no writer can be running
-    if probe is None:
-        return True
-    probe.close()
-    return False
-
-
 @dataclass(slots=True, kw_only=True)
 class Repair:
     """What carrying out a plan did."""
@@ -90,6 +80,8 @@ class Repair:
     cuts: list[Cut] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     removed_temp_files: list[str] = field(default_factory=list)
+    removed_obsolete: list[str] = field(default_factory=list)
+    rewound_to: int | None = None
 
 
 def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
@@ -116,7 +108,26 @@ def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
         repair.removed_temp_files.append(path)
     if plan.temp_files:
         fs.sync_dir(directory, "recover.temp")
+    _finish_truncations(fs, plan, repair)
     return repair
+
+
+def _finish_truncations(fs: FileSystem, plan: Plan, repair: Repair) -> None:
+    """Remove segments below the checkpoint and finish an interrupted truncate_after."""
+    directory = plan.directory
+    for path in plan.obsolete:
+        fs.unlink(path)
+        repair.removed_obsolete.append(path)
+    if plan.obsolete:
+        fs.sync_dir(directory, "recover.obsolete")
+    rewind = plan.meta.truncate_after
+    if rewind is None:
+        return
+    if plan.segments and plan.segments[-1].last_lsn > rewind:
+        plan.segments[-1] = rewrite_prefix(fs, directory, plan.segments[-1], rewind)
+    plan.meta = plan.meta.with_(truncate_after=None)
+    store_meta(fs, directory, plan.meta)
+    repair.rewound_to = rewind
 
 
 def _damaged_state(fs: FileSystem, plan: Plan, path: str) -> SegmentState:

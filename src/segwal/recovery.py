@@ -26,7 +26,9 @@ from segwal.errors import (
 )
 from segwal.fileio import FileHandle, FileSystem
 from segwal.format import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
-from segwal.naming import Kind, parse
+from segwal.meta import Meta
+from segwal.meta import load as load_meta
+from segwal.naming import Kind, Name, parse
 from segwal.scanner import Status, find_valid
 from segwal.segment import iter_frames, read_header, read_seal
 
@@ -75,7 +77,10 @@ class Plan:
     """What recovery found and what must happen before the log is usable."""
 
     directory: str
+    meta: Meta = field(default_factory=Meta)
+    has_meta: bool = False
     segments: list[SegmentState] = field(default_factory=list)
+    obsolete: list[str] = field(default_factory=list)  # below the checkpoint or past a rewind
     damage: Damage | None = None
     quarantine: list[str] = field(default_factory=list)  # whole segments to move aside
     temp_files: list[str] = field(default_factory=list)
@@ -100,7 +105,8 @@ class _TailScan:
 
 def plan(fs: FileSystem, directory: str) -> Plan:
     """Check the log in ``directory`` and say what to keep; raise on what is never valid."""
-    result = Plan(directory=directory)
+    stored = load_meta(fs, directory)
+    result = Plan(directory=directory, meta=stored or Meta(), has_meta=stored is not None)
     names = []
     for entry in sorted(fs.list_dir(directory), key=lambda e: e.name):
         name = parse(entry.name)
@@ -113,6 +119,8 @@ def plan(fs: FileSystem, directory: str) -> Plan:
             result.temp_files.append(path)
         elif name.kind is Kind.FOREIGN:
             result.foreign.append(path)
+    names.sort(key=lambda n: n.first_lsn)
+    names = _drop_obsolete(result, names)
     for index, name in enumerate(names):
         path = posixpath.join(directory, name.name)
         last = index == len(names) - 1
@@ -125,7 +133,39 @@ def plan(fs: FileSystem, directory: str) -> Plan:
             result.damage = damage
             result.quarantine = [posixpath.join(directory, n.name) for n in names[index + 1 :]]
             break
+    if result.has_meta and result.segments:
+        first = result.segments[0]
+        checkpoint = result.meta.first_lsn
+        if first.header.first_lsn > checkpoint:
+            raise ContinuityError(
+                f"the log's first segment starts at LSN {first.header.first_lsn} but its "
+                f"checkpoint keeps LSN {checkpoint} and later",
+                path=first.path,
+                offset=0,
+                lsn=checkpoint,
+            )
     return result
+
+
+def _drop_obsolete(result: Plan, names: list[Name]) -> list[Name]:
+    """Set aside segments wholly below the checkpoint or past an unfinished rewind.
+
+    Deletions of old segments are made durable by one directory fsync after all of them, so
+    a crash can leave any subset: whatever lies wholly below the persisted first LSN is
+    leftover, not a gap.
+    """
+    meta = result.meta
+    keep = []
+    for index, name in enumerate(names):
+        path = posixpath.join(result.directory, name.name)
+        later = names[index + 1].first_lsn if index + 1 < len(names) else None
+        past_rewind = meta.truncate_after is not None and name.first_lsn > meta.truncate_after
+        below = later is not None and later <= meta.first_lsn
+        if past_rewind or below:
+            result.obsolete.append(path)
+        else:
+            keep.append(name)
+    return keep
 
 
 def _check_segment(

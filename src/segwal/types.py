@@ -68,6 +68,8 @@ class RecoveryReport:
     cuts: tuple[Cut, ...] = ()
     quarantined: tuple[str, ...] = ()  # whole segments moved aside ("truncate" mode)
     removed_temp_files: tuple[str, ...] = ()
+    removed_obsolete: tuple[str, ...] = ()  # segments left below the checkpoint by a crash
+    rewound_to: int | None = None  # an interrupted truncate_after that recovery finished
     foreign_files: tuple[str, ...] = ()
     sealed_tail: bool = False  # the last segment was sealed; a new active one was started
 

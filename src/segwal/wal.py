@@ -7,39 +7,27 @@ write or barrier the log fails closed: every later mutation raises ``WalFailedEr
 
 from __future__ import annotations
 
-import logging
 import threading
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator
-from itertools import chain
+from collections.abc import Iterable
 from typing import Any
 
+from segwal.base import log, segment_info
 from segwal.commit import GroupCommit
 from segwal.config import WalConfig
-from segwal.errors import (
-    ClosedError,
-    ConfigError,
-    InvalidPayloadError,
-    NotFoundError,
-    ReadOnlyError,
-    RecordTooLargeError,
-    WalFailedError,
-)
-from segwal.fileio import FileHandle
-from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, SEAL_SIZE, encode_frames, encode_record
+from segwal.errors import ConfigError, InvalidPayloadError, NotFoundError, RecordTooLargeError
+from segwal.format import FRAME_HEAD_SIZE, SEAL_SIZE, encode_frames, encode_record
+from segwal.maintenance import Maintenance
 from segwal.opening import (
     carry_out,
     publish_durable,
     read_lock,
     start_writer,
     take_lock,
-    writer_alive,
 )
+from segwal.reading import Reading
 from segwal.recovery import Plan, SegmentState, plan
-from segwal.segment import SegmentWriter, iter_records
-from segwal.types import Cut, Record, RecoveryReport, SegmentInfo, Stats
-
-log = logging.getLogger("segwal")
+from segwal.segment import SegmentWriter
+from segwal.types import Cut, RecoveryReport, SegmentInfo
 
 _MAX_TYPE = 0xFFFF
 
@@ -69,42 +57,13 @@ def _check_type(record_type: Any) -> int:
     return record_type
 
 
-def _info(state: SegmentState) -> SegmentInfo:
-    seal = state.seal
-    return SegmentInfo(
-        path=state.path,
-        sequence=state.header.sequence,
-        first_lsn=state.header.first_lsn,
-        last_lsn=state.last_lsn,
-        size_bytes=state.size,
-        sealed=seal is not None,
-        created_us=state.header.created_us,
-        min_timestamp_us=state.min_ts,
-        max_timestamp_us=state.max_ts,
-        digest=seal.digest.hex() if seal is not None else "",
-    )
-
-
-class Wal:
+class Wal(Reading, Maintenance):
     """A segmented write-ahead log in one directory. Use :func:`segwal.open` to get one."""
 
     def __init__(self, path: str, config: WalConfig) -> None:
-        self._path = str(path)
-        self._config = config
-        self._fs = config.filesystem
-        self._lock = threading.Lock()
-        self._closed = False
-        self._failure: BaseException | None = None
-        self._lock_handle: FileHandle | None = None
-        self._writer: SegmentWriter | None = None
-        self._sealed: list[SegmentState] = []
-        self._tail: SegmentState | None = None  # readonly: the last segment as recovered
-        self._last_ts = 0
+        super().__init__(path, config)
         self._published = 0
         self._publish_lock = threading.Lock()
-        self._counters = {"appends": 0, "records": 0, "payload_bytes": 0}
-        self._rotations: dict[str, int] = {}
-        self._io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._commit = GroupCommit(
@@ -133,9 +92,12 @@ class Wal:
             ):
                 raise damage.exception()
             repair = carry_out(fs, found, mode)
-            first_lsn = found.segments[0].header.first_lsn if found.segments else 1
-            if not found.segments and damage is not None:
-                first_lsn = damage.lsn
+            # With no segment left, the next one starts where the log's LSNs left off.
+            first_lsn = max(
+                found.meta.first_lsn,
+                damage.lsn if damage is not None else 1,
+                (repair.rewound_to or 0) + 1,
+            )
             writer, new_segment = start_writer(
                 fs,
                 self._path,
@@ -147,6 +109,7 @@ class Wal:
         except BaseException:
             self._lock_handle.close()
             raise
+        self._meta = found.meta
         self._sealed = [s for s in found.segments if s.seal is not None]
         self._writer = writer
         self._io["created"] += int(new_segment)
@@ -163,6 +126,8 @@ class Wal:
             cuts=tuple(repair.cuts),
             quarantined=tuple(repair.quarantined),
             removed_temp_files=tuple(repair.removed_temp_files),
+            removed_obsolete=tuple(repair.removed_obsolete),
+            rewound_to=repair.rewound_to,
             foreign_files=tuple(found.foreign),
             sealed_tail=bool(found.segments) and found.segments[-1].seal is not None,
         )
@@ -219,43 +184,25 @@ class Wal:
             raise damage.exception()
         segments = found.segments
         with self._lock:
+            self._meta = found.meta
             self._sealed = [s for s in segments if s.seal is not None]
             self._tail = segments[-1] if segments and segments[-1].seal is None else None
             last = segments[-1].last_lsn if segments else 0
-            if writer_alive(self._fs, self._path):
-                published = read_lock(self._fs, self._path)[1]
-                durable = min(last, published or 0)
-            else:
-                durable = last
+            pid, published = read_lock(self._fs, self._path)
+            # A writer that is open, or was killed, vouches only for what it published; a
+            # closed log, or one whose LOCK a machine crash left unreadable, is all on disk.
+            durable = last if not pid or published is None else min(last, published)
         self._commit.reset(durable)
         return found
 
     def refresh(self) -> None:
         """Readonly: pick up what the writer has made durable since the last look."""
         self._check_open()
-        if not self._config.readonly:
-            return
+        if self._config.readonly:
+            self._load_view()
+
+    def _refresh_view(self) -> None:
         self._load_view()
-
-    # -- state checks ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError(f"the log at {self._path} is closed")
-
-    def _check_writable(self) -> SegmentWriter:
-        self._check_open()
-        if self._writer is None:
-            raise ReadOnlyError(f"the log at {self._path} was opened readonly")
-        if self._failure is not None:
-            raise WalFailedError(self._failure)
-        return self._writer
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-            log.error("segwal log at %s failed: %r; reopen it to recover", self._path, exc)
-        self._commit.fail(exc)
 
     # -- appending ------------------------------------------------------------------------
 
@@ -359,8 +306,11 @@ class Wal:
             return False
         if writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
             return True
+        return self._aged(writer, ts)
+
+    def _aged(self, writer: SegmentWriter, now_us: int) -> bool:
         age = self._config.max_segment_age
-        return age is not None and ts - writer.min_ts >= age * 1e6
+        return age is not None and writer.count > 0 and now_us - writer.min_ts >= age * 1e6
 
     def _rotate_for_append(
         self, writer: SegmentWriter, frame_len: int, largest: int, ts: int
@@ -431,7 +381,17 @@ class Wal:
         self._io["dir_fsyncs"] += 1
         self._io["created"] += 1
         self._rotations[reason] = self._rotations.get(reason, 0) + 1
-        return _info(sealed) if sealed is not None else None
+        if sealed is not None and self._retention_configured():
+            self._delete_locked(self._decide(self._configured_rules()))
+        return segment_info(sealed) if sealed is not None else None
+
+    def _retention_configured(self) -> bool:
+        config = self._config
+        return config.retention_max_age is not None or config.retention_max_bytes is not None
+
+    def _ensure_durable(self, lsn: int) -> None:
+        if self._commit.durable_lsn < lsn:
+            self._commit.wait_durable(lsn, lead=True)
 
     # -- durability -----------------------------------------------------------------------
 
@@ -491,182 +451,11 @@ class Wal:
                             writer is not None
                             and not self._closed
                             and self._failure is None
-                            and (self._rotation_due(writer, 0, 0, self._config.clock()))
+                            and self._aged(writer, self._config.clock())
                         ):
                             self._rotate_locked("age")
             except Exception:  # the failure is recorded; appenders see WalFailedError
                 return
-
-    # -- reading --------------------------------------------------------------------------
-
-    def _segments_view(self) -> tuple[list[tuple[str, Any, int, int, int]], int]:
-        """(path, header, end, first LSN, last LSN) of every segment, and the durable LSN."""
-        with self._lock:
-            view = [(s.path, s.header, s.end, s.header.first_lsn, s.last_lsn) for s in self._sealed]
-            writer = self._writer
-            if writer is not None:
-                view.append(
-                    (writer.path, writer.header, writer.offset, writer.first_lsn, writer.last_lsn)
-                )
-            elif self._tail is not None:
-                t = self._tail
-                view.append((t.path, t.header, t.end, t.header.first_lsn, t.last_lsn))
-        return view, self._commit.durable_lsn
-
-    def read(self, lsn: int, *, unsynced: bool = False) -> Record:
-        """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
-        view, first, last, limit, durable = self._view(unsynced)
-        if not first <= lsn <= limit:
-            if first <= lsn <= last:
-                reason = (
-                    f"LSN {lsn} is not durable yet (durable LSN {durable}); "
-                    "call sync() first or pass unsynced=True"
-                )
-            else:
-                reason = f"LSN {lsn} is outside the log, which holds LSNs {first}..{last}"
-            raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
-        for record in chain.from_iterable(self._stream(view, lsn, lsn)):
-            return record
-        raise NotFoundError(
-            f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
-        )
-
-    def replay(
-        self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
-    ) -> Iterator[Record]:
-        """Stream records ``from_lsn..to_lsn`` (inclusive) in bounded memory.
-
-        Only durable records are yielded unless ``unsynced`` is True: a reader never sees a
-        record that a crash could still take back.
-        """
-        view, first, _last, limit, _durable = self._view(unsynced)
-        start = first if from_lsn is None else max(from_lsn, first)
-        stop = limit if to_lsn is None else min(to_lsn, limit)
-        return chain.from_iterable(self._stream(view, start, stop))
-
-    def _view(
-        self, unsynced: bool
-    ) -> tuple[list[tuple[str, Any, int, int, int]], int, int, int, int]:
-        self._check_open()
-        if self._config.readonly:
-            self._load_view()
-        view, durable = self._segments_view()
-        first = view[0][3] if view else 1
-        last = view[-1][4] if view else 0
-        limit = last if unsynced else min(last, durable)
-        return view, first, last, limit, durable
-
-    def _stream(
-        self, view: list[tuple[str, Any, int, int, int]], start: int, stop: int
-    ) -> Iterator[Iterator[Record]]:
-        firsts = [v[3] for v in view]
-        index = max(0, bisect_right(firsts, start) - 1)
-        for path, header, end, first, last in view[index:]:
-            if first > stop:
-                return
-            if last < start:
-                continue
-            handle = self._fs.open_read(path)
-            try:
-                yield from iter_records(
-                    handle,
-                    header,
-                    start=HEADER_SIZE,
-                    end=end,
-                    first_lsn=first,
-                    from_lsn=start,
-                    to_lsn=stop,
-                )
-            finally:
-                handle.close()
-
-    # -- introspection --------------------------------------------------------------------
-
-    def segments(self) -> list[SegmentInfo]:
-        """Every segment of the log, oldest first; the last one is the active segment."""
-        self._check_open()
-        with self._lock:
-            infos = [_info(s) for s in self._sealed]
-            writer = self._writer
-            if writer is not None:
-                infos.append(
-                    SegmentInfo(
-                        path=writer.path,
-                        sequence=writer.header.sequence,
-                        first_lsn=writer.first_lsn,
-                        last_lsn=writer.last_lsn,
-                        size_bytes=writer.offset,
-                        sealed=False,
-                        created_us=writer.header.created_us,
-                        min_timestamp_us=writer.min_ts,
-                        max_timestamp_us=writer.max_ts,
-                    )
-                )
-            elif self._tail is not None:
-                infos.append(_info(self._tail))
-        return infos
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def first_lsn(self) -> int:
-        """The LSN of the oldest record the log holds (``last_lsn + 1`` when it holds none)."""
-        if self._sealed:
-            return self._sealed[0].header.first_lsn
-        if self._writer is not None:
-            return self._writer.first_lsn
-        if self._tail is not None:
-            return self._tail.header.first_lsn
-        return 1
-
-    @property
-    def last_lsn(self) -> int:
-        """The LSN of the newest record appended (0 when the log has never held one)."""
-        if self._writer is not None:
-            return self._writer.last_lsn
-        if self._tail is not None:
-            return self._tail.last_lsn
-        if self._sealed:
-            return self._sealed[-1].last_lsn
-        return 0
-
-    @property
-    def next_lsn(self) -> int:
-        return self.last_lsn + 1
-
-    @property
-    def durable_lsn(self) -> int:
-        """Every record up to this LSN survives a crash of the process or the machine."""
-        return self._commit.durable_lsn
-
-    @property
-    def recovery(self) -> RecoveryReport:
-        return self._report
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def readonly(self) -> bool:
-        return self._config.readonly
-
-    def stats(self) -> Stats:
-        """Counters since open: appends, records, bytes, barriers, rotations by reason."""
-        io = self._io
-        return Stats(
-            appends=self._counters["appends"],
-            records=self._counters["records"],
-            payload_bytes=self._counters["payload_bytes"],
-            written_bytes=io["written_bytes"],
-            writes=io["writes"],
-            fsyncs=io["fsyncs"],
-            dir_fsyncs=io["dir_fsyncs"],
-            rotations=dict(self._rotations),
-            segments_created=io["created"],
-        )
 
     # -- closing --------------------------------------------------------------------------
 
@@ -682,14 +471,17 @@ class Wal:
                 return
             self._closed = True
             writer = self._writer
+        handle = self._lock_handle
         try:
             if writer is not None and self._failure is None:
                 self._commit.wait_durable(self._commit.written_lsn, lead=True)
+                if handle is not None:
+                    publish_durable(handle, self._commit.durable_lsn, closed=True)
         finally:
             if writer is not None:
                 writer.close()
-            if self._lock_handle is not None:
-                self._lock_handle.close()
+            if handle is not None:
+                handle.close()
 
     def __enter__(self) -> Wal:
         return self

@@ -1,0 +1,105 @@
+"""Rewriting a segment to keep only its records up to an LSN (``truncate_after``).
+
+The surviving prefix is written aside to a temp file, made durable, and renamed over the
+segment, so a crash leaves the old segment or the new one, never a mix. A batch that
+straddles the cut is re-encoded with its surviving records (same LSNs, type, timestamp).
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+import struct
+from itertools import accumulate
+
+import blake3
+
+from segwal.errors import ChecksumError, StorageError
+from segwal.fileio import FileSystem
+from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
+from segwal.naming import temp_name
+from segwal.recovery import SegmentState
+from segwal.scanner import Frame, Status
+from segwal.segment import iter_frames
+
+
+def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int) -> SegmentState:
+    """Replace ``state``'s file by an unsealed copy holding only its records up to ``lsn``."""
+    header = state.header
+    first = header.first_lsn
+    temp = posixpath.join(directory, temp_name(first))
+    try:
+        fs.unlink(temp)
+    except StorageError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+    source = fs.open_read(state.path)
+    target = fs.create(temp)
+    hasher = blake3.blake3()
+    min_ts = max_ts = 0
+    try:
+        raw = source.pread(HEADER_SIZE, 0)
+        target.pwrite(raw, 0)
+        hasher.update(raw)
+        offset = HEADER_SIZE
+        last = first - 1
+        if lsn >= first:
+            for ref in iter_frames(source, header, HEADER_SIZE, state.end):
+                frame = ref.verdict.frame
+                if frame is None:
+                    if ref.verdict.status is Status.END:
+                        break
+                    raise ChecksumError(
+                        ref.verdict.reason, path=state.path, offset=ref.offset, lsn=last + 1
+                    )
+                if frame.last_lsn <= lsn:
+                    data: bytes | bytearray = ref.buf[frame.offset : frame.end]
+                    if not frame.commit and frame.last_lsn == lsn:
+                        data = _reencode(ref.buf, frame, lsn, header.seed)
+                else:
+                    data = _reencode(ref.buf, frame, lsn, header.seed)
+                target.pwrite(data, offset)
+                hasher.update(data)
+                offset += len(data)
+                if last < first:
+                    min_ts = frame.timestamp_us
+                max_ts = frame.timestamp_us
+                last = min(frame.last_lsn, lsn)
+                if last >= lsn:
+                    break
+        # The prefix must be durable before its name replaces the old segment.
+        target.sync("truncate.sync")
+    finally:
+        source.close()
+        target.close()
+    fs.rename(temp, state.path)
+    # The replacement must survive before anything is appended after the cut.
+    fs.sync_dir(directory, "truncate.rename")
+    return SegmentState(
+        path=state.path,
+        header=header,
+        size=offset,
+        end=offset,
+        last_lsn=last,
+        min_ts=min_ts,
+        max_ts=max_ts,
+        hasher=hasher,
+    )
+
+
+def _reencode(buf: bytes, frame: Frame, lsn: int, seed: int) -> bytearray:
+    """The frame's records up to ``lsn`` as one committed frame."""
+    keep = lsn - frame.first_lsn + 1
+    table = frame.offset + FRAME_HEAD_SIZE
+    lengths = list(struct.unpack_from(f"<{frame.count}I", buf, table))[:keep]
+    bounds = list(accumulate(lengths, initial=table + 4 * frame.count))
+    payloads = [buf[bounds[i] : bounds[i + 1]] for i in range(keep)]
+    return encode_frames(
+        seed=seed,
+        first_lsn=frame.first_lsn,
+        record_type=frame.record_type,
+        timestamp_us=frame.timestamp_us,
+        durable_lsn=min(frame.durable_lsn, frame.first_lsn - 1),
+        payloads=payloads,
+        lengths=lengths,
+    )
