@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from segwal.base import WalBase, log, segment_info, writer_info, writer_state
 from segwal.errors import ConfigError, HoldError, NotFoundError
+from segwal.index import remove as remove_index
 from segwal.meta import check_hold_name
 from segwal.meta import store as store_meta
 from segwal.opening import start_writer
@@ -124,6 +125,7 @@ class Maintenance(WalBase):
                     self._doomed.add(info.path)
                 else:
                     self._fs.unlink(info.path)
+                    remove_index(self._fs, info.path)
                 deleted.append(
                     Deletion(
                         path=info.path,
@@ -232,6 +234,7 @@ class Maintenance(WalBase):
         reclaimed = 0
         for state in reversed(later):
             fs.unlink(state.path)
+            remove_index(fs, state.path)
             reclaimed += state.size
         if later:
             fs.sync_dir(directory, "truncate.unlink")

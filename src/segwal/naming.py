@@ -3,6 +3,7 @@
 A segment is ``{first_lsn:020d}.wal``, so names sort in LSN order as plain strings. A segment
 being created is ``{first_lsn:020d}.wal.tmp`` until its header is durable and it is renamed.
 Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never deleted by segwal.
+A sealed segment's sparse index may sit beside it as ``{first_lsn:020d}.wal.idx``.
 ``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
 holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced).
 """
@@ -24,6 +25,7 @@ LSN_DIGITS: Final = 20
 
 _SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _TEMP = re.compile(r"^(\d{20})\.wal\.tmp$")
+_INDEX = re.compile(r"^(\d{20})\.wal\.idx$")
 _QUARANTINE = re.compile(r"^(\d{20})\.wal\.(\d+)\.quarantine$")
 
 
@@ -33,6 +35,7 @@ class Kind(Enum):
     SEGMENT = "segment"
     TEMP = "temp"
     QUARANTINE = "quarantine"
+    INDEX = "index"
     LOCK = "lock"
     META = "meta"
     FOREIGN = "foreign"
@@ -74,6 +77,8 @@ def parse(name: str) -> Name:
         return Name(Kind.SEGMENT, name, int(m.group(1)))
     if m := _TEMP.match(name):
         return Name(Kind.TEMP, name, int(m.group(1)))
+    if m := _INDEX.match(name):
+        return Name(Kind.INDEX, name, int(m.group(1)))
     if m := _QUARANTINE.match(name):
         return Name(Kind.QUARANTINE, name, int(m.group(1)))
     return Name(Kind.FOREIGN, name)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from segwal.errors import LockError
 from segwal.fileio import FileHandle, FileSystem
 from segwal.format import ZERO_DIGEST
+from segwal.index import build as build_index
+from segwal.index import remove as remove_index
 from segwal.meta import store as store_meta
 from segwal.naming import LOCK_NAME, quarantine_name
 from segwal.recovery import Plan, SegmentState, scan_tail
@@ -117,6 +119,7 @@ def _finish_truncations(fs: FileSystem, plan: Plan, repair: Repair) -> None:
     directory = plan.directory
     for path in plan.obsolete:
         fs.unlink(path)
+        remove_index(fs, path)
         repair.removed_obsolete.append(path)
     if plan.obsolete:
         fs.sync_dir(directory, "recover.obsolete")
@@ -216,6 +219,7 @@ def start_writer(
     tail = segments[-1] if segments else None
     if tail is not None and tail.seal is None:
         handle = fs.open_write(tail.path)
+        index = tail.index if tail.index is not None else build_index(handle, tail.end)
         writer = SegmentWriter(
             fs,
             handle,
@@ -225,6 +229,7 @@ def start_writer(
             last_lsn=tail.last_lsn,
             min_ts=tail.min_ts,
             max_ts=tail.max_ts,
+            index=index,
         )
         # Records a killed process left in the page cache are durable only after this.
         writer.handle.sync("open.sync")

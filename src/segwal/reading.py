@@ -10,12 +10,16 @@ from __future__ import annotations
 import errno
 from bisect import bisect_right
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 
 from segwal.base import WalBase, log
 from segwal.errors import NotFoundError, ReaderFellBehindError, StorageError
 from segwal.format import HEADER_SIZE, SegmentHeader
+from segwal.index import SparseIndex
+from segwal.index import load as load_index
+from segwal.index import remove as remove_index
+from segwal.recovery import SegmentState
 from segwal.segment import iter_records
 from segwal.types import Record
 
@@ -29,6 +33,10 @@ class _Part:
     end: int  # bytes to read up to: the seal's offset or the writer's offset at snapshot
     first_lsn: int
     last_lsn: int
+    min_ts: int
+    max_ts: int
+    state: SegmentState | None = None  # a sealed segment, whose index is loaded lazily
+    index: SparseIndex | None = None  # the active segment's live index
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,10 @@ class _Snapshot:
     last: int
     limit: int  # the last LSN the reader may see (durable, unless it asked otherwise)
     durable: int
+
+
+def _sealed_part(s: SegmentState) -> _Part:
+    return _Part(s.path, s.header, s.end, s.header.first_lsn, s.last_lsn, s.min_ts, s.max_ts, s)
 
 
 class Reading(WalBase):
@@ -51,19 +63,24 @@ class Reading(WalBase):
         if self._config.readonly:
             self._refresh_view()
         with self._lock:
-            parts = [
-                _Part(s.path, s.header, s.end, s.header.first_lsn, s.last_lsn) for s in self._sealed
-            ]
+            parts = [_sealed_part(s) for s in self._sealed]
             writer = self._writer
             if writer is not None:
                 parts.append(
                     _Part(
-                        writer.path, writer.header, writer.offset, writer.first_lsn, writer.last_lsn
+                        writer.path,
+                        writer.header,
+                        writer.offset,
+                        writer.first_lsn,
+                        writer.last_lsn,
+                        writer.min_ts,
+                        writer.max_ts,
+                        index=writer.index,
                     )
                 )
             elif self._tail is not None:
                 t = self._tail
-                parts.append(_Part(t.path, t.header, t.end, t.header.first_lsn, t.last_lsn))
+                parts.append(replace(_sealed_part(t), state=None, index=t.index))
             first, last = self.first_lsn, self.last_lsn
         durable = self._commit.durable_lsn
         limit = last if unsynced else min(last, durable)
@@ -123,13 +140,16 @@ class Reading(WalBase):
                         lsn=max(start, part.first_lsn),
                         first_lsn=self.first_lsn,
                     ) from exc
+                offset, first = HEADER_SIZE, part.first_lsn
+                if start > first:
+                    first, offset = self._index_of(part).seek_lsn(start, first)
                 try:
                     yield from iter_records(
                         handle,
                         part.header,
-                        start=HEADER_SIZE,
+                        start=offset,
                         end=part.end,
-                        first_lsn=part.first_lsn,
+                        first_lsn=first,
                         from_lsn=start,
                         to_lsn=stop,
                     )
@@ -140,6 +160,18 @@ class Reading(WalBase):
         finally:
             for part in chosen:
                 self._unpin(part.path)
+
+    def _index_of(self, part: _Part) -> SparseIndex:
+        """The part's sparse index; a sealed segment's is loaded (or rebuilt) on first use."""
+        if part.index is not None:
+            return part.index
+        state = part.state
+        if state is None or state.seal is None:
+            return SparseIndex()  # no index: seek to the start, which is always right
+        if state.index is None:
+            # Built outside the lock: two readers may both build it; either result is right.
+            state.index = load_index(self._fs, state.path, state.seal.digest, state.end)
+        return state.index
 
     def _pin(self, parts: list[_Part]) -> None:
         if self._config.readonly:
@@ -162,6 +194,7 @@ class Reading(WalBase):
             self._doomed.discard(path)
             try:
                 self._fs.unlink(path)
+                remove_index(self._fs, path)
                 self._fs.sync_dir(self._path, "retention.deferred")
             except OSError as exc:
                 # Left below the checkpoint, the file is removed at the next open.

@@ -26,6 +26,7 @@ from segwal.errors import (
 )
 from segwal.fileio import FileHandle, FileSystem
 from segwal.format import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
+from segwal.index import SparseIndex
 from segwal.meta import Meta
 from segwal.meta import load as load_meta
 from segwal.naming import Kind, Name, parse
@@ -48,6 +49,7 @@ class SegmentState:
     max_ts: int
     seal: Seal | None = None
     hasher: Any = None  # BLAKE3 over bytes [0, end) of an unsealed segment
+    index: SparseIndex | None = None  # loaded or built on first use for sealed segments
 
     @property
     def sealed(self) -> bool:
@@ -101,6 +103,7 @@ class _TailScan:
     seal: Seal | None = None
     damage_offset: int | None = None
     reason: str = ""
+    index: SparseIndex = field(default_factory=SparseIndex)
 
 
 def plan(fs: FileSystem, directory: str) -> Plan:
@@ -108,6 +111,7 @@ def plan(fs: FileSystem, directory: str) -> Plan:
     stored = load_meta(fs, directory)
     result = Plan(directory=directory, meta=stored or Meta(), has_meta=stored is not None)
     names = []
+    indexes: list[Name] = []
     for entry in sorted(fs.list_dir(directory), key=lambda e: e.name):
         name = parse(entry.name)
         path = posixpath.join(directory, entry.name)
@@ -117,9 +121,16 @@ def plan(fs: FileSystem, directory: str) -> Plan:
             names.append(name)
         elif name.kind is Kind.TEMP:
             result.temp_files.append(path)
+        elif name.kind is Kind.INDEX:
+            indexes.append(name)
         elif name.kind is Kind.FOREIGN:
             result.foreign.append(path)
     names.sort(key=lambda n: n.first_lsn)
+    present = {n.first_lsn for n in names}
+    # An index whose segment is gone is a leftover of a deletion that a crash interrupted.
+    result.temp_files.extend(
+        posixpath.join(directory, n.name) for n in indexes if n.first_lsn not in present
+    )
     names = _drop_obsolete(result, names)
     for index, name in enumerate(names):
         path = posixpath.join(directory, name.name)
@@ -240,6 +251,7 @@ def _check_segment(
             max_ts=scan.max_ts,
             seal=scan.seal,
             hasher=None if scan.seal else scan.hasher,
+            index=scan.index,
         )
     )
     if scan.damage_offset is None:
@@ -281,6 +293,7 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
     scan = _TailScan(HEADER_SIZE, first - 1, 0, 0, committed)
     expected = first
     batch_ts = 0
+    batch_start = True
     for ref in iter_frames(handle, header, HEADER_SIZE, size):
         verdict = ref.verdict
         frame = verdict.frame
@@ -294,6 +307,9 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
                 scan.reason = f"frame claims durable LSN {frame.durable_lsn} ahead of itself"
                 break
             hasher.update(memoryview(ref.buf)[frame.offset : frame.end])
+            if batch_start:
+                scan.index.add(frame.first_lsn, ref.offset, frame.timestamp_us)
+            batch_start = frame.commit
             expected += frame.count
             batch_ts = frame.timestamp_us
             if frame.commit:
@@ -321,6 +337,7 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
         scan.damage_offset = ref.offset
         scan.reason = verdict.reason
         break
+    scan.index.trim(scan.end)  # entries of a batch that was never committed go with the cut
     return scan
 
 

@@ -9,10 +9,9 @@ is checked against the maximum frame size and the bytes at hand before anything 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
 from enum import Enum
 from itertools import accumulate, pairwise
-from typing import Final
+from typing import Final, NamedTuple
 
 from segwal.format import (
     FLAG_COMMIT,
@@ -41,15 +40,14 @@ class Status(Enum):
     BAD = "bad"  # bytes that cannot be a valid frame here
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A checked records frame at ``offset`` of its buffer."""
+class Frame(NamedTuple):
+    """A checked records frame at ``offset`` of its buffer (a tuple: cheap to make)."""
 
     offset: int
     length: int
     commit: bool
     record_type: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count on purpose
     body_len: int
     first_lsn: int
     timestamp_us: int
@@ -64,8 +62,7 @@ class Frame:
         return self.offset + self.length
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The scanner's verdict on the bytes at one offset."""
 
     status: Status
@@ -161,7 +158,7 @@ def find_valid(
         pos = hit - _KIND_OFFSET
         verdict = check(data, pos, end, seed, max_frame)
         if verdict.status in (Status.FRAME, Status.SEAL):
-            return replace(verdict, offset=pos)
+            return verdict._replace(offset=pos)
         idx = candidates.index(hit)
         kind = KIND_RECORDS if idx == 0 else KIND_SEAL
         candidates[idx] = data.find(kind, hit + 1, stop + _KIND_OFFSET)

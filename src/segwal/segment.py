@@ -10,10 +10,9 @@ from __future__ import annotations
 import posixpath
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 
@@ -26,8 +25,10 @@ from segwal.errors import (
 )
 from segwal.fileio import Buffer, FileHandle, FileSystem
 from segwal.format import (
+    FRAME_HEAD,
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
+    KIND_RECORDS,
     SEAL_SIZE,
     FormatError,
     Seal,
@@ -38,11 +39,13 @@ from segwal.format import (
     encode_seal,
     max_frame_bytes,
 )
+from segwal.index import SparseIndex
 from segwal.naming import segment_name, temp_name
 from segwal.scanner import Status, Verdict, check
 from segwal.types import Record
 
 READ_CHUNK = 1 << 20
+FIRST_CHUNK = 16 << 10  # a point read needs little; a stream doubles up to READ_CHUNK
 
 _new_record = partial(tuple.__new__, Record)
 
@@ -98,8 +101,10 @@ class SegmentWriter:
         last_lsn: int,
         min_ts: int,
         max_ts: int,
+        index: SparseIndex | None = None,
     ) -> None:
         self.fs = fs
+        self.index = index if index is not None else SparseIndex()
         self.handle = handle
         self.header = header
         self.path = handle.path
@@ -174,6 +179,7 @@ class SegmentWriter:
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
         self.handle.pwrite(data, self.offset)
+        self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
         self.offset += len(data)
         self.hasher.update(data)
         if self.last_lsn < self.header.first_lsn:
@@ -211,8 +217,7 @@ class SegmentWriter:
         self.handle.close()
 
 
-@dataclass(frozen=True, slots=True)
-class FrameRef:
+class FrameRef(NamedTuple):
     """A checked frame and the buffer it lies in (``verdict.frame.offset`` is into ``buf``)."""
 
     buf: bytes
@@ -222,20 +227,39 @@ class FrameRef:
 
 
 def iter_frames(
-    handle: FileHandle, header: SegmentHeader, start: int, end: int
+    handle: FileHandle,
+    header: SegmentHeader,
+    start: int,
+    end: int,
+    *,
+    skip: tuple[int, int] | None = None,
 ) -> Iterator[FrameRef]:
     """Yield each verdict from ``start`` to ``end``, reading a bounded window at a time.
 
     Stops after the first verdict that is not a records frame (a seal, damage, a frame cut
-    short at ``end``, or the end itself); the caller decides what that means.
+    short at ``end``, or the end itself); the caller decides what that means. With
+    ``skip=(first_lsn, lsn)`` frames holding only LSNs below ``lsn`` are passed over by
+    their heads alone (no checksum): a seek, so a point read does not check a whole interval;
+    the first frame yielded is still checked in full, and its LSN is the one the heads led to.
     """
     max_frame = max_frame_bytes(header.max_record_bytes)
     seed = header.seed
     pos = start
     buf = b""
     base = start
+    chunk = FIRST_CHUNK
+    expected, skip_before = skip if skip is not None else (0, 0)
     while True:
         rel = pos - base
+        if skip_before and rel + FRAME_HEAD_SIZE <= len(buf) and buf[rel + 4] == KIND_RECORDS:
+            head = FRAME_HEAD.unpack_from(buf, rel)
+            count, first = head[4], head[6]
+            length = FRAME_HEAD_SIZE + 4 * count + head[5]
+            if count and first == expected and first + count <= skip_before and length <= max_frame:
+                pos += length
+                expected += count
+                continue
+            skip_before = 0
         verdict = check(buf, rel, len(buf), seed, max_frame)
         if verdict.status is Status.FRAME:
             yield FrameRef(buf, base, pos, verdict)
@@ -243,7 +267,8 @@ def iter_frames(
             pos = base + verdict.frame.end
             continue
         if verdict.status in (Status.SHORT, Status.END) and base + len(buf) < end:
-            want = max(READ_CHUNK, verdict.needed)
+            want = max(chunk, verdict.needed)
+            chunk = min(2 * chunk, READ_CHUNK)
             buf = handle.pread(min(want, end - pos), pos)
             base = pos
             if buf:
@@ -269,7 +294,8 @@ def iter_records(
     checked again as it is read: damage that happened after open is raised, never skipped.
     """
     expected = first_lsn
-    for ref in iter_frames(handle, header, start, end):
+    seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
+    for ref in iter_frames(handle, header, start, end, skip=seek):
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
@@ -282,6 +308,8 @@ def iter_records(
                 lsn=expected,
             )
         lsn = frame.first_lsn
+        if seek is not None and first_lsn <= lsn <= from_lsn:
+            expected, seek = lsn, None  # the heads passed over led here; continuity holds
         if lsn != expected:
             raise CorruptionError(
                 f"frame holds LSN {lsn}", path=handle.path, offset=ref.offset, lsn=expected

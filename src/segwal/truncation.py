@@ -17,6 +17,7 @@ import blake3
 from segwal.errors import ChecksumError, StorageError
 from segwal.fileio import FileSystem
 from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
+from segwal.index import remove as remove_index
 from segwal.naming import temp_name
 from segwal.recovery import SegmentState
 from segwal.scanner import Frame, Status
@@ -72,6 +73,7 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
     finally:
         source.close()
         target.close()
+    remove_index(fs, state.path)  # the segment is no longer the one its sidecar indexes
     fs.rename(temp, state.path)
     # The replacement must survive before anything is appended after the cut.
     fs.sync_dir(directory, "truncate.rename")

@@ -16,6 +16,7 @@ from segwal.commit import GroupCommit
 from segwal.config import WalConfig
 from segwal.errors import ConfigError, InvalidPayloadError, NotFoundError, RecordTooLargeError
 from segwal.format import FRAME_HEAD_SIZE, SEAL_SIZE, encode_frames, encode_record
+from segwal.index import save as save_index
 from segwal.maintenance import Maintenance
 from segwal.opening import (
     carry_out,
@@ -358,6 +359,7 @@ class Wal(Reading, Maintenance):
                         min_ts=seal.min_ts,
                         max_ts=seal.max_ts,
                         seal=seal,
+                        index=writer.index,
                     )
                     sequence, prev = writer.header.sequence + 1, seal.digest
                 writer.close()
@@ -381,6 +383,8 @@ class Wal(Reading, Maintenance):
         self._io["dir_fsyncs"] += 1
         self._io["created"] += 1
         self._rotations[reason] = self._rotations.get(reason, 0) + 1
+        if sealed is not None and sealed.seal is not None and sealed.index is not None:
+            save_index(self._fs, sealed.path, sealed.index, sealed.seal.digest)
         if sealed is not None and self._retention_configured():
             self._delete_locked(self._decide(self._configured_rules()))
         return segment_info(sealed) if sealed is not None else None

@@ -1,0 +1,195 @@
+"""The sparse index of a segment: every ~4 KiB, the LSN, offset and time of a batch start.
+
+``read(lsn)``, ``lsn_at(timestamp)`` and paginated reads bisect it and then scan at most one
+interval of frames, instead of scanning the segment from its start. The writer keeps the
+active segment's index as it writes; a sealed segment's index is saved beside it as
+``{segment}.idx`` when it is sealed (a cache: written without a barrier) and is rebuilt from
+the frame heads whenever that file is missing, damaged or belongs to another segment. It is
+never trusted blindly: every frame it leads to is checked again when read.
+
+Sidecar layout (little-endian)::
+
+    0   8  magic     b"SWIDX001"
+    8   4  count     entries
+    12  4  interval  bytes between entries
+    16 32  digest    the BLAKE3 digest of the segment it indexes (its seal's digest)
+    48 24n entries   (u64 LSN, u64 offset, u64 timestamp_us) each
+    ..  4  CRC32C    of everything before it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from bisect import bisect_right
+from typing import Final
+
+from segwal.fileio import FileHandle, FileSystem
+from segwal.format import FRAME_HEAD, FRAME_HEAD_SIZE, HEADER_SIZE, KIND_RECORDS, crc32c
+
+INTERVAL: Final = 4 << 10
+INDEX_SUFFIX: Final = ".idx"
+_MAGIC: Final = b"SWIDX001"
+_HEAD = struct.Struct("<8sII32s")
+_ENTRY = struct.Struct("<QQQ")
+_CRC = struct.Struct("<I")
+_SCAN_CHUNK: Final = 1 << 20
+
+
+class SparseIndex:
+    """Sorted (LSN, offset, timestamp) entries of batch starts, one per interval at most."""
+
+    __slots__ = ("_next", "interval", "lsns", "offsets", "stamps")
+
+    def __init__(self, interval: int = INTERVAL) -> None:
+        self.interval = interval
+        self.lsns: list[int] = []
+        self.offsets: list[int] = []
+        self.stamps: list[int] = []
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.lsns)
+
+    def add(self, lsn: int, offset: int, timestamp_us: int) -> None:
+        """Note a batch starting at ``offset``; kept only if an interval has passed."""
+        if offset >= self._next:
+            self.lsns.append(lsn)
+            self.offsets.append(offset)
+            self.stamps.append(timestamp_us)
+            self._next = offset + self.interval
+
+    def trim(self, end: int) -> None:
+        """Drop the entries at or past ``end`` (bytes that were cut)."""
+        while self.offsets and self.offsets[-1] >= end:
+            self.lsns.pop()
+            self.offsets.pop()
+            self.stamps.pop()
+        self._next = self.offsets[-1] + self.interval if self.offsets else 0
+
+    def seek_lsn(self, lsn: int, first_lsn: int) -> tuple[int, int]:
+        """(LSN, offset) of the last batch start at or before ``lsn``."""
+        i = bisect_right(self.lsns, lsn) - 1
+        if i < 0:
+            return first_lsn, HEADER_SIZE
+        return self.lsns[i], self.offsets[i]
+
+    def seek_time(self, timestamp_us: int, first_lsn: int) -> tuple[int, int]:
+        """(LSN, offset) of the last batch start stamped before ``timestamp_us``."""
+        i = bisect_right(self.stamps, timestamp_us - 1) - 1
+        if i < 0:
+            return first_lsn, HEADER_SIZE
+        return self.lsns[i], self.offsets[i]
+
+    def encode(self, digest: bytes) -> bytes:
+        parts = [_HEAD.pack(_MAGIC, len(self.lsns), self.interval, digest)]
+        parts.extend(map(_ENTRY.pack, self.lsns, self.offsets, self.stamps))
+        body = b"".join(parts)
+        return body + _CRC.pack(crc32c(body))
+
+    @classmethod
+    def decode(cls, data: bytes, digest: bytes) -> SparseIndex | None:
+        """The index in ``data`` if it is whole and belongs to the segment with ``digest``."""
+        if len(data) < _HEAD.size + _CRC.size:
+            return None
+        magic, count, interval, owner = _HEAD.unpack_from(data)
+        size = _HEAD.size + count * _ENTRY.size
+        if magic != _MAGIC or owner != digest or len(data) != size + _CRC.size or interval < 1:
+            return None
+        if _CRC.unpack_from(data, size)[0] != crc32c(memoryview(data)[:size]):
+            return None
+        index = cls(interval)
+        for lsn, offset, stamp in _ENTRY.iter_unpack(memoryview(data)[_HEAD.size : size]):
+            index.lsns.append(lsn)
+            index.offsets.append(offset)
+            index.stamps.append(stamp)
+        if index.offsets and (
+            index.offsets[0] != HEADER_SIZE or index.offsets != sorted(index.offsets)
+        ):
+            return None
+        index._next = (index.offsets[-1] + interval) if index.offsets else 0
+        return index
+
+
+def sidecar_path(segment_path: str) -> str:
+    return segment_path + INDEX_SUFFIX
+
+
+def load(fs: FileSystem, segment_path: str, digest: bytes, end: int) -> SparseIndex:
+    """The sealed segment's index from its sidecar, or rebuilt when that is unusable."""
+    try:
+        handle = fs.open_read(sidecar_path(segment_path))
+    except OSError:
+        handle = None
+    if handle is not None:
+        try:
+            size = handle.size()
+            data = (
+                handle.pread(size, 0)
+                if size <= _HEAD.size + 24 * (end // FRAME_HEAD_SIZE + 1) + 4
+                else b""
+            )
+        except OSError:
+            data = b""
+        finally:
+            handle.close()
+        index = SparseIndex.decode(data, digest)
+        if index is not None and (not index.offsets or index.offsets[-1] < end):
+            return index
+    segment = fs.open_read(segment_path)
+    try:
+        return build(segment, end)
+    finally:
+        segment.close()
+
+
+def save(fs: FileSystem, segment_path: str, index: SparseIndex, digest: bytes) -> None:
+    """Write the sidecar of a sealed segment; a cache, so no barrier and errors are ignored."""
+    path = sidecar_path(segment_path)
+    try:
+        with contextlib.suppress(OSError):
+            fs.unlink(path)
+        handle = fs.create(path)
+        try:
+            handle.pwrite(index.encode(digest), 0)
+        finally:
+            handle.close()
+    except OSError:
+        pass
+
+
+def remove(fs: FileSystem, segment_path: str) -> None:
+    """Delete a segment's sidecar if there is one."""
+    with contextlib.suppress(OSError):
+        fs.unlink(sidecar_path(segment_path))
+
+
+def build(handle: FileHandle, end: int) -> SparseIndex:
+    """Rebuild an index from the frame heads in ``[HEADER_SIZE, end)`` without checksums.
+
+    Frames are checked when they are read; a head that does not parse ends the index early,
+    which only makes later seeks scan further.
+    """
+    index = SparseIndex()
+    pos = HEADER_SIZE
+    expected = None
+    buf = b""
+    base = pos
+    batch_start = True
+    while pos + FRAME_HEAD_SIZE <= end:
+        if pos + FRAME_HEAD_SIZE > base + len(buf):
+            base = pos
+            buf = handle.pread(min(_SCAN_CHUNK, end - pos), pos)
+            if len(buf) < FRAME_HEAD_SIZE:
+                break
+        _crc, kind, flags, _type, count, body, first, stamp, _durable = FRAME_HEAD.unpack_from(
+            buf, pos - base
+        )
+        if kind != KIND_RECORDS or count == 0 or (expected is not None and first != expected):
+            break
+        if batch_start:
+            index.add(first, pos, stamp)
+        batch_start = bool(flags & 1)
+        expected = first + count
+        pos += FRAME_HEAD_SIZE + 4 * count + body
+    return index
