@@ -17,6 +17,7 @@ from collections.abc import Callable
 from os import PathLike, fspath
 
 from segwal.config import RecoveryMode, SyncMode, WalConfig
+from segwal.cursors import Cursor
 from segwal.errors import (
     ChecksumError,
     ClosedError,
@@ -41,6 +42,7 @@ from segwal.fileio import FileSystem, OsFileSystem
 from segwal.maintenance import Deletion, RetentionResult, TruncateResult
 from segwal.retention import Decision
 from segwal.types import (
+    Batch,
     Cut,
     Problem,
     Record,
@@ -56,11 +58,13 @@ from segwal.wal import Wal
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "ChecksumError",
     "ClosedError",
     "ConfigError",
     "ContinuityError",
     "CorruptionError",
+    "Cursor",
     "Cut",
     "Decision",
     "Deletion",

@@ -36,12 +36,42 @@ class GroupCommit:
         self.written_lsn = durable_lsn
         self._busy = False
         self._failed: BaseException | None = None
+        self._closed = False
+        self._watchers = 0  # followers waiting for any new write
         self.barriers = 0
 
     def wrote(self, lsn: int) -> None:
         """Record that frames up to ``lsn`` are written (not yet durable)."""
         with self._cond:
             self.written_lsn = lsn
+            if self._watchers:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every follower: the log is closing."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wait_beyond(self, lsn: int, *, written: bool, timeout: float | None) -> bool:
+        """Wait until the durable (or, with ``written``, the written) LSN passes ``lsn``.
+
+        Returns False when ``timeout`` passes, or the log closes or fails first.
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        with self._cond:
+            self._watchers += 1
+            try:
+                while (self.written_lsn if written else self.durable_lsn) <= lsn:
+                    if self._closed or self._failed is not None:
+                        return False
+                    remaining = None if deadline is None else deadline - monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._watchers -= 1
 
     def reset(self, lsn: int) -> None:
         """Set both watermarks, for a log whose tail was rewound to ``lsn``."""

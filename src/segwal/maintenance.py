@@ -13,6 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from segwal.base import WalBase, log, segment_info, writer_info, writer_state
+from segwal.cursors import HOLD_PREFIX, Cursor
+from segwal.cursors import check_name as check_cursor_name
+from segwal.cursors import load as load_cursor
+from segwal.cursors import load_all as load_cursors
+from segwal.cursors import remove as remove_cursor
+from segwal.cursors import store as store_cursor
 from segwal.errors import ConfigError, HoldError, NotFoundError
 from segwal.index import remove as remove_index
 from segwal.meta import check_hold_name
@@ -82,7 +88,14 @@ class Maintenance(WalBase):
         infos = [segment_info(s) for s in self._sealed]
         if self._writer is not None:
             infos.append(writer_info(self._writer))
-        return decide(infos, rules, now_us=self._config.clock(), holds=self._meta.holds)
+        return decide(infos, rules, now_us=self._config.clock(), holds=self._all_holds())
+
+    def _all_holds(self) -> dict[str, int]:
+        """Holds and consumer cursors: both keep records at or above their LSN."""
+        found = dict(self._meta.holds)
+        for name, position in load_cursors(self._fs, self._path).items():
+            found[HOLD_PREFIX + name] = position
+        return found
 
     def retention_plan(self) -> list[Decision]:
         """For each segment, whether the configured rules would delete it and what keeps it."""
@@ -178,7 +191,7 @@ class Maintenance(WalBase):
                     first_lsn=first,
                     last_lsn=last,
                 )
-            hold = lowest_hold(self._meta.holds)
+            hold = lowest_hold(self._all_holds())
             if hold is not None and lsn > hold[1]:
                 raise HoldError(hold[0], hold[1], lsn)
             if lsn == first:
@@ -296,6 +309,44 @@ class Maintenance(WalBase):
         """The holds in force: name -> lowest LSN it keeps."""
         self._check_open()
         return dict(self._meta.holds)
+
+    # -- consumer cursors -----------------------------------------------------------------
+
+    def cursor(self, name: str, *, start: int | None = None) -> Cursor:
+        """The consumer cursor ``name``, created at ``start`` (default: the first LSN).
+
+        Its position persists in its own file and holds its records against retention, so
+        a consumer restarts where it left off. Works on readonly opens too: committing a
+        cursor writes only the cursor's file, never the log's.
+        """
+        name = check_cursor_name(name)
+        self._check_open()
+        position = load_cursor(self._fs, self._path, name)
+        if position is None:
+            position = self.first_lsn if start is None else _lsn(start, "start")
+            self._commit_cursor(name, position)
+        return Cursor(self, name, position)  # type: ignore[arg-type]
+
+    def cursors(self) -> dict[str, int]:
+        """Every consumer cursor: name -> the next LSN it will read."""
+        self._check_open()
+        return load_cursors(self._fs, self._path)
+
+    def _commit_cursor(self, name: str, position: int) -> None:
+        self._check_open()
+        first, last = self.first_lsn, self.last_lsn
+        if not first <= position <= last + 1:
+            raise NotFoundError(
+                f"cursor position {position} is outside the log, which holds LSNs {first}..{last}",
+                lsn=position,
+                first_lsn=first,
+                last_lsn=last,
+            )
+        store_cursor(self._fs, self._path, name, position)
+
+    def _delete_cursor(self, name: str) -> bool:
+        self._check_open()
+        return remove_cursor(self._fs, self._path, name)
 
     def _store_holds(self, holds: dict[str, int]) -> None:
         meta = self._meta.with_(holds=holds)

@@ -5,7 +5,8 @@ being created is ``{first_lsn:020d}.wal.tmp`` until its header is durable and it
 Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never deleted by segwal.
 A sealed segment's sparse index may sit beside it as ``{first_lsn:020d}.wal.idx``.
 ``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
-holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced).
+holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced);
+``cursor.{name}`` holds a consumer's position (see :mod:`segwal.cursors`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ QUARANTINE_SUFFIX: Final = ".quarantine"
 LOCK_NAME: Final = "LOCK"
 META_NAME: Final = "META"
 META_TEMP_NAME: Final = "META.tmp"
+CURSOR_PREFIX: Final = "cursor."
 LSN_DIGITS: Final = 20
 
 _SEGMENT = re.compile(r"^(\d{20})\.wal$")
@@ -35,6 +37,7 @@ class Kind(Enum):
     SEGMENT = "segment"
     TEMP = "temp"
     QUARANTINE = "quarantine"
+    CURSOR = "cursor"
     INDEX = "index"
     LOCK = "lock"
     META = "meta"
@@ -73,6 +76,8 @@ def parse(name: str) -> Name:
         return Name(Kind.META, name)
     if name == META_TEMP_NAME:
         return Name(Kind.TEMP, name)
+    if name.startswith(CURSOR_PREFIX):
+        return Name(Kind.CURSOR, name)
     if m := _SEGMENT.match(name):
         return Name(Kind.SEGMENT, name, int(m.group(1)))
     if m := _TEMP.match(name):

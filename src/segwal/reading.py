@@ -12,16 +12,17 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import chain
+from time import monotonic, sleep
 
 from segwal.base import WalBase, log
-from segwal.errors import NotFoundError, ReaderFellBehindError, StorageError
+from segwal.errors import ConfigError, NotFoundError, ReaderFellBehindError, StorageError
 from segwal.format import HEADER_SIZE, SegmentHeader
 from segwal.index import SparseIndex
 from segwal.index import load as load_index
 from segwal.index import remove as remove_index
 from segwal.recovery import SegmentState
-from segwal.segment import iter_records
-from segwal.types import Record
+from segwal.segment import iter_frames, iter_records
+from segwal.types import Batch, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,120 @@ class Reading(WalBase):
         start = snap.first if from_lsn is None else max(from_lsn, snap.first)
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
         return chain.from_iterable(self._stream(snap.parts, start, stop))
+
+    def read_batch(
+        self,
+        from_lsn: int,
+        *,
+        max_records: int = 1000,
+        max_bytes: int = 1 << 20,
+        unsynced: bool = False,
+    ) -> Batch:
+        """One page of records from ``from_lsn``: at most ``max_records`` records and about
+        ``max_bytes`` of payload (at least one record, however large). Seeks through the
+        sparse index: a page costs the same wherever it starts."""
+        if max_records < 1 or max_bytes < 1:
+            raise ConfigError("max_records and max_bytes must be at least 1", option="max_records")
+        snap = self._snapshot(unsynced)
+        if from_lsn < snap.first:
+            raise NotFoundError(
+                f"LSN {from_lsn} is no longer in the log, which now starts at LSN {snap.first}",
+                lsn=from_lsn,
+                first_lsn=snap.first,
+                last_lsn=snap.last,
+            )
+        records: list[Record] = []
+        size = 0
+        for record in chain.from_iterable(self._stream(snap.parts, from_lsn, snap.limit)):
+            length = len(record.payload)
+            if records and (len(records) >= max_records or size + length > max_bytes):
+                break
+            records.append(record)
+            size += length
+        next_lsn = records[-1].lsn + 1 if records else max(from_lsn, snap.first)
+        return Batch(records, next_lsn, next_lsn <= snap.limit)
+
+    def lsn_at(self, timestamp_us: int, *, unsynced: bool = False) -> int:
+        """The first LSN appended at or after ``timestamp_us`` (microseconds since the epoch).
+
+        Append timestamps never decrease within a log (a clock stepping back repeats the last
+        stamp), so this is a binary search: segments by their time range, then the sparse
+        index, then at most one index interval of frames. Past the newest record it returns
+        the next LSN to be appended.
+        """
+        snap = self._snapshot(unsynced)
+        for part in snap.parts:
+            if part.last_lsn < part.first_lsn or part.max_ts < timestamp_us:
+                continue
+            _first, offset = self._index_of(part).seek_time(timestamp_us, part.first_lsn)
+            handle = self._fs.open_read(part.path)
+            try:
+                for ref in iter_frames(handle, part.header, offset, part.end):
+                    frame = ref.verdict.frame
+                    if frame is None:
+                        break
+                    if frame.timestamp_us >= timestamp_us:
+                        return max(min(frame.first_lsn, snap.limit + 1), snap.first)
+            finally:
+                handle.close()
+        return snap.limit + 1
+
+    def follow(
+        self,
+        from_lsn: int | None = None,
+        *,
+        timeout: float | None = None,
+        unsynced: bool = False,
+    ) -> Iterator[Record]:
+        """Yield records from ``from_lsn`` as they become durable, waiting for more.
+
+        ``timeout`` is how long to wait for the next record; when it passes with nothing
+        new, the iteration ends (None waits for ever, until the log closes). Survives
+        rotation; raises ReaderFellBehindError when retention removed what it needs.
+        """
+        self._check_open()
+        return self._follow(from_lsn, timeout, unsynced)
+
+    def _follow(
+        self, from_lsn: int | None, timeout: float | None, unsynced: bool
+    ) -> Iterator[Record]:
+        next_lsn = self.first_lsn if from_lsn is None else from_lsn
+        while True:
+            if self._closed:
+                return
+            snap = self._snapshot(unsynced)
+            if next_lsn < snap.first:
+                raise ReaderFellBehindError(
+                    f"LSN {next_lsn} is no longer in the log, which now starts at LSN {snap.first}",
+                    lsn=next_lsn,
+                    first_lsn=snap.first,
+                )
+            if next_lsn <= snap.limit:
+                for record in chain.from_iterable(self._stream(snap.parts, next_lsn, snap.limit)):
+                    yield record
+                    next_lsn = record.lsn + 1
+                continue
+            if not self._wait_beyond(next_lsn - 1, timeout, unsynced):
+                return
+
+    def _wait_beyond(self, lsn: int, timeout: float | None, unsynced: bool) -> bool:
+        """Wait for a record after ``lsn``: woken by the writer in its own process, polling
+        the published durable LSN from another one."""
+        if not self._config.readonly:
+            return self._commit.wait_beyond(lsn, written=unsynced, timeout=timeout)
+        deadline = None if timeout is None else monotonic() + timeout
+        pause = 0.0005
+        while not self._closed:
+            self._refresh_view()
+            limit = self.last_lsn if unsynced else min(self.last_lsn, self._commit.durable_lsn)
+            if limit > lsn:
+                return True
+            if deadline is not None and monotonic() >= deadline:
+                return False
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - monotonic()))
+            sleep(wait)
+            pause = min(pause * 2, 0.02)
+        return False
 
     def _stream(self, parts: list[_Part], start: int, stop: int) -> Iterator[Iterator[Record]]:
         index = max(0, bisect_right([p.first_lsn for p in parts], start) - 1)

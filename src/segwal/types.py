@@ -20,6 +20,15 @@ class Record(NamedTuple):
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One page of records from ``read_batch``: where to continue, and whether to."""
+
+    records: list[Record]
+    next_lsn: int  # pass it as from_lsn for the next page
+    has_more: bool  # more records were visible when this page was read
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SegmentInfo:
     """What the log knows about one segment without reading its records."""

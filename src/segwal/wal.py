@@ -475,6 +475,7 @@ class Wal(Reading, Maintenance):
                 return
             self._closed = True
             writer = self._writer
+        self._commit.close()  # followers waiting for records end their iteration
         handle = self._lock_handle
         try:
             if writer is not None and self._failure is None:
