@@ -64,7 +64,6 @@ def writer_state(writer: SegmentWriter) -> SegmentState:
         last_lsn=writer.last_lsn,
         min_ts=writer.min_ts,
         max_ts=writer.max_ts,
-        hasher=writer.hasher,
     )
 
 

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -571,11 +572,10 @@ def _require_log(directory: str) -> None:
         )
 
 
-def _need_yes(what: str, directory: str, command: str) -> Failure:
+def _need_yes(what: str, command: str) -> Failure:
     return Failure(
         f"nothing changed: {what} needs --yes",
-        hint=f"run 'segwal {command} {directory} ... --yes' to do it, or --dry-run to only "
-        "show the plan",
+        hint=f"run '{command} --yes' to do it, or add --dry-run to only show the plan",
         exit_code=EXIT_USAGE,
     )
 
@@ -622,6 +622,7 @@ def _check_truncate(
             raise Failure(
                 f"cannot truncate before LSN {before}: the log holds LSNs {first}..{last} "
                 f"(use {first}..{last + 1})",
+                hint="'segwal info' shows the log's LSNs",
                 exit_code=EXIT_USAGE,
             )
         blocking = sorted((lsn, name) for name, lsn in holds.items() if lsn < before)
@@ -632,6 +633,7 @@ def _check_truncate(
         raise Failure(
             f"cannot truncate after LSN {after}: the log holds LSNs {first}..{last} "
             f"(use {first - 1}..{last})",
+            hint="'segwal info' shows the log's LSNs",
             exit_code=EXIT_USAGE,
         )
 
@@ -663,9 +665,10 @@ def truncate(
     """Drop every record before (--before) or after (--after) an LSN; give exactly one.
 
     Crash-safe: the new first LSN, or the intent to rewind, is made durable before any
-    file goes. Opens the log as its writer, so no other process may be writing it. Without
-    --yes it prints what it would do and exits 2; --dry-run prints it and exits 0. A hold
-    below the LSN refuses --before (see 'segwal holds').
+    file goes. With --yes it opens the log as its writer, so no other process may be
+    writing it. Without --yes it prints what it would do and, if that changes anything,
+    exits 2; --dry-run prints it and exits 0. A hold below the LSN refuses --before (see
+    'segwal holds').
     """
     if (before is None) == (after is None):
         raise click.UsageError("give exactly one of --before LSN or --after LSN")
@@ -736,8 +739,8 @@ def truncate(
         if len(table) > 1:
             for line in _table(table, right={3}):
                 click.echo(f"  {line}")
-        rewrites = sum(row["action"] == "rewrite" for row in rows)
-        cut = f" and cut the records after LSN {lsn} from {rewrites}" if rewrites else ""
+        rewrites = [row["file"] for row in rows if row["action"] == "rewrite"]
+        cut = f" and cut {rewrites[0]} after LSN {lsn}" if rewrites else ""
         if apply:
             click.echo(
                 f"deleted {count} segments{cut}, {reclaimed} bytes reclaimed; "
@@ -748,9 +751,10 @@ def truncate(
                 f"would delete {count} segments ({reclaimed} bytes){cut}; "
                 f"the log would hold LSNs {_lsn_range(new_first, new_last)}"
             )
-    if not apply and not dry_run:
+    if not apply and not dry_run and (new_first, new_last) != (first, last):
+        verb = "before" if before is not None else "after"
         raise _need_yes(
-            f"truncate --{'before' if before is not None else 'after'}", directory, "truncate"
+            f"truncate --{verb}", f"segwal truncate {shlex.quote(directory)} --{verb} {lsn}"
         )
 
 
@@ -852,8 +856,9 @@ def prune(
 
     Oldest first, never the active segment, never a record at or above a hold (see
     'segwal holds'), never leaving a gap. The plan says for each segment whether it goes,
-    by which rule, or what keeps it. Without --yes it prints the plan and exits 2;
-    --dry-run prints it and exits 0. With --yes it opens the log as its writer.
+    by which rule, or what keeps it. Without --yes it prints the plan and, if it would
+    delete anything, exits 2; --dry-run prints it and exits 0. With --yes it opens the log
+    as its writer.
     """
     if max_age is None and max_bytes is None:
         raise click.UsageError("give --max-age, --max-bytes or both")
@@ -933,7 +938,14 @@ def prune(
                 f"{lsns}"
             )
     if not apply and not dry_run and doomed:
-        raise _need_yes("pruning", directory, "prune")
+        command = ["segwal", "prune", directory]
+        if max_age is not None:
+            command += ["--max-age", f"{max_age:g}s"]
+        if max_bytes is not None:
+            command += ["--max-bytes", str(max_bytes)]
+        if min_segments:
+            command += ["--min-segments", str(min_segments)]
+        raise _need_yes("pruning", shlex.join(command))
 
 
 # -- holds -------------------------------------------------------------------------------

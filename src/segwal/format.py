@@ -345,6 +345,9 @@ def _encode_frame(
         durable_lsn,
     )
     frame = bytearray().join((head, struct.pack(f"<{n}I", *lengths), *payloads))
+    if len(frame) != FRAME_HEAD_SIZE + 4 * n + body_len:
+        # A payload whose len() is not its size in bytes (a memoryview of wider items).
+        raise ValueError("payload lengths disagree with their bytes")
     _U32.pack_into(frame, 0, crc32c(memoryview(frame)[4:], seed))
     return frame
 

@@ -152,7 +152,6 @@ def _damaged_state(fs: FileSystem, plan: Plan, path: str) -> SegmentState:
         last_lsn=scan.last_lsn,
         min_ts=scan.min_ts,
         max_ts=scan.max_ts,
-        hasher=scan.hasher,
     )
     plan.segments.append(state)
     return state
@@ -225,7 +224,6 @@ def start_writer(
             handle,
             tail.header,
             offset=tail.end,
-            hasher=tail.hasher,
             last_lsn=tail.last_lsn,
             min_ts=tail.min_ts,
             max_ts=tail.max_ts,

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
-
-import blake3
 
 from segwal.errors import (
     ContinuityError,
@@ -31,7 +28,7 @@ from segwal.meta import Meta
 from segwal.meta import load as load_meta
 from segwal.naming import Kind, Name, parse
 from segwal.scanner import Status, find_valid
-from segwal.segment import iter_frames, read_header, read_seal
+from segwal.segment import digest_of, iter_frames, read_header, read_seal
 
 SEARCH_WINDOW = 4 << 20
 
@@ -48,7 +45,6 @@ class SegmentState:
     min_ts: int
     max_ts: int
     seal: Seal | None = None
-    hasher: Any = None  # BLAKE3 over bytes [0, end) of an unsealed segment
     index: SparseIndex | None = None  # loaded or built on first use for sealed segments
 
     @property
@@ -99,7 +95,6 @@ class _TailScan:
     last_lsn: int
     min_ts: int
     max_ts: int
-    hasher: Any
     seal: Seal | None = None
     damage_offset: int | None = None
     reason: str = ""
@@ -250,7 +245,6 @@ def _check_segment(
             min_ts=scan.min_ts,
             max_ts=scan.max_ts,
             seal=scan.seal,
-            hasher=None if scan.seal else scan.hasher,
             index=scan.index,
         )
     )
@@ -286,11 +280,8 @@ def continuity_problem(prev: SegmentState, header: SegmentHeader) -> str | None:
 
 def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan:
     """Walk every frame of a segment; keep the prefix of whole batches, note the first damage."""
-    hasher = blake3.blake3()
-    hasher.update(handle.pread(HEADER_SIZE, 0))
-    committed = hasher.copy()
     first = header.first_lsn
-    scan = _TailScan(HEADER_SIZE, first - 1, 0, 0, committed)
+    scan = _TailScan(HEADER_SIZE, first - 1, 0, 0)
     expected = first
     batch_ts = 0
     batch_start = True
@@ -306,7 +297,6 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
                 scan.damage_offset = ref.offset
                 scan.reason = f"frame claims durable LSN {frame.durable_lsn} ahead of itself"
                 break
-            hasher.update(memoryview(ref.buf)[frame.offset : frame.end])
             if batch_start:
                 scan.index.add(frame.first_lsn, ref.offset, frame.timestamp_us)
             batch_start = frame.commit
@@ -318,7 +308,6 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
                 scan.end = ref.offset + frame.length
                 scan.last_lsn = expected - 1
                 scan.max_ts = batch_ts
-                scan.hasher = committed = hasher.copy()
             continue
         if verdict.status is Status.END:
             if ref.offset != scan.end:
@@ -327,7 +316,7 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
             break
         if verdict.status is Status.SEAL and verdict.seal is not None:
             seal = verdict.seal
-            problem = _seal_problem(seal, scan, ref.offset, size, committed)
+            problem = _seal_problem(seal, scan, ref.offset, size, handle)
             if problem is None:
                 scan.seal = seal
                 break
@@ -342,7 +331,7 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
 
 
 def _seal_problem(
-    seal: Seal, scan: _TailScan, offset: int, size: int, committed: Any
+    seal: Seal, scan: _TailScan, offset: int, size: int, handle: FileHandle
 ) -> str | None:
     if offset != scan.end:
         return "seal follows a batch without a commit marker"
@@ -350,7 +339,7 @@ def _seal_problem(
         return f"{size - offset - SEAL_SIZE} bytes follow the seal"
     if seal.data_end != offset or seal.last_lsn != scan.last_lsn:
         return f"seal says LSNs up to {seal.last_lsn} end at {seal.data_end}"
-    if seal.digest != committed.digest():
+    if seal.digest != digest_of(handle, offset):
         return "seal digest does not match the segment"
     return None
 

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 from functools import partial
 from itertools import accumulate, repeat
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import blake3
 
@@ -45,7 +45,8 @@ from segwal.scanner import Status, Verdict, check
 from segwal.types import Record
 
 READ_CHUNK = 1 << 20
-FIRST_CHUNK = 16 << 10  # a point read needs little; a stream doubles up to READ_CHUNK
+FIRST_CHUNK = 16 << 10
+DIGEST_CHUNK = 4 << 20  # a point read needs little; a stream doubles up to READ_CHUNK
 
 _new_record = partial(tuple.__new__, Record)
 
@@ -87,6 +88,14 @@ def read_seal(handle: FileHandle, header: SegmentHeader, size: int) -> Seal:
     return seal
 
 
+def digest_of(handle: FileHandle, end: int) -> bytes:
+    """BLAKE3 of bytes ``[0, end)`` of a segment: what its seal records."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    for offset in range(0, end, DIGEST_CHUNK):
+        hasher.update(handle.pread(min(DIGEST_CHUNK, end - offset), offset))
+    return bytes(hasher.digest())
+
+
 class SegmentWriter:
     """Appends encoded frames to the active segment and seals it."""
 
@@ -97,7 +106,6 @@ class SegmentWriter:
         header: SegmentHeader,
         *,
         offset: int,
-        hasher: Any,
         last_lsn: int,
         min_ts: int,
         max_ts: int,
@@ -109,7 +117,6 @@ class SegmentWriter:
         self.header = header
         self.path = handle.path
         self.offset = offset
-        self.hasher = hasher
         self.last_lsn = last_lsn
         self.min_ts = min_ts
         self.max_ts = max_ts
@@ -155,14 +162,11 @@ class SegmentWriter:
         # Reopen under the final name so error messages and stats name the real file.
         handle = fs.open_write(final)
         header = decode_header(raw)
-        hasher = blake3.blake3()
-        hasher.update(raw)
         return cls(
             fs,
             handle,
             header,
             offset=HEADER_SIZE,
-            hasher=hasher,
             last_lsn=first_lsn - 1,
             min_ts=0,
             max_ts=0,
@@ -181,7 +185,6 @@ class SegmentWriter:
         self.handle.pwrite(data, self.offset)
         self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
         self.offset += len(data)
-        self.hasher.update(data)
         if self.last_lsn < self.header.first_lsn:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
@@ -193,7 +196,9 @@ class SegmentWriter:
 
     def seal(self, sealed_us: int) -> Seal:
         """Write the seal and make it durable; the segment never changes again."""
-        digest = self.hasher.digest()
+        # Hashed here, not on every write: appends stay light, and large reads let BLAKE3
+        # use every core.
+        digest = digest_of(self.handle, self.offset)
         raw = encode_seal(
             seed=self.header.seed,
             first_lsn=self.header.first_lsn,

@@ -12,8 +12,6 @@ import posixpath
 import struct
 from itertools import accumulate
 
-import blake3
-
 from segwal.errors import ChecksumError, StorageError
 from segwal.fileio import FileSystem
 from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
@@ -36,12 +34,10 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
             raise
     source = fs.open_read(state.path)
     target = fs.create(temp)
-    hasher = blake3.blake3()
     min_ts = max_ts = 0
     try:
         raw = source.pread(HEADER_SIZE, 0)
         target.pwrite(raw, 0)
-        hasher.update(raw)
         offset = HEADER_SIZE
         last = first - 1
         if lsn >= first:
@@ -60,7 +56,6 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
                 else:
                     data = _reencode(ref.buf, frame, lsn, header.seed)
                 target.pwrite(data, offset)
-                hasher.update(data)
                 offset += len(data)
                 if last < first:
                     min_ts = frame.timestamp_us
@@ -85,7 +80,6 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
         last_lsn=last,
         min_ts=min_ts,
         max_ts=max_ts,
-        hasher=hasher,
     )
 
 

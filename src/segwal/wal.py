@@ -237,16 +237,17 @@ class Wal(Reading, Maintenance):
         self, payloads: Iterable[bytes | bytearray | memoryview], type: int = 0
     ) -> range:
         """Append records atomically: after a crash all of them are there, or none."""
-        items: list[bytes] = payloads if isinstance(payloads, list) else list(payloads)  # type: ignore[arg-type]
-        if not all(p.__class__ is bytes for p in items):
-            items = [_payload(p, i) for i, p in enumerate(items)]
+        items: list[Any] = payloads if isinstance(payloads, list) else list(payloads)
         if type.__class__ is not int or not 0 <= type <= _MAX_TYPE:
             _check_type(type)
-        lengths = list(map(len, items))
-        limit = self._config.max_record_bytes
-        if lengths and max(lengths) > limit:
-            index = next(i for i, n in enumerate(lengths) if n > limit)
-            raise RecordTooLargeError(lengths[index], limit, index=index)
+        # Fast path: no per-record type check. The encoder refuses payloads that are not
+        # bytes-like or whose len() is not their size, and then they are converted one by one.
+        try:
+            lengths = list(map(len, items))
+        except TypeError:
+            items = [_payload(p, i) for i, p in enumerate(items)]
+            lengths = list(map(len, items))
+        self._check_sizes(lengths)  # before anything is encoded
         with self._lock:
             writer = self._check_writable()
             first = writer.last_lsn + 1
@@ -254,26 +255,17 @@ class Wal(Reading, Maintenance):
                 return range(first, first)
             last = first + len(items) - 1
             ts = self._stamp()
-            data = encode_frames(
-                seed=writer.header.seed,
-                first_lsn=first,
-                record_type=type,
-                timestamp_us=ts,
-                durable_lsn=self._commit.durable_lsn,
-                payloads=items,
-                lengths=lengths,
-            )
-            if self._rotation_due(writer, len(data), max(lengths), ts):
-                writer = self._rotate_for_append(writer, len(data), max(lengths), ts)
-                data = encode_frames(
-                    seed=writer.header.seed,
-                    first_lsn=first,
-                    record_type=type,
-                    timestamp_us=ts,
-                    durable_lsn=self._commit.durable_lsn,
-                    payloads=items,
-                    lengths=lengths,
-                )
+            try:
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
+            except (TypeError, ValueError):
+                items = [_payload(p, i) for i, p in enumerate(items)]
+                lengths = list(map(len, items))
+                self._check_sizes(lengths)
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
+            largest = max(lengths)
+            if self._rotation_due(writer, len(data), largest, ts):
+                writer = self._rotate_for_append(writer, len(data), largest, ts)
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
             self._write(writer, data, last, ts)
             counters = self._counters
             counters["appends"] += 1
@@ -282,6 +274,31 @@ class Wal(Reading, Maintenance):
         if self._config.sync == "always":
             self._commit.wait_durable(last, lead=True)
         return range(first, last + 1)
+
+    def _check_sizes(self, lengths: list[int]) -> None:
+        limit = self._config.max_record_bytes
+        largest = max(lengths, default=0)
+        if largest > limit:
+            raise RecordTooLargeError(largest, limit, index=lengths.index(largest))
+
+    def _encode_batch(
+        self,
+        writer: SegmentWriter,
+        first: int,
+        record_type: int,
+        ts: int,
+        items: list[bytes],
+        lengths: list[int],
+    ) -> bytearray:
+        return encode_frames(
+            seed=writer.header.seed,
+            first_lsn=first,
+            record_type=record_type,
+            timestamp_us=ts,
+            durable_lsn=self._commit.durable_lsn,
+            payloads=items,
+            lengths=lengths,
+        )
 
     def _stamp(self) -> int:
         # Timestamps never decrease within a log, even when the clock steps back.
