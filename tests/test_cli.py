@@ -1,4 +1,5 @@
-"""The ``segwal`` command: info, verify, dump, demo; exit codes; the public-API-only rule."""
+"""The ``segwal`` command: info, verify, dump, truncate, prune, holds, demo; exit codes; the
+public-API-only rule."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 import segwal
-from segwal.cli import main
+from conftest import FakeClock
+from segwal.cli import main, parse_duration, parse_size
 
 SRC = Path(segwal.__file__).parent
 VENV_BIN = Path(sys.executable).parent
@@ -266,6 +268,380 @@ def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert segwal.__version__ in result.stdout
+
+
+# -- truncate, prune, holds --------------------------------------------------------------
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file of a directory with its content: what "changes nothing" compares."""
+    return {f.name: f.read_bytes() for f in sorted(path.iterdir())}
+
+
+def segment_infos(path: Path) -> list[segwal.SegmentInfo]:
+    with segwal.open(path, readonly=True) as wal:
+        return wal.segments()
+
+
+def first_last(path: Path) -> tuple[int, int]:
+    with segwal.open(path, readonly=True) as wal:
+        return wal.first_lsn, wal.last_lsn
+
+
+@pytest.fixture
+def old_log(tmp_path: Path) -> Path:
+    """8 sealed segments of 10 records and 3 in the active segment (LSNs 1..83), stamped a
+    minute apart in November 2023, so any --max-age of days finds every segment old."""
+    path = tmp_path / "old"
+    clock = FakeClock()
+    with segwal.open(path, sync="never", clock=clock) as wal:
+        for lsn in range(1, 84):
+            wal.append(payload(lsn))
+            clock.advance(60)
+            if lsn % 10 == 0 and lsn <= 80:
+                wal.rotate()
+    return path
+
+
+def test_truncate_without_yes_shows_the_plan_and_changes_nothing(log_dir: Path) -> None:
+    segments = segment_infos(log_dir)
+    lsn = segments[2].first_lsn
+    before = snapshot(log_dir)
+    result = run("truncate", str(log_dir), "--before", str(lsn))
+    assert result.exit_code == 2, result.output
+    deleted = [line for line in result.stdout.splitlines() if line.strip().startswith("delete")]
+    assert [line.split()[1] for line in deleted] == [Path(s.path).name for s in segments[:2]]
+    assert f"the log would hold LSNs {lsn}..{RECORDS}" in result.stdout
+    assert "needs --yes" in result.stderr
+    assert f"--before {lsn} --yes" in result.stderr  # the command to run
+    assert snapshot(log_dir) == before
+
+    for args in (["--dry-run"], ["--dry-run", "--yes"], ["--dry-run", "--json"]):
+        dry = run("truncate", str(log_dir), "--after", "3", *args)
+        assert dry.exit_code == 0, dry.output
+        assert snapshot(log_dir) == before
+    data = json.loads(dry.stdout)
+    assert data["dry_run"] is True and data["applied"] is False
+    assert data["after"] == {"first_lsn": 1, "last_lsn": 3}
+    assert [row["action"] for row in data["segments"]] == ["rewrite"] + ["delete"] * (
+        len(segments) - 1
+    )
+
+
+def test_truncate_before_yes_json(log_dir: Path) -> None:
+    segments = segment_infos(log_dir)
+    lsn = segments[2].first_lsn + 1
+    result = run("truncate", str(log_dir), "--before", str(lsn), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["operation"] == "truncate_before" and data["lsn"] == lsn
+    assert data["applied"] is True and data["dry_run"] is False
+    assert data["before"] == {"first_lsn": 1, "last_lsn": RECORDS}
+    assert data["after"] == {"first_lsn": lsn, "last_lsn": RECORDS}
+    assert data["segments_deleted"] == 2
+    assert data["bytes_reclaimed"] == segments[0].size_bytes + segments[1].size_bytes
+    actions = [(row["file"], row["action"]) for row in data["segments"]]
+    assert actions[:3] == [
+        (Path(segments[0].path).name, "delete"),
+        (Path(segments[1].path).name, "delete"),
+        (Path(segments[2].path).name, "keep"),
+    ]
+    for row in data["segments"]:
+        assert isinstance(row["first_lsn"], int) and isinstance(row["size_bytes"], int)
+    assert not Path(segments[0].path).exists()
+    assert first_last(log_dir) == (lsn, RECORDS)
+    dumped = run("dump", str(log_dir), "--from", "1", "--json")
+    assert json.loads(dumped.stdout.splitlines()[0])["lsn"] == lsn
+
+
+def test_truncate_after_yes(log_dir: Path) -> None:
+    result = run("truncate", str(log_dir), "--after", "42", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "the log holds LSNs 1..42" in result.stdout
+    with segwal.open(log_dir) as wal:
+        assert wal.append(b"next") == 43
+    assert segwal.verify(log_dir).ok
+
+
+def test_truncate_that_changes_nothing_needs_no_yes(log_dir: Path) -> None:
+    for args in (["--before", "1"], ["--after", str(RECORDS)]):
+        result = run("truncate", str(log_dir), *args)
+        assert result.exit_code == 0, result.output
+        assert "would delete 0 segments" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "exactly one of --before LSN or --after LSN"),
+        (["--before", "3", "--after", "5"], "exactly one"),
+        (["--before", "-1"], "--before"),
+        (["--before", "x"], "--before"),
+        (["--before", str(RECORDS + 2)], f"the log holds LSNs 1..{RECORDS} (use 1..{RECORDS + 1})"),
+        (["--after", str(RECORDS + 1)], f"(use 0..{RECORDS})"),
+        (["--before", str(RECORDS + 2), "--yes"], f"(use 1..{RECORDS + 1})"),
+        (["--after", str(RECORDS + 1), "--yes"], f"(use 0..{RECORDS})"),
+    ],
+)
+def test_truncate_usage_errors_exit_2(log_dir: Path, args: list[str], message: str) -> None:
+    before = snapshot(log_dir)
+    result = run("truncate", str(log_dir), *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert {k: v for k, v in snapshot(log_dir).items() if k != "LOCK"} == {
+        k: v for k, v in before.items() if k != "LOCK"
+    }
+
+
+@pytest.mark.parametrize("command", ["truncate", "prune", "holds"])
+def test_write_verbs_never_create_a_log(tmp_path: Path, command: str) -> None:
+    args = {
+        "truncate": ["--before", "1", "--yes"],
+        "prune": ["--max-bytes", "1", "--yes"],
+        "holds": ["--set", "x", "1"],
+    }[command]
+    missing = tmp_path / "nope"
+    result = run(command, str(missing), *args)
+    assert result.exit_code == 3, result.output
+    assert "no such directory" in result.stderr
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run(command, str(empty), *args)
+    assert result.exit_code == 2, result.output
+    assert "holds no segwal log" in result.stderr
+    assert os.listdir(empty) == []
+
+
+def test_holds_list_set_release(log_dir: Path) -> None:
+    listed = run("holds", str(log_dir), "--json")
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert data["holds"] == [] and data["action"] == "list" and data["changed"] is False
+    assert (data["first_lsn"], data["last_lsn"]) == (1, RECORDS)
+    assert run("holds", str(log_dir)).stdout.strip() == "no holds"
+
+    # Setting a hold deletes nothing: no --yes needed.
+    result = run("holds", str(log_dir), "--set", "backup", "50")
+    assert result.exit_code == 0, result.output
+    assert "hold 'backup' set at LSN 50" in result.stdout
+    result = run("holds", str(log_dir), "--set", "replica:eu-1", "20", "--json")
+    data = json.loads(result.stdout)
+    assert data["action"] == "set" and data["changed"] is True and data["name"] == "replica:eu-1"
+    assert data["holds"] == [{"name": "replica:eu-1", "lsn": 20}, {"name": "backup", "lsn": 50}]
+    human = run("holds", str(log_dir)).stdout.splitlines()
+    assert human[0].split() == ["NAME", "LSN"]
+    assert [line.split() for line in human[1:]] == [["replica:eu-1", "20"], ["backup", "50"]]
+    with segwal.open(log_dir, readonly=True) as wal:
+        assert wal.holds() == {"backup": 50, "replica:eu-1": 20}
+
+    # A hold refuses truncate --before past it, with or without --yes, and names itself.
+    before = snapshot(log_dir)
+    for extra in ([], ["--yes"], ["--dry-run"]):
+        refused = run("truncate", str(log_dir), "--before", "30", *extra)
+        assert refused.exit_code == 2, refused.output
+        assert "hold 'replica:eu-1' keeps LSN 20" in refused.stderr
+        assert "--release replica:eu-1" in refused.stderr
+    assert {k: v for k, v in snapshot(log_dir).items() if k != "LOCK"} == {
+        k: v for k, v in before.items() if k != "LOCK"
+    }
+
+    released = run("holds", str(log_dir), "--release", "replica:eu-1", "--json")
+    assert released.exit_code == 0
+    data = json.loads(released.stdout)
+    assert data["changed"] is True and data["holds"] == [{"name": "backup", "lsn": 50}]
+    again = run("holds", str(log_dir), "--release", "replica:eu-1")
+    assert again.exit_code == 0
+    assert "no hold named 'replica:eu-1'; nothing changed" in again.stderr
+    assert run("truncate", str(log_dir), "--before", "30", "--yes").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "two words", "5"],
+        ["--set", "", "5"],
+        ["--set", "x" * 129, "5"],
+        ["--set", "ok", "-1"],
+        ["--set", "ok", "x"],
+        ["--set", "ok", str(RECORDS + 2)],
+        ["--set", "ok"],
+        ["--release", "bad/name"],
+        ["--set", "a", "1", "--release", "a"],
+    ],
+)
+def test_holds_bad_input_exits_2_and_stores_nothing(log_dir: Path, args: list[str]) -> None:
+    result = run("holds", str(log_dir), *args)
+    assert result.exit_code == 2, result.output
+    with segwal.open(log_dir, readonly=True) as wal:
+        assert wal.holds() == {}
+
+
+def test_holds_help_says_no_yes_needed() -> None:
+    result = run("holds", "--help")
+    assert "neither needs --yes" in " ".join(result.stdout.split())
+    assert "no --yes needed" in run("--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("12h", 43200),
+        ("7d", 604800),
+        ("2w", 1209600),
+        ("1.5h", 5400),
+        ("30", 30),
+        (" 7D ", 604800),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512KiB", 512 * 1024),
+        ("10GiB", 10 * 2**30),
+        ("1GB", 10**9),
+        ("1gb", 10**9),
+        ("1.5M", 3 * 2**19),
+        ("4096", 4096),
+        ("100B", 100),
+        ("2TiB", 2 * 2**40),
+        ("3kb", 3000),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-age", "7x"],
+        ["--max-age", "0s"],
+        ["--max-age", "-3d"],
+        ["--max-age", "d"],
+        ["--max-bytes", "10XB"],
+        ["--max-bytes", "0"],
+        ["--max-bytes", "1.5.5GB"],
+        ["--min-segments", "-1", "--max-age", "1d"],
+        [],  # no rule at all
+        ["--min-segments", "3"],
+    ],
+)
+def test_prune_usage_errors_exit_2(old_log: Path, args: list[str]) -> None:
+    before = snapshot(old_log)
+    result = run("prune", str(old_log), *args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert snapshot(old_log) == before
+
+
+def test_prune_without_yes_or_with_dry_run_changes_nothing(old_log: Path) -> None:
+    before = snapshot(old_log)
+    result = run("prune", str(old_log), "--max-age", "7d", "--min-segments", "2")
+    assert result.exit_code == 2, result.output
+    assert "needs --yes" in result.stderr
+    assert "--max-age 604800s --min-segments 2 --yes" in result.stderr
+    assert "would delete 6 of 9 segments" in result.stdout
+    assert snapshot(old_log) == before
+    for args in (["--dry-run"], ["--dry-run", "--yes"], ["--dry-run", "--json"]):
+        dry = run("prune", str(old_log), "--max-age", "7d", "--min-segments", "2", *args)
+        assert dry.exit_code == 0, dry.output
+        assert snapshot(old_log) == before
+    data = json.loads(dry.stdout)
+    assert data["applied"] is False and data["dry_run"] is True
+    assert data["segments_to_delete"] == 6 and data["deleted"] == []
+    assert data["segments_deleted"] == 0 and data["bytes_reclaimed"] == 0
+    assert data["first_lsn_before"] == 1 and data["first_lsn"] == 61
+
+
+def test_prune_yes_json_contract(old_log: Path) -> None:
+    infos = segment_infos(old_log)
+    result = run("prune", str(old_log), "--max-age", "7d", "--min-segments", "2", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["applied"] is True and data["dry_run"] is False
+    assert data["rules"] == {"max_age_seconds": 604800.0, "max_bytes": None, "min_segments": 2}
+    plan = data["plan"]
+    assert [row["file"] for row in plan] == [Path(s.path).name for s in infos]
+    assert [row["delete"] for row in plan] == [True] * 6 + [False] * 3
+    assert [row["rule"] for row in plan] == ["max_age"] * 8 + [None]
+    assert [row["kept_by"] for row in plan][6:] == ["min_segments=2"] * 2 + ["active segment"]
+    for row in plan:
+        assert isinstance(row["first_lsn"], int) and isinstance(row["newest_record_us"], int)
+        assert row["newest_record"].endswith("Z")
+        assert datetime.fromisoformat(row["newest_record"]).utcoffset() is not None
+    deleted = data["deleted"]
+    assert [(d["first_lsn"], d["last_lsn"]) for d in deleted] == [
+        (1 + 10 * k, 10 + 10 * k) for k in range(6)
+    ]
+    assert {d["rule"] for d in deleted} == {"max_age"}
+    assert not any(d["deferred"] for d in deleted)
+    assert data["segments_deleted"] == data["segments_to_delete"] == 6
+    assert (
+        data["bytes_reclaimed"] == data["bytes_to_reclaim"] == sum(s.size_bytes for s in infos[:6])
+    )
+    assert data["first_lsn"] == 61 and data["last_lsn"] == 83
+    for segment in infos[:6]:
+        assert not Path(segment.path).exists()
+    assert first_last(old_log) == (61, 83)
+    # Nothing more to delete: no --yes needed to find that out.
+    again = run("prune", str(old_log), "--max-age", "7d", "--min-segments", "2")
+    assert again.exit_code == 0 and "would delete 0 of 3 segments" in again.stdout
+
+
+def test_prune_max_bytes_plan_matches_the_library(old_log: Path) -> None:
+    infos = segment_infos(old_log)
+    limit = sum(s.size_bytes for s in infos) - infos[0].size_bytes - infos[1].size_bytes - 1
+    with segwal.open(old_log, retention_max_bytes=limit) as wal:
+        expected = [
+            (d.segment.first_lsn, d.delete, d.rule, d.kept_by) for d in wal.retention_plan()
+        ]
+    assert [d[1] for d in expected] == [True] * 3 + [False] * 6
+    result = run("prune", str(old_log), "--max-bytes", str(limit), "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plan"]
+    assert [(r["first_lsn"], r["delete"], r["rule"], r["kept_by"]) for r in plan] == expected
+    applied = run("prune", str(old_log), "--max-bytes", f"{limit}B", "--yes", "--json")
+    data = json.loads(applied.stdout)
+    assert [d["first_lsn"] for d in data["deleted"]] == [1, 11, 21]
+    assert {d["rule"] for d in data["deleted"]} == {"max_bytes"}
+    assert sum(s.size_bytes for s in segment_infos(old_log)) <= limit
+
+
+def test_prune_respects_holds_and_explains(old_log: Path) -> None:
+    assert run("holds", str(old_log), "--set", "backup", "35").exit_code == 0
+    result = run("prune", str(old_log), "--max-age", "90s", "--yes")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["ACTION", "FILE"]
+    rows = {line.split()[1]: line for line in lines[1:-1]}
+    assert rows["00000000000000000001.wal"].startswith("delete")
+    assert rows["00000000000000000001.wal"].endswith("rule max_age")
+    assert (
+        "kept by hold 'backup' at LSN 35 (max_age would delete it)"
+        in (rows["00000000000000000031.wal"])
+    )
+    assert rows["00000000000000000081.wal"].endswith("kept by active segment")
+    assert lines[-1].startswith("deleted 3 of 9 segments")
+    assert first_last(old_log) == (31, 83)
+
+
+def test_prune_on_a_log_with_a_live_writer(old_log: Path) -> None:
+    with segwal.open(old_log):
+        dry = run("prune", str(old_log), "--max-age", "7d", "--dry-run", "--json")
+        assert dry.exit_code == 0, dry.output
+        assert json.loads(dry.stdout)["segments_to_delete"] == 8
+        locked = run("prune", str(old_log), "--max-age", "7d", "--yes")
+        assert locked.exit_code == 3
+        assert "locked" in locked.stderr and "--dry-run" in locked.stderr
+    assert len(segment_infos(old_log)) == 9
 
 
 # -- demo --------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class WalBase:
         self._meta = Meta()
         self._pins: dict[str, int] = {}  # segment path -> live readers on it
         self._doomed: set[str] = set()  # deleted by retention, waiting for readers
+        self._rewinds = 0  # truncate_after calls: segment names may now mean other files
         self._last_ts = 0
         self._counters = {"appends": 0, "records": 0, "payload_bytes": 0}
         self._rotations: dict[str, int] = {}

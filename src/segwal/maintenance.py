@@ -88,6 +88,8 @@ class Maintenance(WalBase):
         infos = [segment_info(s) for s in self._sealed]
         if self._writer is not None:
             infos.append(writer_info(self._writer))
+        elif self._tail is not None:
+            infos.append(segment_info(self._tail))
         return decide(infos, rules, now_us=self._config.clock(), holds=self._all_holds())
 
     def _all_holds(self) -> dict[str, int]:
@@ -239,6 +241,7 @@ class Maintenance(WalBase):
 
     def _rewind_locked(self, writer: SegmentWriter, lsn: int) -> TruncateResult:
         fs, directory = self._fs, self._path
+        self._rewinds += 1  # readers with an older snapshot must not open recreated files
         store_meta(fs, directory, self._meta.with_(truncate_after=lsn))
         writer.close()
         states = [*self._sealed, writer_state(writer)]

@@ -47,6 +47,7 @@ class _Snapshot:
     last: int
     limit: int  # the last LSN the reader may see (durable, unless it asked otherwise)
     durable: int
+    rewinds: int  # the log's truncate_after count when the snapshot was taken
 
 
 def _sealed_part(s: SegmentState) -> _Part:
@@ -85,7 +86,7 @@ class Reading(WalBase):
             first, last = self.first_lsn, self.last_lsn
         durable = self._commit.durable_lsn
         limit = last if unsynced else min(last, durable)
-        return _Snapshot(parts, first, last, limit, durable)
+        return _Snapshot(parts, first, last, limit, durable, self._rewinds)
 
     def read(self, lsn: int, *, unsynced: bool = False) -> Record:
         """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
@@ -102,7 +103,7 @@ class Reading(WalBase):
             else:
                 reason = f"LSN {lsn} is past the end of the log (last LSN {last})"
             raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
-        for record in chain.from_iterable(self._stream(snap.parts, lsn, lsn)):
+        for record in chain.from_iterable(self._stream(snap, lsn, lsn)):
             return record
         raise NotFoundError(
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
@@ -120,7 +121,7 @@ class Reading(WalBase):
         snap = self._snapshot(unsynced)
         start = snap.first if from_lsn is None else max(from_lsn, snap.first)
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
-        return chain.from_iterable(self._stream(snap.parts, start, stop))
+        return chain.from_iterable(self._stream(snap, start, stop))
 
     def read_batch(
         self,
@@ -145,7 +146,7 @@ class Reading(WalBase):
             )
         records: list[Record] = []
         size = 0
-        for record in chain.from_iterable(self._stream(snap.parts, from_lsn, snap.limit)):
+        for record in chain.from_iterable(self._stream(snap, from_lsn, snap.limit)):
             length = len(record.payload)
             if records and (len(records) >= max_records or size + length > max_bytes):
                 break
@@ -210,7 +211,7 @@ class Reading(WalBase):
                     first_lsn=snap.first,
                 )
             if next_lsn <= snap.limit:
-                for record in chain.from_iterable(self._stream(snap.parts, next_lsn, snap.limit)):
+                for record in chain.from_iterable(self._stream(snap, next_lsn, snap.limit)):
                     yield record
                     next_lsn = record.lsn + 1
                 continue
@@ -236,7 +237,8 @@ class Reading(WalBase):
             pause = min(pause * 2, 0.02)
         return False
 
-    def _stream(self, parts: list[_Part], start: int, stop: int) -> Iterator[Iterator[Record]]:
+    def _stream(self, snap: _Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]:
+        parts = snap.parts
         index = max(0, bisect_right([p.first_lsn for p in parts], start) - 1)
         chosen = [p for p in parts[index:] if p.first_lsn <= stop and p.last_lsn >= start]
         if not chosen:
@@ -244,6 +246,13 @@ class Reading(WalBase):
         self._pin(chosen)
         try:
             for part in chosen:
+                if self._rewinds != snap.rewinds:
+                    raise ReaderFellBehindError(
+                        f"the log was rewound (truncate_after) while a reader needed LSN "
+                        f"{max(start, part.first_lsn)}",
+                        lsn=max(start, part.first_lsn),
+                        first_lsn=self.first_lsn,
+                    )
                 try:
                     handle = self._fs.open_read(part.path)
                 except StorageError as exc:
