@@ -19,6 +19,7 @@ from pathlib import Path
 import blake3
 
 import segwal
+from segwal.fileio import Buffer, FileHandle, OsFileSystem
 from segwal.format import (
     FLAG_COMMIT,
     FRAME_HEAD,
@@ -322,6 +323,53 @@ def craft_log(
     return lsn - 1
 
 
+class CountingHandle:
+    """A file handle that counts the bytes read through it."""
+
+    def __init__(self, inner: FileHandle, counter: dict[str, int]) -> None:
+        self._inner = inner
+        self._counter = counter
+
+    @property
+    def path(self) -> str:
+        return self._inner.path
+
+    def pread(self, size: int, offset: int) -> bytes:
+        data = self._inner.pread(size, offset)
+        self._counter["read_bytes"] += len(data)
+        self._counter["reads"] += 1
+        self._counter["largest_read"] = max(self._counter["largest_read"], size)
+        return data
+
+    def pwrite(self, data: Buffer, offset: int) -> None:
+        self._inner.pwrite(data, offset)
+
+    def size(self) -> int:
+        return self._inner.size()
+
+    def truncate(self, size: int) -> None:
+        self._inner.truncate(size)
+
+    def sync(self, site: str) -> None:
+        self._inner.sync(site)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class CountingFileSystem(OsFileSystem):
+    """The real file system, counting what segwal reads: proves reads stay bounded."""
+
+    def __init__(self) -> None:
+        self.counter = {"read_bytes": 0, "reads": 0, "largest_read": 0}
+
+    def open_read(self, path: str) -> CountingHandle:  # type: ignore[override]
+        return CountingHandle(super().open_read(path), self.counter)
+
+    def open_write(self, path: str) -> CountingHandle:  # type: ignore[override]
+        return CountingHandle(super().open_write(path), self.counter)
+
+
 def sparse_supported(directory: str | Path, size: int) -> bool:
     """Whether ``directory`` holds a sparse file of ``size`` bytes without using the space."""
     probe = Path(directory) / "sparse-probe"
@@ -336,6 +384,7 @@ def sparse_supported(directory: str | Path, size: int) -> bool:
 
 
 __all__ = [
+    "CountingFileSystem",
     "HEADER_SIZE",
     "SEAL_SIZE",
     "SMALL_SEGMENT",

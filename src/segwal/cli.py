@@ -764,21 +764,7 @@ def truncate(
 def _readonly_plan(directory: str, options: dict[str, Any]) -> list[segwal.Decision]:
     """The retention plan the writer would make, without opening the log as its writer."""
     with segwal.open(directory, readonly=True, **options) as wal:
-        plan = wal.retention_plan()
-        segments = wal.segments()
-    active = segments[-1] if segments and not segments[-1].sealed else None
-    if active is None or any(not d.segment.sealed for d in plan):
-        return plan
-    # segwal 0.1.0 leaves the active segment out of a readonly plan, so max_bytes counts
-    # fewer bytes than the writer does. Lowering the limit by the active segment's size
-    # makes the comparison exactly the writer's (a limit of 1 when the active segment alone
-    # reaches it: every sealed segment is over it then, as for the writer).
-    max_bytes = options.get("retention_max_bytes")
-    if max_bytes is not None:
-        adjusted = {**options, "retention_max_bytes": max(1, max_bytes - active.size_bytes)}
-        with segwal.open(directory, readonly=True, **adjusted) as wal:
-            plan = wal.retention_plan()
-    return [*plan, segwal.Decision(segment=active, delete=False, kept_by="active segment")]
+        return wal.retention_plan()
 
 
 def _decision_dict(decision: segwal.Decision) -> dict[str, Any]:
