@@ -737,3 +737,45 @@ def test_cli_imports_only_the_public_api(name: str) -> None:
         else:
             assert module in CLI_MODULES, f"{name} imports private module {module}"
     assert seen
+
+
+def test_tail_prints_the_newest_records_and_follows(tmp_path: Path) -> None:
+    directory = str(tmp_path / "log")
+    with segwal.open(directory, segment_bytes=2048) as wal:
+        for i in range(50):
+            wal.append(b"rec %d" % i)
+    result = CliRunner().invoke(main, ["tail", directory, "-n", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["lsn"] for line in result.output.splitlines()] == [48, 49, 50]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "segwal", "tail", "-f", directory, "--from", "49", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert json.loads(child.stdout.readline())["lsn"] == 49
+        assert json.loads(child.stdout.readline())["lsn"] == 50
+        with segwal.open(directory) as wal:
+            wal.append(b"new")
+        assert json.loads(child.stdout.readline())["payload"] == base64.b64encode(b"new").decode()
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+
+
+def test_dump_since_starts_at_the_first_record_at_or_after_a_time(tmp_path: Path) -> None:
+    directory = str(tmp_path / "log")
+    stamps = iter(range(1_000_000, 2_000_000, 1000))
+    with segwal.open(directory, clock=lambda: next(stamps)) as wal:
+        for i in range(20):
+            wal.append(b"rec %d" % i)
+        middle = wal.read(10).timestamp_us
+    result = CliRunner().invoke(main, ["dump", directory, "--since", str(middle), "--json"])
+    assert result.exit_code == 0, result.output
+    lsns = [json.loads(line)["lsn"] for line in result.output.splitlines()]
+    assert lsns == list(range(10, 21))
+    bad = CliRunner().invoke(main, ["dump", directory, "--since", "yesterday-ish"])
+    assert bad.exit_code == 2
