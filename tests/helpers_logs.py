@@ -384,11 +384,11 @@ def sparse_supported(directory: str | Path, size: int) -> bool:
 
 
 __all__ = [
-    "CountingFileSystem",
     "HEADER_SIZE",
     "SEAL_SIZE",
     "SMALL_SEGMENT",
     "T0",
+    "CountingFileSystem",
     "FrameInfo",
     "append_bytes",
     "assert_prefix",

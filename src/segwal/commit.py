@@ -42,9 +42,11 @@ class GroupCommit:
 
     def wrote(self, lsn: int) -> None:
         """Record that frames up to ``lsn`` are written (not yet durable)."""
-        with self._cond:
-            self.written_lsn = lsn
-            if self._watchers:
+        # Writers are serialised by the log's lock and an int store is atomic, so only the
+        # wake-up of followers needs the condition (a follower checks under it before waiting).
+        self.written_lsn = lsn
+        if self._watchers:
+            with self._cond:
                 self._cond.notify_all()
 
     def close(self) -> None:
