@@ -277,7 +277,7 @@ def test_unknown_flags_and_ids_are_newer(offset: int, value: bytes, reason: str)
         (8, struct.pack("<H", 0), "unknown format version 0"),
         (60, struct.pack("<I", 256), "header size 256"),
         (60, struct.pack("<I", 0), "header size 0"),
-        (40, struct.pack("<Q", 0), "first LSN 0 is below 1"),
+        (40, struct.pack("<Q", 0), "first LSN 0 is out of range"),
     ],
 )
 def test_invalid_header_values_are_damage_not_newer(offset: int, value: bytes, match: str) -> None:

@@ -77,7 +77,9 @@ class WalBase:
         self._path = str(path)
         self._config = config
         self._fs = config.filesystem
-        self._lock = threading.Lock()  # guards every field below that changes after open
+        # Guards every field below that changes after open; re-entrant because a failed
+        # barrier run by a thread that holds it (a checkpoint) undoes under it too.
+        self._lock = threading.RLock()
         self._closed = False
         self._failure: BaseException | None = None
         self._lock_handle: FileHandle | None = None

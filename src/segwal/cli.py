@@ -632,7 +632,7 @@ def _write_options(func: Callable[..., None]) -> Callable[..., None]:
 def _require_log(directory: str) -> None:
     """Commands that change a log never create one: the directory must hold a log."""
     try:
-        names = os.listdir(directory)
+        names = [entry.name for entry in segwal.OsFileSystem().list_dir(directory)]
     except OSError as exc:
         raise _storage_failure(exc, directory) from exc
     if not any(_SEGMENT_FILE.match(name) for name in names):

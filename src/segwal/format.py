@@ -100,6 +100,9 @@ DIGEST_SIZE: Final = 32
 ZERO_DIGEST: Final = bytes(DIGEST_SIZE)
 MAX_U32: Final = 0xFFFFFFFF
 MAX_U64: Final = 0xFFFFFFFFFFFFFFFF
+# LSNs stay below 2**63 so that every "last + 1" and "next LSN" fits its u64 field: a header,
+# seal or frame claiming more is damage (no writer gets there: 2**63 appends).
+MAX_LSN: Final = (1 << 63) - 1
 
 # Payload bytes a writer puts in one frame before it starts the next one of the same batch;
 # it bounds the memory a reader needs per frame (a larger single record gets its own frame).
@@ -228,8 +231,8 @@ def decode_header(data: bytes | memoryview) -> SegmentHeader:
         raise FormatError(f"unknown compression id {compression_id}", newer=True)
     if encryption_id not in KNOWN_ENCRYPTIONS:
         raise FormatError(f"unknown encryption id {encryption_id}", newer=True)
-    if first_lsn < 1:
-        raise FormatError(f"first LSN {first_lsn} is below 1")
+    if not 1 <= first_lsn <= MAX_LSN:
+        raise FormatError(f"first LSN {first_lsn} is out of range")
     return SegmentHeader(
         version=version,
         flags=flags,
@@ -436,6 +439,8 @@ def decode_seal(data: bytes | memoryview, seed: int) -> Seal:
         raise FormatError("seal checksum mismatch")
     if size != SEAL_SIZE or flags != 0:
         raise FormatError(f"unknown seal layout (size {size}, flags {flags:#x})")
+    if last_lsn > MAX_LSN or first_lsn > MAX_LSN:
+        raise FormatError(f"seal LSNs {first_lsn}..{last_lsn} are out of range")
     if last_lsn + 1 - first_lsn != count:
         raise FormatError(f"seal counts {count} records for LSNs {first_lsn}..{last_lsn}")
     return Seal(

@@ -21,11 +21,11 @@ from segwal.cursors import remove as remove_cursor
 from segwal.cursors import store as store_cursor
 from segwal.errors import ConfigError, HoldError, NotFoundError
 from segwal.index import remove as remove_index
-from segwal.meta import check_hold_name
+from segwal.meta import Meta, check_hold_name
 from segwal.meta import store as store_meta
 from segwal.opening import start_writer
 from segwal.retention import Decision, Rules, decide, lowest_hold
-from segwal.segment import SegmentWriter
+from segwal.segment import SegmentWriter, undo
 from segwal.truncation import rewrite_prefix
 
 
@@ -128,8 +128,7 @@ class Maintenance(WalBase):
             if new_first > self._meta.first_lsn:
                 # The new first LSN is durable before any file goes.
                 meta = self._meta.with_(first_lsn=new_first)
-                store_meta(self._fs, self._path, meta)
-                self._meta = meta
+                self._store_meta(meta)
                 self._io["fsyncs"] += 1
                 self._io["dir_fsyncs"] += 1
             deleted = []
@@ -242,7 +241,7 @@ class Maintenance(WalBase):
     def _rewind_locked(self, writer: SegmentWriter, lsn: int) -> TruncateResult:
         fs, directory = self._fs, self._path
         self._rewinds += 1  # readers with an older snapshot must not open recreated files
-        store_meta(fs, directory, self._meta.with_(truncate_after=lsn))
+        self._store_meta(self._meta.with_(truncate_after=lsn))
         writer.close()
         states = [*self._sealed, writer_state(writer)]
         later = [s for s in states if s.header.first_lsn > lsn]
@@ -258,8 +257,7 @@ class Maintenance(WalBase):
             before = keep[-1].size
             keep[-1] = rewrite_prefix(fs, directory, keep[-1], lsn)
             reclaimed += before - keep[-1].size
-        self._meta = self._meta.with_(truncate_after=None)
-        store_meta(fs, directory, self._meta)
+        self._store_meta(self._meta.with_(truncate_after=None))
         self._sealed = [s for s in keep if s.seal is not None]
         self._writer, created = start_writer(
             fs,
@@ -352,10 +350,19 @@ class Maintenance(WalBase):
         return remove_cursor(self._fs, self._path, name)
 
     def _store_holds(self, holds: dict[str, int]) -> None:
-        meta = self._meta.with_(holds=holds)
         try:
-            store_meta(self._fs, self._path, meta)
+            self._store_meta(self._meta.with_(holds=holds))
         except BaseException as exc:
             self._fail(exc)
+            raise
+
+    def _store_meta(self, meta: Meta) -> None:
+        """Replace META; if that fails, put the old one back (best effort) so a restart in
+        this boot does not trust a name the disk may not have."""
+        old = self._meta
+        try:
+            store_meta(self._fs, self._path, meta)
+        except BaseException:
+            undo(lambda: store_meta(self._fs, self._path, old))
             raise
         self._meta = meta

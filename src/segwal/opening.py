@@ -38,7 +38,11 @@ def take_lock(fs: FileSystem, directory: str) -> FileHandle:
     handle = fs.lock(path, exclusive=True)
     if handle is None:
         raise LockError(directory, read_lock(fs, directory)[0])
-    publish_durable(handle, 0)
+    try:
+        publish_durable(handle, 0)
+    except BaseException:
+        handle.close()  # or the lock stays held and every later open gets LockError
+        raise
     return handle
 
 
@@ -104,7 +108,9 @@ def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
             fs.sync_dir(directory, "recover.quarantine")
         if damage.keep_prefix:
             state = _damaged_state(fs, plan, damage.path)
-            repair.cuts.append(_cut(fs, state, damage.lsn, damage.reason, keep=mode == "truncate"))
+            # The LSN expected at the cut: the damage may lie further on (a bad seal).
+            lsn = state.last_lsn + 1
+            repair.cuts.append(_cut(fs, state, lsn, damage.reason, keep=mode == "truncate"))
     for path in plan.temp_files:
         fs.unlink(path)
         repair.removed_temp_files.append(path)
@@ -235,6 +241,12 @@ def start_writer(
         return writer, False
     if tail is None:
         log_id, sequence, prev_digest = uuid.uuid4().bytes, 0, ZERO_DIGEST
+    elif tail.last_lsn < tail.header.first_lsn:
+        # A sealed segment with no record: replace it in place, as rotation would have.
+        log_id = tail.header.log_id
+        sequence = tail.header.sequence
+        prev_digest = tail.header.prev_digest
+        first_lsn = tail.header.first_lsn
     else:
         assert tail.seal is not None
         log_id = tail.header.log_id

@@ -15,12 +15,19 @@ from itertools import chain
 from time import monotonic, sleep
 
 from segwal.base import WalBase, log
-from segwal.errors import ConfigError, NotFoundError, ReaderFellBehindError, StorageError
+from segwal.errors import (
+    ChecksumError,
+    ConfigError,
+    NotFoundError,
+    ReaderFellBehindError,
+    StorageError,
+)
 from segwal.format import HEADER_SIZE, SegmentHeader
 from segwal.index import SparseIndex
 from segwal.index import load as load_index
 from segwal.index import remove as remove_index
 from segwal.recovery import SegmentState
+from segwal.scanner import Status
 from segwal.segment import iter_frames, iter_records
 from segwal.types import Batch, Record
 
@@ -168,17 +175,33 @@ class Reading(WalBase):
             if part.last_lsn < part.first_lsn or part.max_ts < timestamp_us:
                 continue
             _first, offset = self._index_of(part).seek_time(timestamp_us, part.first_lsn)
-            handle = self._fs.open_read(part.path)
-            try:
-                for ref in iter_frames(handle, part.header, offset, part.end):
-                    frame = ref.verdict.frame
-                    if frame is None:
-                        break
-                    if frame.timestamp_us >= timestamp_us:
-                        return max(min(frame.first_lsn, snap.limit + 1), snap.first)
-            finally:
-                handle.close()
+            found = self._first_at(part, offset, timestamp_us)
+            if found is None and offset != HEADER_SIZE:
+                found = self._first_at(part, HEADER_SIZE, timestamp_us)  # distrust the index
+            if found is not None:
+                return max(min(found, snap.limit + 1), snap.first)
         return snap.limit + 1
+
+    def _first_at(self, part: _Part, offset: int, timestamp_us: int) -> int | None:
+        """The first LSN stamped at or after ``timestamp_us`` in frames from ``offset``; None
+        when the frame at ``offset`` is already that late (a seek the index got wrong)."""
+        handle = self._fs.open_read(part.path)
+        try:
+            for ref in iter_frames(handle, part.header, offset, part.end):
+                frame = ref.verdict.frame
+                if frame is None:
+                    if ref.verdict.status is Status.END:
+                        return None
+                    raise ChecksumError(
+                        ref.verdict.reason, path=part.path, offset=ref.offset, lsn=None
+                    )
+                if frame.timestamp_us >= timestamp_us:
+                    if ref.offset == offset and offset != HEADER_SIZE:
+                        return None
+                    return int(frame.first_lsn)
+        finally:
+            handle.close()
+        return None
 
     def follow(
         self,
@@ -275,7 +298,7 @@ class Reading(WalBase):
                         end=part.end,
                         first_lsn=first,
                         from_lsn=start,
-                        to_lsn=stop,
+                        to_lsn=min(stop, part.last_lsn),
                     )
                 finally:
                     handle.close()

@@ -27,7 +27,7 @@ from segwal.index import SparseIndex
 from segwal.meta import Meta
 from segwal.meta import load as load_meta
 from segwal.naming import Kind, Name, parse
-from segwal.scanner import Status, find_valid
+from segwal.scanner import Status, check, find_valid
 from segwal.segment import digest_of, iter_frames, read_header, read_seal
 
 SEARCH_WINDOW = 4 << 20
@@ -142,6 +142,15 @@ def plan(fs: FileSystem, directory: str) -> Plan:
     if result.has_meta and result.segments:
         first = result.segments[0]
         checkpoint = result.meta.first_lsn
+        end = result.segments[-1].last_lsn
+        if checkpoint > end + 1 and result.damage is None:
+            raise ContinuityError(
+                f"the log's checkpoint keeps LSN {checkpoint} and later, but its records end "
+                f"at LSN {end}",
+                path=posixpath.join(directory, "META"),
+                offset=0,
+                lsn=checkpoint,
+            )
         if first.header.first_lsn > checkpoint:
             raise ContinuityError(
                 f"the log's first segment starts at LSN {first.header.first_lsn} but its "
@@ -166,7 +175,7 @@ def _drop_obsolete(result: Plan, names: list[Name]) -> list[Name]:
         path = posixpath.join(result.directory, name.name)
         later = names[index + 1].first_lsn if index + 1 < len(names) else None
         past_rewind = meta.truncate_after is not None and name.first_lsn > meta.truncate_after
-        below = later is not None and later <= meta.first_lsn
+        below = result.has_meta and later is not None and later <= meta.first_lsn
         if past_rewind or below:
             result.obsolete.append(path)
         else:
@@ -316,7 +325,7 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
             break
         if verdict.status is Status.SEAL and verdict.seal is not None:
             seal = verdict.seal
-            problem = _seal_problem(seal, scan, ref.offset, size, handle)
+            problem = _seal_problem(seal, scan, ref.offset, size, handle, first)
             if problem is None:
                 scan.seal = seal
                 break
@@ -331,14 +340,14 @@ def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan
 
 
 def _seal_problem(
-    seal: Seal, scan: _TailScan, offset: int, size: int, handle: FileHandle
+    seal: Seal, scan: _TailScan, offset: int, size: int, handle: FileHandle, first: int
 ) -> str | None:
     if offset != scan.end:
         return "seal follows a batch without a commit marker"
     if offset + SEAL_SIZE != size:
         return f"{size - offset - SEAL_SIZE} bytes follow the seal"
-    if seal.data_end != offset or seal.last_lsn != scan.last_lsn:
-        return f"seal says LSNs up to {seal.last_lsn} end at {seal.data_end}"
+    if seal.data_end != offset or seal.last_lsn != scan.last_lsn or seal.first_lsn != first:
+        return f"seal says LSNs {seal.first_lsn}..{seal.last_lsn} end at {seal.data_end}"
     if seal.digest != digest_of(handle, offset):
         return "seal digest does not match the segment"
     return None
@@ -356,20 +365,30 @@ def written_after_durable(
     seed = header.seed
     start = damage + 1
     while start < size:
-        stop = min(size, start + SEARCH_WINDOW)
-        buf = handle.pread(min(size - start, SEARCH_WINDOW + max_frame), start)
-        end = len(buf)
+        # Each byte is read about once: a candidate frame that runs past the window is
+        # fetched on its own, and only if it could fit in the file.
+        buf = handle.pread(min(size - start, SEARCH_WINDOW + SEAL_SIZE), start)
+        window = min(len(buf), SEARCH_WINDOW)
         pos = 0
         while True:
-            verdict = find_valid(buf, pos, stop - start, end, seed, max_frame)
+            verdict = find_valid(buf, pos, window, len(buf), seed, max_frame, include_short=True)
             if verdict is None:
                 break
+            at = verdict.offset
+            if verdict.status is Status.SHORT:
+                whole = b""
+                if start + at + verdict.needed <= size:
+                    whole = handle.pread(verdict.needed, start + at)
+                verdict = check(whole, 0, len(whole), seed, max_frame)
+                if verdict.status not in (Status.FRAME, Status.SEAL):
+                    pos = at + 1
+                    continue
             if verdict.frame is not None:
                 if verdict.frame.durable_lsn >= lsn:
                     return True
-                pos = verdict.frame.end
+                pos = at + verdict.frame.length
             else:
                 # A valid seal proves nothing: it may have been written before its barrier.
-                pos = verdict.offset + SEAL_SIZE
-        start = max(stop, start + pos)
+                pos = at + SEAL_SIZE
+        start += max(window, pos)
     return False

@@ -19,6 +19,7 @@ from segwal.format import (
     FRAME_HEAD_SIZE,
     KIND_RECORDS,
     KIND_SEAL,
+    MAX_LSN,
     SEAL_SIZE,
     FormatError,
     Seal,
@@ -104,6 +105,8 @@ def check(
         return Verdict(Status.BAD, reason=f"unknown frame flags {flags:#04x}")
     if count == 0:
         return Verdict(Status.BAD, reason="frame with no record")
+    if first_lsn + count - 1 > MAX_LSN:
+        return Verdict(Status.BAD, reason=f"frame LSNs from {first_lsn} are out of range")
     length = FRAME_HEAD_SIZE + 4 * count + body_len
     if length > max_frame:
         return Verdict(Status.BAD, reason=f"frame length {length} exceeds the maximum {max_frame}")
@@ -138,11 +141,15 @@ def find_valid(
     end: int,
     seed: int,
     max_frame: int,
+    *,
+    include_short: bool = False,
 ) -> Verdict | None:
     """The first valid frame or seal starting in ``[start, stop)`` and ending by ``end``.
 
     Used after damage: any valid frame after it means the damage is not a torn tail. Only
-    offsets whose kind byte could start a frame are checked, so zeros cost nothing.
+    offsets whose kind byte could start a frame are checked, so zeros cost nothing. With
+    ``include_short``, a plausible frame that runs past ``end`` is returned too (SHORT, with
+    the bytes it needs), so a caller reading windows can fetch it whole and check it.
     """
     data = bytes(buf) if isinstance(buf, memoryview) else buf
     stop = min(stop, end - FRAME_HEAD_SIZE + 1)
@@ -157,7 +164,9 @@ def find_valid(
         hit = min(live)
         pos = hit - _KIND_OFFSET
         verdict = check(data, pos, end, seed, max_frame)
-        if verdict.status in (Status.FRAME, Status.SEAL):
+        if verdict.status in (Status.FRAME, Status.SEAL) or (
+            include_short and verdict.status is Status.SHORT
+        ):
             return verdict._replace(offset=pos)
         idx = candidates.index(hit)
         kind = KIND_RECORDS if idx == 0 else KIND_SEAL

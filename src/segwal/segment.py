@@ -7,9 +7,10 @@ streams checked frames up to a bound; it never crosses into another segment.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import accumulate, repeat
 from typing import NamedTuple
@@ -43,6 +44,8 @@ from segwal.index import SparseIndex
 from segwal.naming import segment_name, temp_name
 from segwal.scanner import Status, Verdict, check
 from segwal.types import Record
+
+log = logging.getLogger("segwal")
 
 READ_CHUNK = 1 << 20
 FIRST_CHUNK = 16 << 10
@@ -88,6 +91,17 @@ def read_seal(handle: FileHandle, header: SegmentHeader, size: int) -> Seal:
     return seal
 
 
+def undo(*steps: Callable[[], object]) -> None:
+    """Run the steps of an undo after a failure, stopping quietly at the first that fails:
+    the log has failed already, and the original error is the one to report."""
+    for step in steps:
+        try:
+            step()
+        except OSError as exc:
+            log.warning("could not undo after a failed write or barrier: %s", exc)
+            return
+
+
 def digest_of(handle: FileHandle, end: int) -> bytes:
     """BLAKE3 of bytes ``[0, end)`` of a segment: what its seal records."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
@@ -113,6 +127,7 @@ class SegmentWriter:
     ) -> None:
         self.fs = fs
         self.index = index if index is not None else SparseIndex()
+        self.synced = offset  # bytes a completed barrier covers (the writer starts synced)
         self.handle = handle
         self.header = header
         self.path = handle.path
@@ -150,13 +165,19 @@ class SegmentWriter:
         temp = posixpath.join(directory, temp_name(first_lsn))
         final = posixpath.join(directory, segment_name(first_lsn))
         handle = fs.create(temp)
+        renamed = False
         try:
             handle.pwrite(raw, 0)
             handle.sync("create.header")
             fs.rename(temp, final)
+            renamed = True
             fs.sync_dir(directory, "create.rename")
         except BaseException:
             handle.close()
+            if renamed:
+                # The directory barrier failed: take the name back so that a restart in
+                # this boot does not find (and trust) a segment the disk may not have.
+                undo(lambda: fs.unlink(final), lambda: fs.sync_dir(directory, "fail.undo"))
             raise
         handle.close()
         # Reopen under the final name so error messages and stats name the real file.
@@ -192,7 +213,18 @@ class SegmentWriter:
 
     def sync(self) -> None:
         """fdatasync the segment: every frame written so far becomes durable."""
+        end = self.offset
         self.handle.sync("append.sync")
+        self.synced = max(self.synced, end)
+
+    def discard_unsynced(self) -> None:
+        """After a failed write or barrier: cut what no barrier covered, best effort.
+
+        Linux may drop the failed pages' dirty state and report success later, so those
+        bytes must not stay readable: a restart in the same boot would take the page cache
+        for the disk and acknowledge records after bytes the disk never got.
+        """
+        undo(lambda: self.handle.truncate(self.synced), lambda: self.handle.sync("fail.undo"))
 
     def seal(self, sealed_us: int) -> Seal:
         """Write the seal and make it durable; the segment never changes again."""
@@ -216,6 +248,7 @@ class SegmentWriter:
         self.handle.sync("seal.sync")
         seal = decode_seal(raw, self.header.seed)
         self.offset += SEAL_SIZE
+        self.synced = self.offset
         return seal
 
     def close(self) -> None:
@@ -229,6 +262,7 @@ class FrameRef(NamedTuple):
     base: int  # file offset of buf[0]
     offset: int  # file offset the verdict is about
     verdict: Verdict
+    lsn: int = 0  # after a seek by frame heads: the LSN those heads led to here
 
 
 def iter_frames(
@@ -260,14 +294,20 @@ def iter_frames(
             head = FRAME_HEAD.unpack_from(buf, rel)
             count, first = head[4], head[6]
             length = FRAME_HEAD_SIZE + 4 * count + head[5]
-            if count and first == expected and first + count <= skip_before and length <= max_frame:
+            if (
+                count
+                and first == expected
+                and first + count <= skip_before
+                and length <= max_frame
+                and pos + length <= end
+            ):
                 pos += length
                 expected += count
                 continue
             skip_before = 0
         verdict = check(buf, rel, len(buf), seed, max_frame)
         if verdict.status is Status.FRAME:
-            yield FrameRef(buf, base, pos, verdict)
+            yield FrameRef(buf, base, pos, verdict, expected)
             assert verdict.frame is not None
             pos = base + verdict.frame.end
             continue
@@ -278,7 +318,7 @@ def iter_frames(
             base = pos
             if buf:
                 continue
-        yield FrameRef(buf, base, pos, verdict)
+        yield FrameRef(buf, base, pos, verdict, expected)
         return
 
 
@@ -304,13 +344,21 @@ def iter_records(
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
-            if verdict.status is Status.END or expected > to_lsn:
+            if expected > to_lsn:
                 return
+            if verdict.status is Status.END:
+                # The caller bounds to_lsn by what the segment says it holds (its seal).
+                raise CorruptionError(
+                    f"segment ends before LSN {expected}",
+                    path=handle.path,
+                    offset=ref.offset,
+                    lsn=max(expected, ref.lsn),
+                )
             raise ChecksumError(
                 verdict.reason or "unexpected bytes",
                 path=handle.path,
                 offset=ref.offset,
-                lsn=expected,
+                lsn=max(expected, ref.lsn),
             )
         lsn = frame.first_lsn
         if seek is not None and first_lsn <= lsn <= from_lsn:

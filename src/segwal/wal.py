@@ -7,6 +7,7 @@ write or barrier the log fails closed: every later mutation raises ``WalFailedEr
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -14,8 +15,14 @@ from typing import Any
 from segwal.base import log, segment_info
 from segwal.commit import GroupCommit
 from segwal.config import WalConfig
-from segwal.errors import ConfigError, InvalidPayloadError, NotFoundError, RecordTooLargeError
-from segwal.format import FRAME_HEAD_SIZE, SEAL_SIZE, encode_frames, encode_record
+from segwal.errors import (
+    ConfigError,
+    InvalidPayloadError,
+    NotFoundError,
+    RecordTooLargeError,
+    StorageError,
+)
+from segwal.format import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.index import save as save_index
 from segwal.maintenance import Maintenance
 from segwal.opening import (
@@ -48,6 +55,10 @@ def _payload(data: Any, index: int | None = None) -> bytes:
         ) from None
 
 
+def _exhausted() -> ConfigError:
+    return ConfigError(f"the log has used every LSN up to {MAX_LSN}", option="lsn")
+
+
 def _check_type(record_type: Any) -> int:
     if isinstance(record_type, bool) or not isinstance(record_type, int):
         raise ConfigError(f"type must be an integer, not {record_type!r}", option="type")
@@ -71,7 +82,7 @@ class Wal(Reading, Maintenance):
             durable_lsn=0,
             barrier=self._barrier,
             on_durable=self._publish,
-            on_failure=self._fail,
+            on_failure=self._barrier_failed,
         )
         if config.readonly:
             self._report = self._open_readonly()
@@ -111,7 +122,7 @@ class Wal(Reading, Maintenance):
             self._lock_handle.close()
             raise
         self._meta = found.meta
-        self._sealed = [s for s in found.segments if s.seal is not None]
+        self._sealed = [s for s in found.segments if s.seal is not None and s.path != writer.path]
         self._writer = writer
         self._io["created"] += int(new_segment)
         self._last_ts = max((s.max_ts for s in found.segments), default=0)
@@ -176,7 +187,15 @@ class Wal(Reading, Maintenance):
 
     def _load_view(self) -> Plan:
         """Readonly: look at the directory again without changing it."""
-        found = plan(self._fs, self._path)
+        for attempt in range(5):
+            try:
+                found = plan(self._fs, self._path)
+                break
+            except StorageError as exc:
+                # The writer deleted a segment between our listing and our reading it
+                # (retention); META moved first, so a second look is consistent.
+                if exc.errno != errno.ENOENT or attempt == 4:
+                    raise
         damage = found.damage
         mode = self._config.recovery
         if damage is not None and (
@@ -219,6 +238,8 @@ class Wal(Reading, Maintenance):
         with self._lock:
             writer = self._check_writable()
             lsn = writer.last_lsn + 1
+            if lsn > MAX_LSN:
+                raise _exhausted()
             ts = self._stamp()
             frame_len = FRAME_HEAD_SIZE + 4 + size
             if self._rotation_due(writer, frame_len, size, ts):
@@ -254,6 +275,8 @@ class Wal(Reading, Maintenance):
             if not items:
                 return range(first, first)
             last = first + len(items) - 1
+            if last > MAX_LSN:
+                raise _exhausted()
             ts = self._stamp()
             try:
                 data = self._encode_batch(writer, first, type, ts, items, lengths)
@@ -312,6 +335,7 @@ class Wal(Reading, Maintenance):
             writer.write(data, last, ts)
         except BaseException as exc:
             self._fail(exc)
+            writer.discard_unsynced()
             raise
         self._io["written_bytes"] += len(data)
         self._io["writes"] += 1
@@ -395,6 +419,7 @@ class Wal(Reading, Maintenance):
                 )
             except BaseException as exc:
                 self._fail(exc)
+                writer.discard_unsynced()
                 raise
         self._io["fsyncs"] += 1
         self._io["dir_fsyncs"] += 1
@@ -415,6 +440,12 @@ class Wal(Reading, Maintenance):
             self._commit.wait_durable(lsn, lead=True)
 
     # -- durability -----------------------------------------------------------------------
+
+    def _barrier_failed(self, exc: BaseException) -> None:
+        self._fail(exc)
+        with self._lock:
+            if self._writer is not None:
+                self._writer.discard_unsynced()
 
     def _barrier(self) -> None:
         writer = self._writer
