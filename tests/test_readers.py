@@ -252,11 +252,6 @@ class CountingFS(OsFileSystem):
         return Counting()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="performance bug: a readonly view plans the directory again before every read, "
-    "lsn_at and follow poll, rescanning (CRC + BLAKE3) the whole active segment each time",
-)
 def test_readonly_point_read_does_not_rescan_the_active_segment(wal_dir: str) -> None:
     with segwal.open(wal_dir, sync="never") as wal:
         for _ in range(30):

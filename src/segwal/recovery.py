@@ -101,8 +101,14 @@ class _TailScan:
     index: SparseIndex = field(default_factory=SparseIndex)
 
 
-def plan(fs: FileSystem, directory: str) -> Plan:
-    """Check the log in ``directory`` and say what to keep; raise on what is never valid."""
+def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None = None) -> Plan:
+    """Check the log in ``directory`` and say what to keep; raise on what is never valid.
+
+    ``known`` holds segments an earlier plan of this directory checked (a readonly view
+    looking again): a sealed one of the same size is taken as checked, since sealed
+    segments never change, and the unsealed tail is scanned from where it was left.
+    """
+    known = known or {}
     stored = load_meta(fs, directory)
     result = Plan(directory=directory, meta=stored or Meta(), has_meta=stored is not None)
     names = []
@@ -132,7 +138,7 @@ def plan(fs: FileSystem, directory: str) -> Plan:
         last = index == len(names) - 1
         handle = fs.open_read(path)
         try:
-            damage = _check_segment(result, handle, index, name.first_lsn, last)
+            damage = _check_segment(result, handle, index, name.first_lsn, last, known.get(path))
         finally:
             handle.close()
         if damage is not None:
@@ -184,10 +190,43 @@ def _drop_obsolete(result: Plan, names: list[Name]) -> list[Name]:
 
 
 def _check_segment(
-    result: Plan, handle: FileHandle, index: int, name_lsn: int, last: bool
+    result: Plan,
+    handle: FileHandle,
+    index: int,
+    name_lsn: int,
+    last: bool,
+    cached: SegmentState | None = None,
 ) -> Damage | None:
     path = handle.path
     size = handle.size()
+    if cached is not None and cached.seal is not None and cached.size == size:
+        prev = result.segments[-1] if result.segments else None
+        if prev is None or continuity_problem(prev, cached.header) is None:
+            result.segments.append(cached)
+            return None
+    if last and cached is not None and cached.seal is None and size >= cached.end:
+        scan = scan_tail(handle, cached.header, size, resume=cached)
+        prev = result.segments[-1] if result.segments else None
+        if (
+            scan.damage_offset is None
+            and scan.seal is None
+            and (prev is None or continuity_problem(prev, cached.header) is None)
+        ):
+            result.segments.append(
+                SegmentState(
+                    path=path,
+                    header=cached.header,
+                    size=size,
+                    end=scan.end,
+                    last_lsn=scan.last_lsn,
+                    min_ts=scan.min_ts,
+                    max_ts=scan.max_ts,
+                    index=scan.index,
+                )
+            )
+            return None
+        # Anything but a clean continuation (damage, a seal, a rewound file): look again
+        # from the start, as a first open would.
 
     def damage(
         offset: int, lsn: int, reason: str, error: type[CorruptionError], **kw: bool
@@ -287,14 +326,25 @@ def continuity_problem(prev: SegmentState, header: SegmentHeader) -> str | None:
     return None
 
 
-def scan_tail(handle: FileHandle, header: SegmentHeader, size: int) -> _TailScan:
-    """Walk every frame of a segment; keep the prefix of whole batches, note the first damage."""
+def scan_tail(
+    handle: FileHandle, header: SegmentHeader, size: int, resume: SegmentState | None = None
+) -> _TailScan:
+    """Walk every frame of a segment; keep the prefix of whole batches, note the first damage.
+
+    With ``resume`` (the same segment as an earlier scan left it) the walk starts where that
+    scan ended: a readonly reader following a live log rescans only what is new.
+    """
     first = header.first_lsn
     scan = _TailScan(HEADER_SIZE, first - 1, 0, 0)
-    expected = first
+    start = HEADER_SIZE
+    if resume is not None and resume.index is not None:
+        scan = _TailScan(resume.end, resume.last_lsn, resume.min_ts, resume.max_ts)
+        scan.index = resume.index
+        start = resume.end
+    expected = scan.last_lsn + 1
     batch_ts = 0
     batch_start = True
-    for ref in iter_frames(handle, header, HEADER_SIZE, size):
+    for ref in iter_frames(handle, header, start, size):
         verdict = ref.verdict
         frame = verdict.frame
         if frame is not None:

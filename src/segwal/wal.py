@@ -188,8 +188,11 @@ class Wal(Reading, Maintenance):
     def _load_view(self) -> Plan:
         """Readonly: look at the directory again without changing it."""
         for attempt in range(5):
+            known = {s.path: s for s in self._sealed}
+            if self._tail is not None:
+                known[self._tail.path] = self._tail
             try:
-                found = plan(self._fs, self._path)
+                found = plan(self._fs, self._path, known)
                 break
             except StorageError as exc:
                 # The writer deleted a segment between our listing and our reading it
