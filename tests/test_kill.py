@@ -228,15 +228,15 @@ def run_kills(root: Path, mode: str, kills: int, seed: int, *, per_dir: int = 10
 MODES = ("always", "interval", "never")
 
 
-@pytest.mark.timeout(240)
-def test_sigkill_under_load(tmp_path: Path) -> None:
-    """About 240 kills across the three sync modes (seeded; the seed is in the output)."""
+@pytest.mark.timeout(600)
+def test_sigkill_under_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """About 1,020 kills across the three sync modes (seeded; the seed is in the output)."""
     seed = 0x5E6_3A1
     started = time.perf_counter()
     lines = []
     total = Tally()
     for index, mode in enumerate(MODES):
-        tally = run_kills(tmp_path, mode, kills=80, seed=seed + index)
+        tally = run_kills(tmp_path, mode, kills=340, seed=seed + index)
         lines.append(tally.line(f"sync={mode}"))
         total.kills += tally.kills
         total.kills_during_open += tally.kills_during_open
@@ -244,15 +244,16 @@ def test_sigkill_under_load(tmp_path: Path) -> None:
         total.records_checked += tally.records_checked
         assert tally.max_acked > 0, f"sync={mode}: no append was ever acknowledged"
     elapsed = time.perf_counter() - started
-    print(f"\nSIGKILL test, seed {seed:#x}, {elapsed:.1f}s")
-    for line in lines:
-        print("  " + line)
-    print(
-        f"  total: {total.kills} kills ({total.kills_during_open} while opening), "
-        f"{total.acked_checked} acknowledged LSNs checked, "
-        f"{total.records_checked} records read back"
-    )
-    assert total.kills >= 200
+    with capsys.disabled():  # the counts belong in the CI log
+        print(f"\nSIGKILL test, seed {seed:#x}, {elapsed:.1f}s")
+        for line in lines:
+            print("  " + line)
+        print(
+            f"  total: {total.kills} kills ({total.kills_during_open} while opening), "
+            f"{total.acked_checked} acknowledged LSNs checked, "
+            f"{total.records_checked} records read back, 0 acknowledged records lost"
+        )
+    assert total.kills >= 1000
     assert total.kills_during_open > 0
 
 
