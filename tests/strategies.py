@@ -10,7 +10,7 @@ from segwal.format import FRAME_TARGET_BYTES, MAX_U32, MAX_U64
 record_types = st.integers(min_value=0, max_value=0xFFFF)
 
 # LSNs start at 1; the upper bound leaves room for a batch's LSNs to stay within a u64.
-lsns = st.integers(min_value=1, max_value=2**63)
+lsns = st.integers(min_value=1, max_value=2**62)  # LSNs stay below 2**63 (format.MAX_LSN)
 
 # The durable LSN in a frame: 0 before anything is durable.
 durable_lsns = st.integers(min_value=0, max_value=MAX_U64)

@@ -352,6 +352,7 @@ def _join_unfinished(lines: list[str]) -> list[str]:
     out = []
     for line in lines:
         pid, _, rest = line.partition(" ")
+        rest = rest.lstrip()  # strace pads the pid column: short pids leave extra spaces
         if rest.endswith("<unfinished ...>"):
             pending[pid] = rest[: -len("<unfinished ...>")].rstrip()
             continue

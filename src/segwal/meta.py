@@ -26,7 +26,7 @@ from typing import Final
 from segwal import naming
 from segwal.errors import ConfigError, CorruptionError, StorageError
 from segwal.fileio import FileSystem
-from segwal.format import crc32c
+from segwal.format import MAX_LSN, crc32c
 
 META_NAME: Final = naming.META_NAME
 META_TEMP: Final = naming.META_TEMP_NAME
@@ -89,7 +89,7 @@ def decode(data: bytes, path: str) -> Meta:
         after = raw["truncate_after"]
         valid = (
             isinstance(first, int)
-            and first >= 1
+            and 1 <= first <= MAX_LSN + 1
             and isinstance(holds, dict)
             and all(isinstance(k, str) and isinstance(v, int) for k, v in holds.items())
             and (after is None or isinstance(after, int))

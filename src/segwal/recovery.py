@@ -149,7 +149,7 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
         first = result.segments[0]
         checkpoint = result.meta.first_lsn
         end = result.segments[-1].last_lsn
-        if checkpoint > end + 1 and result.damage is None:
+        if checkpoint > end + 1:
             raise ContinuityError(
                 f"the log's checkpoint keeps LSN {checkpoint} and later, but its records end "
                 f"at LSN {end}",

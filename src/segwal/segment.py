@@ -19,6 +19,7 @@ import blake3
 
 from segwal.errors import (
     ChecksumError,
+    ContinuityError,
     CorruptionError,
     SealError,
     SegmentHeaderError,
@@ -30,6 +31,7 @@ from segwal.format import (
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
     KIND_RECORDS,
+    MAX_LSN,
     SEAL_SIZE,
     FormatError,
     Seal,
@@ -151,9 +153,17 @@ class SegmentWriter:
     ) -> SegmentWriter:
         """Create the next active segment: temp file, header, fdatasync, rename, dir fsync.
 
+        Raises ContinuityError when ``first_lsn`` is past the last LSN a log can have.
+
         The rename publishes a file whose header is already durable, so a segment name never
         points at a file without a whole header, whatever instant the machine dies.
         """
+        if not 1 <= first_lsn <= MAX_LSN:
+            raise ContinuityError(
+                f"cannot start a segment at LSN {first_lsn}: LSNs end at {MAX_LSN}",
+                path=posixpath.join(directory, segment_name(first_lsn)),
+                lsn=first_lsn,
+            )
         raw = encode_header(
             log_id=log_id,
             sequence=sequence,

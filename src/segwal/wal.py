@@ -17,6 +17,7 @@ from segwal.commit import GroupCommit
 from segwal.config import WalConfig
 from segwal.errors import (
     ConfigError,
+    ContinuityError,
     InvalidPayloadError,
     NotFoundError,
     RecordTooLargeError,
@@ -25,6 +26,7 @@ from segwal.errors import (
 from segwal.format import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.index import save as save_index
 from segwal.maintenance import Maintenance
+from segwal.meta import store as store_meta
 from segwal.opening import (
     carry_out,
     publish_durable,
@@ -104,12 +106,26 @@ class Wal(Reading, Maintenance):
             ):
                 raise damage.exception()
             repair = carry_out(fs, found, mode)
+            kept_end = found.segments[-1].last_lsn if found.segments else None
+            if kept_end is not None and found.meta.first_lsn > kept_end + 1:
+                # What survived the damage ends below the checkpoint: no LSN can follow.
+                raise ContinuityError(
+                    f"after recovery the log ends at LSN {kept_end}, below its checkpoint "
+                    f"(LSN {found.meta.first_lsn})",
+                    path=found.segments[-1].path,
+                    lsn=found.meta.first_lsn,
+                )
             # With no segment left, the next one starts where the log's LSNs left off.
             first_lsn = max(
                 found.meta.first_lsn,
                 damage.lsn if damage is not None else 1,
                 (repair.rewound_to or 0) + 1,
             )
+            if not found.segments and found.has_meta and first_lsn > found.meta.first_lsn:
+                # Nothing survived ("truncate" mode): the log restarts after the lost LSNs,
+                # and its checkpoint must say so before the first new segment exists.
+                found.meta = found.meta.with_(first_lsn=first_lsn)
+                store_meta(fs, self._path, found.meta)
             writer, new_segment = start_writer(
                 fs,
                 self._path,
