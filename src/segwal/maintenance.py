@@ -72,6 +72,17 @@ class Maintenance(WalBase):
     def _ensure_durable(self, lsn: int) -> None:
         """Overridden by Wal: make records up to ``lsn`` durable."""
 
+    def _check_range(self, what: str, lsn: int, low: int, high: int) -> None:
+        """Raise NotFoundError, saying what would work, unless ``low <= lsn <= high``."""
+        if not low <= lsn <= high:
+            first, last = self.first_lsn, self.last_lsn
+            raise NotFoundError(
+                f"cannot {what} LSN {lsn}: the log holds LSNs {first}..{last} (use {low}..{high})",
+                lsn=lsn,
+                first_lsn=first,
+                last_lsn=last,
+            )
+
     # -- rules ----------------------------------------------------------------------------
 
     def _configured_rules(self, **extra: int | None) -> Rules:
@@ -184,14 +195,7 @@ class Maintenance(WalBase):
         with self._lock:
             self._check_writable()
             first, last = self.first_lsn, self.last_lsn
-            if not first <= lsn <= last + 1:
-                raise NotFoundError(
-                    f"cannot truncate before LSN {lsn}: the log holds LSNs {first}..{last} "
-                    f"(use {first}..{last + 1})",
-                    lsn=lsn,
-                    first_lsn=first,
-                    last_lsn=last,
-                )
+            self._check_range("truncate before", lsn, first, last + 1)
             hold = lowest_hold(self._all_holds())
             if hold is not None and lsn > hold[1]:
                 raise HoldError(hold[0], hold[1], lsn)
@@ -219,14 +223,7 @@ class Maintenance(WalBase):
         with self._lock:
             writer = self._check_writable()
             first, last = self.first_lsn, self.last_lsn
-            if not first - 1 <= lsn <= last:
-                raise NotFoundError(
-                    f"cannot truncate after LSN {lsn}: the log holds LSNs {first}..{last} "
-                    f"(use {first - 1}..{last})",
-                    lsn=lsn,
-                    first_lsn=first,
-                    last_lsn=last,
-                )
+            self._check_range("truncate after", lsn, first - 1, last)
             if lsn == last:
                 return TruncateResult(
                     segments_deleted=0, bytes_reclaimed=0, first_lsn=first, last_lsn=last
@@ -284,14 +281,7 @@ class Maintenance(WalBase):
         lsn = _lsn(lsn)
         with self._lock:
             self._check_writable()
-            first, last = self.first_lsn, self.last_lsn
-            if not first <= lsn <= last + 1:
-                raise NotFoundError(
-                    f"cannot hold LSN {lsn}: the log holds LSNs {first}..{last}",
-                    lsn=lsn,
-                    first_lsn=first,
-                    last_lsn=last,
-                )
+            self._check_range("hold", lsn, self.first_lsn, self.last_lsn + 1)
             self._store_holds({**self._meta.holds, name: lsn})
 
     def release(self, name: str) -> bool:
@@ -335,14 +325,7 @@ class Maintenance(WalBase):
 
     def _commit_cursor(self, name: str, position: int) -> None:
         self._check_open()
-        first, last = self.first_lsn, self.last_lsn
-        if not first <= position <= last + 1:
-            raise NotFoundError(
-                f"cursor position {position} is outside the log, which holds LSNs {first}..{last}",
-                lsn=position,
-                first_lsn=first,
-                last_lsn=last,
-            )
+        self._check_range("put a cursor at", position, self.first_lsn, self.last_lsn + 1)
         store_cursor(self._fs, self._path, name, position)
 
     def _delete_cursor(self, name: str) -> bool:

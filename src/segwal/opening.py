@@ -21,7 +21,7 @@ from segwal.index import build as build_index
 from segwal.index import remove as remove_index
 from segwal.meta import store as store_meta
 from segwal.naming import LOCK_NAME, quarantine_name
-from segwal.recovery import Plan, SegmentState, scan_tail
+from segwal.recovery import Plan, SegmentState, scan_tail, scanned_state
 from segwal.segment import SegmentWriter, read_header
 from segwal.truncation import rewrite_prefix
 from segwal.types import Cut
@@ -150,15 +150,7 @@ def _damaged_state(fs: FileSystem, plan: Plan, path: str) -> SegmentState:
         scan = scan_tail(handle, header, size)
     finally:
         handle.close()
-    state = SegmentState(
-        path=path,
-        header=header,
-        size=size,
-        end=scan.end,
-        last_lsn=scan.last_lsn,
-        min_ts=scan.min_ts,
-        max_ts=scan.max_ts,
-    )
+    state = scanned_state(path, header, size, scan, sealed=False)
     plan.segments.append(state)
     return state
 

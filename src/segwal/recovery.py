@@ -101,6 +101,23 @@ class _TailScan:
     index: SparseIndex = field(default_factory=SparseIndex)
 
 
+def scanned_state(
+    path: str, header: SegmentHeader, size: int, scan: _TailScan, *, sealed: bool = True
+) -> SegmentState:
+    """The segment as a frame-by-frame scan left it (its seal only if ``sealed``)."""
+    return SegmentState(
+        path=path,
+        header=header,
+        size=size,
+        end=scan.end,
+        last_lsn=scan.last_lsn,
+        min_ts=scan.min_ts,
+        max_ts=scan.max_ts,
+        seal=scan.seal if sealed else None,
+        index=scan.index,
+    )
+
+
 def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None = None) -> Plan:
     """Check the log in ``directory`` and say what to keep; raise on what is never valid.
 
@@ -212,18 +229,7 @@ def _check_segment(
             and scan.seal is None
             and (prev is None or continuity_problem(prev, cached.header) is None)
         ):
-            result.segments.append(
-                SegmentState(
-                    path=path,
-                    header=cached.header,
-                    size=size,
-                    end=scan.end,
-                    last_lsn=scan.last_lsn,
-                    min_ts=scan.min_ts,
-                    max_ts=scan.max_ts,
-                    index=scan.index,
-                )
-            )
+            result.segments.append(scanned_state(path, cached.header, size, scan))
             return None
         # Anything but a clean continuation (damage, a seal, a rewound file): look again
         # from the start, as a first open would.
@@ -283,19 +289,7 @@ def _check_segment(
         )
         return None
     scan = scan_tail(handle, header, size)
-    result.segments.append(
-        SegmentState(
-            path=path,
-            header=header,
-            size=size,
-            end=scan.end,
-            last_lsn=scan.last_lsn,
-            min_ts=scan.min_ts,
-            max_ts=scan.max_ts,
-            seal=scan.seal,
-            index=scan.index,
-        )
-    )
+    result.segments.append(scanned_state(path, header, size, scan))
     if scan.damage_offset is None:
         return None
     torn = not written_after_durable(handle, header, scan.damage_offset, size, scan.last_lsn + 1)

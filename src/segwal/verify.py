@@ -12,7 +12,13 @@ from segwal.errors import SegmentHeaderError, UnsupportedFormatError
 from segwal.fileio import FileSystem
 from segwal.format import HEADER_SIZE
 from segwal.naming import Kind, parse
-from segwal.recovery import SegmentState, continuity_problem, scan_tail, written_after_durable
+from segwal.recovery import (
+    SegmentState,
+    continuity_problem,
+    scan_tail,
+    scanned_state,
+    written_after_durable,
+)
 from segwal.segment import read_header
 from segwal.types import Problem, SegmentCheck, VerifyReport
 
@@ -101,16 +107,7 @@ def _check(
             reason = f"header says first LSN {header.first_lsn}, name says {name_lsn}"
             return Problem(path=path, offset=0, lsn=name_lsn, reason=reason), None
         scan = scan_tail(handle, header, size)
-        state = SegmentState(
-            path=path,
-            header=header,
-            size=size,
-            end=scan.end,
-            last_lsn=scan.last_lsn,
-            min_ts=scan.min_ts,
-            max_ts=scan.max_ts,
-            seal=scan.seal,
-        )
+        state = scanned_state(path, header, size, scan)
         gap = continuity_problem(prev, header) if prev is not None else None
         if prev is not None and gap is not None:
             return Problem(path=path, offset=0, lsn=prev.last_lsn + 1, reason=gap), state
