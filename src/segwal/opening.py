@@ -95,6 +95,10 @@ def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
     repair = Repair()
     directory = plan.directory
     damage = plan.damage
+    if plan.has_meta and (plan.obsolete or plan.meta.truncate_after is not None):
+        # A killed writer's META rename may sit in the page cache only: make it durable
+        # before deleting or rewriting anything on its strength.
+        fs.sync_dir(directory, "open.sync_dir")
     if damage is not None:
         # Later segments go first, newest first, so a crash midway leaves a contiguous log.
         moved = list(reversed(plan.quarantine))
@@ -241,6 +245,13 @@ def start_writer(
         first_lsn = tail.header.first_lsn
     else:
         assert tail.seal is not None
+        # A killed writer may have written this seal without its fdatasync: make it durable
+        # before a next segment exists (every segment but the last must be sealed on disk).
+        sealed = fs.open_write(tail.path)
+        try:
+            sealed.sync("open.sync")
+        finally:
+            sealed.close()
         log_id = tail.header.log_id
         sequence = tail.header.sequence + 1
         prev_digest = tail.seal.digest

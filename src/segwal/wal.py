@@ -8,6 +8,7 @@ write or barrier the log fails closed: every later mutation raises ``WalFailedEr
 from __future__ import annotations
 
 import errno
+import posixpath
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -96,6 +97,9 @@ class Wal(Reading, Maintenance):
     def _open_writer(self) -> RecoveryReport:
         fs, config = self._fs, self._config
         created = fs.make_dir(self._path)
+        if not created:
+            # A killed writer may have made the directory without its parent's fsync.
+            fs.sync_dir(posixpath.dirname(posixpath.abspath(self._path)), "make_dir")
         self._lock_handle = take_lock(fs, self._path)
         try:
             found = plan(fs, self._path)

@@ -1,0 +1,131 @@
+"""Every barrier is load-bearing: skip one fsync call site at a time (``skip_sync_sites``) and
+the crash-state enumeration of ``crashlib`` must find a broken promise, in every sync mode,
+unless the site is listed in ``REDUNDANT`` with the reason no crash state can need it.
+
+The sites are found by reading ``src/segwal`` (every ``.sync("...")`` and
+``sync_dir(..., "...")``), so a new barrier is tested as soon as it exists. Sites the
+workloads never reach are listed in ``NOT_REACHED`` with the reason, and the test checks
+they are indeed never reached. The table (site x mode -> caught by which workload, or why
+not) is printed at the end of the module.
+
+The workloads are ``crashlib.barrier_specs``: the log's creation, a few workloads aimed at
+one protocol path each (``crashlib.TARGETED``) and every sequence of up to two steps on an
+empty log; ``scripts/crash_long.py --barriers --deep`` also tries every sequence of two
+steps on a full log and a dozen random workloads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+import crashlib
+from crashlib import MODES, BarrierResult
+
+# Barriers no crash state can show to be needed, and why (one reason per site).
+REDUNDANT: dict[str, str] = {
+    "recover.obsolete": (
+        "hygiene: segments wholly below the durable checkpoint are never read as log data, "
+        "and a removal that a crash undoes is done again at the next open"
+    ),
+    "recover.truncate": (
+        "the cut is made durable by `open.sync`, the fdatasync of the same file that resumes "
+        "it, before any record is counted durable or written after the cut"
+    ),
+    "recover.temp": (
+        "hygiene: a leftover `*.wal.tmp` is never read as log data and is removed again at "
+        "the next open"
+    ),
+    "truncate.unlink": (
+        "the unlinks of later segments are made durable by the next fsync of the same "
+        "directory (`truncate.rename` when the cut segment is rewritten, else `meta.rename`) "
+        "before the rewind intent is cleared; until then the intent makes recovery remove them"
+    ),
+    "retention.unlink": (
+        "META's new first LSN is durable (`meta.rename`) before any segment is unlinked; a "
+        "segment whose unlink is lost lies below the checkpoint and the next open removes it"
+    ),
+    "retention.deferred": (
+        "as `retention.unlink`: the checkpoint was made durable when the deletion was "
+        "decided; a lost unlink leaves a segment below it that the next open removes"
+    ),
+}
+
+# Barriers the crash workloads never reach, and why.
+NOT_REACHED: dict[str, str] = {
+    "recover.quarantine": (
+        "only moves segments aside after corruption or a gap (recovery='truncate'); a crash "
+        "alone never leaves either, and test_recovery covers the path"
+    ),
+    "recover.quarantine_copy": (
+        "only in recovery='truncate' (the checker opens with 'tolerate_tail'); it keeps the "
+        "forensic copy of cut bytes, which the promise does not cover"
+    ),
+    "fail.undo": "runs only after an injected write or barrier failure (test_faults)",
+}
+
+SITES = crashlib.sync_sites()
+RESULTS: dict[tuple[str, str], BarrierResult] = {}
+
+
+def _search(site: str) -> list[BarrierResult]:
+    tasks = [(site, mode, False) for mode in MODES]
+    procs = crashlib.processes()
+    for name in crashlib.BASES:
+        crashlib.base(name)
+    if procs <= 1:
+        results = [crashlib._barrier_task(t) for t in tasks]
+    else:
+        with multiprocessing.get_context("fork").Pool(min(procs, len(tasks))) as pool:
+            results = pool.map(crashlib._barrier_task, tasks)
+    for result in results:
+        RESULTS[result.site, result.mode] = result
+    return results
+
+
+def test_the_tables_name_real_sites() -> None:
+    assert set(REDUNDANT) <= set(SITES), set(REDUNDANT) - set(SITES)
+    assert set(NOT_REACHED) <= set(SITES), set(NOT_REACHED) - set(SITES)
+    assert not set(REDUNDANT) & set(NOT_REACHED)
+    assert len(SITES) >= 15, SITES  # the grep found the barriers
+
+
+@pytest.mark.parametrize("site", [s for s in SITES if s not in NOT_REACHED])
+def test_skipping_the_barrier_breaks_the_promise(site: str) -> None:
+    results = _search(site)
+    for result in results:
+        assert result.calls > 0, f"{site} is never reached in mode {result.mode}"
+    if site in REDUNDANT:
+        caught = [r for r in results if r.caught]
+        assert not caught, (
+            f"{site} is listed as redundant but skipping it breaks the promise "
+            f"({caught[0].mode}): {caught[0].violation}"
+        )
+    else:
+        missed = [r.mode for r in results if not r.caught]
+        assert not missed, (
+            f"skipping {site} broke no promise in mode(s) {missed}: the enumeration has a "
+            "blind spot, or the barrier is redundant (then list it in REDUNDANT with why)"
+        )
+
+
+@pytest.mark.parametrize("site", sorted(NOT_REACHED))
+def test_unreached_barriers_are_not_reached(site: str) -> None:
+    """Cheap: only record the workloads (and their recoveries), crash nothing."""
+    for mode in MODES:
+        enumerator = crashlib.Enumerator(crashlib.BARRIER_POLICY, skip={site})
+        for spec in crashlib.barrier_specs(mode):
+            enumerator.record(spec)
+        assert enumerator.calls[site] == 0, f"{site} is reached now: test it (remove it here)"
+
+
+def test_barrier_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """Print the table of every site (the searched ones from this run)."""
+    results = [RESULTS[key] for key in sorted(RESULTS)]
+    for site in NOT_REACHED:
+        results += [BarrierResult(site, mode, False, 0) for mode in MODES]
+    notes = {**REDUNDANT, **NOT_REACHED}
+    with capsys.disabled():
+        print("\n" + crashlib.format_table(results, notes))
+    assert results
