@@ -25,10 +25,11 @@ META_TEMP_NAME: Final = "META.tmp"
 CURSOR_PREFIX: Final = "cursor."
 LSN_DIGITS: Final = 20
 
-_SEGMENT = re.compile(r"^(\d{20})\.wal$")
-_TEMP = re.compile(r"^(\d{20})\.wal\.tmp$")
-_INDEX = re.compile(r"^(\d{20})\.wal\.idx$")
-_QUARANTINE = re.compile(r"^(\d{20})\.wal\.(\d+)\.quarantine$")
+_SEGMENT_LEN: Final = LSN_DIGITS + len(SEGMENT_SUFFIX)
+# ASCII digits only, and the whole name (fullmatch: "$" would also accept a final newline).
+_TEMP = re.compile(r"(\d{20})\.wal\.tmp", re.ASCII)
+_INDEX = re.compile(r"(\d{20})\.wal\.idx", re.ASCII)
+_QUARANTINE = re.compile(r"(\d{20})\.wal\.(\d+)\.quarantine", re.ASCII)
 
 
 class Kind(Enum):
@@ -68,6 +69,11 @@ def quarantine_name(segment: str, n: int) -> str:
     return f"{segment}.{n}{QUARANTINE_SUFFIX}"
 
 
+def _is_lsn(digits: str) -> bool:
+    # ASCII only: str.isdigit alone also accepts digits of other scripts.
+    return digits.isascii() and digits.isdigit()
+
+
 def parse(name: str) -> Name:
     """Classify one directory entry by its name alone."""
     if name == LOCK_NAME:
@@ -78,12 +84,14 @@ def parse(name: str) -> Name:
         return Name(Kind.TEMP, name)
     if name.startswith(CURSOR_PREFIX):
         return Name(Kind.CURSOR, name)
-    if m := _SEGMENT.match(name):
-        return Name(Kind.SEGMENT, name, int(m.group(1)))
-    if m := _TEMP.match(name):
+    # Segments are most of a directory: recognise them without the regular expression.
+    digits = name[:LSN_DIGITS]
+    if len(name) == _SEGMENT_LEN and name.endswith(SEGMENT_SUFFIX) and _is_lsn(digits):
+        return Name(Kind.SEGMENT, name, int(digits))
+    if m := _TEMP.fullmatch(name):
         return Name(Kind.TEMP, name, int(m.group(1)))
-    if m := _INDEX.match(name):
+    if m := _INDEX.fullmatch(name):
         return Name(Kind.INDEX, name, int(m.group(1)))
-    if m := _QUARANTINE.match(name):
+    if m := _QUARANTINE.fullmatch(name):
         return Name(Kind.QUARANTINE, name, int(m.group(1)))
     return Name(Kind.FOREIGN, name)

@@ -126,32 +126,33 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
     segments never change, and the unsealed tail is scanned from where it was left.
     """
     known = known or {}
+    base = directory if directory.endswith("/") else directory + "/"  # join, cheaply
     stored = load_meta(fs, directory)
     result = Plan(directory=directory, meta=stored or Meta(), has_meta=stored is not None)
     names = []
     indexes: list[Name] = []
     for entry in sorted(fs.list_dir(directory), key=lambda e: e.name):
         name = parse(entry.name)
-        path = posixpath.join(directory, entry.name)
         if name.kind is Kind.SEGMENT:
             if not entry.is_file:
+                path = base + entry.name
                 raise SegmentHeaderError("not a regular file", path=path, offset=0)
             names.append(name)
         elif name.kind is Kind.TEMP:
-            result.temp_files.append(path)
+            result.temp_files.append(base + entry.name)
         elif name.kind is Kind.INDEX:
             indexes.append(name)
         elif name.kind is Kind.FOREIGN:
-            result.foreign.append(path)
+            result.foreign.append(base + entry.name)
     names.sort(key=lambda n: n.first_lsn)
     present = {n.first_lsn for n in names}
     # An index whose segment is gone is a leftover of a deletion that a crash interrupted.
     result.temp_files.extend(
-        posixpath.join(directory, n.name) for n in indexes if n.first_lsn not in present
+        base + n.name for n in indexes if n.first_lsn not in present
     )
     names = _drop_obsolete(result, names)
     for index, name in enumerate(names):
-        path = posixpath.join(directory, name.name)
+        path = base + name.name
         last = index == len(names) - 1
         handle = fs.open_read(path)
         try:
@@ -160,7 +161,7 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
             handle.close()
         if damage is not None:
             result.damage = damage
-            result.quarantine = [posixpath.join(directory, n.name) for n in names[index + 1 :]]
+            result.quarantine = [base + n.name for n in names[index + 1 :]]
             break
     if result.has_meta and result.segments:
         first = result.segments[0]

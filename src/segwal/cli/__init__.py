@@ -1,0 +1,74 @@
+"""The ``segwal`` command: inspect, verify and dump a log, truncate and prune it, manage
+holds, and the crash demo.
+
+Uses only the public API of ``segwal``. Data goes to stdout; logs, progress and errors to
+stderr. Exit codes: 0 ok, 1 corruption or verification failure, 2 usage (also: a change that
+needs ``--yes`` and did not get it, an LSN out of range, a hold in the way), 3 I/O error.
+Commands that delete records (truncate, prune) print their plan and change nothing unless
+given ``--yes``; ``--dry-run`` only prints the plan.
+``--json`` output is a contract: fields may be added, never removed or retyped; LSNs are
+integers, times RFC 3339 in UTC, binary data base64, empty lists ``[]``.
+"""
+
+from __future__ import annotations
+
+import click
+
+import segwal
+from segwal.cli.common import (
+    DURATION,
+    EXIT_CORRUPT,
+    EXIT_IO,
+    EXIT_OK,
+    EXIT_USAGE,
+    SIZE,
+    Failure,
+    parse_duration,
+    parse_size,
+    rfc3339,
+)
+from segwal.cli.democmd import demo, demo_child
+from segwal.cli.inspection import info, verify
+from segwal.cli.maintenance import holds, prune, truncate
+from segwal.cli.records import dump, tail
+
+__all__ = [
+    "DURATION",
+    "EXIT_CORRUPT",
+    "EXIT_IO",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "SIZE",
+    "Failure",
+    "demo",
+    "demo_child",
+    "dump",
+    "holds",
+    "info",
+    "main",
+    "parse_duration",
+    "parse_size",
+    "prune",
+    "rfc3339",
+    "tail",
+    "truncate",
+    "verify",
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(segwal.__version__, "-V", "--version", prog_name="segwal")
+def main() -> None:
+    """Inspect, check and trim segwal write-ahead logs, and watch one survive SIGKILL.
+
+    info, verify, dump and 'holds' (listing) are read-only. truncate and prune delete
+    records: they show their plan and change nothing without --yes. 'holds --set' and
+    'holds --release' change only holds, and 'demo' writes its own log.
+
+    Exit codes: 0 ok, 1 corruption or verification failure, 2 usage error (also a change
+    that needs --yes, an LSN out of range, a hold in the way), 3 I/O error.
+    """
+
+
+for _command in (info, verify, dump, tail, truncate, prune, holds, demo, demo_child):
+    main.add_command(_command)
