@@ -147,9 +147,7 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
     names.sort(key=lambda n: n.first_lsn)
     present = {n.first_lsn for n in names}
     # An index whose segment is gone is a leftover of a deletion that a crash interrupted.
-    result.temp_files.extend(
-        base + n.name for n in indexes if n.first_lsn not in present
-    )
+    result.temp_files.extend(base + n.name for n in indexes if n.first_lsn not in present)
     names = _drop_obsolete(result, names)
     for index, name in enumerate(names):
         path = base + name.name
