@@ -37,6 +37,7 @@ any_payloads = st.one_of(small_payloads, small_payloads, st.binary(min_size=300,
 
 class WalMachine(RuleBasedStateMachine):
     sync_mode: Any = "always"
+    buffer_bytes = 0  # > 0: single appends gather in memory (sync "interval"/"never" only)
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,7 +50,11 @@ class WalMachine(RuleBasedStateMachine):
 
     def _open(self) -> Wal:
         return segwal.open(
-            self.path, segment_bytes=self.segment_bytes, sync=self.sync_mode, sync_interval=0.005
+            self.path,
+            segment_bytes=self.segment_bytes,
+            sync=self.sync_mode,
+            sync_interval=0.005,
+            buffer_bytes=self.buffer_bytes,
         )
 
     def teardown(self) -> None:
@@ -214,6 +219,10 @@ MACHINES = {
     mode: type(f"WalMachine_{mode}", (WalMachine,), {"sync_mode": mode})
     for mode in ("always", "interval", "never")
 }
+for _mode in ("interval", "never"):
+    MACHINES[f"{_mode}+buffer"] = type(
+        f"WalMachine_{_mode}_buffered", (WalMachine,), {"sync_mode": _mode, "buffer_bytes": 300}
+    )
 
 
 @pytest.mark.parametrize("mode", sorted(MACHINES))

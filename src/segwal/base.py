@@ -91,6 +91,13 @@ class WalBase:
         self._doomed: set[str] = set()  # deleted by retention, waiting for readers
         self._rewinds = 0  # truncate_after calls: segment names may now mean other files
         self._last_ts = 0
+        # Buffered single appends (buffer_bytes): LSNs given out, not yet written.
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._pending_first = 0
+        self._pending_last = 0
+        self._pending_type = 0
+        self._pending_ts = 0
         self._counters = {"appends": 0, "records": 0, "payload_bytes": 0}
         self._rotations: dict[str, int] = {}
         self._io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
@@ -107,7 +114,15 @@ class WalBase:
             raise ReadOnlyError(f"the log at {self._path} was opened readonly")
         if self._failure is not None:
             raise WalFailedError(self._failure)
+        if self._pending:
+            # Whatever comes next (a batch, a barrier, a rotation, a truncation) must see
+            # the buffered records in the file first, in LSN order.
+            self._flush_pending()
+            assert self._writer is not None
         return self._writer
+
+    def _flush_pending(self) -> None:
+        """Write the buffered single appends (overridden by Wal, which owns the writer)."""
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
@@ -121,6 +136,8 @@ class WalBase:
         """Every segment of the log, oldest first; the last one is the active segment."""
         self._check_open()
         with self._lock:
+            if self._pending and self._failure is None:
+                self._flush_pending()  # the segments then hold every appended record
             infos = [segment_info(s) for s in self._sealed]
             if self._writer is not None:
                 infos.append(writer_info(self._writer))
@@ -150,7 +167,10 @@ class WalBase:
     def last_lsn(self) -> int:
         """The LSN of the newest record appended (0 when the log has never held one)."""
         if self._writer is not None:
-            return self._writer.last_lsn
+            # Buffered appends have LSNs before they are written; _pending_last is reset
+            # only once the write has moved the writer's last LSN up to it.
+            written, given = self._writer.last_lsn, self._pending_last
+            return given if given > written else written
         if self._tail is not None:
             return self._tail.last_lsn
         if self._sealed:
@@ -184,9 +204,10 @@ class WalBase:
         """Counters since open: appends, records, bytes, barriers, rotations by reason."""
         io = self._io
         return Stats(
-            appends=self._counters["appends"],
-            records=self._counters["records"],
-            payload_bytes=self._counters["payload_bytes"],
+            # Buffered appends count from the moment they are accepted.
+            appends=self._counters["appends"] + len(self._pending),
+            records=self._counters["records"] + len(self._pending),
+            payload_bytes=self._counters["payload_bytes"] + self._pending_bytes,
             written_bytes=io["written_bytes"],
             writes=io["writes"],
             fsyncs=io["fsyncs"],

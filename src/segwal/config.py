@@ -17,6 +17,7 @@ RecoveryMode = Literal["tolerate_tail", "strict", "truncate"]
 SYNC_MODES: Final = ("always", "interval", "never")
 RECOVERY_MODES: Final = ("tolerate_tail", "strict", "truncate")
 MIN_SEGMENT_BYTES: Final = HEADER_SIZE + SEAL_SIZE + 256
+MAX_BUFFER_BYTES: Final = 1 << 30  # what a buffered burst may hold in memory
 MAX_RECORD_LIMIT: Final = 1 << 30  # a frame's body length must fit in a u32 with room to spare
 
 
@@ -32,6 +33,9 @@ class WalConfig:
     max_segment_age: float | None = None
     sync: SyncMode = "always"
     sync_interval: float = 0.05
+    # Single appends gather in memory up to this many payload bytes and reach the file as
+    # one batch (0: every append is written at once). Not with sync="always".
+    buffer_bytes: int = 0
     max_record_bytes: int = 16 * 2**20
     recovery: RecoveryMode = "tolerate_tail"
     readonly: bool = False
@@ -47,6 +51,13 @@ class WalConfig:
         if self.max_segment_age is not None:
             _positive("max_segment_age", self.max_segment_age)
         _positive("sync_interval", self.sync_interval)
+        _int_in("buffer_bytes", self.buffer_bytes, 0, MAX_BUFFER_BYTES)
+        if self.buffer_bytes and self.sync == "always":
+            raise ConfigError(
+                'buffer_bytes needs sync="interval" or "never": with sync="always" every '
+                "append is made durable before it returns",
+                option="buffer_bytes",
+            )
         if self.sync not in SYNC_MODES:
             raise ConfigError(f"sync must be one of {SYNC_MODES}, not {self.sync!r}", option="sync")
         if self.recovery not in RECOVERY_MODES:

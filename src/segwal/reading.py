@@ -72,6 +72,8 @@ class Reading(WalBase):
         if self._config.readonly:
             self._refresh_view()
         with self._lock:
+            if unsynced and self._pending and self._failure is None:
+                self._flush_pending()  # unsynced readers see every appended record
             parts = [_sealed_part(s) for s in self._sealed]
             writer = self._writer
             if writer is not None:

@@ -78,6 +78,8 @@ class Wal(Reading, Maintenance):
     def __init__(self, path: str, config: WalConfig) -> None:
         super().__init__(path, config)
         self._published = 0
+        self._buffer_limit = config.buffer_bytes
+        self._max_record_bytes = config.max_record_bytes
         self._publish_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -251,13 +253,29 @@ class Wal(Reading, Maintenance):
 
     def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
         """Append one record; return its LSN. With sync="always" it is durable on return."""
-        data = _payload(payload)
+        # bytes, never a mutable buffer: a buffered payload must not change under us.
+        data = payload if payload.__class__ is bytes else _payload(payload)
         if type.__class__ is not int or not 0 <= type <= _MAX_TYPE:
             _check_type(type)
         size = len(data)
-        limit = self._config.max_record_bytes
-        if size > limit:
-            raise RecordTooLargeError(size, limit)
+        if size > self._max_record_bytes:
+            raise RecordTooLargeError(size, self._max_record_bytes)
+        if self._buffer_limit:
+            with self._lock:
+                pending = self._pending
+                # The hot path: a burst of one type on a healthy log (pending records mean
+                # open and writable: close and a failed write leave none).
+                if pending and type == self._pending_type and self._failure is None:
+                    lsn = self._pending_last + 1
+                    if lsn > MAX_LSN:
+                        raise _exhausted()
+                    pending.append(data)
+                    self._pending_last = lsn
+                    self._pending_bytes += size
+                    if self._pending_bytes >= self._buffer_limit:
+                        self._flush_pending()
+                    return lsn
+                return self._append_first_buffered(data, type, size)
         with self._lock:
             writer = self._check_writable()
             lsn = writer.last_lsn + 1
@@ -276,6 +294,45 @@ class Wal(Reading, Maintenance):
         if self._config.sync == "always":
             self._commit.wait_durable(lsn, lead=True)
         return lsn
+
+    def _append_first_buffered(self, data: bytes, record_type: int, size: int) -> int:
+        """Start a burst of buffered appends (the caller holds the lock)."""
+        # _check_writable raises what is wrong, and writes a burst of another type first:
+        # a frame holds records of one type.
+        writer = self._check_writable()
+        lsn = writer.last_lsn + 1
+        if lsn > MAX_LSN:
+            raise _exhausted()
+        self._pending = [data]
+        self._pending_first = self._pending_last = lsn
+        self._pending_type = record_type
+        self._pending_ts = self._stamp()  # the burst's records share its first stamp
+        self._pending_bytes = size
+        if size >= self._buffer_limit:
+            self._flush_pending()
+        return lsn
+
+    def _flush_pending(self) -> None:
+        """Write the buffered appends as one batch (all or nothing after a crash)."""
+        with self._lock:
+            items = self._pending
+            if not items:
+                return
+            # Taken out first: a rotation inside the write must not flush them again.
+            self._pending = []
+            size, self._pending_bytes = self._pending_bytes, 0
+            try:
+                writer = self._check_writable()  # a barrier may have failed meanwhile
+                self._write_batch(
+                    writer, self._pending_first, self._pending_type, self._pending_ts, items
+                )
+            finally:
+                # A failed write fails the log; the records it lost were never durable.
+                self._pending_last = 0
+            counters = self._counters
+            counters["appends"] += len(items)
+            counters["records"] += len(items)
+            counters["payload_bytes"] += size
 
     def append_batch(
         self, payloads: Iterable[bytes | bytearray | memoryview], type: int = 0
@@ -302,17 +359,12 @@ class Wal(Reading, Maintenance):
                 raise _exhausted()
             ts = self._stamp()
             try:
-                data = self._encode_batch(writer, first, type, ts, items, lengths)
+                self._write_batch(writer, first, type, ts, items, lengths)
             except (TypeError, ValueError):
                 items = [_payload(p, i) for i, p in enumerate(items)]
                 lengths = list(map(len, items))
                 self._check_sizes(lengths)
-                data = self._encode_batch(writer, first, type, ts, items, lengths)
-            largest = max(lengths)
-            if self._rotation_due(writer, len(data), largest, ts):
-                writer = self._rotate_for_append(writer, len(data), largest, ts)
-                data = self._encode_batch(writer, first, type, ts, items, lengths)
-            self._write(writer, data, last, ts)
+                self._write_batch(writer, first, type, ts, items, lengths)
             counters = self._counters
             counters["appends"] += 1
             counters["records"] += len(items)
@@ -320,6 +372,27 @@ class Wal(Reading, Maintenance):
         if self._config.sync == "always":
             self._commit.wait_durable(last, lead=True)
         return range(first, last + 1)
+
+    def _write_batch(
+        self,
+        writer: SegmentWriter,
+        first: int,
+        record_type: int,
+        ts: int,
+        items: list[bytes],
+        lengths: list[int] | None = None,
+    ) -> None:
+        """Encode ``items`` as one batch from LSN ``first`` and write it, rotating first
+        when it does not fit the active segment. Raises TypeError/ValueError before any
+        write when an item is not bytes-like."""
+        if lengths is None:
+            lengths = list(map(len, items))
+        data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+        largest = max(lengths)
+        if self._rotation_due(writer, len(data), largest, ts):
+            writer = self._rotate_for_append(writer, len(data), largest, ts)
+            data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+        self._write(writer, data, first + len(items) - 1, ts)
 
     def _check_sizes(self, lengths: list[int]) -> None:
         limit = self._config.max_record_bytes
@@ -511,6 +584,8 @@ class Wal(Reading, Maintenance):
             )
         if self._writer is None:
             return self._commit.durable_lsn >= lsn
+        if lsn > self._commit.written_lsn and self._pending:
+            self._check_writable()  # writes the buffered appends it waits for
         lead = self._config.sync != "interval"
         return self._commit.wait_durable(lsn, lead=lead, timeout=timeout)
 
@@ -518,6 +593,10 @@ class Wal(Reading, Maintenance):
         interval = self._config.sync_interval
         while not self._stop.wait(interval):
             try:
+                if self._pending:
+                    with self._lock:
+                        if not self._closed and self._failure is None:
+                            self._flush_pending()
                 self._commit.flush()
                 if self._config.max_segment_age is not None:
                     with self._lock:
@@ -541,14 +620,22 @@ class Wal(Reading, Maintenance):
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        flush_error: BaseException | None = None
         with self._lock:
             if self._closed:
                 return
+            if self._pending and self._failure is None:
+                try:
+                    self._flush_pending()
+                except BaseException as exc:  # raised once the files are released
+                    flush_error = exc
             self._closed = True
             writer = self._writer
         self._commit.close()  # followers waiting for records end their iteration
         handle = self._lock_handle
         try:
+            if flush_error is not None:
+                raise flush_error
             if writer is not None and self._failure is None:
                 self._commit.wait_durable(self._commit.written_lsn, lead=True)
                 if handle is not None:
