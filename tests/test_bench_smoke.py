@@ -1,78 +1,180 @@
-"""Smoke test of benchmarks/bench_core.py: it runs and prints a table. Speed is never asserted."""
+"""Smoke test of the benchmark suite (``segwal bench``, ``python -m segwal.bench``).
+
+It runs, writes a report with one table per workload group and segwal's ratios, a JSON
+document with every contender and a PNG plot. Speed is never asserted.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_core.py"
-WORKLOADS = ("batch-100B", "durable-100B", "replay-100B")
+# A buffered row (where lmdb and rocksdict run), a durable row, a group-commit row, a read
+# row and the open-1000 row. No cold replay: it drops the page cache of the whole machine.
+WORKLOADS = ("batch-1KiB", "durable-100B", "group-4t", "read-100B", "open-1000seg-rw")
+OPTIONAL = ("lmdb", "rocksdict")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def table_rows(stdout: str) -> list[list[str]]:
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "segwal.bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def table(report: str, title: str) -> list[list[str]]:
+    """The rows (header first) of the first table after the ``## title`` heading."""
+    section = report.split(f"## {title}\n", 1)[1]
     rows = []
-    for line in stdout.splitlines():
-        if line.startswith("|") and not line.startswith("|---"):
+    for line in section.splitlines():
+        if line.startswith("## "):
+            break
+        if line.startswith("|---"):
+            continue
+        if line.startswith("|"):
             rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            break
     return rows
 
 
 @pytest.mark.timeout(180)
-def test_quick_run_prints_a_table_for_segwal_and_sqlite(tmp_path: Path) -> None:
-    out_json = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--quick",
-            "--repeat",
-            "1",
-            "--only",
-            "^(" + "|".join(WORKLOADS) + ")$",
-            "--dir",
-            str(tmp_path / "data"),
-            "--json",
-            str(out_json),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
+def test_quick_run_writes_report_json_and_plot(tmp_path: Path) -> None:
+    out, plot, doc_path = tmp_path / "B.md", tmp_path / "p.png", tmp_path / "b.json"
+    data = tmp_path / "data"
+    proc = bench(
+        "--quick",
+        "--repeat",
+        "1",
+        "--only",
+        "^(" + "|".join(WORKLOADS) + ")$",
+        "--dir",
+        str(data),
+        "--out",
+        str(out),
+        "--plot",
+        str(plot),
+        "--json",
+        str(doc_path),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    directory = [line for line in proc.stdout.splitlines() if line.startswith("- directory:")]
-    assert directory and " on " in directory[0]  # the file system is named
+    expected = {"segwal", "sqlite3", "raw"} | {m for m in OPTIONAL if installed(m)}
+    for module in set(OPTIONAL) - expected:  # a missing peer is skipped with a note
+        assert f"{module} skipped" in proc.stderr and "pip install 'segwal[bench]'" in proc.stderr
 
-    rows = table_rows(proc.stdout)
-    assert rows, proc.stdout
-    header, body = rows[0], rows[1:]
-    assert header[:2] == ["workload", "contender"]
-    seen = {(row[0], row[1]) for row in body}
-    for workload in WORKLOADS:
-        for contender in ("segwal", "sqlite3", "raw"):
-            assert (workload, contender) in seen, proc.stdout
-    for row in body:
-        assert row[0] in WORKLOADS  # --only filtered the rest out
-        assert row[2] and row[3]  # records/s and MB/s are filled in
+    report = out.read_text()
+    assert report in proc.stdout  # printed as well as written
+    assert re.search(r"^- directory: .+ on \S+", report, re.MULTILINE)  # the file system
+    assert re.search(r"^- load average: .+ before, .+ after", report, re.MULTILINE)
+    assert "- cold cache: " in report and "- software: " in report
 
-    doc = json.loads(out_json.read_text())
-    assert {r["contender"] for r in doc["results"]} >= {"segwal", "sqlite3"}
+    contenders = ["segwal", "sqlite3", "lmdb", "rocksdict", "raw"]
+    contenders = [c for c in contenders if c in expected]
+    peers = [c for c in contenders if c != "segwal"]
+    for title, workload in (
+        ("Buffered append", "batch-1KiB"),
+        ("Durable append, one thread", "durable-100B"),
+        ("Group commit: durable appends from N threads", "group-4t"),
+        ("Random read by key / LSN", "read-100B"),
+    ):
+        header, *body = table(report, title)
+        assert header == ["workload", *contenders, *(f"segwal / {p}" for p in peers), "notes"]
+        assert [row[0] for row in body] == [f"`{workload}`"]
+        row = dict(zip(header, body[0], strict=True))
+        for c in contenders:
+            assert re.match(r"[\d.]+[kM]?/s", row[c]), row
+        for p in peers:  # the ratio of segwal to each peer and to the raw baseline
+            assert re.fullmatch(r"\d+\.\d\dx", row[f"segwal / {p}"]), row
+    header, *body = table(report, "Opening a log of 1,000 sealed segments")
+    assert header == ["workload", *contenders, "notes"]
+    row = dict(zip(header, body[0], strict=True))
+    assert re.fullmatch(r"[\d.]+ ms", row["segwal"]) and all(row[p] == "-" for p in peers)
+    assert "## Details" in report
+
+    doc = json.loads(doc_path.read_text())
+    assert set(doc["contenders"]) == expected
+    seen = {(r["workload"], r["contender"]) for r in doc["results"]}
+    for workload in WORKLOADS[:-1]:
+        assert {(workload, c) for c in expected} <= seen
+    assert ("open-1000seg-rw", "segwal") in seen
     assert all(r["median_rps"] > 0 for r in doc["results"])
-    assert doc["machine"]["filesystem"]["fstype"]
+    assert doc["machine"]["filesystem"]["fstype"] and doc["machine"]["versions"]["segwal"]
+    assert {r["workload"] for r in doc["results"]} == set(WORKLOADS)  # --only filtered
+
+    if installed("matplotlib"):
+        assert plot.read_bytes()[:8] == PNG_SIGNATURE
+        assert "![durable throughput against threads](p.png)" in report
+    else:
+        assert not plot.exists() and "pip install 'segwal[bench]'" in report
+    assert data.is_dir() and not list(data.iterdir())  # the run's files were removed
 
 
 def test_list_names_every_workload() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = bench("--list", timeout=60)
     assert proc.returncode == 0, proc.stderr
     names = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-    assert {"batch-100B", "single-1KiB", "durable-100B", "group-8t", "replay-1KiB"} <= names
+    assert {
+        "batch-64KiB",
+        "single-100B",
+        "durable-100B",
+        "group-64t",
+        "replay-1KiB-cold",
+        "read-100B",
+        "open-1000seg-ro",
+    } <= names
+
+
+def test_only_matching_nothing_is_a_usage_error(tmp_path: Path) -> None:
+    proc = bench("--only", "no-such-workload", "--out", str(tmp_path / "B.md"), timeout=60)
+    assert proc.returncode == 2
+    assert "matches no workload" in proc.stderr
+    assert not (tmp_path / "B.md").exists()
+
+
+def test_importing_the_suite_needs_no_optional_package() -> None:
+    code = (
+        "import sys, segwal.bench, segwal.bench.__main__\n"
+        "heavy = {'lmdb', 'rocksdict', 'matplotlib', 'rich'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_optional_packages_are_skipped_with_a_note(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "for name in ('lmdb', 'rocksdict', 'matplotlib'):\n"
+        "    sys.modules[name] = None  # import raises ImportError\n"
+        "from segwal.bench.command import bench\n"
+        "bench(sys.argv[1:], prog_name='segwal bench')\n"
+    )
+    out, plot, doc_path = tmp_path / "B.md", tmp_path / "p.png", tmp_path / "b.json"
+    args = ["--quick", "--repeat", "1", "--only", "^group-1t$", "--dir", str(tmp_path)]
+    args += ["--out", str(out), "--plot", str(plot), "--json", str(doc_path)]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    notes = [line for line in proc.stderr.splitlines() if "pip install 'segwal[bench]'" in line]
+    assert len(notes) == 3, proc.stderr  # lmdb, rocksdict, the plot: one line each
+    assert json.loads(doc_path.read_text())["contenders"] == ["segwal", "sqlite3", "raw"]
+    assert not plot.exists()
+    report = out.read_text()
+    assert "lmdb skipped" in report and "no plot: matplotlib is not installed" in report

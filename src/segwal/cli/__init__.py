@@ -15,6 +15,7 @@ from __future__ import annotations
 import click
 
 import segwal
+from segwal.bench import bench
 from segwal.cli.common import (
     DURATION,
     EXIT_CORRUPT,
@@ -70,5 +71,5 @@ def main() -> None:
     """
 
 
-for _command in (info, verify, dump, tail, truncate, prune, holds, demo, demo_child):
+for _command in (info, verify, dump, tail, truncate, prune, holds, demo, demo_child, bench):
     main.add_command(_command)

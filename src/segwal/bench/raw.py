@@ -1,0 +1,182 @@
+"""The physical baseline: length-prefixed records with ``os.write`` and ``os.fdatasync``.
+
+No checksum, no header, no segments, no crash recovery: the most a Python program gets from
+the disk, not a usable log. Durable appends are ``write`` + ``fdatasync`` per record; with N
+threads they share one fd through ``RawGroupLog``, the simplest correct leader/follower
+group commit. Random reads go through an in-memory offset index built on the first read.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from segwal.bench.peers import Peer, Reader, Writer
+
+LEN = struct.Struct("<I")
+FILE = "log.raw"
+
+
+def encode(batch: list[bytes]) -> bytes:
+    """Length-prefixed records, the raw baseline's whole format."""
+    pack = LEN.pack
+    return b"".join([part for p in batch for part in (pack(len(p)), p)])
+
+
+class RawGroupLog:
+    """The simplest correct group commit in Python, over one shared fd.
+
+    Writers append under a lock; the first one that needs durability leads an fdatasync that
+    covers everything written when it started, followers wait on a condition; a follower not
+    covered leads the next one. The same algorithm as segwal's, minus everything else.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.write_lock = threading.Lock()
+        self.cond = threading.Condition(threading.Lock())
+        self.written = 0
+        self.durable = 0
+        self.busy = False
+        self.syncs = 0
+
+    def append(self, payload: bytes) -> int:
+        data = LEN.pack(len(payload)) + payload
+        cond = self.cond
+        with self.write_lock:
+            os.write(self.fd, data)
+            with cond:
+                self.written += 1
+                seq = self.written
+        with cond:
+            while self.durable < seq:
+                if self.busy:
+                    cond.wait()
+                    continue
+                self.busy = True
+                target = self.written
+                cond.release()
+                try:
+                    os.fdatasync(self.fd)
+                finally:
+                    cond.acquire()
+                    self.busy = False
+                    self.syncs += 1
+                    self.durable = max(self.durable, target)
+                    cond.notify_all()
+        return seq
+
+
+class RawWriter(Writer):
+    def __init__(self, path: str, durable: bool) -> None:
+        os.makedirs(path, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        self.fd = fd = os.open(os.path.join(path, FILE), flags, 0o644)
+        self.barriers = 0
+        self.group: RawGroupLog | None = None
+        self.guard = threading.Lock()
+        write, fdatasync, pack = os.write, os.fdatasync, LEN.pack
+
+        if durable:
+
+            def append(payload: bytes) -> object:
+                write(fd, pack(len(payload)) + payload)
+                fdatasync(fd)
+                self.barriers += 1
+                return None
+
+        else:
+
+            def append(payload: bytes) -> object:
+                return write(fd, pack(len(payload)) + payload)
+
+        def append_batch(batch: list[bytes]) -> object:
+            written = write(fd, encode(batch))
+            if durable:
+                fdatasync(fd)
+                self.barriers += 1
+            return written
+
+        self.append = append
+        self.append_batch = append_batch
+
+    def thread_appender(self) -> Callable[[bytes], object]:
+        with self.guard:
+            if self.group is None:
+                self.group = RawGroupLog(self.fd)
+            return self.group.append
+
+    def barrier(self) -> None:
+        os.fdatasync(self.fd)
+        self.barriers += 1
+
+    def syncs(self) -> int:
+        return self.barriers + (self.group.syncs if self.group else 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def records(path: str, chunk: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """Parse the length-prefixed file: (lsn, payload) per record, reading 1 MiB at a time."""
+    unpack_from = LEN.unpack_from
+    lsn = 0
+    carry = b""
+    with open(os.path.join(path, FILE), "rb", buffering=0) as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                break
+            buf = carry + data if carry else data
+            pos, end = 0, len(buf)
+            while pos + 4 <= end:
+                (size,) = unpack_from(buf, pos)
+                stop = pos + 4 + size
+                if stop > end:
+                    break
+                lsn += 1
+                yield (lsn, buf[pos + 4 : stop])
+                pos = stop
+            carry = buf[pos:]
+    if carry:
+        raise ValueError(f"raw log ends with {len(carry)} stray bytes")
+
+
+class RawReader(Reader):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(os.path.join(path, FILE), os.O_RDONLY)
+        self.offsets: list[int] = []  # offset of record i+1's payload; built on first get
+        self.sizes: list[int] = []
+
+    def scan(self) -> Iterable[object]:
+        return records(self.path)
+
+    def index(self) -> None:
+        offsets, sizes = self.offsets, self.sizes
+        pos = 0
+        for _lsn, payload in records(self.path):
+            offsets.append(pos + 4)
+            sizes.append(len(payload))
+            pos += 4 + len(payload)
+
+    def get(self, lsn: int) -> bytes:
+        if not self.offsets:
+            self.index()
+        return os.pread(self.fd, self.sizes[lsn - 1], self.offsets[lsn - 1])
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class RawPeer(Peer):
+    name = "raw"
+    sync_note = "counted: one per durable append; group rows: one per leader"
+
+    def writer(self, path: str, durable: bool) -> Writer:
+        return RawWriter(path, durable)
+
+    def reader(self, path: str) -> Reader:
+        return RawReader(path)
