@@ -337,7 +337,9 @@ def scan_tail(
     expected = scan.last_lsn + 1
     batch_ts = 0
     batch_start = True
-    for ref in iter_frames(handle, header, start, size):
+    frames = iter_frames(handle, header, start, size)
+    while True:  # iter_frames always ends with a verdict that is not a frame: every exit breaks
+        ref = next(frames)
         verdict = ref.verdict
         frame = verdict.frame
         if frame is not None:
