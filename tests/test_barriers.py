@@ -8,6 +8,13 @@ workloads never reach are listed in ``NOT_REACHED`` with the reason, and the tes
 they are indeed never reached. The table (site x mode -> caught by which workload, or why
 not) is printed at the end of the module.
 
+Two forms: the full search (``pytest -m "slow or not slow" tests/test_barriers.py``, ~9
+minutes on 2 cores) tries every workload per site and mode, proves the REDUNDANT sites are
+never caught, and with ``SEGWAL_WRITE_WITNESSES=1`` records the first catching workload of
+each (site, mode) in ``barrier_witnesses.json``; every CI run replays those witnesses with
+the site skipped (about a second each), so a barrier that stops being load-bearing, or a
+workload that stops reaching it, fails the run.
+
 The workloads are ``crashlib.barrier_specs``: the log's creation, a few workloads aimed at
 one protocol path each (``crashlib.TARGETED``) and every sequence of up to two steps on an
 empty log; ``scripts/crash_long.py --barriers --deep`` also tries every sequence of two
@@ -16,7 +23,10 @@ steps on a full log and a dozen random workloads.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +35,6 @@ from crashlib import MODES, BarrierResult
 
 # Barriers no crash state can show to be needed, and why (one reason per site).
 REDUNDANT: dict[str, str] = {
-    "recover.obsolete": (
-        "hygiene: segments wholly below the durable checkpoint are never read as log data, "
-        "and a removal that a crash undoes is done again at the next open"
-    ),
     "recover.truncate": (
         "the cut is made durable by `open.sync`, the fdatasync of the same file that resumes "
         "it, before any record is counted durable or written after the cut"
@@ -68,6 +74,24 @@ NOT_REACHED: dict[str, str] = {
 SITES = crashlib.sync_sites()
 RESULTS: dict[tuple[str, str], BarrierResult] = {}
 
+# For every load-bearing (site, mode): the workload that the full search (-m slow) found to
+# break the promise when the site is skipped. CI replays just these, which takes seconds;
+# `SEGWAL_WRITE_WITNESSES=1 pytest -m "slow or not slow" tests/test_barriers.py` writes it anew.
+WITNESSES = Path(__file__).with_name("barrier_witnesses.json")
+
+
+def _spec_dict(spec: crashlib.Spec) -> dict[str, object]:
+    return {"mode": spec.mode, "base": spec.base, "steps": spec.steps, "focus": spec.focus}
+
+
+def _spec(data: dict[str, object]) -> crashlib.Spec:
+    steps = tuple((str(n), a) for n, a in data["steps"])  # type: ignore[attr-defined]
+    return crashlib.Spec(str(data["mode"]), str(data["base"]), steps, data["focus"])  # type: ignore[arg-type]
+
+
+def _load_witnesses() -> dict[str, dict[str, dict[str, object]]]:
+    return json.loads(WITNESSES.read_text()) if WITNESSES.exists() else {}
+
 
 def _search(site: str) -> list[BarrierResult]:
     tasks = [(site, mode, False) for mode in MODES]
@@ -91,8 +115,7 @@ def test_the_tables_name_real_sites() -> None:
     assert len(SITES) >= 15, SITES  # the grep found the barriers
 
 
-# Not yet verified for every site after the last protocol changes: run by hand with
-# `pytest -m slow tests/test_barriers.py` until the table is complete again.
+# The full search; CI replays its witnesses instead (below).
 @pytest.mark.slow
 @pytest.mark.parametrize("site", [s for s in SITES if s not in NOT_REACHED])
 def test_skipping_the_barrier_breaks_the_promise(site: str) -> None:
@@ -123,6 +146,35 @@ def test_unreached_barriers_are_not_reached(site: str) -> None:
         assert enumerator.calls[site] == 0, f"{site} is reached now: test it (remove it here)"
 
 
+WITNESS_CASES = [
+    (site, mode) for site, modes in sorted(_load_witnesses().items()) for mode in sorted(modes)
+]
+
+
+def test_every_load_bearing_site_has_a_witness_in_every_mode() -> None:
+    """The witness file covers every site that is neither redundant nor unreached."""
+    witnesses = _load_witnesses()
+    needed = {s for s in SITES if s not in REDUNDANT and s not in NOT_REACHED}
+    missing = sorted(
+        (site, mode) for site in needed for mode in MODES if mode not in witnesses.get(site, {})
+    )
+    assert not missing, f"no witness for {missing}: run the slow search to write them"
+    assert set(witnesses) <= needed, set(witnesses) - needed
+
+
+@pytest.mark.parametrize(("site", "mode"), WITNESS_CASES)
+def test_skipping_the_barrier_breaks_its_witness(site: str, mode: str) -> None:
+    """The quick form of the search: the workload found once still catches the skip."""
+    spec = _spec(_load_witnesses()[site][mode])
+    result = crashlib.search_barrier(site, mode, specs=[spec])
+    RESULTS.setdefault((site, mode), result)
+    assert result.calls > 0, f"{site} is no longer reached by {spec.label()}"
+    assert result.caught, (
+        f"skipping {site} no longer breaks its witness {spec.label()}: rerun the full "
+        "search (pytest -m slow tests/test_barriers.py) and update the table"
+    )
+
+
 def test_barrier_table(capsys: pytest.CaptureFixture[str]) -> None:
     """Print the table of every site (the searched ones from this run)."""
     results = [RESULTS[key] for key in sorted(RESULTS)]
@@ -132,3 +184,9 @@ def test_barrier_table(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print("\n" + crashlib.format_table(results, notes))
     assert results
+    if os.environ.get("SEGWAL_WRITE_WITNESSES") == "1":
+        witnesses: dict[str, dict[str, dict[str, object]]] = {}
+        for r in results:
+            if r.caught and r.spec is not None and r.site not in REDUNDANT:
+                witnesses.setdefault(r.site, {})[r.mode] = _spec_dict(r.spec)
+        WITNESSES.write_text(json.dumps(witnesses, indent=1, sort_keys=True) + "\n")

@@ -9,7 +9,7 @@ segment holds no frame) and "sealed_tail" (the last segment is sealed: a crash a
 before the next segment existed). Faults, one per case:
 
 * a bit flip in every bit of every header byte and every seal byte of every segment, in every
-  bit of every frame head and length table, and in three bits of every payload byte;
+  bit of every frame head and length table, and in five bits of every payload byte;
 * a zeroed or garbage 512-byte sector anywhere;
 * truncation at 0, inside the header, at every frame and seal boundary and one byte either
   side, and at every byte of the last batch;
@@ -126,7 +126,9 @@ def generate(ref: RefLog) -> Iterator[Case]:
                     )
                     bits: tuple[int, ...] = tuple(range(8))
                 else:
-                    family, bits = "flip.payload", (pos % 8, (pos + 3) % 8, (pos + 6) % 8)
+                    # Five of a payload byte's eight bits, rotating with the position.
+                    family = "flip.payload"
+                    bits = tuple((pos + k) % 8 for k in (0, 2, 3, 5, 6))
                 for bit in bits:
                     yield Case(
                         family, f"{name}@{pos}.{bit}", _with(ref, name, _flip(data, pos, bit))
