@@ -115,8 +115,10 @@ class Peer(ABC):
 
 
 class SegwalWriter(Writer):
-    def __init__(self, path: str, durable: bool) -> None:
-        self.wal = segwal.open(path, sync="always" if durable else "never")
+    def __init__(self, path: str, durable: bool, buffer_bytes: int = 0) -> None:
+        self.wal = segwal.open(
+            path, sync="always" if durable else "never", buffer_bytes=buffer_bytes
+        )
         self.append = self.wal.append  # bound methods: no wrapper in the loop
         self.append_batch = self.wal.append_batch
 
@@ -157,6 +159,18 @@ class SegwalPeer(Peer):
 
     def reader(self, path: str) -> Reader:
         return SegwalReader(path)
+
+
+class SegwalBufferedPeer(SegwalPeer):
+    """segwal with ``buffer_bytes``: single appends gather in memory and are written as one
+    batch per MiB (a process crash loses what is still in memory; see the README)."""
+
+    name = "segwal+buffer"
+    kinds = frozenset({"single"})
+    BUFFER_BYTES = 1 << 20
+
+    def writer(self, path: str, durable: bool) -> Writer:
+        return SegwalWriter(path, durable, 0 if durable else self.BUFFER_BYTES)
 
 
 # -- sqlite3 (WAL mode) ------------------------------------------------------------------

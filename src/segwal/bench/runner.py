@@ -17,13 +17,27 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from segwal.bench import workloads as w
-from segwal.bench.peers import LmdbPeer, Peer, RocksdictPeer, SegwalPeer, Sqlite3Peer
+from segwal.bench.peers import (
+    LmdbPeer,
+    Peer,
+    RocksdictPeer,
+    SegwalBufferedPeer,
+    SegwalPeer,
+    Sqlite3Peer,
+)
 from segwal.bench.raw import RawPeer
 from segwal.bench.system import CacheDropper
 from segwal.bench.workloads import Case, Sample
 
 # Column order of the report: segwal first, the physical baseline last.
-PEERS: tuple[type[Peer], ...] = (SegwalPeer, Sqlite3Peer, LmdbPeer, RocksdictPeer, RawPeer)
+PEERS: tuple[type[Peer], ...] = (
+    SegwalPeer,
+    SegwalBufferedPeer,
+    Sqlite3Peer,
+    LmdbPeer,
+    RocksdictPeer,
+    RawPeer,
+)
 NOISY_PCT = 25.0
 
 
