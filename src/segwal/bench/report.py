@@ -92,6 +92,8 @@ def row_notes(case: Case, rows: dict[str, dict[str, Any]]) -> str:
 
 def group_table(cases: Sequence[Case], contenders: Sequence[str], by: dict[Any, Any]) -> str:
     group = cases[0].group
+    # Only the contenders that ran a workload of this table (segwal+buffer: single appends).
+    contenders = [c for c in contenders if any((case.name, c) in by for case in cases)]
     peers = [c for c in contenders if c != "segwal"]
     head = ["workload", *contenders]
     if group != "open":
