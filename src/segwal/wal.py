@@ -323,9 +323,10 @@ class Wal(Reading, Maintenance):
             size, self._pending_bytes = self._pending_bytes, 0
             try:
                 writer = self._check_writable()  # a barrier may have failed meanwhile
-                self._write_batch(
-                    writer, self._pending_first, self._pending_type, self._pending_ts, items
-                )
+                first, record_type, ts = self._pending_first, self._pending_type, self._pending_ts
+                lengths = list(map(len, items))
+                data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+                self._write_batch(writer, data, first, record_type, ts, items, lengths)
             finally:
                 # A failed write fails the log; the records it lost were never durable.
                 self._pending_last = 0
@@ -359,12 +360,13 @@ class Wal(Reading, Maintenance):
                 raise _exhausted()
             ts = self._stamp()
             try:
-                self._write_batch(writer, first, type, ts, items, lengths)
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
             except (TypeError, ValueError):
                 items = [_payload(p, i) for i, p in enumerate(items)]
                 lengths = list(map(len, items))
                 self._check_sizes(lengths)
-                self._write_batch(writer, first, type, ts, items, lengths)
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
+            self._write_batch(writer, data, first, type, ts, items, lengths)
             counters = self._counters
             counters["appends"] += 1
             counters["records"] += len(items)
@@ -376,18 +378,15 @@ class Wal(Reading, Maintenance):
     def _write_batch(
         self,
         writer: SegmentWriter,
+        data: bytes | bytearray,
         first: int,
         record_type: int,
         ts: int,
         items: list[bytes],
-        lengths: list[int] | None = None,
+        lengths: list[int],
     ) -> None:
-        """Encode ``items`` as one batch from LSN ``first`` and write it, rotating first
-        when it does not fit the active segment. Raises TypeError/ValueError before any
-        write when an item is not bytes-like."""
-        if lengths is None:
-            lengths = list(map(len, items))
-        data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+        """Write the batch ``data`` (``items`` encoded from LSN ``first``), rotating first
+        and encoding again when it does not fit the active segment."""
         largest = max(lengths)
         if self._rotation_due(writer, len(data), largest, ts):
             writer = self._rotate_for_append(writer, len(data), largest, ts)
