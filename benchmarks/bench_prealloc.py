@@ -44,58 +44,43 @@ def _zeroed(path: str, size: int) -> None:
         os.close(fd)
 
 
-def append(path: str, ops: int) -> float:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+def _timed_writes(fd: int, ops: int, *, sync: bool) -> float:
+    """``ops`` records written one after another, each fdatasynced before the next."""
     record = os.urandom(RECORD)
     try:
         t0 = time.perf_counter()
         for i in range(ops):
             os.pwrite(fd, record, i * RECORD)
-            os.fdatasync(fd)
+            if sync:
+                os.fdatasync(fd)
         return time.perf_counter() - t0
     finally:
         os.close(fd)
+
+
+def append(path: str, ops: int) -> float:
+    return _timed_writes(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644), ops, sync=True)
 
 
 def zeroed(path: str, ops: int) -> float:
     _zeroed(path, ops * RECORD + BLOCK)
-    fd = os.open(path, os.O_RDWR)
-    record = os.urandom(RECORD)
-    try:
-        t0 = time.perf_counter()
-        for i in range(ops):
-            os.pwrite(fd, record, i * RECORD)
-            os.fdatasync(fd)
-        return time.perf_counter() - t0
-    finally:
-        os.close(fd)
+    return _timed_writes(os.open(path, os.O_RDWR), ops, sync=True)
 
 
 def fallocate(path: str, ops: int) -> float:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    record = os.urandom(RECORD)
     try:
         os.posix_fallocate(fd, 0, ops * RECORD + BLOCK)
         os.fsync(fd)
-        t0 = time.perf_counter()
-        for i in range(ops):
-            os.pwrite(fd, record, i * RECORD)
-            os.fdatasync(fd)
-        return time.perf_counter() - t0
-    finally:
+    except OSError:
         os.close(fd)
+        raise
+    return _timed_writes(fd, ops, sync=True)
 
 
 def o_dsync(path: str, ops: int) -> float:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DSYNC, 0o644)
-    record = os.urandom(RECORD)
-    try:
-        t0 = time.perf_counter()
-        for i in range(ops):
-            os.pwrite(fd, record, i * RECORD)
-        return time.perf_counter() - t0
-    finally:
-        os.close(fd)
+    flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_DSYNC
+    return _timed_writes(os.open(path, flags, 0o644), ops, sync=False)
 
 
 def o_direct(path: str, ops: int) -> float:

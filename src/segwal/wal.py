@@ -584,7 +584,7 @@ class Wal(Reading, Maintenance):
         if self._writer is None:
             return self._commit.durable_lsn >= lsn
         if lsn > self._commit.written_lsn and self._pending:
-            self._check_writable()  # writes the buffered appends it waits for
+            self._flush_pending()  # the buffered appends it waits for
         lead = self._config.sync != "interval"
         return self._commit.wait_durable(lsn, lead=lead, timeout=timeout)
 

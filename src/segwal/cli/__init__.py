@@ -15,7 +15,6 @@ from __future__ import annotations
 import click
 
 import segwal
-from segwal.bench import bench
 from segwal.cli.common import (
     DURATION,
     EXIT_CORRUPT,
@@ -57,7 +56,22 @@ __all__ = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; ``bench`` (a suite of ~10 modules) is imported only when used,
+    so it adds nothing to the start of every other command."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "bench"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "bench":
+            from segwal.bench import bench
+
+            return bench
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(segwal.__version__, "-V", "--version", prog_name="segwal")
 def main() -> None:
     """Inspect, check and trim segwal write-ahead logs, and watch one survive SIGKILL.
@@ -71,5 +85,5 @@ def main() -> None:
     """
 
 
-for _command in (info, verify, dump, tail, truncate, prune, holds, demo, demo_child, bench):
+for _command in (info, verify, dump, tail, truncate, prune, holds, demo, demo_child):
     main.add_command(_command)
