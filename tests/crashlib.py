@@ -116,8 +116,8 @@ def sync_sites() -> list[str]:
     """Every barrier call site label in ``src/segwal`` (``.sync("x")``, ``sync_dir(d, "x")``),
     the in-memory file system aside."""
     found: set[str] = set()
-    for path in SRC.glob("*.py"):
-        if path.name == "testing.py":
+    for path in SRC.rglob("*.py"):
+        if path.relative_to(SRC).parts[0] == "testing":
             continue
         text = path.read_text()
         found.update(re.findall(r"\.sync\(\s*\"([^\"]+)\"\s*\)", text))

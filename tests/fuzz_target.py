@@ -40,7 +40,7 @@ from typing import Final, Literal
 import blake3
 
 import segwal
-from segwal.format import (
+from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
     FRAME_HEAD_SIZE,

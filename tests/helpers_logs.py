@@ -19,8 +19,7 @@ from pathlib import Path
 import blake3
 
 import segwal
-from segwal.fileio import Buffer, FileHandle, OsFileSystem
-from segwal.format import (
+from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
     HEADER,
@@ -35,7 +34,8 @@ from segwal.format import (
     encode_seal,
     max_frame_bytes,
 )
-from segwal.scanner import Status, check
+from segwal.format.scanner import Status, check
+from segwal.storage.fileio import Buffer, FileHandle, OsFileSystem
 
 T0 = 1_700_000_000_000_000
 SMALL_SEGMENT = 1024

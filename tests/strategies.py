@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from segwal.format import FRAME_TARGET_BYTES, MAX_U32, MAX_U64
+from segwal.format.layout import FRAME_TARGET_BYTES, MAX_U32, MAX_U64
 
 # Any value a u16 record-type field can hold.
 record_types = st.integers(min_value=0, max_value=0xFFFF)

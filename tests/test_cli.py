@@ -714,14 +714,13 @@ def test_demo_on_a_locked_log_exits_3(log_dir: Path) -> None:
 # The CLI's own modules may import each other: the packages segwal.cli and segwal.bench (the
 # `segwal bench` suite, a client of the public API like the rest), their modules and the demo.
 CLI_FILES = [
-    "demo.py",
     "__main__.py",
     *sorted(f"{d}/{p.name}" for d in ("cli", "bench") for p in (SRC / d).glob("*.py")),
 ]
 
 
 def is_cli_module(module: str) -> bool:
-    return module in {"segwal.cli", "segwal.demo", "segwal.bench"} or module.startswith(
+    return module in {"segwal.cli", "segwal.bench"} or module.startswith(
         ("segwal.cli.", "segwal.bench.")
     )
 

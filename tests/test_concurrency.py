@@ -24,7 +24,7 @@ import pytest
 import segwal
 from conftest import payload
 from segwal import OsFileSystem, Wal
-from segwal.fileio import FileHandle
+from segwal.storage.fileio import FileHandle
 
 
 def run_threads(count: int, target: Callable[[int], None]) -> None:

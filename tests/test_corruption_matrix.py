@@ -65,7 +65,7 @@ from fuzz_target import (
     seg_name,
 )
 from segwal import ContinuityError, CorruptionError, SealError, SegmentHeaderError
-from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, SEAL_SIZE
+from segwal.format.layout import FRAME_HEAD_SIZE, HEADER_SIZE, SEAL_SIZE
 
 SECTOR = 512
 EVERY = int(os.environ.get("SEGWAL_MATRIX_EVERY", "1"))

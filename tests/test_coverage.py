@@ -23,7 +23,11 @@ TEST_FILES = (
     "tests/test_scanner.py",
     "tests/test_recovery_branches.py",
 )
-MODULES = ("src/segwal/format.py", "src/segwal/scanner.py", "src/segwal/recovery.py")
+MODULES = (
+    "src/segwal/format/layout.py",
+    "src/segwal/format/scanner.py",
+    "src/segwal/storage/recovery.py",
+)
 TIMEOUT = 240
 
 

@@ -25,7 +25,7 @@ import pytest
 
 import segwal
 from conftest import payload
-from segwal.fileio import OsFileSystem
+from segwal.storage.fileio import OsFileSystem
 
 _GEN = struct.Struct("<IQ")  # generation, LSN: the first 12 bytes of a cross-process payload
 
@@ -316,7 +316,7 @@ CHILD = textwrap.dedent(
     """
     import os, random, struct, sys, time
     import segwal
-    from segwal.fileio import OsFileSystem
+    from segwal.storage.fileio import OsFileSystem
 
     directory = sys.argv[1]
     generation, seed, tear_after = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -16,8 +16,8 @@ from typing import Any
 import blake3
 import pytest
 
-from segwal import format as fmt
-from segwal.format import (
+from segwal.format import layout as fmt
+from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     FRAME_TARGET_BYTES,

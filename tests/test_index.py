@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 import segwal
 from conftest import FakeClock, payload
-from segwal.fileio import OsFileSystem
-from segwal.format import FRAME_TARGET_BYTES, HEADER_SIZE, SEAL_SIZE, crc32c, encode_frames
-from segwal.index import INTERVAL, SparseIndex, build, load, sidecar_path
+from segwal.format.layout import FRAME_TARGET_BYTES, HEADER_SIZE, SEAL_SIZE, crc32c, encode_frames
+from segwal.storage.fileio import OsFileSystem
+from segwal.storage.index import INTERVAL, SparseIndex, build, load, sidecar_path
 
 _HEAD = struct.Struct("<8sII32s")
 _ENTRY = struct.Struct("<QQQ")
@@ -561,7 +561,7 @@ def test_wrong_but_well_formed_sidecar_never_yields_a_wrong_record(
     "makes read() return that frame's record (frames are checked, boundaries are not)",
 )
 def test_sidecar_pointing_into_a_payload_never_yields_the_frame_inside_it(tmp_path: Path) -> None:
-    from segwal.format import decode_header
+    from segwal.format.layout import decode_header
 
     directory = str(tmp_path / "wal")
     with segwal.open(directory, segment_bytes=64 << 10, sync="never") as wal:

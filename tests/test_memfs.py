@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from segwal.errors import StorageError
-from segwal.fileio import Entry, FileHandle, FileSystem, OsFileSystem
+from segwal.storage.fileio import Entry, FileHandle, FileSystem, OsFileSystem
 from segwal.testing import (
     FAULT_KINDS,
     MemoryFileSystem,

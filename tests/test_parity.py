@@ -204,7 +204,7 @@ WORKLOAD = r'''
 import uuid as _uuid
 
 import segwal
-from segwal.fileio import OsFileSystem
+from segwal.storage.fileio import OsFileSystem
 
 
 def run(parent, fs, fixed_log_id):

@@ -19,7 +19,7 @@ import pytest
 
 import segwal
 from conftest import FakeClock, payload
-from segwal.fileio import OsFileSystem
+from segwal.storage.fileio import OsFileSystem
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_readers.py"
 

@@ -7,7 +7,7 @@ test builds its own in milliseconds) and then damaged or extended byte by byte. 
 shape is three segments of two records each: ``1.wal`` (LSNs 1-2, sealed), ``3.wal`` (3-4,
 sealed) and the active ``5.wal`` (5-6), every frame recording the previous LSN as durable.
 
-The last section covers guards of ``segwal.format`` that the format tests do not reach.
+The last section covers guards of ``segwal.format.layout`` that the format tests do not reach.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from helpers_logs import (
     xor_byte,
 )
 from segwal import ContinuityError, CorruptionError, SealError, SegmentHeaderError
-from segwal.fileio import OsFileSystem
-from segwal.format import (
+from segwal.format.layout import (
     MAX_LSN,
     FormatError,
     decode_header,
@@ -47,10 +46,11 @@ from segwal.format import (
     encode_seal,
     max_frame_bytes,
 )
-from segwal.meta import Meta
-from segwal.meta import encode as encode_meta
-from segwal.recovery import SEARCH_WINDOW, Damage, Plan, SegmentState, plan
-from segwal.scanner import check
+from segwal.format.scanner import check
+from segwal.storage.fileio import OsFileSystem
+from segwal.storage.meta import Meta
+from segwal.storage.meta import encode as encode_meta
+from segwal.storage.recovery import SEARCH_WINDOW, Damage, Plan, SegmentState, plan
 
 FS = OsFileSystem()
 LOG_ID = b"\x42" * 16
@@ -841,7 +841,7 @@ def test_cached_tail_of_another_log_is_read_again(tmp_path: Path) -> None:
     assert [s.header.log_id for s in found.segments] == [OTHER_ID] * 3
 
 
-# -- segwal.format: guards the format tests do not reach ------------------------------------
+# -- segwal.format.layout: guards the format tests do not reach ------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import pytest
 
 import segwal
 from conftest import FakeClock, payload
-from segwal.retention import Rules, decide
+from segwal.log.retention import Rules, decide
 from segwal.testing import MemoryFileSystem
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_retention.py"

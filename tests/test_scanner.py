@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segwal.format import (
+from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     FRAME_TARGET_BYTES,
@@ -27,7 +27,7 @@ from segwal.format import (
     encode_record,
     max_frame_bytes,
 )
-from segwal.scanner import Frame, Status, Verdict, check, find_valid, record_spans
+from segwal.format.scanner import Frame, Status, Verdict, check, find_valid, record_spans
 from strategies import (
     durable_lsns,
     junk,

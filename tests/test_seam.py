@@ -1,6 +1,6 @@
 """The I/O seam is the only way to the disk: nothing outside it touches log data.
 
-Every file operation of the library goes through ``segwal.fileio`` (``OsFileSystem``, the
+Every file operation of the library goes through ``segwal.storage.fileio`` (``OsFileSystem``, the
 real one) so that ``segwal.testing.MemoryFileSystem`` sees, records, crashes and fails all
 of them. A direct ``open``, ``os.*`` or ``shutil`` call anywhere else would escape the
 crash tests, so:
@@ -39,11 +39,12 @@ from conftest import FakeClock, payload
 from segwal.testing import MemoryFileSystem
 
 SRC = Path(segwal.__file__).resolve().parent
-SEAM = {"fileio.py", "testing.py"}
-MODULES = sorted(  # the top-level modules and those of the cli package: "wal.py", "cli/common.py"
+SEAM = {"storage/fileio.py"}  # and the in-memory file system of the testing package
+MODULES = sorted(  # every library module and those of the cli package: "log/wal.py"
     p.relative_to(SRC).as_posix()
-    for p in [*SRC.glob("*.py"), *SRC.glob("cli/*.py")]
-    if p.name not in SEAM
+    for p in SRC.rglob("*.py")
+    if p.relative_to(SRC).as_posix() not in SEAM
+    and p.relative_to(SRC).parts[0] not in {"testing", "bench"}
 )
 
 # os attributes that never touch a file (anywhere outside the seam).

@@ -21,7 +21,7 @@ import pytest
 import segwal
 from conftest import FakeClock, payload
 from segwal import Record, SegmentInfo, Wal
-from segwal.format import FRAME_HEAD_SIZE, FRAME_TARGET_BYTES, HEADER_SIZE, SEAL_SIZE
+from segwal.format.layout import FRAME_HEAD_SIZE, FRAME_TARGET_BYTES, HEADER_SIZE, SEAL_SIZE
 
 
 def fill(wal: Wal, count: int, size: int | None = None) -> list[int]:
@@ -836,7 +836,7 @@ def test_bad_options_are_config_errors(tmp_path: Path, option: str, value: Any) 
 
 
 def test_smallest_segment_size_works(wal_dir: str) -> None:
-    from segwal.config import MIN_SEGMENT_BYTES
+    from segwal.log.config import MIN_SEGMENT_BYTES
 
     with pytest.raises(segwal.ConfigError):
         segwal.open(wal_dir, segment_bytes=MIN_SEGMENT_BYTES - 1)

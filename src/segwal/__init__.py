@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from os import PathLike, fspath
 
-from segwal.config import RecoveryMode, SyncMode, WalConfig
-from segwal.cursors import Cursor
 from segwal.errors import (
     ChecksumError,
     ClosedError,
@@ -38,9 +36,13 @@ from segwal.errors import (
     UnsupportedFormatError,
     WalFailedError,
 )
-from segwal.fileio import FileSystem, OsFileSystem
-from segwal.maintenance import Deletion, RetentionResult, TruncateResult
-from segwal.retention import Decision
+from segwal.log.config import RecoveryMode, SyncMode, WalConfig
+from segwal.log.cursors import Cursor
+from segwal.log.maintenance import Deletion, RetentionResult, TruncateResult
+from segwal.log.retention import Decision
+from segwal.log.wal import Wal
+from segwal.storage.fileio import FileSystem, OsFileSystem
+from segwal.storage.verify import verify_directory
 from segwal.types import (
     Batch,
     Cut,
@@ -52,8 +54,6 @@ from segwal.types import (
     Stats,
     VerifyReport,
 )
-from segwal.verify import verify_directory
-from segwal.wal import Wal
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@ Run ``python tests/golden/make_golden.py`` to (re)write the files next to this s
 ``python tests/golden/make_golden.py --check`` to compare them without writing. The files
 are committed: a change to their bytes is a format change and needs a new version.
 
-Only ``segwal.format`` functions (and BLAKE3 for the seal digest) build the bytes, from the
+Only ``segwal.format.layout`` functions (and BLAKE3 for the seal digest) build the bytes, from the
 fixed inputs below; ``tests/test_format.py`` re-encodes the same inputs and compares.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import blake3
 
-from segwal import format as fmt
+from segwal.format import layout as fmt
 
 HERE = Path(__file__).resolve().parent
 

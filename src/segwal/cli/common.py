@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import segwal
-from segwal.demo import DemoError
+from segwal.cli.demo import DemoError
 
 EXIT_OK = 0
 EXIT_CORRUPT = 1

@@ -1,4 +1,4 @@
-"""The ``demo`` command and its hidden writer child; the demo itself is ``segwal.demo``."""
+"""The ``demo`` command and its hidden writer child; the demo itself is ``segwal.cli.demo``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import click
 
 from segwal.cli.common import Failure, errors
-from segwal.demo import run_child, run_demo
+from segwal.cli.demo import run_child, run_demo
 
 
 @click.command(short_help="SIGKILL a writer mid-write; check nothing acknowledged is lost.")

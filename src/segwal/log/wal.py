@@ -1,7 +1,7 @@
 """The log: open and close, append, LSNs, rotation, the durable LSN, reads and replay.
 
 ``Wal`` is thread-safe. Appends take one lock while they assign LSNs and write; durability
-is shared among concurrent appenders by :class:`~segwal.commit.GroupCommit`. After any failed
+is shared among concurrent appenders by :class:`~segwal.log.commit.GroupCommit`. After any failed
 write or barrier the log fails closed: every later mutation raises ``WalFailedError``.
 """
 
@@ -13,9 +13,6 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from segwal.base import log, segment_info
-from segwal.commit import GroupCommit
-from segwal.config import WalConfig
 from segwal.errors import (
     ConfigError,
     ContinuityError,
@@ -24,20 +21,19 @@ from segwal.errors import (
     RecordTooLargeError,
     StorageError,
 )
-from segwal.format import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
-from segwal.index import save as save_index
-from segwal.maintenance import Maintenance
-from segwal.meta import store as store_meta
-from segwal.opening import (
-    carry_out,
-    publish_durable,
-    read_lock,
-    start_writer,
-    take_lock,
-)
-from segwal.reading import Reading
-from segwal.recovery import Plan, SegmentState, plan
-from segwal.segment import SegmentWriter
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
+from segwal.log.base import log, segment_info
+from segwal.log.commit import GroupCommit
+from segwal.log.config import WalConfig
+from segwal.log.maintenance import Maintenance
+from segwal.log.reading import Reading
+from segwal.storage.index import save as save_index
+from segwal.storage.lockfile import publish_durable, read_lock, take_lock
+from segwal.storage.meta import store as store_meta
+from segwal.storage.recovery import Plan, SegmentState, plan
+from segwal.storage.repair import carry_out
+from segwal.storage.segment import SegmentWriter
+from segwal.storage.tail import start_writer
 from segwal.types import Cut, RecoveryReport, SegmentInfo
 
 _MAX_TYPE = 0xFFFF

@@ -25,8 +25,7 @@ from segwal.errors import (
     SegmentHeaderError,
     UnsupportedFormatError,
 )
-from segwal.fileio import Buffer, FileHandle, FileSystem
-from segwal.format import (
+from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
@@ -42,9 +41,10 @@ from segwal.format import (
     encode_seal,
     max_frame_bytes,
 )
-from segwal.index import SparseIndex
-from segwal.naming import segment_name, temp_name
-from segwal.scanner import Status, Verdict, check
+from segwal.format.naming import segment_name, temp_name
+from segwal.format.scanner import Status, Verdict, check
+from segwal.storage.fileio import Buffer, FileHandle, FileSystem
+from segwal.storage.index import SparseIndex
 from segwal.types import Record
 
 log = logging.getLogger("segwal")

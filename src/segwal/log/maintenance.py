@@ -12,21 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from segwal.base import WalBase, log, segment_info, writer_info, writer_state
-from segwal.cursors import HOLD_PREFIX, Cursor
-from segwal.cursors import check_name as check_cursor_name
-from segwal.cursors import load as load_cursor
-from segwal.cursors import load_all as load_cursors
-from segwal.cursors import remove as remove_cursor
-from segwal.cursors import store as store_cursor
 from segwal.errors import ConfigError, HoldError, NotFoundError
-from segwal.index import remove as remove_index
-from segwal.meta import Meta, check_hold_name
-from segwal.meta import store as store_meta
-from segwal.opening import start_writer
-from segwal.retention import Decision, Rules, decide, lowest_hold
-from segwal.segment import SegmentWriter, undo
-from segwal.truncation import rewrite_prefix
+from segwal.log.base import WalBase, log, segment_info, writer_info, writer_state
+from segwal.log.cursors import HOLD_PREFIX, Cursor
+from segwal.log.cursors import check_name as check_cursor_name
+from segwal.log.cursors import load as load_cursor
+from segwal.log.cursors import load_all as load_cursors
+from segwal.log.cursors import remove as remove_cursor
+from segwal.log.cursors import store as store_cursor
+from segwal.log.retention import Decision, Rules, decide, lowest_hold
+from segwal.storage.index import remove as remove_index
+from segwal.storage.meta import Meta, check_hold_name
+from segwal.storage.meta import store as store_meta
+from segwal.storage.segment import SegmentWriter, undo
+from segwal.storage.tail import start_writer
+from segwal.storage.truncation import rewrite_prefix
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

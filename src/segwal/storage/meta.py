@@ -23,10 +23,10 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from segwal import naming
 from segwal.errors import ConfigError, CorruptionError, StorageError
-from segwal.fileio import FileSystem
-from segwal.format import MAX_LSN, crc32c
+from segwal.format import naming
+from segwal.format.layout import MAX_LSN, crc32c
+from segwal.storage.fileio import FileSystem
 
 META_NAME: Final = naming.META_NAME
 META_TEMP: Final = naming.META_TEMP_NAME

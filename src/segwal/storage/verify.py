@@ -9,17 +9,17 @@ from __future__ import annotations
 import posixpath
 
 from segwal.errors import SegmentHeaderError, UnsupportedFormatError
-from segwal.fileio import FileSystem
-from segwal.format import HEADER_SIZE
-from segwal.naming import Kind, parse
-from segwal.recovery import (
+from segwal.format.layout import HEADER_SIZE
+from segwal.format.naming import Kind, parse
+from segwal.storage.fileio import FileSystem
+from segwal.storage.recovery import (
     SegmentState,
     continuity_problem,
     scan_tail,
     scanned_state,
     written_after_durable,
 )
-from segwal.segment import read_header
+from segwal.storage.segment import read_header
 from segwal.types import Problem, SegmentCheck, VerifyReport
 
 

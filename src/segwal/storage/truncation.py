@@ -13,13 +13,13 @@ import struct
 from itertools import accumulate
 
 from segwal.errors import ChecksumError, StorageError
-from segwal.fileio import FileSystem
-from segwal.format import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
-from segwal.index import remove as remove_index
-from segwal.naming import temp_name
-from segwal.recovery import SegmentState
-from segwal.scanner import Frame, Status
-from segwal.segment import iter_frames
+from segwal.format.layout import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
+from segwal.format.naming import temp_name
+from segwal.format.scanner import Frame, Status
+from segwal.storage.fileio import FileSystem
+from segwal.storage.index import remove as remove_index
+from segwal.storage.recovery import SegmentState
+from segwal.storage.segment import iter_frames
 
 
 def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int) -> SegmentState:

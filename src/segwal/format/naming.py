@@ -6,7 +6,7 @@ Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never dele
 A sealed segment's sparse index may sit beside it as ``{first_lsn:020d}.wal.idx``.
 ``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
 holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced);
-``cursor.{name}`` holds a consumer's position (see :mod:`segwal.cursors`).
+``cursor.{name}`` holds a consumer's position (see :mod:`segwal.log.cursors`).
 """
 
 from __future__ import annotations

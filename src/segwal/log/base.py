@@ -1,6 +1,6 @@
 """The state every part of an open log shares, its checks, and what it tells about itself.
 
-``Wal`` is assembled from this base, :mod:`segwal.reading` and :mod:`segwal.maintenance`;
+``Wal`` is assembled from this base, :mod:`segwal.log.reading` and :mod:`segwal.log.maintenance`;
 the base owns the fields (one lock guards them), the open/failed/readonly checks, and the
 introspection that needs no I/O: LSN watermarks, segment infos and counters.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from segwal.commit import GroupCommit
-from segwal.config import WalConfig
 from segwal.errors import ClosedError, ReadOnlyError, WalFailedError
-from segwal.fileio import FileHandle
-from segwal.meta import Meta
-from segwal.recovery import SegmentState
-from segwal.segment import SegmentWriter
+from segwal.log.commit import GroupCommit
+from segwal.log.config import WalConfig
+from segwal.storage.fileio import FileHandle
+from segwal.storage.meta import Meta
+from segwal.storage.recovery import SegmentState
+from segwal.storage.segment import SegmentWriter
 from segwal.types import RecoveryReport, SegmentInfo, Stats
 
 log = logging.getLogger("segwal")

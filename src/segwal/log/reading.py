@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from itertools import chain
 from time import monotonic, sleep
 
-from segwal.base import WalBase, log
 from segwal.errors import (
     ChecksumError,
     ConfigError,
@@ -22,13 +21,14 @@ from segwal.errors import (
     ReaderFellBehindError,
     StorageError,
 )
-from segwal.format import HEADER_SIZE, SegmentHeader
-from segwal.index import SparseIndex
-from segwal.index import load as load_index
-from segwal.index import remove as remove_index
-from segwal.recovery import SegmentState
-from segwal.scanner import Status
-from segwal.segment import iter_frames, iter_records
+from segwal.format.layout import HEADER_SIZE, SegmentHeader
+from segwal.format.scanner import Status
+from segwal.log.base import WalBase, log
+from segwal.storage.index import SparseIndex
+from segwal.storage.index import load as load_index
+from segwal.storage.index import remove as remove_index
+from segwal.storage.recovery import SegmentState
+from segwal.storage.segment import iter_frames, iter_records
 from segwal.types import Batch, Record
 
 

@@ -13,7 +13,7 @@ from enum import Enum
 from itertools import accumulate, pairwise
 from typing import Final, NamedTuple
 
-from segwal.format import (
+from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
     FRAME_HEAD_SIZE,

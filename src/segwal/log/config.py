@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from segwal.errors import ConfigError
-from segwal.fileio import FileSystem, OsFileSystem
-from segwal.format import HEADER_SIZE, MAX_U32, SEAL_SIZE
+from segwal.format.layout import HEADER_SIZE, MAX_U32, SEAL_SIZE
+from segwal.storage.fileio import FileSystem, OsFileSystem
 
 SyncMode = Literal["always", "interval", "never"]
 RecoveryMode = Literal["tolerate_tail", "strict", "truncate"]

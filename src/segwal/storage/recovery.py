@@ -21,14 +21,14 @@ from segwal.errors import (
     SealError,
     SegmentHeaderError,
 )
-from segwal.fileio import FileHandle, FileSystem
-from segwal.format import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
-from segwal.index import SparseIndex
-from segwal.meta import Meta
-from segwal.meta import load as load_meta
-from segwal.naming import Kind, Name, parse
-from segwal.scanner import Status, check, find_valid
-from segwal.segment import digest_of, iter_frames, read_header, read_seal
+from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
+from segwal.format.naming import Kind, Name, parse
+from segwal.format.scanner import Status, check, find_valid
+from segwal.storage.fileio import FileHandle, FileSystem
+from segwal.storage.index import SparseIndex
+from segwal.storage.meta import Meta
+from segwal.storage.meta import load as load_meta
+from segwal.storage.segment import digest_of, iter_frames, read_header, read_seal
 
 SEARCH_WINDOW = 4 << 20
 

@@ -24,8 +24,8 @@ import struct
 from bisect import bisect_right
 from typing import Final
 
-from segwal.fileio import FileHandle, FileSystem
-from segwal.format import FRAME_HEAD, FRAME_HEAD_SIZE, HEADER_SIZE, KIND_RECORDS, crc32c
+from segwal.format.layout import FRAME_HEAD, FRAME_HEAD_SIZE, HEADER_SIZE, KIND_RECORDS, crc32c
+from segwal.storage.fileio import FileHandle, FileSystem
 
 INTERVAL: Final = 4 << 10
 INDEX_SUFFIX: Final = ".idx"

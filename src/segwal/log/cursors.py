@@ -17,17 +17,14 @@ import os
 import posixpath
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from segwal.errors import CorruptionError, StorageError
-from segwal.fileio import FileSystem
-from segwal.format import crc32c
-from segwal.meta import check_hold_name
-from segwal.naming import CURSOR_PREFIX
+from segwal.format.layout import crc32c
+from segwal.format.naming import CURSOR_PREFIX
+from segwal.storage.fileio import FileSystem
+from segwal.storage.meta import check_hold_name
 from segwal.types import Batch, Record
-
-if TYPE_CHECKING:
-    from segwal.wal import Wal
 
 _LAYOUT = struct.Struct("<8sQ")
 _CRC = struct.Struct("<I")
@@ -107,6 +104,18 @@ def load_all(fs: FileSystem, directory: str) -> dict[str, int]:
     return found
 
 
+class CursorHost(Protocol):
+    """What a cursor needs of its log (``Wal`` provides it); a cursor knows nothing else."""
+
+    def read_batch(self, from_lsn: int, *, max_records: int, max_bytes: int) -> Batch: ...
+
+    def follow(self, from_lsn: int, *, timeout: float | None) -> Iterator[Record]: ...
+
+    def _commit_cursor(self, name: str, position: int) -> None: ...
+
+    def _delete_cursor(self, name: str) -> bool: ...
+
+
 class Cursor:
     """A named consumer position that survives restarts and keeps its records.
 
@@ -115,7 +124,7 @@ class Cursor:
     commit every batch, not every record).
     """
 
-    def __init__(self, wal: Wal, name: str, position: int) -> None:
+    def __init__(self, wal: CursorHost, name: str, position: int) -> None:
         self._wal = wal
         self.name = name
         self.position = position

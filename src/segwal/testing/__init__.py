@@ -1,7 +1,7 @@
 """Crash-testing tools: an in-memory file system that records, forgets and fails.
 
-:class:`MemoryFileSystem` implements the :class:`segwal.fileio.FileSystem` seam in memory.
-It answers like :class:`~segwal.fileio.OsFileSystem` (same results, same
+:class:`MemoryFileSystem` implements the :class:`segwal.storage.fileio.FileSystem` seam in memory.
+It answers like :class:`~segwal.storage.fileio.OsFileSystem` (same results, same
 :class:`~segwal.errors.StorageError` with the same ``errno``) and also tracks what a power
 loss would keep, under the fault model of the reliability guide:
 
@@ -41,7 +41,7 @@ Faults: ``fs.fail("write", nth=3, error=errno.ENOSPC, short=100)`` and
 Crash images, forks and replays start with no faults armed and no open handles or locks;
 replays and forks keep ``skip_sync_sites``, images do not.
 
-Known differences from :class:`~segwal.fileio.OsFileSystem`: a handle on a directory
+Known differences from :class:`~segwal.storage.fileio.OsFileSystem`: a handle on a directory
 reports size 4096 (as on ext4); symbolic links, permissions and hard links do not exist;
 ``..`` is resolved lexically; relative paths are relative to ``/``.
 """
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from segwal.errors import StorageError
-from segwal.fileio import Buffer, Entry
+from segwal.storage.fileio import Buffer, Entry
 
 __all__ = [
     "FAULT_KINDS",
@@ -457,7 +457,7 @@ class _Imager:
 
 
 class MemoryFile:
-    """An open file of a :class:`MemoryFileSystem`; implements ``segwal.fileio.FileHandle``."""
+    """An open file of a :class:`MemoryFileSystem`; a ``segwal.storage.fileio.FileHandle``."""
 
     __slots__ = ("_closed", "_fs", "_ino", "_path", "_writable")
 
@@ -544,7 +544,7 @@ class MemoryFile:
 
 
 class MemoryFileSystem:
-    """An in-memory, recording, crashable ``segwal.fileio.FileSystem``.
+    """An in-memory, recording, crashable ``segwal.storage.fileio.FileSystem``.
 
     Paths are strings, normalised with :mod:`posixpath`; relative paths are relative to
     ``/``. Thread-safe: one internal lock serialises every call. Inodes are never freed,

@@ -1,0 +1,80 @@
+"""The active segment at open: the unsealed tail resumed, or the next segment created.
+
+Whatever a killed writer left in the page cache (tail records, a seal) is made durable here
+before a record in it is called durable or a next segment exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from segwal.format.layout import ZERO_DIGEST
+from segwal.storage.fileio import FileSystem
+from segwal.storage.index import build as build_index
+from segwal.storage.recovery import SegmentState
+from segwal.storage.segment import SegmentWriter
+
+
+def start_writer(
+    fs: FileSystem,
+    directory: str,
+    segments: list[SegmentState],
+    *,
+    first_lsn: int,
+    now_us: int,
+    max_record_bytes: int,
+) -> tuple[SegmentWriter, bool]:
+    """The active segment's writer: the unsealed tail resumed, or a new segment.
+
+    Returns the writer and whether a new segment was created.
+    """
+    tail = segments[-1] if segments else None
+    if tail is not None and tail.seal is None:
+        handle = fs.open_write(tail.path)
+        index = tail.index if tail.index is not None else build_index(handle, tail.end)
+        writer = SegmentWriter(
+            fs,
+            handle,
+            tail.header,
+            offset=tail.end,
+            last_lsn=tail.last_lsn,
+            min_ts=tail.min_ts,
+            max_ts=tail.max_ts,
+            index=index,
+        )
+        # Records a killed process left in the page cache are durable only after this.
+        writer.handle.sync("open.sync")
+        fs.sync_dir(directory, "open.sync_dir")
+        return writer, False
+    if tail is None:
+        log_id, sequence, prev_digest = uuid.uuid4().bytes, 0, ZERO_DIGEST
+    elif tail.last_lsn < tail.header.first_lsn:
+        # A sealed segment with no record: replace it in place, as rotation would have.
+        log_id = tail.header.log_id
+        sequence = tail.header.sequence
+        prev_digest = tail.header.prev_digest
+        first_lsn = tail.header.first_lsn
+    else:
+        assert tail.seal is not None
+        # A killed writer may have written this seal without its fdatasync: make it durable
+        # before a next segment exists (every segment but the last must be sealed on disk).
+        sealed = fs.open_write(tail.path)
+        try:
+            sealed.sync("open.sync")
+        finally:
+            sealed.close()
+        log_id = tail.header.log_id
+        sequence = tail.header.sequence + 1
+        prev_digest = tail.seal.digest
+        first_lsn = tail.last_lsn + 1
+    writer = SegmentWriter.create(
+        fs,
+        directory,
+        log_id=log_id,
+        sequence=sequence,
+        first_lsn=first_lsn,
+        created_us=now_us,
+        max_record_bytes=max_record_bytes,
+        prev_digest=prev_digest,
+    )
+    return writer, True
