@@ -189,7 +189,7 @@ def _append(count: int) -> Step:
             lsns = range(first, first + count)
             model.appended(lsns)
             assert wal.append_batch([body(n, model.gen) for n in lsns]) == lsns
-        if wal._config.sync == "always":
+        if wal._state.config.sync == "always":
             # Acknowledged on return: the barrier that covers it completed.
             assert wal.durable_lsn >= lsns[-1]
 

@@ -423,12 +423,12 @@ def test_build_matches_the_live_index_and_recovery(tmp_path: Path) -> None:
                 wal.append_batch([payload(wal.next_lsn + k) for k in range(i % 17 + 1)])
             else:
                 wal.append(payload(wal.next_lsn, 500))
-        live = entries_of(wal._writer.index)  # type: ignore[union-attr]
-        end = wal._writer.offset  # type: ignore[union-attr]
+        live = entries_of(wal._state.writer.index)  # type: ignore[union-attr]
+        end = wal._state.writer.offset  # type: ignore[union-attr]
     # Reopened: recovery scanned the unsealed tail and rebuilt the same index.
     with segwal.open(directory, segment_bytes=16 << 20, sync="never", clock=clock) as wal:
-        assert entries_of(wal._writer.index) == live  # type: ignore[union-attr]
-        handle = OsFileSystem().open_read(wal._writer.path)  # type: ignore[union-attr]
+        assert entries_of(wal._state.writer.index) == live  # type: ignore[union-attr]
+        handle = OsFileSystem().open_read(wal._state.writer.path)  # type: ignore[union-attr]
         try:
             assert entries_of(build(handle, end)) == live
         finally:

@@ -4,7 +4,7 @@ Every module of ``src/segwal`` is read as an AST; every import counts, at module
 ``if TYPE_CHECKING:`` and inside functions alike. Each module belongs to a layer by its
 folder (``../shared/DESIGN.md``), and a layer may import only the layers listed for it:
 
-    base     errors, types                      (the exception tree and public values)
+    base     errors, types, events              (the exception tree and public values)
     format   segwal/format/                     pure byte layouts, scanner, naming
     storage  segwal/storage/                    I/O seam, segments, recovery, repair, verify
     log      segwal/log/                        the Wal facade and its parts
@@ -36,7 +36,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "api": frozenset({"base", "format", "storage", "log", "api"}),
     "edge": frozenset({"api", "edge"}),
 }
-BASE_MODULES = {"segwal.errors", "segwal.types"}
+BASE_MODULES = {"segwal.errors", "segwal.types", "segwal.events"}
 LOWER_PACKAGES = ("format", "storage", "log", "testing")
 
 

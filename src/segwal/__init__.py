@@ -13,15 +13,18 @@ a torn tail is cut and reported, and corruption anywhere else is raised, never s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from os import PathLike, fspath
+import os
+from collections.abc import Callable, Iterable
+from os import PathLike
 
+from segwal import events
 from segwal.errors import (
     ChecksumError,
     ClosedError,
     ConfigError,
     ContinuityError,
     CorruptionError,
+    ForkedError,
     HoldError,
     InvalidPayloadError,
     LockError,
@@ -38,7 +41,13 @@ from segwal.errors import (
 )
 from segwal.log.config import RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
-from segwal.log.maintenance import Deletion, RetentionResult, TruncateResult
+from segwal.log.plans import (
+    Deletion,
+    RetentionResult,
+    SegmentAction,
+    TruncatePlan,
+    TruncateResult,
+)
 from segwal.log.retention import Decision
 from segwal.log.wal import Wal
 from segwal.storage.fileio import FileSystem, OsFileSystem
@@ -69,6 +78,7 @@ __all__ = [
     "Decision",
     "Deletion",
     "FileSystem",
+    "ForkedError",
     "HoldError",
     "InvalidPayloadError",
     "LockError",
@@ -83,6 +93,7 @@ __all__ = [
     "RecoveryReport",
     "RetentionResult",
     "SealError",
+    "SegmentAction",
     "SegmentCheck",
     "SegmentHeaderError",
     "SegmentInfo",
@@ -90,6 +101,7 @@ __all__ = [
     "Stats",
     "StorageError",
     "SyncMode",
+    "TruncatePlan",
     "TruncateResult",
     "UnsupportedFormatError",
     "VerifyReport",
@@ -97,13 +109,14 @@ __all__ = [
     "WalConfig",
     "WalFailedError",
     "__version__",
+    "events",
     "open",
     "verify",
 ]
 
 
 def open(  # the natural name, as lmdb.open and shelve.open
-    path: str | PathLike[str],
+    path: str | bytes | PathLike[str] | PathLike[bytes],
     *,
     segment_bytes: int = 64 * 2**20,
     max_segment_age: float | None = None,
@@ -118,6 +131,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     retention_min_segments: int = 0,
     filesystem: FileSystem | None = None,
     clock: Callable[[], int] | None = None,
+    observers: Iterable[events.Observer] = (),
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
@@ -140,11 +154,32 @@ def open(  # the natural name, as lmdb.open and shelve.open
         retention_max_age=retention_max_age,
         retention_max_bytes=retention_max_bytes,
         retention_min_segments=retention_min_segments,
+        observers=tuple(observers),
         **options,  # type: ignore[arg-type]
     )
-    return Wal(fspath(path), config)
+    return Wal(_directory(path, resolve=filesystem is None), config)
 
 
-def verify(path: str | PathLike[str], *, filesystem: FileSystem | None = None) -> VerifyReport:
+def verify(
+    path: str | bytes | PathLike[str] | PathLike[bytes], *, filesystem: FileSystem | None = None
+) -> VerifyReport:
     """Read every byte of the log in ``path`` and report problems; never writes."""
-    return verify_directory(filesystem or OsFileSystem(), fspath(path))
+    directory = _directory(path, resolve=filesystem is None)
+    return verify_directory(filesystem or OsFileSystem(), directory)
+
+
+def _directory(path: str | bytes | PathLike[str] | PathLike[bytes], *, resolve: bool) -> str:
+    """The log's directory as a str, like ``os`` takes it (str, bytes or path-like).
+
+    On the real file system it is made absolute here, once: a later ``os.chdir`` must not
+    move where the log's next segment is created.
+    """
+    try:
+        name = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(
+            f"path must be str, bytes or os.PathLike, not {type(path).__name__}"
+        ) from None
+    if not name or "\0" in name:
+        raise ConfigError(f"invalid log path {name!r}", option="path")
+    return os.path.abspath(name) if resolve else name

@@ -13,6 +13,7 @@
     ├── ClosedError                          the log was closed
     ├── ReadOnlyError                        a mutation on a log opened readonly
     ├── WalFailedError                       a write or sync failed earlier; reopen the log
+    │   └── ForkedError                      a child forked from the writer tried a change
     ├── StorageError (OSError)               the operating system refused an operation
     ├── UnsupportedFormatError               a newer format version or an unknown codec
     └── CorruptionError                      damaged or inconsistent data on disk
@@ -118,6 +119,25 @@ class WalFailedError(SegwalError):
             "close it and open it again to recover"
         )
         self.cause = cause
+
+
+class ForkedError(WalFailedError):
+    """A process forked from the log's writer tried to change the log.
+
+    The child inherits the writer lock and the open files; had it appended, parent and
+    child would acknowledge the same LSNs at the same offsets. Open the log again in the
+    child (after the parent closed it) or keep the writer in one process.
+    """
+
+    def __init__(self, pid: int, parent_pid: int) -> None:
+        SegwalError.__init__(
+            self,
+            f"process {pid} was forked from the log's writer (pid {parent_pid}) and may "
+            "not change the log; open it in one process only",
+        )
+        self.cause = None
+        self.pid = pid
+        self.parent_pid = parent_pid
 
 
 class StorageError(SegwalError, OSError):

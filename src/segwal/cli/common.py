@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import re
+import shlex
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -105,10 +106,13 @@ def errors(directory: str) -> Iterator[None]:
     except segwal.ConfigError as exc:
         raise Failure(str(exc), hint="see 'segwal --help'", exit_code=EXIT_USAGE) from exc
     except segwal.HoldError as exc:
+        where = shlex.quote(directory)
+        release = f"segwal holds {where} --release {shlex.quote(exc.name)}"
+        if exc.name.startswith("cursor:"):
+            release += " --yes"  # it deletes a consumer's position
         raise Failure(
             str(exc),
-            hint=f"list holds with 'segwal holds {directory}'; release one with "
-            f"'segwal holds {directory} --release {exc.name}'",
+            hint=f"list holds with 'segwal holds {where}'; release one with '{release}'",
             exit_code=EXIT_USAGE,
         ) from exc
     except segwal.ReaderFellBehindError as exc:

@@ -27,6 +27,7 @@ from segwal.cli.common import (
 )
 
 _SEGMENT_FILE = re.compile(r"^\d{20}\.wal$")
+CURSOR_PREFIX = "cursor:"  # how holds() names the hold of a consumer cursor
 
 
 def _write_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -71,55 +72,20 @@ def _size_text(size: int) -> str:
 # -- truncate ----------------------------------------------------------------------------
 
 
-def _truncate_actions(
-    segments: list[segwal.SegmentInfo], before: int | None, after: int | None
-) -> list[dict[str, Any]]:
-    """What truncate_before / truncate_after does to each segment: delete, rewrite or keep."""
-    rows = []
-    for s in segments:
-        action = "keep"
-        below = before is not None and s.sealed and s.last_lsn < before
-        if below or (after is not None and s.first_lsn > after):
-            action = "delete"
-        elif after is not None and s.last_lsn > after:
-            action = "rewrite"  # its records after the LSN are cut off
-        rows.append(
-            {
-                "file": os.path.basename(s.path),
-                "path": s.path,
-                "first_lsn": s.first_lsn,
-                "last_lsn": s.last_lsn,
-                "size_bytes": s.size_bytes,
-                "sealed": s.sealed,
-                "action": action,
-            }
-        )
-    return rows
-
-
-def _check_truncate(
-    before: int | None, after: int | None, first: int, last: int, holds: dict[str, int]
-) -> None:
-    """The checks truncate_before / truncate_after make, for a plan made readonly."""
-    if before is not None:
-        if not first <= before <= last + 1:
-            raise Failure(
-                f"cannot truncate before LSN {before}: the log holds LSNs {first}..{last} "
-                f"(use {first}..{last + 1})",
-                hint="'segwal info' shows the log's LSNs",
-                exit_code=EXIT_USAGE,
-            )
-        blocking = sorted((lsn, name) for name, lsn in holds.items() if lsn < before)
-        if blocking:
-            lsn, name = blocking[0]
-            raise segwal.HoldError(name, lsn, before)
-    elif after is not None and not first - 1 <= after <= last:
-        raise Failure(
-            f"cannot truncate after LSN {after}: the log holds LSNs {first}..{last} "
-            f"(use {first - 1}..{last})",
-            hint="'segwal info' shows the log's LSNs",
-            exit_code=EXIT_USAGE,
-        )
+def _truncate_rows(plan: segwal.TruncatePlan) -> list[dict[str, Any]]:
+    """The plan's action on each segment (delete, rewrite or keep), for the table and JSON."""
+    return [
+        {
+            "file": os.path.basename(a.segment.path),
+            "path": a.segment.path,
+            "first_lsn": a.segment.first_lsn,
+            "last_lsn": a.segment.last_lsn,
+            "size_bytes": a.segment.size_bytes,
+            "sealed": a.segment.sealed,
+            "action": a.action,
+        }
+        for a in plan.segments
+    ]
 
 
 @click.command(short_help="Drop the records before or after an LSN (needs --yes).")
@@ -163,31 +129,23 @@ def truncate(
     with errors(directory):
         _require_log(directory)
         result: segwal.TruncateResult | None = None
-        if apply:
-            with segwal.open(directory) as wal:
-                segments = wal.segments()
-                first, last = wal.first_lsn, wal.last_lsn
+        # The log plans (and refuses) the truncation itself: the dry run shows exactly what
+        # the real run does, holds and cursors included.
+        with segwal.open(directory, readonly=not apply) as wal:
+            plan = wal.truncate_plan(before=before, after=after)
+            if apply:
                 if before is not None:
                     result = wal.truncate_before(before)
                 else:
                     result = wal.truncate_after(lsn)
-        else:
-            with segwal.open(directory, readonly=True) as wal:
-                segments = wal.segments()
-                first, last = wal.first_lsn, wal.last_lsn
-                holds = wal.holds()
-            _check_truncate(before, after, first, last, holds)
-    rows = _truncate_actions(segments, before, after)
-    if lsn == (first if before is not None else last):
-        rows = [{**row, "action": "keep"} for row in rows]  # nothing to do
-    deleted = [row for row in rows if row["action"] == "delete"]
+    first, last = plan.first_lsn, plan.last_lsn
+    rows = _truncate_rows(plan)
     if result is not None:
         new_first, new_last = result.first_lsn, result.last_lsn
         count, reclaimed = result.segments_deleted, result.bytes_reclaimed
     else:
-        new_first = max(first, before) if before is not None else first
-        new_last = last if before is not None else lsn
-        count, reclaimed = len(deleted), sum(row["size_bytes"] for row in deleted)
+        new_first, new_last = plan.new_first_lsn, plan.new_last_lsn
+        count, reclaimed = len(plan.deleted), plan.bytes_reclaimed
     if as_json:
         emit_json(
             {
@@ -235,7 +193,7 @@ def truncate(
                 f"would delete {count} segments ({reclaimed} bytes){cut}; "
                 f"the log would hold LSNs {lsn_range(new_first, new_last)}"
             )
-    if not apply and not dry_run and (new_first, new_last) != (first, last):
+    if not apply and not dry_run and plan.changes:
         verb = "before" if before is not None else "after"
         raise _need_yes(
             f"truncate --{verb}", f"segwal truncate {shlex.quote(directory)} --{verb} {lsn}"
@@ -431,19 +389,39 @@ def prune(
     metavar="NAME LSN",
     help="Keep every record at or above LSN until released (NAME: 1-128 letters, digits or ._:@-).",
 )
-@click.option("--release", "release", metavar="NAME", help="Drop the hold NAME.")
+@click.option(
+    "--release",
+    "release",
+    metavar="NAME",
+    help="Drop the hold NAME; cursor:NAME deletes the consumer cursor NAME (needs --yes).",
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Confirm deleting a consumer cursor (--release cursor:NAME)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a stable contract).")
 def holds(
-    directory: str, set_hold: tuple[str, int] | None, release: str | None, as_json: bool
+    directory: str,
+    set_hold: tuple[str, int] | None,
+    release: str | None,
+    yes: bool,
+    as_json: bool,
 ) -> None:
-    """List the holds of a log, or set (--set NAME LSN) or release (--release NAME) one.
+    """List what keeps records, or set (--set NAME LSN) or release (--release NAME) a hold.
 
     A hold keeps every record at or above its LSN: no retention rule deletes it and
-    'truncate --before' past it is refused. Holds survive restarts. Setting or releasing
-    a hold deletes nothing, so neither needs --yes; both open the log as its writer.
+    'truncate --before' past it is refused. Holds survive restarts. A consumer cursor holds
+    its records too and is listed as cursor:NAME at its position. Setting or releasing a
+    hold deletes no record, so neither needs --yes; releasing cursor:NAME deletes that
+    consumer's position, so it does. Both open the log as its writer.
     """
     if set_hold is not None and release is not None:
         raise click.UsageError("give --set or --release, not both")
+    if release is not None and release.startswith(CURSOR_PREFIX) and not yes:
+        raise _need_yes(
+            f"releasing {release!r} deletes the position of consumer cursor "
+            f"{release[len(CURSOR_PREFIX) :]!r}; it",
+            shlex.join(["segwal", "holds", directory, "--release", release]),
+        )
     action = "set" if set_hold is not None else "release" if release is not None else "list"
     changed = False
     with errors(directory):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from segwal.errors import ConfigError
+from segwal.events import Observer
 from segwal.format.layout import HEADER_SIZE, MAX_U32, SEAL_SIZE
 from segwal.storage.fileio import FileSystem, OsFileSystem
 
@@ -44,6 +45,8 @@ class WalConfig:
     retention_min_segments: int = 0
     filesystem: FileSystem = field(default_factory=OsFileSystem)
     clock: Callable[[], int] = _now_us  # microseconds since the epoch; injectable for tests
+    # Called with every event of segwal.events from the start, recovery's included.
+    observers: tuple[Observer, ...] = ()
 
     def __post_init__(self) -> None:
         _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
@@ -70,6 +73,8 @@ class WalConfig:
         if self.retention_max_bytes is not None:
             _int_in("retention_max_bytes", self.retention_max_bytes, 1, 1 << 62)
         _int_in("retention_min_segments", self.retention_min_segments, 0, 1 << 31)
+        if not all(callable(o) for o in self.observers):
+            raise ConfigError("observers must be callables", option="observers")
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
         assert self.max_record_bytes <= MAX_U32

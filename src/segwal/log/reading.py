@@ -1,16 +1,16 @@
-"""Reading the log: ``read`` and ``replay`` over a snapshot of the segments.
+"""Reading the log: ``read``, ``replay``, ``read_batch``, ``lsn_at`` and ``follow``.
 
-A reader takes a snapshot of the segment list under the log lock and pins the segments it
-will read, so retention defers deleting their files until the reader lets go. Records are
-streamed frame by frame and flattened in C, so memory stays bounded by one read window.
+A reader takes a snapshot (the catalog's sealed generation, the active segment as far as
+it is written, the LSN bounds and the rewind count) under the log's lock, then streams
+without it. It holds each segment it reads in the catalog, so a segment retention retires
+meanwhile is deleted only when the reader lets go. Memory stays bounded by one read window.
 """
 
 from __future__ import annotations
 
 import errno
-from bisect import bisect_right
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from time import monotonic, sleep
 
@@ -21,35 +21,20 @@ from segwal.errors import (
     ReaderFellBehindError,
     StorageError,
 )
-from segwal.format.layout import HEADER_SIZE, SegmentHeader
+from segwal.format.layout import HEADER_SIZE
 from segwal.format.scanner import Status
-from segwal.log.base import WalBase, log
+from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
+from segwal.log.state import LogState
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import load as load_index
-from segwal.storage.index import remove as remove_index
-from segwal.storage.recovery import SegmentState
 from segwal.storage.segment import iter_frames, iter_records
 from segwal.types import Batch, Record
 
 
 @dataclass(frozen=True, slots=True)
-class _Part:
-    """One segment as a reader sees it at snapshot time."""
-
-    path: str
-    header: SegmentHeader
-    end: int  # bytes to read up to: the seal's offset or the writer's offset at snapshot
-    first_lsn: int
-    last_lsn: int
-    min_ts: int
-    max_ts: int
-    state: SegmentState | None = None  # a sealed segment, whose index is loaded lazily
-    index: SparseIndex | None = None  # the active segment's live index
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    parts: list[_Part]
+class Snapshot:
+    sealed: Sealed
+    active: Part | None  # the writer's segment as far as written, or a readonly tail
     first: int
     last: int
     limit: int  # the last LSN the reader may see (durable, unless it asked otherwise)
@@ -57,45 +42,43 @@ class _Snapshot:
     rewinds: int  # the log's truncate_after count when the snapshot was taken
 
 
-def _sealed_part(s: SegmentState) -> _Part:
-    return _Part(s.path, s.header, s.end, s.header.first_lsn, s.last_lsn, s.min_ts, s.max_ts, s)
+class Reader:
+    """The read side of one open log."""
 
+    def __init__(
+        self,
+        state: LogState,
+        *,
+        flush_buffer: Callable[[], None] | None,
+        refresh_view: Callable[[], None] | None,
+    ) -> None:
+        self._state = state
+        self._fs = state.fs
+        self._readonly = state.config.readonly
+        self._flush_buffer = flush_buffer  # writable logs: write buffered records first
+        self._refresh_view = refresh_view  # readonly logs: look at the directory again
 
-class Reading(WalBase):
-    """The read side of :class:`segwal.Wal`."""
-
-    def _refresh_view(self) -> None:
-        """Readonly logs look at the directory again (overridden by Wal)."""
-
-    def _snapshot(self, unsynced: bool) -> _Snapshot:
-        self._check_open()
-        if self._config.readonly:
+    def _snapshot(self, unsynced: bool) -> Snapshot:
+        state = self._state
+        state.check_open()
+        if self._refresh_view is not None:
             self._refresh_view()
-        with self._lock:
-            if unsynced and self._pending and self._failure is None:
-                self._flush_pending()  # unsynced readers see every appended record
-            parts = [_sealed_part(s) for s in self._sealed]
-            writer = self._writer
+        with state.lock:
+            if unsynced and state.buffer.payloads and state.failure is None:
+                assert self._flush_buffer is not None
+                self._flush_buffer()  # unsynced readers see every appended record
+            writer = state.writer
             if writer is not None:
-                parts.append(
-                    _Part(
-                        writer.path,
-                        writer.header,
-                        writer.offset,
-                        writer.first_lsn,
-                        writer.last_lsn,
-                        writer.min_ts,
-                        writer.max_ts,
-                        index=writer.index,
-                    )
-                )
-            elif self._tail is not None:
-                t = self._tail
-                parts.append(replace(_sealed_part(t), state=None, index=t.index))
-            first, last = self.first_lsn, self.last_lsn
-        durable = self._commit.durable_lsn
+                active: Part | None = writer_part(writer)
+            elif state.catalog.tail is not None:
+                active = tail_part(state.catalog.tail)
+            else:
+                active = None
+            first, last = state.first_lsn, state.last_lsn
+            sealed = state.catalog.sealed
+        durable = state.commit.durable_lsn
         limit = last if unsynced else min(last, durable)
-        return _Snapshot(parts, first, last, limit, durable, self._rewinds)
+        return Snapshot(sealed, active, first, last, limit, durable, state.rewinds)
 
     def read(self, lsn: int, *, unsynced: bool = False) -> Record:
         """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
@@ -173,7 +156,8 @@ class Reading(WalBase):
         the next LSN to be appended.
         """
         snap = self._snapshot(unsynced)
-        for part in snap.parts:
+        parts = [*snap.sealed.parts, *([snap.active] if snap.active is not None else [])]
+        for part in parts:
             if part.last_lsn < part.first_lsn or part.max_ts < timestamp_us:
                 continue
             _first, offset = self._index_of(part).seek_time(timestamp_us, part.first_lsn)
@@ -184,7 +168,7 @@ class Reading(WalBase):
                 return max(min(found, snap.limit + 1), snap.first)
         return snap.limit + 1
 
-    def _first_at(self, part: _Part, offset: int, timestamp_us: int) -> int | None:
+    def _first_at(self, part: Part, offset: int, timestamp_us: int) -> int | None:
         """The first LSN stamped at or after ``timestamp_us`` in frames from ``offset``; None
         when the frame at ``offset`` is already that late (a seek the index got wrong)."""
         handle = self._fs.open_read(part.path)
@@ -218,15 +202,16 @@ class Reading(WalBase):
         new, the iteration ends (None waits for ever, until the log closes). Survives
         rotation; raises ReaderFellBehindError when retention removed what it needs.
         """
-        self._check_open()
+        self._state.check_open()
         return self._follow(from_lsn, timeout, unsynced)
 
     def _follow(
         self, from_lsn: int | None, timeout: float | None, unsynced: bool
     ) -> Iterator[Record]:
-        next_lsn = self.first_lsn if from_lsn is None else from_lsn
+        state = self._state
+        next_lsn = state.first_lsn if from_lsn is None else from_lsn
         while True:
-            if self._closed:
+            if state.closed:
                 return
             snap = self._snapshot(unsynced)
             if next_lsn < snap.first:
@@ -246,13 +231,14 @@ class Reading(WalBase):
     def _wait_beyond(self, lsn: int, timeout: float | None, unsynced: bool) -> bool:
         """Wait for a record after ``lsn``: woken by the writer in its own process, polling
         the published durable LSN from another one."""
-        if not self._config.readonly:
-            return self._commit.wait_beyond(lsn, written=unsynced, timeout=timeout)
+        state = self._state
+        if self._refresh_view is None:
+            return state.commit.wait_beyond(lsn, written=unsynced, timeout=timeout)
         deadline = None if timeout is None else monotonic() + timeout
         pause = 0.0005
-        while not self._closed:
+        while not state.closed:
             self._refresh_view()
-            limit = self.last_lsn if unsynced else min(self.last_lsn, self._commit.durable_lsn)
+            limit = state.last_lsn if unsynced else min(state.last_lsn, state.commit.durable_lsn)
             if limit > lsn:
                 return True
             if deadline is not None and monotonic() >= deadline:
@@ -262,21 +248,21 @@ class Reading(WalBase):
             pause = min(pause * 2, 0.02)
         return False
 
-    def _stream(self, snap: _Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]:
-        parts = snap.parts
-        index = max(0, bisect_right([p.first_lsn for p in parts], start) - 1)
-        chosen = [p for p in parts[index:] if p.first_lsn <= stop and p.last_lsn >= start]
+    def _stream(self, snap: Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]:
+        chosen = parts_for(snap.sealed, snap.active, start, stop)
         if not chosen:
             return
-        self._pin(chosen)
+        state = self._state
+        catalog = state.catalog
+        catalog.acquire(chosen)
         try:
             for part in chosen:
-                if self._rewinds != snap.rewinds:
+                if state.rewinds != snap.rewinds:
                     raise ReaderFellBehindError(
                         f"the log was rewound (truncate_after) while a reader needed LSN "
                         f"{max(start, part.first_lsn)}",
                         lsn=max(start, part.first_lsn),
-                        first_lsn=self.first_lsn,
+                        first_lsn=state.first_lsn,
                     )
                 try:
                     handle = self._fs.open_read(part.path)
@@ -287,7 +273,7 @@ class Reading(WalBase):
                         f"segment {part.path} was removed while a reader needed LSN "
                         f"{max(start, part.first_lsn)}",
                         lsn=max(start, part.first_lsn),
-                        first_lsn=self.first_lsn,
+                        first_lsn=state.first_lsn,
                     ) from exc
                 offset, first = HEADER_SIZE, part.first_lsn
                 if start > first:
@@ -304,13 +290,13 @@ class Reading(WalBase):
                     )
                 finally:
                     handle.close()
-                self._unpin(part.path)
+                catalog.release(part.path)
                 chosen = chosen[1:]
         finally:
             for part in chosen:
-                self._unpin(part.path)
+                catalog.release(part.path)
 
-    def _index_of(self, part: _Part) -> SparseIndex:
+    def _index_of(self, part: Part) -> SparseIndex:
         """The part's sparse index; a sealed segment's is loaded (or rebuilt) on first use."""
         if part.index is not None:
             return part.index
@@ -321,30 +307,3 @@ class Reading(WalBase):
             # Built outside the lock: two readers may both build it; either result is right.
             state.index = load_index(self._fs, state.path, state.seal.digest, state.end)
         return state.index
-
-    def _pin(self, parts: list[_Part]) -> None:
-        if self._config.readonly:
-            return
-        with self._lock:
-            for part in parts:
-                self._pins[part.path] = self._pins.get(part.path, 0) + 1
-
-    def _unpin(self, path: str) -> None:
-        if self._config.readonly:
-            return
-        with self._lock:
-            count = self._pins.get(path, 0) - 1
-            if count > 0:
-                self._pins[path] = count
-                return
-            self._pins.pop(path, None)
-            if path not in self._doomed or self._closed:
-                return
-            self._doomed.discard(path)
-            try:
-                self._fs.unlink(path)
-                remove_index(self._fs, path)
-                self._fs.sync_dir(self._path, "retention.deferred")
-            except OSError as exc:
-                # Left below the checkpoint, the file is removed at the next open.
-                log.warning("could not remove %s after its last reader: %s", path, exc)

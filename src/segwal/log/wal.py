@@ -1,567 +1,109 @@
-"""The log: open and close, append, LSNs, rotation, the durable LSN, reads and replay.
+"""The log's facade: ``Wal``, a thin front over the parts it is composed of.
 
-``Wal`` is thread-safe. Appends take one lock while they assign LSNs and write; durability
-is shared among concurrent appenders by :class:`~segwal.log.commit.GroupCommit`. After any failed
-write or barrier the log fails closed: every later mutation raises ``WalFailedError``.
+``LogState`` (shared fields and checks), ``Appender`` (appends, rotation, barriers),
+``GroupCommit`` (written and durable LSNs), ``Reader`` (read, replay, follow),
+``Maintenance`` (truncation, retention, holds, cursors) and ``SegmentCatalog`` (the
+segments and their readers). ``Wal`` wires them together, owns opening and closing, and
+delegates everything else. It is thread-safe.
 """
 
 from __future__ import annotations
 
-import errno
-import posixpath
-import threading
-from collections.abc import Iterable
-from typing import Any
+import os
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 
-from segwal.errors import (
-    ConfigError,
-    ContinuityError,
-    InvalidPayloadError,
-    NotFoundError,
-    RecordTooLargeError,
-    StorageError,
-)
-from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
-from segwal.log.base import log, segment_info
+from segwal.errors import NotFoundError
+from segwal.events import Observer
+from segwal.log.appender import Appender
+from segwal.log.catalog import writer_info
 from segwal.log.commit import GroupCommit
 from segwal.log.config import WalConfig
+from segwal.log.cursors import Cursor
 from segwal.log.maintenance import Maintenance
-from segwal.log.reading import Reading
-from segwal.storage.index import save as save_index
-from segwal.storage.lockfile import publish_durable, read_lock, take_lock
-from segwal.storage.meta import store as store_meta
-from segwal.storage.recovery import Plan, SegmentState, plan
-from segwal.storage.repair import carry_out
-from segwal.storage.segment import SegmentWriter
-from segwal.storage.tail import start_writer
-from segwal.types import Cut, RecoveryReport, SegmentInfo
+from segwal.log.opening import load_view, open_readonly, open_writer
+from segwal.log.plans import RetentionResult, TruncatePlan, TruncateResult
+from segwal.log.reading import Reader
+from segwal.log.retention import Decision
+from segwal.log.state import LogState
+from segwal.types import Batch, Record, RecoveryReport, SegmentInfo, Stats
 
-_MAX_TYPE = 0xFFFF
+_writers: weakref.WeakSet[LogState] = weakref.WeakSet()  # open writable logs, for forks
 
 
-def _payload(data: Any, index: int | None = None) -> bytes:
-    if type(data) is bytes:
-        return data
-    if isinstance(data, str | int | float) or data is None:
-        raise InvalidPayloadError(
-            f"payload must be bytes-like, not {type(data).__name__}", index=index
-        )
-    try:
-        return memoryview(data).tobytes()
-    except TypeError:
-        raise InvalidPayloadError(
-            f"payload must be bytes-like, not {type(data).__name__}", index=index
-        ) from None
+def _after_fork_in_child() -> None:
+    for state in list(_writers):
+        state.forked()
 
 
-def _exhausted() -> ConfigError:
-    return ConfigError(f"the log has used every LSN up to {MAX_LSN}", option="lsn")
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _check_type(record_type: Any) -> int:
-    if isinstance(record_type, bool) or not isinstance(record_type, int):
-        raise ConfigError(f"type must be an integer, not {record_type!r}", option="type")
-    if not 0 <= record_type <= _MAX_TYPE:
-        raise ConfigError(
-            f"type must be between 0 and {_MAX_TYPE}, not {record_type}", option="type"
-        )
-    return record_type
-
-
-class Wal(Reading, Maintenance):
+class Wal:
     """A segmented write-ahead log in one directory. Use :func:`segwal.open` to get one."""
 
     def __init__(self, path: str, config: WalConfig) -> None:
-        super().__init__(path, config)
-        self._published = 0
-        self._buffer_limit = config.buffer_bytes
-        self._max_record_bytes = config.max_record_bytes
-        self._publish_lock = threading.Lock()
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._commit = GroupCommit(
-            durable_lsn=0,
-            barrier=self._barrier,
-            on_durable=self._publish,
-            on_failure=self._barrier_failed,
-        )
+        state = self._state = LogState(str(path), config)
+        self._appender: Appender | None = None
         if config.readonly:
-            self._report = self._open_readonly()
-        else:
-            self._report = self._open_writer()
-
-    # -- opening -------------------------------------------------------------------------
-
-    def _open_writer(self) -> RecoveryReport:
-        fs, config = self._fs, self._config
-        created = fs.make_dir(self._path)
-        if not created:
-            # A killed writer may have made the directory without its parent's fsync.
-            fs.sync_dir(posixpath.dirname(posixpath.abspath(self._path)), "make_dir")
-        self._lock_handle = take_lock(fs, self._path)
-        try:
-            found = plan(fs, self._path)
-            damage = found.damage
-            mode = config.recovery
-            if damage is not None and (
-                mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
-            ):
-                raise damage.exception()
-            repair = carry_out(fs, found, mode)
-            kept_end = found.segments[-1].last_lsn if found.segments else None
-            if kept_end is not None and found.meta.first_lsn > kept_end + 1:
-                # What survived the damage ends below the checkpoint: no LSN can follow.
-                raise ContinuityError(
-                    f"after recovery the log ends at LSN {kept_end}, below its checkpoint "
-                    f"(LSN {found.meta.first_lsn})",
-                    path=found.segments[-1].path,
-                    lsn=found.meta.first_lsn,
-                )
-            # With no segment left, the next one starts where the log's LSNs left off.
-            first_lsn = max(
-                found.meta.first_lsn,
-                damage.lsn if damage is not None else 1,
-                (repair.rewound_to or 0) + 1,
+            state.commit = GroupCommit(
+                durable_lsn=0, barrier=_no_barrier, on_durable=_ignore, on_failure=_ignore
             )
-            if not found.segments and found.has_meta and first_lsn > found.meta.first_lsn:
-                # Nothing survived ("truncate" mode): the log restarts after the lost LSNs,
-                # and its checkpoint must say so before the first new segment exists.
-                found.meta = found.meta.with_(first_lsn=first_lsn)
-                store_meta(fs, self._path, found.meta)
-            writer, new_segment = start_writer(
-                fs,
-                self._path,
-                found.segments,
-                first_lsn=first_lsn,
-                now_us=config.clock(),
-                max_record_bytes=config.max_record_bytes,
-            )
-        except BaseException:
-            self._lock_handle.close()
-            raise
-        self._meta = found.meta
-        self._sealed = [s for s in found.segments if s.seal is not None and s.path != writer.path]
-        self._writer = writer
-        self._io["created"] += int(new_segment)
-        self._last_ts = max((s.max_ts for s in found.segments), default=0)
-        last = writer.last_lsn
-        self._commit.reset(last)
-        self._publish(last)
-        report = RecoveryReport(
-            mode=mode,
-            created=created or not found.segments,
-            segments=len(self._sealed) + 1,
-            first_lsn=self.first_lsn,
-            last_lsn=last,
-            cuts=tuple(repair.cuts),
-            quarantined=tuple(repair.quarantined),
-            removed_temp_files=tuple(repair.removed_temp_files),
-            removed_obsolete=tuple(repair.removed_obsolete),
-            rewound_to=repair.rewound_to,
-            foreign_files=tuple(found.foreign),
-            sealed_tail=bool(found.segments) and found.segments[-1].seal is not None,
+            self._reader = Reader(state, flush_buffer=None, refresh_view=self._refresh_view)
+            self._maintenance = Maintenance(state, None)
+            self._report = open_readonly(state)
+            return
+        lock_handle, self._report, last_ts = open_writer(state)
+        appender = self._appender = Appender(state, lock_handle, self._retain_after_seal)
+        appender.resume_stamps(last_ts)
+        state.commit = GroupCommit(
+            durable_lsn=0,
+            barrier=appender.barrier,
+            on_durable=appender.publish,
+            on_failure=appender.barrier_failed,
         )
-        for cut in repair.cuts:
-            log.warning(
-                "recovery cut %d bytes from %s at offset %d (LSN %d): %s",
-                cut.length,
-                cut.path,
-                cut.offset,
-                cut.lsn,
-                cut.reason,
-            )
-        for path in repair.quarantined:
-            log.warning("recovery moved %s aside", path)
+        self._reader = Reader(state, flush_buffer=appender.flush_buffer, refresh_view=None)
+        self._maintenance = Maintenance(state, appender)
+        assert state.writer is not None
+        last = state.writer.last_lsn
+        state.commit.reset(last)
+        appender.publish(last)
+        _writers.add(state)
         if config.sync == "interval":
-            self._flusher = threading.Thread(
-                target=self._flush_loop, name="segwal-flusher", daemon=True
-            )
-            self._flusher.start()
-        return report
-
-    def _open_readonly(self) -> RecoveryReport:
-        found = self._load_view()
-        damage = found.damage
-        cuts: tuple[Cut, ...] = ()
-        if damage is not None:
-            size = found.segments[-1].size if found.segments else 0
-            cuts = (
-                Cut(
-                    path=damage.path,
-                    offset=damage.offset,
-                    length=max(0, size - damage.offset),
-                    lsn=damage.lsn,
-                    reason=damage.reason,
-                ),
-            )
-        return RecoveryReport(
-            mode=self._config.recovery,
-            segments=len(found.segments),
-            first_lsn=self.first_lsn,
-            last_lsn=self.last_lsn,
-            cuts=cuts,
-            foreign_files=tuple(found.foreign),
-        )
-
-    def _load_view(self) -> Plan:
-        """Readonly: look at the directory again without changing it."""
-        for attempt in range(5):
-            known = {s.path: s for s in self._sealed}
-            if self._tail is not None:
-                known[self._tail.path] = self._tail
-            try:
-                found = plan(self._fs, self._path, known)
-                break
-            except StorageError as exc:
-                # The writer deleted a segment between our listing and our reading it
-                # (retention); META moved first, so a second look is consistent.
-                if exc.errno != errno.ENOENT or attempt == 4:
-                    raise
-        damage = found.damage
-        mode = self._config.recovery
-        if damage is not None and (
-            mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
-        ):
-            raise damage.exception()
-        segments = found.segments
-        with self._lock:
-            self._meta = found.meta
-            self._sealed = [s for s in segments if s.seal is not None]
-            self._tail = segments[-1] if segments and segments[-1].seal is None else None
-            last = segments[-1].last_lsn if segments else 0
-            pid, published = read_lock(self._fs, self._path)
-            # A writer that is open, or was killed, vouches only for what it published; a
-            # closed log, or one whose LOCK a machine crash left unreadable, is all on disk.
-            durable = last if not pid or published is None else min(last, published)
-        self._commit.reset(durable)
-        return found
-
-    def refresh(self) -> None:
-        """Readonly: pick up what the writer has made durable since the last look."""
-        self._check_open()
-        if self._config.readonly:
-            self._load_view()
+            appender.start_flusher()
 
     def _refresh_view(self) -> None:
-        self._load_view()
+        load_view(self._state)
+
+    def _retain_after_seal(self) -> None:
+        self._maintenance.retain_after_seal()
+
+    def _refuse(self) -> Appender:
+        """A readonly log's answer to a change: ClosedError or ReadOnlyError."""
+        self._state.check_writable()
+        raise AssertionError("a readonly log has no writer")
 
     # -- appending ------------------------------------------------------------------------
 
     def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
         """Append one record; return its LSN. With sync="always" it is durable on return."""
-        # bytes, never a mutable buffer: a buffered payload must not change under us.
-        data = payload if payload.__class__ is bytes else _payload(payload)
-        if type.__class__ is not int or not 0 <= type <= _MAX_TYPE:
-            _check_type(type)
-        size = len(data)
-        if size > self._max_record_bytes:
-            raise RecordTooLargeError(size, self._max_record_bytes)
-        if self._buffer_limit:
-            with self._lock:
-                pending = self._pending
-                # The hot path: a burst of one type on a healthy log (pending records mean
-                # open and writable: close and a failed write leave none).
-                if pending and type == self._pending_type and self._failure is None:
-                    lsn = self._pending_last + 1
-                    if lsn > MAX_LSN:
-                        raise _exhausted()
-                    pending.append(data)
-                    self._pending_last = lsn
-                    self._pending_bytes += size
-                    if self._pending_bytes >= self._buffer_limit:
-                        self._flush_pending()
-                    return lsn
-                return self._append_first_buffered(data, type, size)
-        with self._lock:
-            writer = self._check_writable()
-            lsn = writer.last_lsn + 1
-            if lsn > MAX_LSN:
-                raise _exhausted()
-            ts = self._stamp()
-            frame_len = FRAME_HEAD_SIZE + 4 + size
-            if self._rotation_due(writer, frame_len, size, ts):
-                writer = self._rotate_for_append(writer, frame_len, size, ts)
-            frame = encode_record(writer.header.seed, lsn, type, ts, self._commit.durable_lsn, data)
-            self._write(writer, frame, lsn, ts)
-            counters = self._counters
-            counters["appends"] += 1
-            counters["records"] += 1
-            counters["payload_bytes"] += size
-        if self._config.sync == "always":
-            self._commit.wait_durable(lsn, lead=True)
-        return lsn
-
-    def _append_first_buffered(self, data: bytes, record_type: int, size: int) -> int:
-        """Start a burst of buffered appends (the caller holds the lock)."""
-        # _check_writable raises what is wrong, and writes a burst of another type first:
-        # a frame holds records of one type.
-        writer = self._check_writable()
-        lsn = writer.last_lsn + 1
-        if lsn > MAX_LSN:
-            raise _exhausted()
-        self._pending = [data]
-        self._pending_first = self._pending_last = lsn
-        self._pending_type = record_type
-        self._pending_ts = self._stamp()  # the burst's records share its first stamp
-        self._pending_bytes = size
-        if size >= self._buffer_limit:
-            self._flush_pending()
-        return lsn
-
-    def _flush_pending(self) -> None:
-        """Write the buffered appends as one batch (all or nothing after a crash)."""
-        with self._lock:
-            items = self._pending
-            if not items:
-                return
-            # Taken out first: a rotation inside the write must not flush them again.
-            self._pending = []
-            size, self._pending_bytes = self._pending_bytes, 0
-            try:
-                writer = self._check_writable()  # a barrier may have failed meanwhile
-                first, record_type, ts = self._pending_first, self._pending_type, self._pending_ts
-                lengths = list(map(len, items))
-                data = self._encode_batch(writer, first, record_type, ts, items, lengths)
-                self._write_batch(writer, data, first, record_type, ts, items, lengths)
-            finally:
-                # A failed write fails the log; the records it lost were never durable.
-                self._pending_last = 0
-            counters = self._counters
-            counters["appends"] += len(items)
-            counters["records"] += len(items)
-            counters["payload_bytes"] += size
+        appender = self._appender or self._refuse()
+        return appender.append(payload, type)
 
     def append_batch(
         self, payloads: Iterable[bytes | bytearray | memoryview], type: int = 0
     ) -> range:
         """Append records atomically: after a crash all of them are there, or none."""
-        items: list[Any] = payloads if isinstance(payloads, list) else list(payloads)
-        if type.__class__ is not int or not 0 <= type <= _MAX_TYPE:
-            _check_type(type)
-        # Fast path: no per-record type check. The encoder refuses payloads that are not
-        # bytes-like or whose len() is not their size, and then they are converted one by one.
-        try:
-            lengths = list(map(len, items))
-        except TypeError:
-            items = [_payload(p, i) for i, p in enumerate(items)]
-            lengths = list(map(len, items))
-        self._check_sizes(lengths)  # before anything is encoded
-        with self._lock:
-            writer = self._check_writable()
-            first = writer.last_lsn + 1
-            if not items:
-                return range(first, first)
-            last = first + len(items) - 1
-            if last > MAX_LSN:
-                raise _exhausted()
-            ts = self._stamp()
-            try:
-                data = self._encode_batch(writer, first, type, ts, items, lengths)
-            except (TypeError, ValueError):
-                items = [_payload(p, i) for i, p in enumerate(items)]
-                lengths = list(map(len, items))
-                self._check_sizes(lengths)
-                data = self._encode_batch(writer, first, type, ts, items, lengths)
-            self._write_batch(writer, data, first, type, ts, items, lengths)
-            counters = self._counters
-            counters["appends"] += 1
-            counters["records"] += len(items)
-            counters["payload_bytes"] += sum(lengths)
-        if self._config.sync == "always":
-            self._commit.wait_durable(last, lead=True)
-        return range(first, last + 1)
-
-    def _write_batch(
-        self,
-        writer: SegmentWriter,
-        data: bytes | bytearray,
-        first: int,
-        record_type: int,
-        ts: int,
-        items: list[bytes],
-        lengths: list[int],
-    ) -> None:
-        """Write the batch ``data`` (``items`` encoded from LSN ``first``), rotating first
-        and encoding again when it does not fit the active segment."""
-        largest = max(lengths)
-        if self._rotation_due(writer, len(data), largest, ts):
-            writer = self._rotate_for_append(writer, len(data), largest, ts)
-            data = self._encode_batch(writer, first, record_type, ts, items, lengths)
-        self._write(writer, data, first + len(items) - 1, ts)
-
-    def _check_sizes(self, lengths: list[int]) -> None:
-        limit = self._config.max_record_bytes
-        largest = max(lengths, default=0)
-        if largest > limit:
-            raise RecordTooLargeError(largest, limit, index=lengths.index(largest))
-
-    def _encode_batch(
-        self,
-        writer: SegmentWriter,
-        first: int,
-        record_type: int,
-        ts: int,
-        items: list[bytes],
-        lengths: list[int],
-    ) -> bytearray:
-        return encode_frames(
-            seed=writer.header.seed,
-            first_lsn=first,
-            record_type=record_type,
-            timestamp_us=ts,
-            durable_lsn=self._commit.durable_lsn,
-            payloads=items,
-            lengths=lengths,
-        )
-
-    def _stamp(self) -> int:
-        # Timestamps never decrease within a log, even when the clock steps back.
-        now = self._config.clock()
-        now = max(now, self._last_ts)
-        self._last_ts = now
-        return now
-
-    def _write(self, writer: SegmentWriter, data: bytes | bytearray, last: int, ts: int) -> None:
-        try:
-            writer.write(data, last, ts)
-        except BaseException as exc:
-            self._fail(exc)
-            writer.discard_unsynced()
-            raise
-        self._io["written_bytes"] += len(data)
-        self._io["writes"] += 1
-        self._commit.wrote(last)
-
-    def _rotation_due(self, writer: SegmentWriter, frame_len: int, largest: int, ts: int) -> bool:
-        if largest > writer.header.max_record_bytes:
-            return True
-        if writer.count == 0:
-            return False
-        if writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
-            return True
-        return self._aged(writer, ts)
-
-    def _aged(self, writer: SegmentWriter, now_us: int) -> bool:
-        age = self._config.max_segment_age
-        return age is not None and writer.count > 0 and now_us - writer.min_ts >= age * 1e6
-
-    def _rotate_for_append(
-        self, writer: SegmentWriter, frame_len: int, largest: int, ts: int
-    ) -> SegmentWriter:
-        if largest > writer.header.max_record_bytes:
-            reason = "limit"
-        elif writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
-            reason = "size"
-        else:
-            reason = "age"
-        self._rotate_locked(reason)
-        assert self._writer is not None
-        return self._writer
-
-    # -- rotation -------------------------------------------------------------------------
+        appender = self._appender or self._refuse()
+        return appender.append_batch(payloads, type)
 
     def rotate(self) -> SegmentInfo | None:
         """Seal the active segment and start the next; None when it holds no record."""
-        with self._lock:
-            self._check_writable()
-            return self._rotate_locked("forced")
-
-    def _rotate_locked(self, reason: str) -> SegmentInfo | None:
-        writer = self._writer
-        assert writer is not None
-        config = self._config
-        if writer.count == 0 and reason != "limit":
-            return None
-        with self._commit.exclusive():
-            try:
-                if writer.count == 0:
-                    # An empty segment whose header limit is too small is replaced in place.
-                    sealed = None
-                    sequence, prev = writer.header.sequence, writer.header.prev_digest
-                else:
-                    seal = writer.seal(config.clock())
-                    self._io["fsyncs"] += 1
-                    self._io["written_bytes"] += SEAL_SIZE
-                    sealed = SegmentState(
-                        path=writer.path,
-                        header=writer.header,
-                        size=writer.offset,
-                        end=seal.data_end,
-                        last_lsn=seal.last_lsn,
-                        min_ts=seal.min_ts,
-                        max_ts=seal.max_ts,
-                        seal=seal,
-                        index=writer.index,
-                    )
-                    sequence, prev = writer.header.sequence + 1, seal.digest
-                writer.close()
-                if sealed is not None:
-                    self._sealed.append(sealed)
-                    self._commit.publish(sealed.last_lsn)
-                self._writer = SegmentWriter.create(
-                    self._fs,
-                    self._path,
-                    log_id=writer.header.log_id,
-                    sequence=sequence,
-                    first_lsn=writer.last_lsn + 1,
-                    created_us=config.clock(),
-                    max_record_bytes=config.max_record_bytes,
-                    prev_digest=prev,
-                )
-            except BaseException as exc:
-                self._fail(exc)
-                writer.discard_unsynced()
-                raise
-        self._io["fsyncs"] += 1
-        self._io["dir_fsyncs"] += 1
-        self._io["created"] += 1
-        self._rotations[reason] = self._rotations.get(reason, 0) + 1
-        if sealed is not None and sealed.seal is not None and sealed.index is not None:
-            save_index(self._fs, sealed.path, sealed.index, sealed.seal.digest)
-        if sealed is not None and self._retention_configured():
-            self._delete_locked(self._decide(self._configured_rules()))
-        return segment_info(sealed) if sealed is not None else None
-
-    def _retention_configured(self) -> bool:
-        config = self._config
-        return config.retention_max_age is not None or config.retention_max_bytes is not None
-
-    def _ensure_durable(self, lsn: int) -> None:
-        if self._commit.durable_lsn < lsn:
-            self._commit.wait_durable(lsn, lead=True)
-
-    # -- durability -----------------------------------------------------------------------
-
-    def _barrier_failed(self, exc: BaseException) -> None:
-        self._fail(exc)
-        with self._lock:
-            if self._writer is not None:
-                self._writer.discard_unsynced()
-
-    def _barrier(self) -> None:
-        writer = self._writer
-        assert writer is not None
-        writer.sync()
-        self._io["fsyncs"] += 1
-
-    def _publish(self, lsn: int) -> None:
-        handle = self._lock_handle
-        if handle is None:
-            return
-        with self._publish_lock:
-            if lsn <= self._published:
-                return
-            self._published = lsn
-            try:
-                publish_durable(handle, lsn)
-            except OSError as exc:
-                log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+        return (self._appender or self._refuse()).rotate()
 
     def sync(self) -> int:
         """Make every record appended so far durable; return the durable LSN."""
-        self._check_writable()
-        self._commit.wait_durable(self._commit.written_lsn, lead=True)
-        return self._commit.durable_lsn
+        return (self._appender or self._refuse()).sync()
 
     def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
         """Wait until ``lsn`` is durable; False if ``timeout`` seconds passed first.
@@ -569,77 +111,235 @@ class Wal(Reading, Maintenance):
         With sync="interval" this waits for the background flusher; in the other modes the
         caller runs (or joins) a barrier itself.
         """
-        self._check_open()
-        if lsn > self.last_lsn:
+        state = self._state
+        state.check_open()
+        if lsn > state.last_lsn:
             raise NotFoundError(
-                f"LSN {lsn} has not been appended (last LSN is {self.last_lsn})",
+                f"LSN {lsn} has not been appended (last LSN is {state.last_lsn})",
                 lsn=lsn,
-                first_lsn=self.first_lsn,
-                last_lsn=self.last_lsn,
+                first_lsn=state.first_lsn,
+                last_lsn=state.last_lsn,
             )
-        if self._writer is None:
-            return self._commit.durable_lsn >= lsn
-        if lsn > self._commit.written_lsn and self._pending:
-            self._flush_pending()  # the buffered appends it waits for
-        lead = self._config.sync != "interval"
-        return self._commit.wait_durable(lsn, lead=lead, timeout=timeout)
+        if self._appender is None:
+            return state.commit.durable_lsn >= lsn
+        return self._appender.wait_durable(lsn, timeout)
 
-    def _flush_loop(self) -> None:
-        interval = self._config.sync_interval
-        while not self._stop.wait(interval):
-            try:
-                if self._pending:
-                    with self._lock:
-                        if not self._closed and self._failure is None:
-                            self._flush_pending()
-                self._commit.flush()
-                if self._config.max_segment_age is not None:
-                    with self._lock:
-                        writer = self._writer
-                        if (
-                            writer is not None
-                            and not self._closed
-                            and self._failure is None
-                            and self._aged(writer, self._config.clock())
-                        ):
-                            self._rotate_locked("age")
-            except Exception:  # the failure is recorded; appenders see WalFailedError
-                return
+    def refresh(self) -> None:
+        """Readonly: pick up what the writer has made durable since the last look."""
+        self._state.check_open()
+        if self._appender is None:
+            self._refresh_view()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self, lsn: int, *, unsynced: bool = False) -> Record:
+        """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
+        return self._reader.read(lsn, unsynced=unsynced)
+
+    def replay(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
+    ) -> Iterator[Record]:
+        """Stream records ``from_lsn..to_lsn`` (inclusive) in bounded memory.
+
+        Only durable records are yielded unless ``unsynced`` is True: a reader never sees a
+        record that a crash could still take back. ``from_lsn`` below the first LSN starts
+        at the first LSN; the range is fixed when ``replay`` is called.
+        """
+        return self._reader.replay(from_lsn, to_lsn, unsynced=unsynced)
+
+    def read_batch(
+        self,
+        from_lsn: int,
+        *,
+        max_records: int = 1000,
+        max_bytes: int = 1 << 20,
+        unsynced: bool = False,
+    ) -> Batch:
+        """One page of records from ``from_lsn``: at most ``max_records`` records and about
+        ``max_bytes`` of payload (at least one record, however large). Seeks through the
+        sparse index: a page costs the same wherever it starts."""
+        return self._reader.read_batch(
+            from_lsn, max_records=max_records, max_bytes=max_bytes, unsynced=unsynced
+        )
+
+    def lsn_at(self, timestamp_us: int, *, unsynced: bool = False) -> int:
+        """The first LSN appended at or after ``timestamp_us`` (microseconds since the epoch);
+        past the newest record, the next LSN to be appended."""
+        return self._reader.lsn_at(timestamp_us, unsynced=unsynced)
+
+    def follow(
+        self,
+        from_lsn: int | None = None,
+        *,
+        timeout: float | None = None,
+        unsynced: bool = False,
+    ) -> Iterator[Record]:
+        """Yield records from ``from_lsn`` as they become durable, waiting for more.
+
+        ``timeout`` is how long to wait for the next record; when it passes with nothing
+        new, the iteration ends (None waits for ever, until the log closes). Survives
+        rotation; raises ReaderFellBehindError when retention removed what it needs.
+        """
+        return self._reader.follow(from_lsn, timeout=timeout, unsynced=unsynced)
+
+    # -- truncation, retention, holds, cursors ---------------------------------------------
+
+    def truncate_plan(self, *, before: int | None = None, after: int | None = None) -> TruncatePlan:
+        """What ``truncate_before(before)`` or ``truncate_after(after)`` would do now (give
+        one); raises what the truncation would raise. Works on readonly opens."""
+        return self._maintenance.truncate_plan(before=before, after=after)
+
+    def truncate_before(self, lsn: int) -> TruncateResult:
+        """A checkpoint: records below ``lsn`` are never returned again, even after a crash.
+
+        The new first LSN is made durable first; then whole sealed segments below it are
+        deleted. ``lsn`` may be ``last_lsn + 1`` to drop every record.
+        """
+        return self._maintenance.truncate_before(lsn)
+
+    def truncate_after(self, lsn: int) -> TruncateResult:
+        """Rewind the tail: records above ``lsn`` are dropped; the next append gets ``lsn + 1``.
+
+        Crash-safe at every step: the intent is recorded in META, later segments are
+        deleted, the segment holding ``lsn`` is rewritten aside and renamed into place, and
+        the intent is cleared; recovery finishes an interrupted rewind.
+        """
+        return self._maintenance.truncate_after(lsn)
+
+    def retention_plan(self) -> list[Decision]:
+        """For each segment, whether the configured rules would delete it and what keeps it."""
+        return self._maintenance.retention_plan()
+
+    def apply_retention(self) -> RetentionResult:
+        """Delete the sealed segments the configured rules let go (also done on rotation)."""
+        return self._maintenance.apply_retention()
+
+    def prune_through(self, timestamp_us: int) -> RetentionResult:
+        """Delete sealed segments whose records are all at or before ``timestamp_us``."""
+        return self._maintenance.prune_through(timestamp_us)
+
+    def hold(self, name: str, lsn: int) -> None:
+        """Keep every record at or above ``lsn`` until ``release(name)``; survives restarts."""
+        self._maintenance.hold(name, lsn)
+
+    def release(self, name: str) -> bool:
+        """Drop the hold ``name``; False when there was none. ``cursor:NAME`` deletes the
+        consumer cursor NAME (its position is its hold)."""
+        return self._maintenance.release(name)
+
+    def holds(self) -> dict[str, int]:
+        """What keeps records: each hold's and each consumer cursor's (``cursor:NAME``)
+        lowest LSN."""
+        return self._maintenance.holds()
+
+    def cursor(self, name: str, *, start: int | None = None) -> Cursor:
+        """The consumer cursor ``name``, created at ``start`` (default: the first LSN).
+
+        Its position persists in its own file and holds its records against retention, so
+        a consumer restarts where it left off. Works on readonly opens too: committing a
+        cursor writes only the cursor's file, never the log's.
+        """
+        return self._maintenance.cursor(self, name, start=start)
+
+    def cursors(self) -> dict[str, int]:
+        """Every consumer cursor: name -> the next LSN it will read."""
+        return self._maintenance.cursors()
+
+    def _commit_cursor(self, name: str, position: int) -> None:
+        self._maintenance.commit_cursor(name, position)
+
+    def _delete_cursor(self, name: str) -> bool:
+        return self._maintenance.delete_cursor(name)
+
+    # -- introspection --------------------------------------------------------------------
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every segment of the log, oldest first; the last one is the active segment."""
+        state = self._state
+        state.check_open()
+        with state.lock:
+            if self._appender is not None and state.buffer.payloads and state.failure is None:
+                self._appender.flush_buffer()  # the segments then hold every appended record
+            infos = state.catalog.infos()
+            if state.writer is not None:
+                infos.append(writer_info(state.writer))
+        return infos
+
+    @property
+    def path(self) -> str:
+        """The log's directory."""
+        return self._state.path
+
+    @property
+    def first_lsn(self) -> int:
+        """The LSN of the oldest record the log holds (``last_lsn + 1`` when it holds none)."""
+        return self._state.first_lsn
+
+    @property
+    def last_lsn(self) -> int:
+        """The LSN of the newest record appended (0 when the log has never held one)."""
+        return self._state.last_lsn
+
+    @property
+    def next_lsn(self) -> int:
+        """The LSN the next appended record gets."""
+        return self._state.last_lsn + 1
+
+    @property
+    def durable_lsn(self) -> int:
+        """Every record up to this LSN survives a crash of the process or the machine."""
+        return self._state.commit.durable_lsn
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """What opening the log found and did."""
+        return self._report
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    @property
+    def readonly(self) -> bool:
+        return self._state.config.readonly
+
+    def stats(self) -> Stats:
+        """Counters since open: appends, records, bytes, barriers, rotations by reason."""
+        return self._state.stats()
+
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer(event)`` for every event of :mod:`segwal.events` from now on;
+        returns the function that stops it. Observers must be quick and must not call back
+        into the log; an exception in one is logged and ignored."""
+        state = self._state
+        state.observe(observer)
+        return lambda: state.unobserve(observer)
 
     # -- closing --------------------------------------------------------------------------
 
     def close(self) -> None:
         """Make every appended record durable, then release the files and the lock."""
-        if self._closed:
+        state = self._state
+        if state.closed:
             return
-        self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join()
+        appender = self._appender
+        if appender is not None:
+            appender.stop_flusher()
         flush_error: BaseException | None = None
-        with self._lock:
-            if self._closed:
+        with state.lock:
+            if state.closed:
                 return
-            if self._pending and self._failure is None:
+            if appender is not None and state.buffer.payloads and state.failure is None:
                 try:
-                    self._flush_pending()
+                    appender.flush_buffer()
                 except BaseException as exc:  # raised once the files are released
                     flush_error = exc
-            self._closed = True
-            writer = self._writer
-        self._commit.close()  # followers waiting for records end their iteration
-        handle = self._lock_handle
-        try:
-            if flush_error is not None:
-                raise flush_error
-            if writer is not None and self._failure is None:
-                self._commit.wait_durable(self._commit.written_lsn, lead=True)
-                if handle is not None:
-                    publish_durable(handle, self._commit.durable_lsn, closed=True)
-        finally:
-            if writer is not None:
-                writer.close()
-            if handle is not None:
-                handle.close()
+            state.closed = True
+        _writers.discard(state)
+        state.catalog.close()
+        state.commit.close()  # followers waiting for records end their iteration
+        if appender is not None:
+            appender.close(flush_error)
 
     def __enter__(self) -> Wal:
         return self
@@ -648,5 +348,14 @@ class Wal(Reading, Maintenance):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("failed" if self._failure else "open")
-        return f"<segwal.Wal {self._path!r} {state} LSNs {self.first_lsn}..{self.last_lsn}>"
+        state = self._state
+        status = "closed" if state.closed else ("failed" if state.failure else "open")
+        return f"<segwal.Wal {state.path!r} {status} LSNs {state.first_lsn}..{state.last_lsn}>"
+
+
+def _no_barrier() -> None:
+    """A readonly log runs no barrier: its durable LSN is what the writer published."""
+
+
+def _ignore(_value: object) -> None:
+    pass

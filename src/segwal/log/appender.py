@@ -1,0 +1,480 @@
+"""The write side of an open log: appends, the append buffer's flushes, rotation, barriers.
+
+The appender owns the active segment's writer (kept in ``LogState.writer`` so readers and
+maintenance can see it). Appends take the log's lock while they assign LSNs and write;
+durability is shared among concurrent appenders by the group commit, which calls back into
+``barrier`` here. After any failed write or barrier the log fails closed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from time import perf_counter
+from typing import Any
+
+from segwal.errors import ConfigError, InvalidPayloadError, RecordTooLargeError
+from segwal.events import Durable, Rotated, Sealed, Synced
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
+from segwal.log.catalog import segment_info
+from segwal.log.state import LogState, log
+from segwal.storage.fileio import FileHandle
+from segwal.storage.index import save as save_index
+from segwal.storage.lockfile import publish_durable
+from segwal.storage.recovery import SegmentState
+from segwal.storage.segment import SegmentWriter
+from segwal.types import SegmentInfo
+
+MAX_TYPE = 0xFFFF
+SLOW_SYNC_SECONDS = 1.0  # etcd warns about an fdatasync slower than this, and so do we
+
+
+def to_payload(data: Any, index: int | None = None) -> bytes:
+    """``data`` as bytes (a copy of a mutable buffer), or InvalidPayloadError."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str | int | float) or data is None:
+        raise InvalidPayloadError(
+            f"payload must be bytes-like, not {type(data).__name__}", index=index
+        )
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise InvalidPayloadError(
+            f"payload must be bytes-like, not {type(data).__name__}", index=index
+        ) from None
+
+
+def exhausted() -> ConfigError:
+    return ConfigError(f"the log has used every LSN up to {MAX_LSN}", option="lsn")
+
+
+def check_type(record_type: Any) -> int:
+    if isinstance(record_type, bool) or not isinstance(record_type, int):
+        raise ConfigError(f"type must be an integer, not {record_type!r}", option="type")
+    if not 0 <= record_type <= MAX_TYPE:
+        raise ConfigError(
+            f"type must be between 0 and {MAX_TYPE}, not {record_type}", option="type"
+        )
+    return record_type
+
+
+class Appender:
+    """Appends, rotation and barriers of one writable log."""
+
+    def __init__(
+        self, state: LogState, lock_handle: FileHandle, after_seal: Callable[[], None]
+    ) -> None:
+        self._state = state
+        self._config = state.config
+        self._lock_handle = lock_handle
+        self._after_seal = after_seal  # retention, which the rotation that sealed applies
+        self._max_record_bytes = state.config.max_record_bytes
+        self._published = 0
+        self._publish_lock = threading.Lock()
+        self._last_ts = 0
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- appending ------------------------------------------------------------------------
+
+    def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
+        state = self._state
+        # bytes, never a mutable buffer: a buffered payload must not change under us.
+        data = payload if payload.__class__ is bytes else to_payload(payload)
+        if type.__class__ is not int or not 0 <= type <= MAX_TYPE:
+            check_type(type)
+        size = len(data)
+        if size > self._max_record_bytes:
+            raise RecordTooLargeError(size, self._max_record_bytes)
+        buffer = state.buffer
+        if buffer.limit:
+            with state.lock:
+                # The hot path: a burst of one type on a healthy log (buffered records mean
+                # open and writable: close and a failed write leave none).
+                if buffer.payloads and type == buffer.record_type and state.failure is None:
+                    lsn = buffer.last_lsn + 1
+                    if lsn > MAX_LSN:
+                        raise exhausted()
+                    if buffer.add(data, size):
+                        self.flush_buffer()
+                    return lsn
+                return self._start_burst(data, type)
+        with state.lock:
+            writer = self.settle()
+            lsn = writer.last_lsn + 1
+            if lsn > MAX_LSN:
+                raise exhausted()
+            ts = self.stamp()
+            frame_len = FRAME_HEAD_SIZE + 4 + size
+            if self._rotation_due(writer, frame_len, size, ts):
+                writer = self._rotate_for_append(writer, frame_len, size, ts)
+            frame = encode_record(writer.header.seed, lsn, type, ts, state.commit.durable_lsn, data)
+            self._write(writer, frame, lsn, ts)
+            counters = state.counters
+            counters["appends"] += 1
+            counters["records"] += 1
+            counters["payload_bytes"] += size
+        if self._config.sync == "always":
+            state.commit.wait_durable(lsn, lead=True)
+        return lsn
+
+    def _start_burst(self, data: bytes, record_type: int) -> int:
+        """Start a burst of buffered appends (the caller holds the lock)."""
+        # settle raises what is wrong, and writes a burst of another type first: a frame
+        # holds records of one type.
+        writer = self.settle()
+        lsn = writer.last_lsn + 1
+        if lsn > MAX_LSN:
+            raise exhausted()
+        if self._state.buffer.start(data, lsn, record_type, self.stamp()):
+            self.flush_buffer()
+        return lsn
+
+    def settle(self) -> SegmentWriter:
+        """Check the log can change, then write buffered records: whatever comes next (a
+        batch, a barrier, a rotation, a truncation) must find them in the file, in order."""
+        state = self._state
+        writer = state.check_writable()
+        if state.buffer.payloads:
+            self.flush_buffer()
+            writer = state.check_writable()
+        return writer
+
+    def flush_buffer(self) -> None:
+        """Write the buffered appends as one batch (all or nothing after a crash)."""
+        state = self._state
+        with state.lock:
+            buffer = state.buffer
+            if not buffer.payloads:
+                return
+            burst = buffer.take()
+            try:
+                writer = state.check_writable()  # a barrier may have failed meanwhile
+                items = burst.payloads
+                lengths = list(map(len, items))
+                first, record_type, ts = burst.first_lsn, burst.record_type, burst.timestamp_us
+                data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+                self._write_batch(writer, data, first, record_type, ts, items, lengths)
+            finally:
+                # A failed write fails the log; the records it lost were never durable.
+                buffer.written()
+            counters = state.counters
+            counters["appends"] += len(items)
+            counters["records"] += len(items)
+            counters["payload_bytes"] += burst.size
+
+    def append_batch(
+        self, payloads: Iterable[bytes | bytearray | memoryview], type: int = 0
+    ) -> range:
+        state = self._state
+        items: list[Any] = payloads if isinstance(payloads, list) else list(payloads)
+        if type.__class__ is not int or not 0 <= type <= MAX_TYPE:
+            check_type(type)
+        # Fast path: no per-record type check. The encoder refuses payloads that are not
+        # bytes-like or whose len() is not their size, and then they are converted one by one.
+        try:
+            lengths = list(map(len, items))
+        except TypeError:
+            items = [to_payload(p, i) for i, p in enumerate(items)]
+            lengths = list(map(len, items))
+        self._check_sizes(lengths)  # before anything is encoded
+        with state.lock:
+            writer = self.settle()
+            first = writer.last_lsn + 1
+            if not items:
+                return range(first, first)
+            last = first + len(items) - 1
+            if last > MAX_LSN:
+                raise exhausted()
+            ts = self.stamp()
+            try:
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
+            except (TypeError, ValueError):
+                items = [to_payload(p, i) for i, p in enumerate(items)]
+                lengths = list(map(len, items))
+                self._check_sizes(lengths)
+                data = self._encode_batch(writer, first, type, ts, items, lengths)
+            self._write_batch(writer, data, first, type, ts, items, lengths)
+            counters = state.counters
+            counters["appends"] += 1
+            counters["records"] += len(items)
+            counters["payload_bytes"] += sum(lengths)
+        if self._config.sync == "always":
+            state.commit.wait_durable(last, lead=True)
+        return range(first, last + 1)
+
+    def _write_batch(
+        self,
+        writer: SegmentWriter,
+        data: bytes | bytearray,
+        first: int,
+        record_type: int,
+        ts: int,
+        items: list[bytes],
+        lengths: list[int],
+    ) -> None:
+        """Write the batch ``data`` (``items`` encoded from LSN ``first``), rotating first
+        and encoding again when it does not fit the active segment."""
+        largest = max(lengths)
+        if self._rotation_due(writer, len(data), largest, ts):
+            writer = self._rotate_for_append(writer, len(data), largest, ts)
+            data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+        self._write(writer, data, first + len(items) - 1, ts)
+
+    def _check_sizes(self, lengths: list[int]) -> None:
+        limit = self._max_record_bytes
+        largest = max(lengths, default=0)
+        if largest > limit:
+            raise RecordTooLargeError(largest, limit, index=lengths.index(largest))
+
+    def _encode_batch(
+        self,
+        writer: SegmentWriter,
+        first: int,
+        record_type: int,
+        ts: int,
+        items: list[bytes],
+        lengths: list[int],
+    ) -> bytearray:
+        return encode_frames(
+            seed=writer.header.seed,
+            first_lsn=first,
+            record_type=record_type,
+            timestamp_us=ts,
+            durable_lsn=self._state.commit.durable_lsn,
+            payloads=items,
+            lengths=lengths,
+        )
+
+    def stamp(self) -> int:
+        # Timestamps never decrease within a log, even when the clock steps back.
+        now = self._config.clock()
+        now = max(now, self._last_ts)
+        self._last_ts = now
+        return now
+
+    def resume_stamps(self, last_ts: int) -> None:
+        self._last_ts = last_ts
+
+    def _write(self, writer: SegmentWriter, data: bytes | bytearray, last: int, ts: int) -> None:
+        state = self._state
+        try:
+            writer.write(data, last, ts)
+        except BaseException as exc:
+            state.fail(exc)
+            writer.discard_unsynced()
+            raise
+        state.io["written_bytes"] += len(data)
+        state.io["writes"] += 1
+        state.commit.wrote(last)
+
+    # -- rotation -------------------------------------------------------------------------
+
+    def _rotation_due(self, writer: SegmentWriter, frame_len: int, largest: int, ts: int) -> bool:
+        if largest > writer.header.max_record_bytes:
+            return True
+        if writer.count == 0:
+            return False
+        if writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
+            return True
+        return self.aged(writer, ts)
+
+    def aged(self, writer: SegmentWriter, now_us: int) -> bool:
+        age = self._config.max_segment_age
+        return age is not None and writer.count > 0 and now_us - writer.min_ts >= age * 1e6
+
+    def _rotate_for_append(
+        self, writer: SegmentWriter, frame_len: int, largest: int, ts: int
+    ) -> SegmentWriter:
+        if largest > writer.header.max_record_bytes:
+            reason = "limit"
+        elif writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
+            reason = "size"
+        else:
+            reason = "age"
+        self.rotate_locked(reason)
+        assert self._state.writer is not None
+        return self._state.writer
+
+    def rotate(self) -> SegmentInfo | None:
+        with self._state.lock:
+            self.settle()
+            return self.rotate_locked("forced")
+
+    def rotate_locked(self, reason: str) -> SegmentInfo | None:
+        """Seal the active segment and start the next (the caller holds the lock)."""
+        state = self._state
+        writer = state.writer
+        assert writer is not None
+        config = self._config
+        if writer.count == 0 and reason != "limit":
+            return None
+        with state.commit.exclusive():
+            try:
+                if writer.count == 0:
+                    # An empty segment whose header limit is too small is replaced in place.
+                    sealed = None
+                    sequence, prev = writer.header.sequence, writer.header.prev_digest
+                else:
+                    seal = writer.seal(config.clock())
+                    state.io["fsyncs"] += 1
+                    state.io["written_bytes"] += SEAL_SIZE
+                    sealed = SegmentState(
+                        path=writer.path,
+                        header=writer.header,
+                        size=writer.offset,
+                        end=seal.data_end,
+                        last_lsn=seal.last_lsn,
+                        min_ts=seal.min_ts,
+                        max_ts=seal.max_ts,
+                        seal=seal,
+                        index=writer.index,
+                    )
+                    sequence, prev = writer.header.sequence + 1, seal.digest
+                writer.close()
+                if sealed is not None:
+                    state.catalog.add_sealed(sealed)
+                    state.commit.publish(sealed.last_lsn)
+                state.writer = SegmentWriter.create(
+                    state.fs,
+                    state.path,
+                    log_id=writer.header.log_id,
+                    sequence=sequence,
+                    first_lsn=writer.last_lsn + 1,
+                    created_us=config.clock(),
+                    max_record_bytes=config.max_record_bytes,
+                    prev_digest=prev,
+                )
+            except BaseException as exc:
+                state.fail(exc)
+                writer.discard_unsynced()
+                raise
+        io = state.io
+        io["fsyncs"] += 1
+        io["dir_fsyncs"] += 1
+        io["created"] += 1
+        state.rotations[reason] = state.rotations.get(reason, 0) + 1
+        info = segment_info(sealed) if sealed is not None else None
+        if info is not None:
+            log.debug("sealed %s (LSNs %d..%d)", info.path, info.first_lsn, info.last_lsn)
+            state.emit(Sealed(segment=info))
+        state.emit(Rotated(reason=reason, path=state.writer.path, first_lsn=writer.last_lsn + 1))
+        if sealed is not None and sealed.seal is not None and sealed.index is not None:
+            save_index(state.fs, sealed.path, sealed.index, sealed.seal.digest)
+        if sealed is not None:
+            self._after_seal()
+        return info
+
+    # -- durability -----------------------------------------------------------------------
+
+    def barrier(self) -> None:
+        """The group commit's data barrier: fdatasync the active segment."""
+        state = self._state
+        writer = state.writer
+        assert writer is not None
+        started = perf_counter()
+        writer.sync()
+        seconds = perf_counter() - started
+        state.io["fsyncs"] += 1
+        if seconds > SLOW_SYNC_SECONDS:
+            log.warning(
+                "slow fdatasync of %s: %.3f s",
+                writer.path,
+                seconds,
+                extra={"segwal_path": writer.path, "segwal_seconds": seconds},
+            )
+        if state.observed:
+            state.emit(Synced(site="append.sync", seconds=seconds, durable_lsn=writer.last_lsn))
+
+    def barrier_failed(self, exc: BaseException) -> None:
+        state = self._state
+        state.fail(exc)
+        with state.lock:
+            if state.writer is not None:
+                state.writer.discard_unsynced()
+
+    def publish(self, lsn: int) -> None:
+        """Tell readers in other processes (LOCK) and observers that ``lsn`` is durable."""
+        with self._publish_lock:
+            if lsn <= self._published:
+                return
+            self._published = lsn
+            try:
+                publish_durable(self._lock_handle, lsn)
+            except OSError as exc:
+                log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+        if self._state.observed:
+            self._state.emit(Durable(lsn=lsn))
+
+    def ensure_durable(self, lsn: int) -> None:
+        commit = self._state.commit
+        if commit.durable_lsn < lsn:
+            commit.wait_durable(lsn, lead=True)
+
+    def sync(self) -> int:
+        state = self._state
+        with state.lock:
+            self.settle()
+        state.commit.wait_durable(state.commit.written_lsn, lead=True)
+        return state.commit.durable_lsn
+
+    def wait_durable(self, lsn: int, timeout: float | None) -> bool:
+        state = self._state
+        if lsn > state.commit.written_lsn and state.buffer.payloads:
+            self.flush_buffer()  # the buffered appends it waits for
+        lead = self._config.sync != "interval"
+        return state.commit.wait_durable(lsn, lead=lead, timeout=timeout)
+
+    # -- the interval flusher -------------------------------------------------------------
+
+    def start_flusher(self) -> None:
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="segwal-flusher", daemon=True
+        )
+        self._flusher.start()
+
+    def stop_flusher(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+
+    def _flush_loop(self) -> None:
+        state, interval = self._state, self._config.sync_interval
+        while not self._stop.wait(interval):
+            try:
+                if state.buffer.payloads:
+                    with state.lock:
+                        if not state.closed and state.failure is None:
+                            self.flush_buffer()
+                state.commit.flush()
+                if self._config.max_segment_age is not None:
+                    with state.lock:
+                        writer = state.writer
+                        if (
+                            writer is not None
+                            and not state.closed
+                            and state.failure is None
+                            and self.aged(writer, self._config.clock())
+                        ):
+                            self.rotate_locked("age")
+            except Exception:  # the failure is recorded; appenders see WalFailedError
+                return
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close(self, flush_error: BaseException | None) -> None:
+        """The last barrier, then the files and the lock go (the log is marked closed)."""
+        state = self._state
+        writer = state.writer
+        handle = self._lock_handle
+        try:
+            if flush_error is not None:
+                raise flush_error
+            if writer is not None and state.failure is None:
+                state.commit.wait_durable(state.commit.written_lsn, lead=True)
+                publish_durable(handle, state.commit.durable_lsn, closed=True)
+        finally:
+            if writer is not None:
+                writer.close()
+            handle.close()

@@ -1,0 +1,170 @@
+"""Opening a log: as its writer (recover, then resume or start the active segment) or as a
+readonly view (look, never change), filling a ``LogState``.
+
+The storage layer does each step (``storage.lockfile`` takes the lock, ``storage.recovery``
+plans, ``storage.repair`` carries the plan out, ``storage.tail`` resumes or creates the
+active segment); this module puts them in the order ``docs/DURABILITY.md`` gives and turns
+the outcome into the ``RecoveryReport``.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+
+from segwal.errors import ContinuityError, StorageError
+from segwal.events import RecoveryCut
+from segwal.log.state import LogState, log
+from segwal.storage.fileio import FileHandle
+from segwal.storage.lockfile import read_lock, take_lock
+from segwal.storage.meta import store as store_meta
+from segwal.storage.recovery import Plan, plan
+from segwal.storage.repair import carry_out
+from segwal.storage.tail import start_writer
+from segwal.types import Cut, RecoveryReport
+
+
+def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
+    """Take the lock, recover, and start the active segment.
+
+    Returns the lock handle, the report, and the newest timestamp recovery found (appends
+    never stamp below it).
+    """
+    fs, config, path = state.fs, state.config, state.path
+    created = fs.make_dir(path)
+    if not created:
+        # A killed writer may have made the directory without its parent's fsync.
+        fs.sync_dir(posixpath.dirname(posixpath.abspath(path)), "make_dir")
+    lock_handle = take_lock(fs, path)
+    try:
+        found = plan(fs, path)
+        damage = found.damage
+        mode = config.recovery
+        if damage is not None and (
+            mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
+        ):
+            raise damage.exception()
+        repair = carry_out(fs, found, mode)
+        kept_end = found.segments[-1].last_lsn if found.segments else None
+        if kept_end is not None and found.meta.first_lsn > kept_end + 1:
+            # What survived the damage ends below the checkpoint: no LSN can follow.
+            raise ContinuityError(
+                f"after recovery the log ends at LSN {kept_end}, below its checkpoint "
+                f"(LSN {found.meta.first_lsn})",
+                path=found.segments[-1].path,
+                lsn=found.meta.first_lsn,
+            )
+        # With no segment left, the next one starts where the log's LSNs left off.
+        first_lsn = max(
+            found.meta.first_lsn,
+            damage.lsn if damage is not None else 1,
+            (repair.rewound_to or 0) + 1,
+        )
+        if not found.segments and found.has_meta and first_lsn > found.meta.first_lsn:
+            # Nothing survived ("truncate" mode): the log restarts after the lost LSNs,
+            # and its checkpoint must say so before the first new segment exists.
+            found.meta = found.meta.with_(first_lsn=first_lsn)
+            store_meta(fs, path, found.meta)
+        writer, new_segment = start_writer(
+            fs,
+            path,
+            found.segments,
+            first_lsn=first_lsn,
+            now_us=config.clock(),
+            max_record_bytes=config.max_record_bytes,
+        )
+    except BaseException:
+        lock_handle.close()
+        raise
+    state.meta = found.meta
+    state.catalog.replace(s for s in found.segments if s.seal is not None and s.path != writer.path)
+    state.writer = writer
+    state.io["created"] += int(new_segment)
+    last_ts = max((s.max_ts for s in found.segments), default=0)
+    report = RecoveryReport(
+        mode=mode,
+        created=created or not found.segments,
+        segments=len(state.catalog.sealed.states) + 1,
+        first_lsn=state.first_lsn,
+        last_lsn=writer.last_lsn,
+        cuts=tuple(repair.cuts),
+        quarantined=tuple(repair.quarantined),
+        removed_temp_files=tuple(repair.removed_temp_files),
+        removed_obsolete=tuple(repair.removed_obsolete),
+        rewound_to=repair.rewound_to,
+        foreign_files=tuple(found.foreign),
+        sealed_tail=bool(found.segments) and found.segments[-1].seal is not None,
+    )
+    for cut in repair.cuts:
+        log.warning(
+            "recovery cut %d bytes from %s at offset %d (LSN %d): %s",
+            cut.length,
+            cut.path,
+            cut.offset,
+            cut.lsn,
+            cut.reason,
+            extra={"segwal_path": cut.path, "segwal_offset": cut.offset, "segwal_lsn": cut.lsn},
+        )
+        state.emit(RecoveryCut(cut=cut))
+    for moved in repair.quarantined:
+        log.warning("recovery moved %s aside", moved)
+    return lock_handle, report, last_ts
+
+
+def open_readonly(state: LogState) -> RecoveryReport:
+    """Look at the log without changing it; a damaged tail is reported, not cut."""
+    found = load_view(state)
+    damage = found.damage
+    cuts: tuple[Cut, ...] = ()
+    if damage is not None:
+        size = found.segments[-1].size if found.segments else 0
+        cuts = (
+            Cut(
+                path=damage.path,
+                offset=damage.offset,
+                length=max(0, size - damage.offset),
+                lsn=damage.lsn,
+                reason=damage.reason,
+            ),
+        )
+    return RecoveryReport(
+        mode=state.config.recovery,
+        segments=len(found.segments),
+        first_lsn=state.first_lsn,
+        last_lsn=state.last_lsn,
+        cuts=cuts,
+        foreign_files=tuple(found.foreign),
+    )
+
+
+def load_view(state: LogState) -> Plan:
+    """Readonly: look at the directory again, reusing what is known of unchanged segments."""
+    catalog = state.catalog
+    for attempt in range(5):
+        known = {s.path: s for s in catalog.sealed.states}
+        if catalog.tail is not None:
+            known[catalog.tail.path] = catalog.tail
+        try:
+            found = plan(state.fs, state.path, known)
+            break
+        except StorageError as exc:
+            # The writer deleted a segment between our listing and our reading it
+            # (retention); META moved first, so a second look is consistent.
+            if exc.errno != errno.ENOENT or attempt == 4:
+                raise
+    damage = found.damage
+    mode = state.config.recovery
+    if damage is not None and (mode == "strict" or (mode == "tolerate_tail" and not damage.torn)):
+        raise damage.exception()
+    segments = found.segments
+    with state.lock:
+        state.meta = found.meta
+        tail = segments[-1] if segments and segments[-1].seal is None else None
+        catalog.replace((s for s in segments if s.seal is not None), tail)
+        last = segments[-1].last_lsn if segments else 0
+        pid, published = read_lock(state.fs, state.path)
+        # A writer that is open, or was killed, vouches only for what it published; a
+        # closed log, or one whose LOCK a machine crash left unreadable, is all on disk.
+        durable = last if not pid or published is None else min(last, published)
+    state.commit.reset(durable)
+    return found

@@ -1,0 +1,154 @@
+"""The state every part of an open log shares, and the checks on it.
+
+One ``LogState`` per open log: its directory and config, the lock that serialises changes,
+whether it is open, failed or readonly, its META, the counters behind ``stats()``, and the
+observers. The parts that change it each own their own piece: the segment catalog (the
+segments), the append buffer (records not yet written), the group commit (written and
+durable LSNs) and the appender (the active segment's writer). A check here only checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedError
+from segwal.events import Event, ForkDetected, Observer
+from segwal.log.buffer import AppendBuffer
+from segwal.log.catalog import SegmentCatalog
+from segwal.log.config import WalConfig
+from segwal.storage.meta import Meta
+from segwal.types import Stats
+
+if TYPE_CHECKING:
+    from segwal.log.commit import GroupCommit
+    from segwal.storage.segment import SegmentWriter
+
+log = logging.getLogger("segwal")
+
+
+class LogState:
+    """Shared fields of an open log (``lock`` guards every one that changes after open)."""
+
+    commit: GroupCommit
+
+    def __init__(self, path: str, config: WalConfig) -> None:
+        self.path = path
+        self.config = config
+        self.fs = config.filesystem
+        # Re-entrant because a failed barrier run by a thread that holds it (a checkpoint)
+        # undoes under it too.
+        self.lock = threading.RLock()
+        self.closed = False
+        self.failure: BaseException | None = None
+        self.pid = os.getpid()  # the process that may change the log (see forked())
+        self.meta = Meta()
+        self.rewinds = 0  # truncate_after calls: the same LSNs may now hold other bytes
+        self.catalog = SegmentCatalog(self.fs, path, track_readers=not config.readonly)
+        self.buffer = AppendBuffer(config.buffer_bytes)
+        self.writer: SegmentWriter | None = None
+        self.counters = {"appends": 0, "records": 0, "payload_bytes": 0}
+        self.rotations: dict[str, int] = {}
+        self.io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
+        self._observers: tuple[Observer, ...] = tuple(config.observers)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ClosedError(f"the log at {self.path} is closed")
+
+    def check_writable(self) -> SegmentWriter:
+        """The active segment's writer, or the reason the log cannot change now."""
+        if self.closed:
+            raise ClosedError(f"the log at {self.path} is closed")
+        writer = self.writer
+        if writer is None:
+            raise ReadOnlyError(f"the log at {self.path} was opened readonly")
+        failure = self.failure
+        if failure is not None:
+            raise failure if isinstance(failure, ForkedError) else WalFailedError(failure)
+        return writer
+
+    def forked(self) -> None:
+        """In a child forked from the writer: refuse every change from now on.
+
+        The child inherited the lock and the open files; if it appended, parent and child
+        would both acknowledge the same LSNs at the same offsets.
+        """
+        if self.writer is None or self.failure is not None:
+            return
+        child = os.getpid()
+        self.failure = ForkedError(child, self.pid)
+        self.emit(ForkDetected(pid=child, parent_pid=self.pid))
+
+    def fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.error("segwal log at %s failed: %r; reopen it to recover", self.path, exc)
+        self.commit.fail(exc)
+
+    # -- LSN watermarks -------------------------------------------------------------------
+
+    @property
+    def first_lsn(self) -> int:
+        sealed = self.catalog.sealed.states
+        if sealed:
+            first = sealed[0].header.first_lsn
+        elif self.writer is not None:
+            first = self.writer.first_lsn
+        elif self.catalog.tail is not None:
+            first = self.catalog.tail.header.first_lsn
+        else:
+            first = 1
+        return max(first, self.meta.first_lsn)
+
+    @property
+    def last_lsn(self) -> int:
+        writer = self.writer
+        if writer is not None:
+            # Buffered appends have LSNs before they are written.
+            written, given = writer.last_lsn, self.buffer.last_lsn
+            return given if given > written else written
+        catalog = self.catalog
+        if catalog.tail is not None:
+            return catalog.tail.last_lsn
+        if catalog.sealed.states:
+            return catalog.sealed.states[-1].last_lsn
+        return self.meta.first_lsn - 1
+
+    # -- counters and observers -----------------------------------------------------------
+
+    def stats(self) -> Stats:
+        io, buffered = self.io, len(self.buffer)
+        return Stats(
+            # Buffered appends count from the moment they are accepted.
+            appends=self.counters["appends"] + buffered,
+            records=self.counters["records"] + buffered,
+            payload_bytes=self.counters["payload_bytes"] + self.buffer.size,
+            written_bytes=io["written_bytes"],
+            writes=io["writes"],
+            fsyncs=io["fsyncs"],
+            dir_fsyncs=io["dir_fsyncs"],
+            rotations=dict(self.rotations),
+            segments_created=io["created"],
+        )
+
+    def observe(self, observer: Observer) -> None:
+        self._observers = (*self._observers, observer)
+
+    def unobserve(self, observer: Observer) -> None:
+        self._observers = tuple(o for o in self._observers if o is not observer)
+
+    @property
+    def observed(self) -> bool:
+        return bool(self._observers)
+
+    def emit(self, event: Event) -> None:
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                log.exception("segwal observer %r failed on %r", observer, event)
