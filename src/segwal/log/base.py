@@ -13,6 +13,7 @@ import threading
 from segwal.errors import ClosedError, ReadOnlyError, WalFailedError
 from segwal.log.commit import GroupCommit
 from segwal.log.config import WalConfig
+from segwal.log.telemetry import Telemetry
 from segwal.storage.fileio import FileHandle
 from segwal.storage.meta import Meta
 from segwal.storage.recovery import SegmentState
@@ -101,6 +102,7 @@ class WalBase:
         self._counters = {"appends": 0, "records": 0, "payload_bytes": 0}
         self._rotations: dict[str, int] = {}
         self._io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
+        self._telemetry = Telemetry(self._path, config.slow_fsync_seconds)
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -201,8 +203,20 @@ class WalBase:
         return self._config.readonly
 
     def stats(self) -> Stats:
-        """Counters since open: appends, records, bytes, barriers, rotations by reason."""
+        """Counters since open (appends, records, bytes, barriers, rotations by reason, fsync
+        durations, recovery cuts, corruption errors, retention deletions) and the log as it
+        is now (durable, first and last LSN, segments, bytes)."""
         io = self._io
+        with self._lock:
+            sizes = [s.size for s in self._sealed]
+            if self._writer is not None:
+                sizes.append(self._writer.offset)
+            elif self._tail is not None:
+                sizes.append(self._tail.size)
+            first, last = self.first_lsn, self.last_lsn
+        telemetry = self._telemetry
+        buckets, seconds, _count = telemetry.fsync_histogram()
+        report: RecoveryReport | None = getattr(self, "_report", None)  # None while opening
         return Stats(
             # Buffered appends count from the moment they are accepted.
             appends=self._counters["appends"] + len(self._pending),
@@ -214,4 +228,18 @@ class WalBase:
             dir_fsyncs=io["dir_fsyncs"],
             rotations=dict(self._rotations),
             segments_created=io["created"],
+            durable_lsn=self._commit.durable_lsn,
+            first_lsn=first,
+            last_lsn=last,
+            segments=len(sizes),
+            log_bytes=sum(sizes),
+            recovery_cuts=(
+                len(report.cuts) + len(report.quarantined)
+                if report and not self._config.readonly
+                else 0
+            ),
+            corruption_errors=telemetry.corruption_errors,
+            retention_deletions=telemetry.retention_deletions,
+            fsync_buckets=buckets,
+            fsync_seconds=seconds,
         )

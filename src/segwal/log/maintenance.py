@@ -21,6 +21,7 @@ from segwal.log.cursors import load_all as load_cursors
 from segwal.log.cursors import remove as remove_cursor
 from segwal.log.cursors import store as store_cursor
 from segwal.log.retention import Decision, Rules, decide, lowest_hold
+from segwal.log.telemetry import event_extra
 from segwal.storage.index import remove as remove_index
 from segwal.storage.meta import Meta, check_hold_name
 from segwal.storage.meta import store as store_meta
@@ -168,6 +169,16 @@ class Maintenance(WalBase):
                     info.last_lsn,
                     decision.rule,
                     " once its reader is done" if deferred else "",
+                    extra=event_extra(
+                        "retention_deletion",
+                        self._path,
+                        path=info.path,
+                        first_lsn=info.first_lsn,
+                        last_lsn=info.last_lsn,
+                        size_bytes=info.size_bytes,
+                        rule=decision.rule,
+                        deferred=deferred,
+                    ),
                 )
             if doomed:
                 self._fs.sync_dir(self._path, "retention.unlink")
@@ -175,6 +186,7 @@ class Maintenance(WalBase):
         except BaseException as exc:
             self._fail(exc)
             raise
+        self._telemetry.deleted(len(deleted))
         gone = {d.path for d in deleted}
         self._sealed = [s for s in self._sealed if s.path not in gone]
         return RetentionResult(

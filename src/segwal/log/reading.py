@@ -17,6 +17,7 @@ from time import monotonic, sleep
 from segwal.errors import (
     ChecksumError,
     ConfigError,
+    CorruptionError,
     NotFoundError,
     ReaderFellBehindError,
     StorageError,
@@ -302,6 +303,9 @@ class Reading(WalBase):
                         from_lsn=start,
                         to_lsn=min(stop, part.last_lsn),
                     )
+                except CorruptionError:
+                    self._telemetry.corruption()  # counted for segwal_corruption_errors_total
+                    raise
                 finally:
                     handle.close()
                 self._unpin(part.path)

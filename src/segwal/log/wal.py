@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import posixpath
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from time import perf_counter
 from typing import Any
 
 from segwal.errors import (
@@ -27,6 +28,7 @@ from segwal.log.commit import GroupCommit
 from segwal.log.config import WalConfig
 from segwal.log.maintenance import Maintenance
 from segwal.log.reading import Reading
+from segwal.log.telemetry import event_extra
 from segwal.storage.index import save as save_index
 from segwal.storage.lockfile import publish_durable, read_lock, take_lock
 from segwal.storage.meta import store as store_meta
@@ -169,9 +171,22 @@ class Wal(Reading, Maintenance):
                 cut.offset,
                 cut.lsn,
                 cut.reason,
+                extra=event_extra(
+                    "recovery_cut",
+                    self._path,
+                    path=cut.path,
+                    offset=cut.offset,
+                    length=cut.length,
+                    lsn=cut.lsn,
+                    reason=cut.reason,
+                ),
             )
         for path in repair.quarantined:
-            log.warning("recovery moved %s aside", path)
+            log.warning(
+                "recovery moved %s aside",
+                path,
+                extra=event_extra("recovery_quarantine", self._path, path=path),
+            )
         if config.sync == "interval":
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="segwal-flusher", daemon=True
@@ -516,6 +531,8 @@ class Wal(Reading, Maintenance):
         self._io["dir_fsyncs"] += 1
         self._io["created"] += 1
         self._rotations[reason] = self._rotations.get(reason, 0) + 1
+        if sealed is not None:
+            self._telemetry.rotated(reason, sealed.path, sealed.header.first_lsn, sealed.last_lsn)
         if sealed is not None and sealed.seal is not None and sealed.index is not None:
             save_index(self._fs, sealed.path, sealed.index, sealed.seal.digest)
         if sealed is not None and self._retention_configured():
@@ -541,8 +558,10 @@ class Wal(Reading, Maintenance):
     def _barrier(self) -> None:
         writer = self._writer
         assert writer is not None
+        started = perf_counter()
         writer.sync()
         self._io["fsyncs"] += 1
+        self._telemetry.fsynced(perf_counter() - started)
 
     def _publish(self, lsn: int) -> None:
         handle = self._lock_handle
@@ -556,6 +575,7 @@ class Wal(Reading, Maintenance):
                 publish_durable(handle, lsn)
             except OSError as exc:
                 log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+        self._telemetry.durable(lsn)  # outside the lock: observers may take their own
 
     def sync(self) -> int:
         """Make every record appended so far durable; return the durable LSN."""
@@ -650,3 +670,86 @@ class Wal(Reading, Maintenance):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("failed" if self._failure else "open")
         return f"<segwal.Wal {self._path!r} {state} LSNs {self.first_lsn}..{self.last_lsn}>"
+
+    # -- many batches in one write, and the observer hooks (segwal.aio, segwal.metrics) --
+
+    def append_many(
+        self, requests: Sequence[tuple[Iterable[bytes | bytearray | memoryview], int]]
+    ) -> list[range | Exception]:
+        """Append several batches with one write and (sync="always") one barrier.
+
+        Each ``(payloads, type)`` request stays its own batch, all-or-nothing after a crash,
+        and is checked on its own: a bad one (a payload that is not bytes-like or too large,
+        a bad type) gets its exception in the result, in its place, and the others are
+        appended. The batches of one call share one timestamp. What concerns the log as a
+        whole (closed, readonly, failed, a failed write or barrier) raises, and then no
+        request of the call is acknowledged.
+        """
+        results: list[range | Exception] = []
+        with self._lock:
+            writer = self._check_writable()
+            ts = self._stamp()
+            chunks: list[bytes | bytearray] = []
+            pending = 0  # bytes in chunks, not yet written
+            next_lsn = writer.last_lsn + 1
+            for payloads, record_type in requests:
+                try:
+                    items = [_payload(p, i) for i, p in enumerate(payloads)]
+                    _check_type(record_type)
+                    lengths = list(map(len, items))
+                    self._check_sizes(lengths)
+                    last = next_lsn + len(items) - 1
+                    if last > MAX_LSN:
+                        raise _exhausted()
+                except (TypeError, ValueError) as exc:  # InvalidPayload-, RecordTooLarge-, Config-
+                    results.append(exc)
+                    continue
+                if not items:
+                    results.append(range(next_lsn, next_lsn))
+                    continue
+                largest = max(lengths)
+                data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
+                limit = self._config.segment_bytes
+                if chunks and (
+                    largest > writer.header.max_record_bytes
+                    or writer.offset + pending + len(data) + SEAL_SIZE > limit
+                ):
+                    # It does not fit behind what is gathered: write that first.
+                    self._write(writer, b"".join(chunks), next_lsn - 1, ts)
+                    chunks, pending = [], 0
+                if not chunks and self._rotation_due(writer, len(data), largest, ts):
+                    writer = self._rotate_for_append(writer, len(data), largest, ts)
+                    data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
+                chunks.append(data)
+                pending += len(data)
+                results.append(range(next_lsn, last + 1))
+                next_lsn = last + 1
+                counters = self._counters
+                counters["appends"] += 1
+                counters["records"] += len(items)
+                counters["payload_bytes"] += sum(lengths)
+            if chunks:
+                whole = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._write(writer, whole, next_lsn - 1, ts)
+        if self._config.sync == "always" and next_lsn - 1 > self._commit.durable_lsn:
+            self._commit.wait_durable(next_lsn - 1, lead=True)
+        return results
+
+    def add_durable_observer(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(durable_lsn)`` whenever the durable LSN advances; returns a function
+        that removes it.
+
+        The hook for waiting on durability without polling (``segwal.aio`` wakes its
+        followers with it). The callback runs on the thread that ran the barrier (an
+        appender, the interval flusher, ``sync``, ``rotate`` or ``close``), outside the log's
+        locks: it must be quick and must not call back into the log; an exception it raises
+        is logged and ignored. Never called on a readonly log (nothing advances it in this
+        process; ``refresh()`` picks up another process's progress).
+        """
+        return self._telemetry.add_durable(callback)
+
+    def add_fsync_observer(self, callback: Callable[[float], None]) -> Callable[[], None]:
+        """Call ``callback(seconds)`` after each group-commit fdatasync with its duration;
+        returns a function that removes it (``segwal.metrics`` feeds histograms with it).
+        Same rules as :meth:`add_durable_observer`."""
+        return self._telemetry.add_fsync(callback)
