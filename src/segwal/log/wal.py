@@ -741,10 +741,11 @@ class Wal(Reading, Maintenance):
 
         The hook for waiting on durability without polling (``segwal.aio`` wakes its
         followers with it). The callback runs on the thread that ran the barrier (an
-        appender, the interval flusher, ``sync``, ``rotate`` or ``close``), outside the log's
-        locks: it must be quick and must not call back into the log; an exception it raises
-        is logged and ignored. Never called on a readonly log (nothing advances it in this
-        process; ``refresh()`` picks up another process's progress).
+        appender, the interval flusher, ``sync``, ``rotate`` or ``close``), outside the group
+        commit's lock but, after a seal, under the log's lock: it must be quick and must not
+        call back into the log; an exception it raises is logged and ignored. Never called
+        on a readonly log (nothing advances it in this process; ``refresh()`` picks up
+        another process's progress).
         """
         return self._telemetry.add_durable(callback)
 
