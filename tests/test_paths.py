@@ -57,7 +57,7 @@ def test_a_relative_path_given_to_verify_is_resolved_too(in_tmp: Path) -> None:
         lambda p: os.fsencode(str(p)),
         lambda p: p,
         lambda p: PurePosixPath(str(p)),
-        lambda p: str(p),
+        str,
         lambda p: str(p) + "/",
         lambda p: str(p) + "/./",
     ],
@@ -84,7 +84,7 @@ def test_bytes_path_not_utf8_is_decoded_like_os(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [None, 3, 2.5, ["wal"], object()])
 def test_wrong_path_types_are_a_type_error(tmp_path: Path, bad: object) -> None:
     before = sorted(os.listdir(os.getcwd()))
-    with pytest.raises(TypeError, match="path must be str, bytes or os.PathLike"):
+    with pytest.raises(TypeError, match=r"path must be str, bytes or os\.PathLike"):
         segwal.open(bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         segwal.verify(bad)  # type: ignore[arg-type]

@@ -131,6 +131,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     retention_min_segments: int = 0,
     filesystem: FileSystem | None = None,
     clock: Callable[[], int] | None = None,
+    slow_fsync_seconds: float = 1.0,
     observers: Iterable[events.Observer] = (),
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
@@ -154,6 +155,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         retention_max_age=retention_max_age,
         retention_max_bytes=retention_max_bytes,
         retention_min_segments=retention_min_segments,
+        slow_fsync_seconds=slow_fsync_seconds,
         observers=tuple(observers),
         **options,  # type: ignore[arg-type]
     )

@@ -54,11 +54,10 @@ class SegmentDeleted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Synced:
-    """A data barrier (fdatasync) completed; ``durable_lsn`` is the log's durable LSN after it."""
+    """The group commit's data barrier (fdatasync of the active segment) took ``seconds``."""
 
     site: str
     seconds: float
-    durable_lsn: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

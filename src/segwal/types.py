@@ -155,6 +155,20 @@ class Stats:
     dir_fsyncs: int  # directory barriers
     rotations: dict[str, int] = field(default_factory=dict)  # by reason: size, age, forced
     segments_created: int = 0
+    # Gauges: the log as it is now (a readonly open sees what the writer made durable).
+    durable_lsn: int = 0
+    first_lsn: int = 1
+    last_lsn: int = 0
+    segments: int = 0  # segment files, the active one included
+    log_bytes: int = 0  # bytes in those files
+    # Counters since open.
+    recovery_cuts: int = 0  # torn tails cut (or damage quarantined) by the recovery of this open
+    corruption_errors: int = 0  # CorruptionErrors raised by reads
+    retention_deletions: int = 0  # segments deleted by retention or truncate_before
+    # The group commit's fdatasync durations (append.sync; seals and headers not included):
+    # cumulative (upper bound in seconds, count) pairs, the last bound +Inf, and their sum.
+    fsync_buckets: tuple[tuple[float, int], ...] = ()
+    fsync_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -148,7 +148,7 @@ class SegwalReader(Reader):
 
 class SegwalPeer(Peer):
     name = "segwal"
-    kinds = Peer.kinds | {"open"}
+    kinds = Peer.kinds | {"open", "aio"}
     sync_note = "counted (Wal.stats().fsyncs)"
 
     def versions(self) -> dict[str, str]:

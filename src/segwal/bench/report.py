@@ -32,7 +32,9 @@ GROUP_NOTES: dict[str, str] = {
         "shared by the threads (its group commit shares each fdatasync); sqlite3 "
         "`synchronous=FULL`, one connection per thread behind a Python lock; lmdb `sync=True` "
         "(its writers serialise); rocksdict `sync=True` (RocksDB's own write groups); raw: "
-        "a bare leader/follower group commit in Python over one fd."
+        "a bare leader/follower group commit in Python over one fd. The `aio-Ntasks` rows "
+        "(segwal only): N asyncio tasks `await wal.append` through `segwal.aio`, whose one "
+        "writer thread writes everything waiting with one write and one fdatasync."
     ),
     "replay": (
         "Every record in order, into the same counting loop: segwal `wal.replay()`, sqlite3 "
@@ -214,8 +216,10 @@ def plot(rows: Sequence[dict[str, Any]], path: str, title: str) -> str | None:
     points: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r["group"] == "group":
-            threads = int(r["workload"].split("-")[1].rstrip("t"))
-            points.setdefault(r["contender"], []).append((threads, r["median_rps"]))
+            kind, count = r["workload"].split("-")[:2]
+            threads = int(count.removesuffix("tasks").removesuffix("t"))  # group-16t, aio-16tasks
+            name = "segwal.aio (asyncio tasks)" if kind == "aio" else r["contender"]
+            points.setdefault(name, []).append((threads, r["median_rps"]))
     if not points:
         return "no plot: the run had no group-commit workload"
     try:
@@ -234,7 +238,7 @@ def plot(rows: Sequence[dict[str, Any]], path: str, title: str) -> str | None:
     ax.set_yscale("log")
     ticks = sorted({x for xy in points.values() for x, _ in xy})
     ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlabel("appending threads")
+    ax.set_xlabel("appending threads (asyncio tasks for segwal.aio)")
     ax.set_ylabel("durable appends / s (median)")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)

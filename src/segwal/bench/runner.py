@@ -209,6 +209,8 @@ class Runner:
                 return w.time_durable(peer, path, payload, case.seconds, case.records)
             if case.kind == "group":
                 return w.time_group(peer, path, payload, case.seconds, case.threads)
+            if case.kind == "aio":
+                return w.time_aio(path, payload, case.seconds, case.threads)
             raise ValueError(f"unknown workload kind {case.kind!r}")
         finally:
             shutil.rmtree(path, ignore_errors=True)

@@ -115,6 +115,7 @@ QUICK = Sizes(
     opens=1,
 )
 THREADS = (1, 4, 16, 64)
+AIO_TASKS = (1, 16, 256)  # asyncio tasks appending durably through segwal.aio
 
 
 def batch_size(record_size: int) -> int:
@@ -174,6 +175,19 @@ def build_cases(quick: bool) -> list[Case]:
                 seconds=sz.group_s,
                 threads=t,
                 description=f"{t} threads x durable appends of 100 B for {sz.group_s} s",
+            )
+        )
+    for t in AIO_TASKS:
+        cases.append(
+            Case(
+                f"aio-{t}tasks",
+                "group",
+                "aio",
+                100,
+                seconds=sz.group_s,
+                threads=t,
+                description=f"{t} asyncio tasks x durable `await wal.append` of 100 B through "
+                f"segwal.aio for {sz.group_s} s",
             )
         )
     for size, n in sz.replay.items():
@@ -314,6 +328,36 @@ def time_group(peer: Peer, path: str, payload: bytes, seconds: float, threads: i
     finally:
         writer.close()
     return Sample(n, n * len(payload), dt, syncs)
+
+
+def time_aio(path: str, payload: bytes, seconds: float, tasks: int) -> Sample:
+    """``tasks`` asyncio tasks append durably through segwal.aio's writer thread."""
+    import asyncio
+
+    import segwal.aio
+
+    async def main() -> Sample:
+        async with segwal.aio.open(path) as wal:
+            before = wal.stats().fsyncs
+            done = 0
+            stop = False
+
+            async def worker() -> None:
+                nonlocal done
+                while not stop:
+                    await wal.append(payload)
+                    done += 1
+
+            gc.collect()
+            t0 = time.perf_counter()
+            workers = [asyncio.create_task(worker()) for _ in range(tasks)]
+            await asyncio.sleep(seconds)
+            stop = True
+            await asyncio.gather(*workers)
+            dt = time.perf_counter() - t0
+            return Sample(done, done * len(payload), dt, wal.stats().fsyncs - before)
+
+    return asyncio.run(main())
 
 
 def time_replay(

@@ -31,6 +31,7 @@ from segwal.cli.democmd import demo, demo_child
 from segwal.cli.inspection import info, verify
 from segwal.cli.maintenance import holds, prune, truncate
 from segwal.cli.records import dump, tail
+from segwal.cli.stats import stats
 
 __all__ = [
     "DURATION",
@@ -50,6 +51,7 @@ __all__ = [
     "parse_size",
     "prune",
     "rfc3339",
+    "stats",
     "tail",
     "truncate",
     "verify",
@@ -76,7 +78,7 @@ class _Commands(click.Group):
 def main() -> None:
     """Inspect, check and trim segwal write-ahead logs, and watch one survive SIGKILL.
 
-    info, verify, dump and 'holds' (listing) are read-only. truncate and prune delete
+    info, stats, verify, dump and 'holds' (listing) are read-only. truncate and prune delete
     records: they show their plan and change nothing without --yes. 'holds --set' and
     'holds --release' change only holds, and 'demo' writes its own log.
 
@@ -85,5 +87,5 @@ def main() -> None:
     """
 
 
-for _command in (info, verify, dump, tail, truncate, prune, holds, demo, demo_child):
+for _command in (info, stats, verify, dump, tail, truncate, prune, holds, demo, demo_child):
     main.add_command(_command)

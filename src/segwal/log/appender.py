@@ -9,7 +9,7 @@ durability is shared among concurrent appenders by the group commit, which calls
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -26,7 +26,6 @@ from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
 
 MAX_TYPE = 0xFFFF
-SLOW_SYNC_SECONDS = 1.0  # etcd warns about an fdatasync slower than this, and so do we
 
 
 def to_payload(data: Any, index: int | None = None) -> bytes:
@@ -204,6 +203,68 @@ class Appender:
             state.commit.wait_durable(last, lead=True)
         return range(first, last + 1)
 
+    def append_many(
+        self, requests: Sequence[tuple[Iterable[bytes | bytearray | memoryview], int]]
+    ) -> list[range | Exception]:
+        """Append several batches with one write and, with sync="always", one barrier.
+
+        Each request ``(payloads, type)`` is its own batch (its own frames, all-or-nothing
+        after a crash) and is checked on its own: a request with a bad payload, type or size
+        gets its exception in its place in the result and takes no LSN; the others go on.
+        The batches of one call share one timestamp. A failure of the log itself (a failed
+        write or barrier, a closed log) raises, and then no request is acknowledged.
+        """
+        state = self._state
+        results: list[range | Exception] = []
+        with state.lock:
+            writer = self.settle()
+            ts = self.stamp()
+            chunks: list[bytes | bytearray] = []
+            pending = 0  # bytes in chunks, not yet written
+            next_lsn = writer.last_lsn + 1
+            limit = self._config.segment_bytes
+            counters = state.counters
+            for payloads, record_type in requests:
+                try:
+                    items = [to_payload(p, i) for i, p in enumerate(payloads)]
+                    check_type(record_type)
+                    lengths = list(map(len, items))
+                    self._check_sizes(lengths)
+                    last = next_lsn + len(items) - 1
+                    if last > MAX_LSN:
+                        raise exhausted()
+                except (TypeError, ValueError) as exc:  # InvalidPayload-, RecordTooLarge-, Config-
+                    results.append(exc)
+                    continue
+                if not items:
+                    results.append(range(next_lsn, next_lsn))
+                    continue
+                largest = max(lengths)
+                data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
+                if chunks and (
+                    largest > writer.header.max_record_bytes
+                    or writer.offset + pending + len(data) + SEAL_SIZE > limit
+                ):
+                    # It does not fit behind what is gathered: write that first.
+                    self._write(writer, b"".join(chunks), next_lsn - 1, ts)
+                    chunks, pending = [], 0
+                if not chunks and self._rotation_due(writer, len(data), largest, ts):
+                    writer = self._rotate_for_append(writer, len(data), largest, ts)
+                    data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
+                chunks.append(data)
+                pending += len(data)
+                results.append(range(next_lsn, last + 1))
+                next_lsn = last + 1
+                counters["appends"] += 1
+                counters["records"] += len(items)
+                counters["payload_bytes"] += sum(lengths)
+            if chunks:
+                whole = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._write(writer, whole, next_lsn - 1, ts)
+        if self._config.sync == "always" and next_lsn - 1 > state.commit.durable_lsn:
+            state.commit.wait_durable(next_lsn - 1, lead=True)
+        return results
+
     def _write_batch(
         self,
         writer: SegmentWriter,
@@ -357,7 +418,7 @@ class Appender:
         state.rotations[reason] = state.rotations.get(reason, 0) + 1
         info = segment_info(sealed) if sealed is not None else None
         if info is not None:
-            log.debug("sealed %s (LSNs %d..%d)", info.path, info.first_lsn, info.last_lsn)
+            state.telemetry.rotated(reason, info.path, info.first_lsn, info.last_lsn)
             state.emit(Sealed(segment=info))
         state.emit(Rotated(reason=reason, path=state.writer.path, first_lsn=writer.last_lsn + 1))
         if sealed is not None and sealed.seal is not None and sealed.index is not None:
@@ -377,15 +438,9 @@ class Appender:
         writer.sync()
         seconds = perf_counter() - started
         state.io["fsyncs"] += 1
-        if seconds > SLOW_SYNC_SECONDS:
-            log.warning(
-                "slow fdatasync of %s: %.3f s",
-                writer.path,
-                seconds,
-                extra={"segwal_path": writer.path, "segwal_seconds": seconds},
-            )
+        state.telemetry.fsynced(seconds)  # the histogram, and a warning when slow
         if state.observed:
-            state.emit(Synced(site="append.sync", seconds=seconds, durable_lsn=writer.last_lsn))
+            state.emit(Synced(site="append.sync", seconds=seconds))
 
     def barrier_failed(self, exc: BaseException) -> None:
         state = self._state

@@ -45,6 +45,8 @@ class WalConfig:
     retention_min_segments: int = 0
     filesystem: FileSystem = field(default_factory=OsFileSystem)
     clock: Callable[[], int] = _now_us  # microseconds since the epoch; injectable for tests
+    # An fdatasync at least this long is logged as a warning (etcd's threshold is 1 s).
+    slow_fsync_seconds: float = 1.0
     # Called with every event of segwal.events from the start, recovery's included.
     observers: tuple[Observer, ...] = ()
 
@@ -73,6 +75,7 @@ class WalConfig:
         if self.retention_max_bytes is not None:
             _int_in("retention_max_bytes", self.retention_max_bytes, 1, 1 << 62)
         _int_in("retention_min_segments", self.retention_min_segments, 0, 1 << 31)
+        _positive("slow_fsync_seconds", self.slow_fsync_seconds)
         if not all(callable(o) for o in self.observers):
             raise ConfigError("observers must be callables", option="observers")
         if not isinstance(self.readonly, bool):

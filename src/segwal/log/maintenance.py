@@ -34,6 +34,7 @@ from segwal.log.plans import (
 )
 from segwal.log.retention import Decision, Rules, decide
 from segwal.log.state import LogState, log
+from segwal.log.telemetry import event_extra
 from segwal.storage.index import remove as remove_index
 from segwal.storage.meta import Meta, check_hold_name
 from segwal.storage.meta import store as store_meta
@@ -144,6 +145,16 @@ class Maintenance:
                     info.last_lsn,
                     decision.rule,
                     " once its reader is done" if deferred else "",
+                    extra=event_extra(
+                        "retention_deletion",
+                        state.path,
+                        path=info.path,
+                        first_lsn=info.first_lsn,
+                        last_lsn=info.last_lsn,
+                        size_bytes=info.size_bytes,
+                        rule=decision.rule,
+                        deferred=deferred,
+                    ),
                 )
                 state.emit(_deleted(deletion))
             if doomed:
@@ -152,6 +163,7 @@ class Maintenance:
         except BaseException as exc:
             state.fail(exc)
             raise
+        state.telemetry.deleted(len(deleted))
         state.catalog.drop({d.path for d in deleted})
         return RetentionResult(
             deleted=tuple(deleted),

@@ -15,6 +15,7 @@ import posixpath
 from segwal.errors import ContinuityError, StorageError
 from segwal.events import RecoveryCut
 from segwal.log.state import LogState, log
+from segwal.log.telemetry import event_extra
 from segwal.storage.fileio import FileHandle
 from segwal.storage.lockfile import read_lock, take_lock
 from segwal.storage.meta import store as store_meta
@@ -103,11 +104,24 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             cut.offset,
             cut.lsn,
             cut.reason,
-            extra={"segwal_path": cut.path, "segwal_offset": cut.offset, "segwal_lsn": cut.lsn},
+            extra=event_extra(
+                "recovery_cut",
+                path,
+                path=cut.path,
+                offset=cut.offset,
+                length=cut.length,
+                lsn=cut.lsn,
+                reason=cut.reason,
+            ),
         )
         state.emit(RecoveryCut(cut=cut))
     for moved in repair.quarantined:
-        log.warning("recovery moved %s aside", moved)
+        log.warning(
+            "recovery moved %s aside",
+            moved,
+            extra=event_extra("recovery_quarantine", path, path=moved),
+        )
+    state.recovery_cuts = len(repair.cuts) + len(repair.quarantined)
     return lock_handle, report, last_ts
 
 

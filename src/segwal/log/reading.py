@@ -17,6 +17,7 @@ from time import monotonic, sleep
 from segwal.errors import (
     ChecksumError,
     ConfigError,
+    CorruptionError,
     NotFoundError,
     ReaderFellBehindError,
     StorageError,
@@ -288,6 +289,9 @@ class Reader:
                         from_lsn=start,
                         to_lsn=min(stop, part.last_lsn),
                     )
+                except CorruptionError:
+                    state.telemetry.corruption()  # counted for segwal_corruption_errors_total
+                    raise
                 finally:
                     handle.close()
                 catalog.release(part.path)

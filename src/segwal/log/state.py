@@ -19,6 +19,7 @@ from segwal.events import Event, ForkDetected, Observer
 from segwal.log.buffer import AppendBuffer
 from segwal.log.catalog import SegmentCatalog
 from segwal.log.config import WalConfig
+from segwal.log.telemetry import Telemetry
 from segwal.storage.meta import Meta
 from segwal.types import Stats
 
@@ -52,6 +53,8 @@ class LogState:
         self.counters = {"appends": 0, "records": 0, "payload_bytes": 0}
         self.rotations: dict[str, int] = {}
         self.io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
+        self.telemetry = Telemetry(path, config.slow_fsync_seconds)
+        self.recovery_cuts = 0  # cuts and quarantines this open's recovery made
         self._observers: tuple[Observer, ...] = tuple(config.observers)
 
     # -- checks ---------------------------------------------------------------------------
@@ -123,6 +126,15 @@ class LogState:
 
     def stats(self) -> Stats:
         io, buffered = self.io, len(self.buffer)
+        with self.lock:
+            sizes = [s.size for s in self.catalog.sealed.states]
+            if self.writer is not None:
+                sizes.append(self.writer.offset)
+            elif self.catalog.tail is not None:
+                sizes.append(self.catalog.tail.size)
+            first, last = self.first_lsn, self.last_lsn
+        telemetry = self.telemetry
+        buckets, seconds, _count = telemetry.fsync_histogram()
         return Stats(
             # Buffered appends count from the moment they are accepted.
             appends=self.counters["appends"] + buffered,
@@ -134,6 +146,16 @@ class LogState:
             dir_fsyncs=io["dir_fsyncs"],
             rotations=dict(self.rotations),
             segments_created=io["created"],
+            durable_lsn=self.commit.durable_lsn,
+            first_lsn=first,
+            last_lsn=last,
+            segments=len(sizes),
+            log_bytes=sum(sizes),
+            recovery_cuts=self.recovery_cuts,
+            corruption_errors=telemetry.corruption_errors,
+            retention_deletions=telemetry.retention_deletions,
+            fsync_buckets=buckets,
+            fsync_seconds=seconds,
         )
 
     def observe(self, observer: Observer) -> None:

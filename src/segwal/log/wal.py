@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from segwal.errors import NotFoundError
 from segwal.events import Observer
@@ -96,6 +96,15 @@ class Wal:
         """Append records atomically: after a crash all of them are there, or none."""
         appender = self._appender or self._refuse()
         return appender.append_batch(payloads, type)
+
+    def append_many(
+        self, requests: Sequence[tuple[Iterable[bytes | bytearray | memoryview], int]]
+    ) -> list[range | Exception]:
+        """Append several batches, ``(payloads, type)`` each, with one write and (with
+        sync="always") one barrier. Each is its own atomic batch and is checked on its own:
+        a bad one gets its exception in its place and takes no LSN. ``segwal.aio`` drains
+        its queue through this."""
+        return (self._appender or self._refuse()).append_many(requests)
 
     def rotate(self) -> SegmentInfo | None:
         """Seal the active segment and start the next; None when it holds no record."""

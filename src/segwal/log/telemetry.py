@@ -1,0 +1,95 @@
+"""What a log tells the program around it: counters ``Stats`` lacked, the fsync-duration
+histogram and one log line per notable event (observers get ``segwal.events``, from
+``LogState.emit``).
+
+Dependency-free and I/O-free: the log's parts call in, and this module only counts and logs
+through the stdlib ``segwal`` logger (no handlers: the program configures logging). Every
+log line carries structured fields in ``extra`` (``event``, ``log`` and what the event is
+about), so a JSON formatter can pick them up without parsing text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Final
+
+log = logging.getLogger("segwal")
+
+# Upper bounds (seconds) of the fsync-duration histogram: etcd's wal_fsync_duration_seconds
+# buckets, 1 ms doubling to 8.192 s; a last, implicit bucket is +Inf.
+FSYNC_BUCKETS: Final = tuple(0.001 * 2**i for i in range(14))
+
+
+class Telemetry:
+    """Counters and histogram of one open log. Thread-safe."""
+
+    def __init__(self, path: str, slow_fsync_seconds: float = 1.0) -> None:
+        self.path = path
+        self.slow_fsync_seconds = slow_fsync_seconds
+        self._lock = threading.Lock()
+        self.fsync_buckets = [0] * (len(FSYNC_BUCKETS) + 1)  # per bucket, not cumulative
+        self.fsync_seconds = 0.0
+        self.fsync_count = 0
+        self.corruption_errors = 0
+        self.retention_deletions = 0
+
+    # -- events ---------------------------------------------------------------------------
+
+    def fsynced(self, seconds: float) -> None:
+        """A data barrier of the active segment took ``seconds``."""
+        with self._lock:
+            self.fsync_count += 1
+            self.fsync_seconds += seconds
+            index = 0
+            for bound in FSYNC_BUCKETS:
+                if seconds <= bound:
+                    break
+                index += 1
+            self.fsync_buckets[index] += 1
+        if seconds >= self.slow_fsync_seconds:
+            log.warning(
+                "slow fdatasync on %s: %.3f s (threshold %.3f s)",
+                self.path,
+                seconds,
+                self.slow_fsync_seconds,
+                extra=self._extra("slow_fsync", seconds=seconds, threshold=self.slow_fsync_seconds),
+            )
+
+    def corruption(self) -> None:
+        with self._lock:
+            self.corruption_errors += 1
+
+    def deleted(self, count: int) -> None:
+        with self._lock:
+            self.retention_deletions += count
+
+    def rotated(self, reason: str, path: str, first_lsn: int, last_lsn: int) -> None:
+        log.info(
+            "rotated: sealed %s (LSNs %d..%d), reason %s",
+            path,
+            first_lsn,
+            last_lsn,
+            reason,
+            extra=self._extra(
+                "rotation", path=path, reason=reason, first_lsn=first_lsn, last_lsn=last_lsn
+            ),
+        )
+
+    def fsync_histogram(self) -> tuple[tuple[tuple[float, int], ...], float, int]:
+        """Cumulative ``(upper bound, count)`` pairs ending with +Inf, the sum and the count."""
+        with self._lock:
+            buckets, total, count = list(self.fsync_buckets), self.fsync_seconds, self.fsync_count
+        cumulative, running = [], 0
+        for bound, n in zip((*FSYNC_BUCKETS, float("inf")), buckets, strict=True):
+            running += n
+            cumulative.append((bound, running))
+        return tuple(cumulative), total, count
+
+    def _extra(self, event: str, **fields: object) -> dict[str, object]:
+        return {"event": event, "log": self.path, **fields}
+
+
+def event_extra(event: str, log_path: str, **fields: object) -> dict[str, object]:
+    """The structured fields of a log line about ``event`` in the log at ``log_path``."""
+    return {"event": event, "log": log_path, **fields}
