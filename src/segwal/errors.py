@@ -4,6 +4,7 @@
 
     SegwalError
     ├── ConfigError (ValueError)             bad option or argument value
+    │   └── ArgumentTypeError (TypeError)    an argument of the wrong type
     ├── InvalidPayloadError (TypeError)      a payload that is not bytes-like
     ├── RecordTooLargeError (ValueError)     a record over max_record_bytes
     ├── NotFoundError (LookupError)          an LSN outside the log
@@ -41,6 +42,11 @@ class ConfigError(SegwalError, ValueError):
     def __init__(self, message: str, *, option: str | None = None) -> None:
         super().__init__(message)
         self.option = option
+
+
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument has the wrong type (``read("1")``, ``follow(timeout="1")``): a
+    ``ConfigError`` and a ``TypeError`` both, so either ``except`` catches it."""
 
 
 class InvalidPayloadError(SegwalError, TypeError):

@@ -13,9 +13,15 @@ from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
-from segwal.errors import ConfigError, InvalidPayloadError, RecordTooLargeError
+from segwal.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    InvalidPayloadError,
+    RecordTooLargeError,
+)
 from segwal.events import Durable, Rotated, Sealed, Synced
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
+from segwal.log import arguments
 from segwal.log.catalog import segment_info
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
@@ -44,13 +50,28 @@ def to_payload(data: Any, index: int | None = None) -> bytes:
         ) from None
 
 
+def payload_list(payloads: Any) -> list[Any]:
+    """The payloads of a batch as a list; one payload alone is refused, not split in bytes."""
+    if isinstance(payloads, bytes | bytearray | memoryview | str) or payloads is None:
+        raise InvalidPayloadError(
+            "append_batch takes an iterable of payloads, not "
+            f"{type(payloads).__name__} (wrap a single payload in a list)"
+        )
+    try:
+        return list(payloads)
+    except TypeError:
+        raise InvalidPayloadError(
+            f"append_batch takes an iterable of payloads, not {type(payloads).__name__}"
+        ) from None
+
+
 def exhausted() -> ConfigError:
     return ConfigError(f"the log has used every LSN up to {MAX_LSN}", option="lsn")
 
 
 def check_type(record_type: Any) -> int:
     if isinstance(record_type, bool) or not isinstance(record_type, int):
-        raise ConfigError(f"type must be an integer, not {record_type!r}", option="type")
+        raise ArgumentTypeError(f"type must be an integer, not {record_type!r}", option="type")
     if not 0 <= record_type <= MAX_TYPE:
         raise ConfigError(
             f"type must be between 0 and {MAX_TYPE}, not {record_type}", option="type"
@@ -167,7 +188,7 @@ class Appender:
         self, payloads: Iterable[bytes | bytearray | memoryview], type: int = 0
     ) -> range:
         state = self._state
-        items: list[Any] = payloads if isinstance(payloads, list) else list(payloads)
+        items: list[Any] = payloads if isinstance(payloads, list) else payload_list(payloads)
         if type.__class__ is not int or not 0 <= type <= MAX_TYPE:
             check_type(type)
         # Fast path: no per-record type check. The encoder refuses payloads that are not
@@ -226,7 +247,7 @@ class Appender:
             counters = state.counters
             for payloads, record_type in requests:
                 try:
-                    items = [to_payload(p, i) for i, p in enumerate(payloads)]
+                    items = [to_payload(p, i) for i, p in enumerate(payload_list(payloads))]
                     check_type(record_type)
                     lengths = list(map(len, items))
                     self._check_sizes(lengths)
@@ -311,6 +332,8 @@ class Appender:
     def stamp(self) -> int:
         # Timestamps never decrease within a log, even when the clock steps back.
         now = self._config.clock()
+        if now.__class__ is not int:
+            now = arguments.integer(now, "the clock's value (microseconds)")
         now = max(now, self._last_ts)
         self._last_ts = now
         return now

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from segwal.errors import ConfigError
+from segwal.errors import ArgumentTypeError, ConfigError
 from segwal.events import Observer
 from segwal.format.layout import HEADER_SIZE, MAX_U32, SEAL_SIZE
 from segwal.storage.fileio import FileSystem, OsFileSystem
@@ -76,6 +76,14 @@ class WalConfig:
             _int_in("retention_max_bytes", self.retention_max_bytes, 1, 1 << 62)
         _int_in("retention_min_segments", self.retention_min_segments, 0, 1 << 31)
         _positive("slow_fsync_seconds", self.slow_fsync_seconds)
+        if not callable(self.clock):
+            raise ArgumentTypeError("clock must be a callable", option="clock")
+        now = self.clock()  # a clock of seconds or floats would fail deep in an encoder
+        if isinstance(now, bool) or not isinstance(now, int):
+            raise ArgumentTypeError(
+                f"clock() must return integer microseconds since the epoch, not {now!r}",
+                option="clock",
+            )
         if not all(callable(o) for o in self.observers):
             raise ConfigError("observers must be callables", option="observers")
         if not isinstance(self.readonly, bool):

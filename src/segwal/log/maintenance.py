@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from segwal.errors import ConfigError
 from segwal.events import Rewound, SegmentDeleted
+from segwal.log import arguments
 from segwal.log.appender import Appender
 from segwal.log.catalog import segment_info, writer_info, writer_state
 from segwal.log.cursors import Cursor
@@ -28,7 +29,6 @@ from segwal.log.plans import (
     RetentionResult,
     TruncatePlan,
     TruncateResult,
-    check_lsn,
     check_range,
     plan_truncate,
 )
@@ -106,7 +106,7 @@ class Maintenance:
             self.delete_locked(self._decide(self.configured_rules()))
 
     def prune_through(self, timestamp_us: int) -> RetentionResult:
-        ts = check_lsn(timestamp_us, "timestamp_us")
+        ts = arguments.lsn(timestamp_us, "timestamp_us")
         state = self._state
         with state.lock:
             self._writable()
@@ -192,7 +192,7 @@ class Maintenance:
         )
 
     def truncate_before(self, lsn: int) -> TruncateResult:
-        lsn = check_lsn(lsn)
+        lsn = arguments.lsn(lsn)
         state = self._state
         with state.lock:
             appender, _writer = self._writable()
@@ -216,7 +216,7 @@ class Maintenance:
             )
 
     def truncate_after(self, lsn: int) -> TruncateResult:
-        lsn = check_lsn(lsn)
+        lsn = arguments.lsn(lsn)
         state = self._state
         with state.lock:
             _appender, writer = self._writable()
@@ -290,7 +290,7 @@ class Maintenance:
                 "the holds of consumer cursors (use wal.cursor(name))",
                 option="name",
             )
-        lsn = check_lsn(lsn)
+        lsn = arguments.lsn(lsn)
         state = self._state
         with state.lock:
             self._writable()
@@ -333,7 +333,7 @@ class Maintenance:
         state.check_open()
         position = load_cursor(state.fs, state.path, name)
         if position is None:
-            position = state.first_lsn if start is None else check_lsn(start, "start")
+            position = state.first_lsn if start is None else arguments.lsn(start, "start")
             self.commit_cursor(name, position)
         return Cursor(host, name, position)  # type: ignore[arg-type]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from segwal.errors import ConfigError, HoldError, NotFoundError
+from segwal.log import arguments
 from segwal.log.retention import Rules, decide, lowest_hold
 from segwal.types import SegmentInfo
 
@@ -86,13 +87,6 @@ class TruncatePlan:
         return sum(s.size_bytes for s in self.deleted)
 
 
-def check_lsn(value: object, name: str = "lsn") -> int:
-    """An LSN argument: an int (not a bool), or ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, not {value!r}", option=name)
-    return value
-
-
 def check_range(what: str, lsn: int, low: int, high: int, first: int, last: int) -> None:
     """Raise NotFoundError, saying what would work, unless ``low <= lsn <= high``."""
     if not low <= lsn <= high:
@@ -122,7 +116,7 @@ def plan_truncate(
         raise ConfigError("give exactly one of before= or after=", option="before")
     actions: list[SegmentAction] = []
     if before is not None:
-        lsn = check_lsn(before, "before")
+        lsn = arguments.lsn(before, "before")
         check_range("truncate before", lsn, first, last + 1, first, last)
         hold = lowest_hold(holds)
         if hold is not None and lsn > hold[1]:
@@ -141,7 +135,7 @@ def plan_truncate(
             new_last_lsn=last,
             segments=tuple(actions),
         )
-    lsn = check_lsn(after, "after")
+    lsn = arguments.lsn(after, "after")
     check_range("truncate after", lsn, first - 1, last, first, last)
     for s in segments:
         if lsn < last and s.first_lsn > lsn:

@@ -16,7 +16,6 @@ from time import monotonic, sleep
 
 from segwal.errors import (
     ChecksumError,
-    ConfigError,
     CorruptionError,
     NotFoundError,
     ReaderFellBehindError,
@@ -24,6 +23,7 @@ from segwal.errors import (
 )
 from segwal.format.layout import HEADER_SIZE
 from segwal.format.scanner import Status
+from segwal.log import arguments
 from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
 from segwal.log.state import LogState
 from segwal.storage.index import SparseIndex
@@ -83,7 +83,9 @@ class Reader:
 
     def read(self, lsn: int, *, unsynced: bool = False) -> Record:
         """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
-        snap = self._snapshot(unsynced)
+        if lsn.__class__ is not int:
+            lsn = arguments.lsn(lsn)
+        snap = self._snapshot(unsynced is True or arguments.flag(unsynced, "unsynced"))
         first, last = snap.first, snap.last
         if not first <= lsn <= snap.limit:
             if first <= lsn <= last:
@@ -111,7 +113,9 @@ class Reader:
         record that a crash could still take back. ``from_lsn`` below the first LSN starts
         at the first LSN; the range is fixed when ``replay`` is called.
         """
-        snap = self._snapshot(unsynced)
+        from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
+        to_lsn = arguments.optional_lsn(to_lsn, "to_lsn")
+        snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
         start = snap.first if from_lsn is None else max(from_lsn, snap.first)
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
         return chain.from_iterable(self._stream(snap, start, stop))
@@ -127,9 +131,10 @@ class Reader:
         """One page of records from ``from_lsn``: at most ``max_records`` records and about
         ``max_bytes`` of payload (at least one record, however large). Seeks through the
         sparse index: a page costs the same wherever it starts."""
-        if max_records < 1 or max_bytes < 1:
-            raise ConfigError("max_records and max_bytes must be at least 1", option="max_records")
-        snap = self._snapshot(unsynced)
+        from_lsn = arguments.lsn(from_lsn, "from_lsn")
+        max_records = arguments.at_least_one(max_records, "max_records")
+        max_bytes = arguments.at_least_one(max_bytes, "max_bytes")
+        snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
         if from_lsn < snap.first:
             raise NotFoundError(
                 f"LSN {from_lsn} is no longer in the log, which now starts at LSN {snap.first}",
@@ -156,7 +161,8 @@ class Reader:
         index, then at most one index interval of frames. Past the newest record it returns
         the next LSN to be appended.
         """
-        snap = self._snapshot(unsynced)
+        timestamp_us = arguments.integer(timestamp_us, "timestamp_us")
+        snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
         parts = [*snap.sealed.parts, *([snap.active] if snap.active is not None else [])]
         for part in parts:
             if part.last_lsn < part.first_lsn or part.max_ts < timestamp_us:
@@ -204,7 +210,9 @@ class Reader:
         rotation; raises ReaderFellBehindError when retention removed what it needs.
         """
         self._state.check_open()
-        return self._follow(from_lsn, timeout, unsynced)
+        from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
+        seconds = arguments.timeout(timeout)
+        return self._follow(from_lsn, seconds, arguments.flag(unsynced, "unsynced"))
 
     def _follow(
         self, from_lsn: int | None, timeout: float | None, unsynced: bool

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from segwal.errors import NotFoundError
 from segwal.events import Observer
+from segwal.log import arguments
 from segwal.log.appender import Appender
 from segwal.log.catalog import writer_info
 from segwal.log.commit import GroupCommit
@@ -122,6 +123,8 @@ class Wal:
         """
         state = self._state
         state.check_open()
+        lsn = arguments.lsn(lsn)
+        timeout = arguments.timeout(timeout)
         if lsn > state.last_lsn:
             raise NotFoundError(
                 f"LSN {lsn} has not been appended (last LSN is {state.last_lsn})",
