@@ -190,6 +190,10 @@ build_records(const void *data, Py_ssize_t table, Py_ssize_t count, long long fi
     Py_ssize_t pos = table + 4 * count;
     for (Py_ssize_t i = 0; i < skip; i++, p += 4)
         pos += (Py_ssize_t)load_u32le(p);
+    /* A record of ints and bytes can be in no reference cycle: leave it out of the
+     * collector's lists (CPython untracks such tuples itself, but only once a collection
+     * has traversed them, and a frame's records stay alive together in the list). */
+    int untrack = PyLong_CheckExact(rtype) && PyLong_CheckExact(stamp);
     PyObject *list = PyList_New(stop - skip);
     if (list == NULL)
         return NULL;
@@ -213,6 +217,8 @@ build_records(const void *data, Py_ssize_t table, Py_ssize_t count, long long fi
         if (payload == NULL)
             goto fail;
         PyTuple_SET_ITEM(rec, 3, payload);
+        if (untrack)
+            PyObject_GC_UnTrack(rec);
         pos += len;
     }
     return list;
