@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterable, Iterator
 from functools import partial
 from itertools import accumulate, pairwise, repeat
 from operator import index
@@ -53,6 +54,21 @@ class DecodeRecords(Protocol):
         skip: int = 0,
         stop: int | None = None,
     ) -> list[Record]: ...
+
+
+class StreamRecords(Protocol):
+    def __call__(
+        self,
+        buf: Buffer,
+        table: int,
+        count: int,
+        end: int,
+        first_lsn: int,
+        record_type: int,
+        timestamp_us: int,
+        skip: int = 0,
+        stop: int | None = None,
+    ) -> Iterable[Record]: ...
 
 
 def _check_args(table: int, count: int, end: int, first_lsn: int, skip: int, stop: int) -> None:
@@ -119,6 +135,27 @@ def decode_records_py(
     passed, shared by every record); its payload is always ``bytes``, whatever kind of
     buffer it came from.
     """
+    return list(
+        stream_records_py(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop)
+    )
+
+
+def stream_records_py(
+    buf: Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int = 0,
+    stop: int | None = None,
+) -> Iterator[Record]:
+    """``decode_records_py``, checked now and built lazily, one record per ``next``.
+
+    The pure read path streams: a frame's records all alive at once in a list make the
+    garbage collector walk them again and again (the C twin leaves them out of its lists).
+    """
     table, count, end, first_lsn = index(table), index(count), index(end), index(first_lsn)
     skip = index(skip)
     stop = count if stop is None else index(stop)
@@ -129,16 +166,14 @@ def decode_records_py(
     payloads = map(data.__getitem__, map(slice, ends[skip:stop], ends[skip + 1 : stop + 1]))
     if copy:
         payloads = map(bytes, payloads)
-    return list(
-        map(
-            _new_record,
-            zip(
-                range(first_lsn + skip, first_lsn + stop),
-                repeat(record_type),
-                repeat(timestamp_us),
-                payloads,
-            ),
-        )
+    return map(
+        _new_record,
+        zip(
+            range(first_lsn + skip, first_lsn + stop),
+            repeat(record_type),
+            repeat(timestamp_us),
+            payloads,
+        ),
     )
 
 
@@ -158,10 +193,13 @@ _COMPILED: Final = _compiled()
 IMPLEMENTATION: Final = "c" if _COMPILED is not None and not PURE_REQUESTED else "python"
 record_spans: RecordSpans
 decode_records: DecodeRecords
+stream_records: StreamRecords  # for the read path: the C list, or the pure lazy map
 if _COMPILED is not None and IMPLEMENTATION == "c":
     record_spans, decode_records = _COMPILED
+    stream_records = decode_records
 else:
     record_spans, decode_records = record_spans_py, decode_records_py
+    stream_records = stream_records_py
 
 # The compiled functions even when the pure path is chosen, for the tests that compare them.
 record_spans_c: Final = _COMPILED[0] if _COMPILED is not None else None

@@ -39,7 +39,7 @@ from segwal.format.layout import (
     max_frame_bytes,
 )
 from segwal.format.naming import segment_name, temp_name
-from segwal.format.records import decode_records
+from segwal.format.records import stream_records
 from segwal.format.scanner import Status, Verdict, check
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
@@ -342,7 +342,7 @@ def iter_records(
 
     Yields one iterator of records per frame, so a caller can flatten them with
     ``itertools.chain.from_iterable`` and no Python code runs per record: a frame's records
-    are built by ``format.records.decode_records``, in C when the speed-up is built. Every
+    are built by ``format.records.stream_records``, in C when the speed-up is built. Every
     frame is checked again as it is read: damage that happened after open is raised, never
     skipped.
     """
@@ -384,7 +384,7 @@ def iter_records(
         if stop <= skip:
             return
         try:
-            records = decode_records(
+            records = stream_records(
                 ref.buf,
                 frame.offset + FRAME_HEAD_SIZE,
                 count,
