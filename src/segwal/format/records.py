@@ -4,8 +4,13 @@ This is the per-record work of every read, so it exists twice: the pure function
 the reference, and ``segwal.format._speedups`` (C, optional) has the same functions, checks
 and errors. ``tests/test_speedups.py`` holds the two to each other on random, fuzzed and
 lying inputs. The compiled one is used when it was built, unless the environment variable
-``SEGWAL_PURE=1`` was set when this module was first imported; ``IMPLEMENTATION`` says which
-("c" or "python").
+``SEGWAL_PURE`` was set (to anything but "" or "0") when this module was first imported;
+``IMPLEMENTATION`` says which ("c" or "python").
+
+- ``record_spans``: the ``(start, end)`` of each payload.
+- ``decode_records``: records ``skip..stop-1`` as a list of ``segwal.types.Record``.
+- ``stream_records``: what the read path calls: ``decode_records`` in C; in pure Python
+  the same checks, then a lazy iterator (a pure list costs the collector too much).
 
 A frame's records are described by its length table: ``count`` u32 lengths at
 ``buf[table:]``, then the payloads, back to back, ending exactly at ``end`` (the frame's
