@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import struct
 from enum import Enum
-from itertools import accumulate, pairwise
 from typing import Final, NamedTuple
 
 from segwal.format.layout import (
@@ -26,6 +25,7 @@ from segwal.format.layout import (
     crc32c,
     decode_seal,
 )
+from segwal.format.records import record_spans as _record_spans
 
 _KIND_OFFSET: Final = 4
 _FRAME_HEAD_UNPACK = FRAME_HEAD.unpack_from
@@ -126,12 +126,7 @@ def check(
 
 def record_spans(buf: bytes | bytearray | memoryview, frame: Frame) -> list[tuple[int, int]]:
     """The (start, end) offsets in ``buf`` of each record payload of a checked frame."""
-    count = frame.count
-    table = frame.offset + FRAME_HEAD_SIZE
-    lengths = struct.unpack_from(f"<{count}I", buf, table)
-    base = table + 4 * count
-    ends = list(accumulate(lengths, initial=base))
-    return list(pairwise(ends))
+    return _record_spans(buf, frame.offset + FRAME_HEAD_SIZE, frame.count, frame.end)
 
 
 def find_valid(

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import struct
 from collections.abc import Callable, Iterator
-from functools import partial
-from itertools import accumulate, repeat
 from typing import NamedTuple
 
 import blake3
@@ -42,6 +39,7 @@ from segwal.format.layout import (
     max_frame_bytes,
 )
 from segwal.format.naming import segment_name, temp_name
+from segwal.format.records import stream_records
 from segwal.format.scanner import Status, Verdict, check
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
@@ -52,8 +50,6 @@ log = logging.getLogger("segwal")
 READ_CHUNK = 1 << 20
 FIRST_CHUNK = 16 << 10
 DIGEST_CHUNK = 4 << 20  # a point read needs little; a stream doubles up to READ_CHUNK
-
-_new_record = partial(tuple.__new__, Record)
 
 
 def header_error(exc: FormatError, path: str) -> Exception:
@@ -345,8 +341,10 @@ def iter_records(
     """Stream the records with LSNs in ``[from_lsn, to_lsn]`` from frames in ``[start, end)``.
 
     Yields one iterator of records per frame, so a caller can flatten them with
-    ``itertools.chain.from_iterable`` and no Python code runs per record. Every frame is
-    checked again as it is read: damage that happened after open is raised, never skipped.
+    ``itertools.chain.from_iterable`` and no Python code runs per record: a frame's records
+    are built by ``format.records.stream_records``, in C when the speed-up is built. Every
+    frame is checked again as it is read: damage that happened after open is raised, never
+    skipped.
     """
     expected = first_lsn
     seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
@@ -385,19 +383,22 @@ def iter_records(
         stop = min(count, to_lsn - lsn + 1)
         if stop <= skip:
             return
-        buf = ref.buf
-        table = frame.offset + FRAME_HEAD_SIZE
-        lengths = struct.unpack_from(f"<{count}I", buf, table)
-        bounds = list(accumulate(lengths, initial=table + 4 * count))
-        payloads = map(buf.__getitem__, map(slice, bounds[skip:stop], bounds[skip + 1 : stop + 1]))
-        yield map(
-            _new_record,
-            zip(
-                range(lsn + skip, lsn + stop),
-                repeat(frame.record_type),
-                repeat(frame.timestamp_us),
-                payloads,
-            ),
-        )
+        try:
+            records = stream_records(
+                ref.buf,
+                frame.offset + FRAME_HEAD_SIZE,
+                count,
+                frame.end,
+                lsn,
+                frame.record_type,
+                frame.timestamp_us,
+                skip,
+                stop,
+            )
+        except FormatError as exc:  # check() passed these lengths; a place, should it not
+            raise CorruptionError(
+                exc.reason, path=handle.path, offset=ref.offset, lsn=lsn + skip
+            ) from None
+        yield iter(records)
         if expected > to_lsn:
             return

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import errno
 import posixpath
-import struct
-from itertools import accumulate
 
 from segwal.errors import ChecksumError, StorageError
 from segwal.format.layout import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
 from segwal.format.naming import temp_name
+from segwal.format.records import record_spans
 from segwal.format.scanner import Frame, Status
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import remove as remove_index
@@ -86,10 +85,9 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
 def _reencode(buf: bytes, frame: Frame, lsn: int, seed: int) -> bytearray:
     """The frame's records up to ``lsn`` as one committed frame."""
     keep = lsn - frame.first_lsn + 1
-    table = frame.offset + FRAME_HEAD_SIZE
-    lengths = list(struct.unpack_from(f"<{frame.count}I", buf, table))[:keep]
-    bounds = list(accumulate(lengths, initial=table + 4 * frame.count))
-    payloads = [buf[bounds[i] : bounds[i + 1]] for i in range(keep)]
+    spans = record_spans(buf, frame.offset + FRAME_HEAD_SIZE, frame.count, frame.end)[:keep]
+    payloads = [buf[start:end] for start, end in spans]
+    lengths = [end - start for start, end in spans]
     return encode_frames(
         seed=seed,
         first_lsn=frame.first_lsn,

@@ -1,0 +1,18 @@
+# The compiled twin of segwal.format.records (_speedups.c); see that module for the contract.
+from segwal.types import Record
+
+_Buffer = bytes | bytearray | memoryview
+
+def bind(record: type[Record], format_error: type[Exception], max_lsn: int, /) -> None: ...
+def record_spans(buf: _Buffer, table: int, count: int, end: int, /) -> list[tuple[int, int]]: ...
+def decode_records(
+    buf: _Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int = 0,
+    stop: int | None = None,
+) -> list[Record]: ...
