@@ -39,6 +39,7 @@ from segwal.errors import (
     UnsupportedFormatError,
     WalFailedError,
 )
+from segwal.format.records import IMPLEMENTATION as DECODER
 from segwal.log.config import RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
 from segwal.log.plans import (
@@ -67,6 +68,7 @@ from segwal.types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DECODER",
     "Batch",
     "ChecksumError",
     "ClosedError",

@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import segwal
+
 DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 
@@ -85,6 +87,7 @@ def machine(path: str, libraries: dict[str, str]) -> dict[str, Any]:
     """CPU, cores, kernel, file system of ``path``, Python and library versions, load."""
     versions = {"python": f"{platform.python_implementation()} {platform.python_version()}"}
     versions |= libraries
+    versions["segwal decoder"] = segwal.DECODER  # "c", or "python" (no compiler, SEGWAL_PURE)
     for extra in ("matplotlib", "rich", "click"):
         got = package_version(extra)
         if got:
