@@ -234,6 +234,7 @@ class Maintenance:
         state = self._state
         fs, directory = state.fs, state.path
         state.rewinds += 1  # readers with an older snapshot must not open recreated files
+        state.rewound_to[state.rewinds] = lsn
         self._store_meta(state.meta.with_(truncate_after=lsn))
         writer.close()
         states = [*state.catalog.sealed.states, writer_state(writer)]

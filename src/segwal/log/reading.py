@@ -212,10 +212,11 @@ class Reader:
         self._state.check_open()
         from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
         seconds = arguments.timeout(timeout)
-        return self._follow(from_lsn, seconds, arguments.flag(unsynced, "unsynced"))
+        unsynced = arguments.flag(unsynced, "unsynced")
+        return self._follow(from_lsn, seconds, unsynced, self._state.rewinds)
 
     def _follow(
-        self, from_lsn: int | None, timeout: float | None, unsynced: bool
+        self, from_lsn: int | None, timeout: float | None, unsynced: bool, seen: int
     ) -> Iterator[Record]:
         state = self._state
         next_lsn = state.first_lsn if from_lsn is None else from_lsn
@@ -223,6 +224,19 @@ class Reader:
             if state.closed:
                 return
             snap = self._snapshot(unsynced)
+            if snap.rewinds != seen:
+                # A rewind below what this reader yielded replaced those records: going on
+                # at the next LSN would silently mix two histories.
+                lowest = state.rewound_below(seen, next_lsn - 1)
+                if lowest is not None:
+                    raise ReaderFellBehindError(
+                        f"the log was rewound to LSN {lowest} (truncate_after) after this "
+                        f"reader had read up to LSN {next_lsn - 1}; records from LSN "
+                        f"{lowest + 1} now hold other data",
+                        lsn=lowest + 1,
+                        first_lsn=snap.first,
+                    )
+                seen = snap.rewinds
             if next_lsn < snap.first:
                 raise ReaderFellBehindError(
                     f"LSN {next_lsn} is no longer in the log, which now starts at LSN {snap.first}",
@@ -267,12 +281,7 @@ class Reader:
         try:
             for part in chosen:
                 if state.rewinds != snap.rewinds:
-                    raise ReaderFellBehindError(
-                        f"the log was rewound (truncate_after) while a reader needed LSN "
-                        f"{max(start, part.first_lsn)}",
-                        lsn=max(start, part.first_lsn),
-                        first_lsn=state.first_lsn,
-                    )
+                    raise _rewound(state, snap.rewinds, max(start, part.first_lsn), stop)
                 try:
                     handle = self._fs.open_read(part.path)
                 except StorageError as exc:
@@ -288,7 +297,7 @@ class Reader:
                 if start > first:
                     first, offset = self._index_of(part).seek_lsn(start, first)
                 try:
-                    yield from iter_records(
+                    for frame in iter_records(
                         handle,
                         part.header,
                         start=offset,
@@ -296,7 +305,12 @@ class Reader:
                         first_lsn=first,
                         from_lsn=start,
                         to_lsn=min(stop, part.last_lsn),
-                    )
+                    ):
+                        if state.rewinds != snap.rewinds:
+                            # Checked per frame: a reader paused in a snapshot stops
+                            # soon after a rewind instead of yielding what it replaced.
+                            raise _rewound(state, snap.rewinds, start, stop)
+                        yield frame
                 except CorruptionError:
                     state.telemetry.corruption()  # counted for segwal_corruption_errors_total
                     raise
@@ -319,3 +333,14 @@ class Reader:
             # Built outside the lock: two readers may both build it; either result is right.
             state.index = load_index(self._fs, state.path, state.seal.digest, state.end)
         return state.index
+
+
+def _rewound(state: LogState, seen: int, start: int, stop: int) -> ReaderFellBehindError:
+    """A reader of ``start..stop`` that took its snapshot at rewind count ``seen``."""
+    lowest = state.rewound_below(seen, stop + 1)
+    lsn = start if lowest is None else max(start, lowest + 1)
+    return ReaderFellBehindError(
+        f"the log was rewound (truncate_after) while a reader needed LSN {lsn}",
+        lsn=lsn,
+        first_lsn=state.first_lsn,
+    )

@@ -47,6 +47,7 @@ class LogState:
         self.pid = os.getpid()  # the process that may change the log (see forked())
         self.meta = Meta()
         self.rewinds = 0  # truncate_after calls: the same LSNs may now hold other bytes
+        self.rewound_to: dict[int, int] = {}  # rewind count -> the LSN it rewound to
         self.catalog = SegmentCatalog(self.fs, path, track_readers=not config.readonly)
         self.buffer = AppendBuffer(config.buffer_bytes)
         self.writer: SegmentWriter | None = None
@@ -92,6 +93,17 @@ class LogState:
             self.failure = exc
             log.error("segwal log at %s failed: %r; reopen it to recover", self.path, exc)
         self.commit.fail(exc)
+
+    def rewound_below(self, seen: int, read_up_to: int) -> int | None:
+        """The lowest LSN a rewind after rewind count ``seen`` went back to, if it is below
+        ``read_up_to`` (a reader that read that far got records that were replaced); None
+        when every later rewind left what the reader read alone."""
+        lowest = None
+        for count in range(seen + 1, self.rewinds + 1):
+            lsn = self.rewound_to.get(count, 0)  # unknown: assume the worst
+            if lsn < read_up_to and (lowest is None or lsn < lowest):
+                lowest = lsn
+        return lowest
 
     # -- LSN watermarks -------------------------------------------------------------------
 
