@@ -307,9 +307,18 @@ class Reader:
                         to_lsn=min(stop, part.last_lsn),
                     ):
                         if state.rewinds != snap.rewinds:
-                            # Checked per frame: a reader paused in a snapshot stops
-                            # soon after a rewind instead of yielding what it replaced.
-                            raise _rewound(state, snap.rewinds, start, stop)
+                            # Checked per frame: a reader paused in a snapshot yields what a
+                            # rewind kept (this open file is the old one) and stops before
+                            # what it replaced.
+                            lowest = state.rewound_below(snap.rewinds, stop + 1)
+                            if lowest is not None:
+                                records = list(frame)
+                                kept = [r for r in records if r.lsn <= lowest]
+                                if kept:
+                                    yield iter(kept)
+                                if len(kept) < len(records):
+                                    raise _rewound(state, snap.rewinds, start, stop)
+                                continue
                         yield frame
                 except CorruptionError:
                     state.telemetry.corruption()  # counted for segwal_corruption_errors_total
