@@ -3,12 +3,24 @@
 Internal: the public API is what ``segwal`` exports (``segwal.open``, ``segwal.Wal``,
 ``segwal.Cursor``, ``segwal.WalConfig``, ...); these module paths may change.
 
+- ``wal``: ``Wal``, the facade: wires the parts together, opens and closes, delegates.
 - ``config``: ``WalConfig``, the one table of defaults, validated.
-- ``wal``: ``Wal``: open, append, rotate, close, by delegating.
-- ``base``: the state every part of ``Wal`` shares, and its checks.
-- ``commit``: group commit (written and durable LSNs, one fsync for many appenders).
-- ``reading``: read, replay, follow over a snapshot of the segments.
-- ``maintenance``: checkpoints, holds, retention, truncation, cursors' storage.
-- ``retention``: which sealed segments may go (pure decisions).
-- ``cursors``: named consumer positions.
+- ``arguments``: the checks of every public argument.
+- ``state``: ``LogState``, what every part shares (lock, open/failed, META, counters,
+  observers, the rewind count) and the checks on it.
+- ``opening``: opening as the writer (recover, resume or create the active segment) or
+  as a readonly view.
+- ``appender``: appends (single, batch, many), the buffer's flushes, barriers, the
+  interval flusher, close.
+- ``buffer``: ``AppendBuffer``, single appends waiting to be written as one batch.
+- ``rotation``: when the active segment is sealed, and the sealing.
+- ``commit``: ``GroupCommit``, the written and durable LSNs; one fdatasync for many.
+- ``catalog``: ``SegmentCatalog``, the segments as immutable generations, reader counts,
+  deferred deletion.
+- ``reading``: ``Reader``: read, replay, read_batch, lsn_at, follow.
+- ``maintenance``: truncation, retention, holds, cursors.
+- ``plans``: what a truncation would do (pure), and the result types.
+- ``retention``: which sealed segments may go (pure).
+- ``cursors``: consumer cursors and their files.
+- ``telemetry``: the fsync histogram, counters and log lines.
 """

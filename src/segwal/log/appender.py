@@ -19,15 +19,13 @@ from segwal.errors import (
     InvalidPayloadError,
     RecordTooLargeError,
 )
-from segwal.events import Durable, Rotated, Sealed, Synced
+from segwal.events import Durable, Synced
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.log import arguments
-from segwal.log.catalog import segment_info
+from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
-from segwal.storage.index import save as save_index
 from segwal.storage.lockfile import publish_durable
-from segwal.storage.recovery import SegmentState
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
 
@@ -88,7 +86,7 @@ class Appender:
         self._state = state
         self._config = state.config
         self._lock_handle = lock_handle
-        self._after_seal = after_seal  # retention, which the rotation that sealed applies
+        self.rotation = Rotation(state, after_seal)
         self._max_record_bytes = state.config.max_record_bytes
         self._published = 0
         self._publish_lock = threading.Lock()
@@ -127,8 +125,8 @@ class Appender:
                 raise exhausted()
             ts = self.stamp()
             frame_len = FRAME_HEAD_SIZE + 4 + size
-            if self._rotation_due(writer, frame_len, size, ts):
-                writer = self._rotate_for_append(writer, frame_len, size, ts)
+            if self.rotation.due(writer, frame_len, size, ts):
+                writer = self.rotation.for_append(writer, frame_len, size, ts)
             frame = encode_record(writer.header.seed, lsn, type, ts, state.commit.durable_lsn, data)
             self._write(writer, frame, lsn, ts)
             counters = state.counters
@@ -269,8 +267,8 @@ class Appender:
                     # It does not fit behind what is gathered: write that first.
                     self._write(writer, b"".join(chunks), next_lsn - 1, ts)
                     chunks, pending = [], 0
-                if not chunks and self._rotation_due(writer, len(data), largest, ts):
-                    writer = self._rotate_for_append(writer, len(data), largest, ts)
+                if not chunks and self.rotation.due(writer, len(data), largest, ts):
+                    writer = self.rotation.for_append(writer, len(data), largest, ts)
                     data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
                 chunks.append(data)
                 pending += len(data)
@@ -299,8 +297,8 @@ class Appender:
         """Write the batch ``data`` (``items`` encoded from LSN ``first``), rotating first
         and encoding again when it does not fit the active segment."""
         largest = max(lengths)
-        if self._rotation_due(writer, len(data), largest, ts):
-            writer = self._rotate_for_append(writer, len(data), largest, ts)
+        if self.rotation.due(writer, len(data), largest, ts):
+            writer = self.rotation.for_append(writer, len(data), largest, ts)
             data = self._encode_batch(writer, first, record_type, ts, items, lengths)
         self._write(writer, data, first + len(items) - 1, ts)
 
@@ -355,100 +353,13 @@ class Appender:
 
     # -- rotation -------------------------------------------------------------------------
 
-    def _rotation_due(self, writer: SegmentWriter, frame_len: int, largest: int, ts: int) -> bool:
-        if largest > writer.header.max_record_bytes:
-            return True
-        if writer.count == 0:
-            return False
-        if writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
-            return True
-        return self.aged(writer, ts)
-
-    def aged(self, writer: SegmentWriter, now_us: int) -> bool:
-        age = self._config.max_segment_age
-        return age is not None and writer.count > 0 and now_us - writer.min_ts >= age * 1e6
-
-    def _rotate_for_append(
-        self, writer: SegmentWriter, frame_len: int, largest: int, ts: int
-    ) -> SegmentWriter:
-        if largest > writer.header.max_record_bytes:
-            reason = "limit"
-        elif writer.offset + frame_len + SEAL_SIZE > self._config.segment_bytes:
-            reason = "size"
-        else:
-            reason = "age"
-        self.rotate_locked(reason)
-        assert self._state.writer is not None
-        return self._state.writer
-
     def rotate(self) -> SegmentInfo | None:
         with self._state.lock:
             self.settle()
             return self.rotate_locked("forced")
 
     def rotate_locked(self, reason: str) -> SegmentInfo | None:
-        """Seal the active segment and start the next (the caller holds the lock)."""
-        state = self._state
-        writer = state.writer
-        assert writer is not None
-        config = self._config
-        if writer.count == 0 and reason != "limit":
-            return None
-        with state.commit.exclusive():
-            try:
-                if writer.count == 0:
-                    # An empty segment whose header limit is too small is replaced in place.
-                    sealed = None
-                    sequence, prev = writer.header.sequence, writer.header.prev_digest
-                else:
-                    seal = writer.seal(config.clock())
-                    state.io["fsyncs"] += 1
-                    state.io["written_bytes"] += SEAL_SIZE
-                    sealed = SegmentState(
-                        path=writer.path,
-                        header=writer.header,
-                        size=writer.offset,
-                        end=seal.data_end,
-                        last_lsn=seal.last_lsn,
-                        min_ts=seal.min_ts,
-                        max_ts=seal.max_ts,
-                        seal=seal,
-                        index=writer.index,
-                    )
-                    sequence, prev = writer.header.sequence + 1, seal.digest
-                writer.close()
-                if sealed is not None:
-                    state.catalog.add_sealed(sealed)
-                    state.commit.publish(sealed.last_lsn)
-                state.writer = SegmentWriter.create(
-                    state.fs,
-                    state.path,
-                    log_id=writer.header.log_id,
-                    sequence=sequence,
-                    first_lsn=writer.last_lsn + 1,
-                    created_us=config.clock(),
-                    max_record_bytes=config.max_record_bytes,
-                    prev_digest=prev,
-                )
-            except BaseException as exc:
-                state.fail(exc)
-                writer.discard_unsynced()
-                raise
-        io = state.io
-        io["fsyncs"] += 1
-        io["dir_fsyncs"] += 1
-        io["created"] += 1
-        state.rotations[reason] = state.rotations.get(reason, 0) + 1
-        info = segment_info(sealed) if sealed is not None else None
-        if info is not None:
-            state.telemetry.rotated(reason, info.path, info.first_lsn, info.last_lsn)
-            state.emit(Sealed(segment=info))
-        state.emit(Rotated(reason=reason, path=state.writer.path, first_lsn=writer.last_lsn + 1))
-        if sealed is not None and sealed.seal is not None and sealed.index is not None:
-            save_index(state.fs, sealed.path, sealed.index, sealed.seal.digest)
-        if sealed is not None:
-            self._after_seal()
-        return info
+        return self.rotation.rotate_locked(reason)
 
     # -- durability -----------------------------------------------------------------------
 
@@ -533,7 +444,7 @@ class Appender:
                             writer is not None
                             and not state.closed
                             and state.failure is None
-                            and self.aged(writer, self._config.clock())
+                            and self.rotation.aged(writer, self._config.clock())
                         ):
                             self.rotate_locked("age")
             except Exception:  # the failure is recorded; appenders see WalFailedError
