@@ -213,6 +213,12 @@ class OsFileSystem:
         try:
             fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as exc:
+            mode = stat.S_IFREG
+            if exc.errno == errno.ENXIO:  # a socket (or a device with nothing behind it)
+                with contextlib.suppress(OSError):
+                    mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise NotRegularFileError(op, path, _file_type(mode)) from exc
             raise StorageError(op, path, exc) from exc
         try:
             mode = os.fstat(fd).st_mode
