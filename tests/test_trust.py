@@ -231,3 +231,18 @@ def test_a_sidecar_with_shifted_lsns_is_rebuilt_and_reads_stay_right(tmp_path: P
     with segwal.open(log, readonly=True) as wal:
         for lsn in range(1, sealed[-1].last_lsn + 1, 7):  # never a false CorruptionError
             assert wal.read(lsn).payload == expected[lsn]
+
+
+def test_truncate_mode_restarting_past_lsn_1_stores_meta(tmp_path: Path) -> None:
+    """No META, and the only segment (named after LSN 1) is unreadable: "truncate" moves it
+    aside and restarts at its LSN, so it must store META first, or the next open would find
+    a log without META that does not start at LSN 1 (a fuzz finding on this branch)."""
+    log = tmp_path / "log"
+    log.mkdir()
+    (log / f"{52:020d}.wal").write_bytes(b"\x89SEGWAL\n" + bytes(300))
+    with segwal.open(log, recovery="truncate") as wal:
+        assert wal.recovery.quarantined
+        assert wal.append(b"after") == 52
+    with segwal.open(log) as wal:
+        assert (wal.first_lsn, wal.last_lsn) == (52, 52)
+    assert segwal.verify(log).ok

@@ -169,14 +169,6 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
             result.damage = damage
             result.quarantine = [base + n.name for n in names[index + 1 :]]
             break
-    if not result.has_meta and result.segments:
-        # Only a checkpoint, stored in META before any segment goes, moves the start: a log
-        # without one starts at its first segment ever. (Damage to that segment's header
-        # comes first and is reported as such.)
-        first = result.segments[0]
-        problem = first_segment_problem(first.header)
-        if problem is not None:
-            raise ContinuityError(problem, path=first.path, offset=0, lsn=1)
     if result.has_meta and result.segments:
         first = result.segments[0]
         checkpoint = result.meta.first_lsn
@@ -278,6 +270,13 @@ def _check_segment(
             f"header says first LSN {header.first_lsn}, name says {name_lsn}",
             SegmentHeaderError,
         )
+    if index == 0 and not result.has_meta:
+        # Only a checkpoint, stored in META before any segment goes, moves the start: a log
+        # without one starts at its first segment ever. In every mode: "truncate" cannot
+        # bring missing segments back. (A damaged header comes first, reported as such.)
+        missing = first_segment_problem(header)
+        if missing is not None:
+            raise ContinuityError(missing, path=path, offset=0, lsn=1)
     if result.segments:
         prev = result.segments[-1]
         problem = continuity_problem(prev, header)
