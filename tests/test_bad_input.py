@@ -13,6 +13,8 @@ import errno
 import json
 import os
 import random
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,12 +47,14 @@ from segwal import (
     CorruptionError,
     InvalidPayloadError,
     LockError,
+    NotRegularFileError,
     RecordTooLargeError,
     SegmentHeaderError,
     SegwalError,
     StorageError,
     UnsupportedFormatError,
 )
+from segwal.format.layout import crc32c
 
 MB = 1 << 20
 TESTS_DIR = Path(__file__).resolve().parent
@@ -353,6 +357,288 @@ CASES: dict[str, Case] = {
         _garbage_replaces_active, open_readonly, SegmentHeaderError
     ),
 }
+
+
+# -- issue 13: foreign file types under segwal's names (none may hang an open) --------------
+
+INDEX_OF_FIRST = seg(1) + ".idx"
+
+
+def _foreign(name: str, kind: str) -> Callable[[Path], Path]:
+    """A reference log where ``name`` is a FIFO, a socket, a directory or a symlink to one."""
+
+    def setup(tmp: Path) -> Path:
+        log = _reference(tmp)
+        target = log / name
+        if target.exists():
+            target.unlink()
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "socket":
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(str(target))
+            sock.close()  # the name stays, a socket nobody listens on
+        elif kind == "dir":
+            target.mkdir()
+        else:
+            (tmp / "elsewhere").mkdir()
+            target.symlink_to(tmp / "elsewhere")
+        return log
+
+    return setup
+
+
+def open_and_read_cursors(path: Path) -> None:
+    """Open, then decide retention: the writer reads every cursor file."""
+    with segwal.open(path) as wal:
+        wal.apply_retention()
+
+
+def read_each_lsn(path: Path) -> None:
+    """Point reads of every record (each seeks through its segment's index) read back."""
+    with segwal.open(path, readonly=True) as wal:
+        for lsn in range(wal.first_lsn, wal.last_lsn + 1):
+            assert wal.read(lsn).payload == payload_for(lsn), lsn
+
+
+FOREIGN_KINDS = ("fifo", "socket", "dir", "symlink-to-dir")
+# What opening gives: a FIFO is refused at open (never waited on); a socket cannot be
+# opened (ENXIO, raised as NotRegularFileError too); a directory opens but cannot be read or
+# written (EISDIR).
+FOREIGN_ERRORS = {"fifo": NotRegularFileError, "socket": NotRegularFileError}
+for _kind in FOREIGN_KINDS:
+    _error = FOREIGN_ERRORS.get(_kind, StorageError)
+    CASES[f"META is a {_kind}"] = Case(_foreign("META", _kind), open_log, _error)
+    CASES[f"META is a {_kind}, verify"] = Case(_foreign("META", _kind), verify_reports, None)
+    CASES[f"LOCK is a {_kind}"] = Case(_foreign("LOCK", _kind), open_log, _error)
+    CASES[f"cursor.x is a {_kind}"] = Case(
+        _foreign("cursor.x", _kind), open_and_read_cursors, _error
+    )
+    CASES[f"cursor.x is a {_kind}, verify"] = Case(
+        _foreign("cursor.x", _kind), verify_reports, None
+    )
+    CASES[f"a middle segment is a {_kind}"] = Case(
+        _foreign(seg(10), _kind), open_log, SegmentHeaderError
+    )
+    CASES[f"a middle segment is a {_kind}, verify"] = Case(
+        _foreign(seg(10), _kind), verify_reports, None
+    )
+    # An index is a cache: whatever is under its name, reads rebuild it and succeed.
+    CASES[f"an index sidecar is a {_kind}"] = Case(
+        _foreign(INDEX_OF_FIRST, _kind), read_each_lsn, None
+    )
+
+
+# -- issue 13: META with a valid checksum and fields out of range ---------------------------
+
+
+def _meta_body(body: object) -> Callable[[Path], Path]:
+    def setup(tmp: Path) -> Path:
+        log = _reference(tmp)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        head = struct.pack("<8sII", b"SWMETA01", len(raw), crc32c(raw))
+        (log / "META").write_bytes(head + raw)
+        return log
+
+    return setup
+
+
+def open_deletes_nothing(path: Path) -> None:
+    """Open must fail before recovery touches a file."""
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "LOCK"}
+    try:
+        open_log(path)
+    finally:
+        after = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "LOCK"}
+        assert after == before, "recovery changed files on the strength of a bad META"
+
+
+def _meta(**fields: object) -> dict[str, object]:
+    return {"first_lsn": 1, "holds": {}, "truncate_after": None, **fields}
+
+
+BAD_META: dict[str, object] = {
+    "first_lsn negative": _meta(first_lsn=-1),
+    "first_lsn zero": _meta(first_lsn=0),
+    "first_lsn past 2^63": _meta(first_lsn=(1 << 63) + 1),
+    "first_lsn huge": _meta(first_lsn=10**30),
+    "first_lsn a string": _meta(first_lsn="1"),
+    "first_lsn true": _meta(first_lsn=True),
+    "first_lsn a float": _meta(first_lsn=1.0),
+    "first_lsn null": _meta(first_lsn=None),
+    "holds a list": _meta(holds=[]),
+    "hold negative": _meta(holds={"backup": -3}),
+    "hold zero": _meta(holds={"backup": 0}),
+    "hold huge": _meta(holds={"backup": 1 << 64}),
+    "hold a string": _meta(holds={"backup": "7"}),
+    "hold name invalid": _meta(holds={"../etc": 3}),
+    "hold name empty": _meta(holds={"": 3}),
+    "truncate_after -5": _meta(truncate_after=-5),
+    "truncate_after -1": _meta(truncate_after=-1),
+    "truncate_after below first_lsn - 1": _meta(first_lsn=10, truncate_after=3),
+    "truncate_after past 2^63": _meta(truncate_after=1 << 63),
+    "truncate_after a string": _meta(truncate_after="30"),
+    "truncate_after false": _meta(truncate_after=False),
+    "truncate_after a float": _meta(truncate_after=30.5),
+    "first_lsn missing": {"holds": {}, "truncate_after": None},
+    "body a list": [1, {}, None],
+    "body not JSON": b"{first_lsn: 1}",
+    "body not UTF-8": b"\xff\xfe{}",
+    "integer of 5000 digits": b'{"first_lsn": '
+    + b"9" * 5000
+    + b', "holds": {}, "truncate_after": null}',
+}
+for _name, _body in BAD_META.items():
+    CASES[f"META {_name}"] = Case(_meta_body(_body), open_deletes_nothing, CorruptionError)
+    CASES[f"META {_name}, verify"] = Case(_meta_body(_body), verify_reports, None)
+
+
+# -- issue 13: index sidecars that are whole but wrong, or not whole ------------------------
+
+
+def _sidecar(change: Callable[[bytes, random.Random], bytes]) -> Callable[[Path], Path]:
+    """Rewrite every sidecar of a reference log; its CRC is fixed up unless ``change`` is
+    about the CRC or the size itself."""
+
+    def setup(tmp: Path) -> Path:
+        log = _reference(tmp)
+        for path in sorted(log.glob("*.wal.idx")):
+            rng = random.Random(path.name)
+            path.write_bytes(change(path.read_bytes(), rng))
+        return log
+
+    return setup
+
+
+_IDX_HEAD = struct.Struct("<8sII32s")
+_IDX_ENTRY = struct.Struct("<QQQ")
+
+
+def _entries(data: bytes) -> tuple[bytes, list[list[int]]]:
+    count = _IDX_HEAD.unpack_from(data)[1]
+    rows = [
+        list(_IDX_ENTRY.unpack_from(data, _IDX_HEAD.size + i * _IDX_ENTRY.size))
+        for i in range(count)
+    ]
+    return data[: _IDX_HEAD.size], rows
+
+
+def _reencode(head: bytes, rows: list[list[int]]) -> bytes:
+    magic, _count, interval, digest = _IDX_HEAD.unpack(head)
+    body = _IDX_HEAD.pack(magic, len(rows), interval, digest) + b"".join(
+        _IDX_ENTRY.pack(*row) for row in rows
+    )
+    return body + struct.pack("<I", crc32c(body))
+
+
+def _rows(edit: Callable[[list[list[int]], bytes, random.Random], None]) -> Callable[..., bytes]:
+    def change(data: bytes, rng: random.Random) -> bytes:
+        head, rows = _entries(data)
+        edit(rows, data, rng)
+        return _reencode(head, rows)
+
+    return change
+
+
+def _shift(
+    column: int, delta: int | None, *, first: bool = False
+) -> Callable[[list[list[int]], bytes, random.Random], None]:
+    """Add ``delta`` to one column (LSN, offset, stamp) of every entry but the first (or of
+    the first only); None sets it to zero. Offsets stay past the header."""
+
+    def edit(rows: list[list[int]], _data: bytes, _rng: random.Random) -> None:
+        for row in rows[:1] if first and delta is not None else rows[0 if first else 1 :]:
+            row[column] = 0 if delta is None else max(HEADER_SIZE + 1, row[column] + delta)
+
+    return edit
+
+
+def _add_fake_entries(rows: list[list[int]], _data: bytes, rng: random.Random) -> None:
+    # Dense fake entries one interval apart: each points somewhere inside the segment.
+    last = rows[-1][1] if rows else HEADER_SIZE
+    for i in range(1, 4):
+        rows.append([rows[-1][0] + 2 * i, last + 37 * i, 0])
+
+
+BAD_SIDECARS: dict[str, Callable[[bytes, random.Random], bytes]] = {
+    "LSNs shifted up": _rows(_shift(0, 1)),
+    "LSNs shifted down": _rows(_shift(0, -1)),
+    "first LSN wrong": _rows(_shift(0, 5, first=True)),
+    "offsets shifted by 4": _rows(_shift(1, 4)),
+    "offsets shifted by -40": _rows(_shift(1, -40)),
+    "stamps all zero": _rows(_shift(2, None, first=True)),
+    "fake entries inside frames": _rows(_add_fake_entries),
+    "entries all dropped": _rows(lambda rows, _d, _r: rows.clear()),
+    "entries reversed": _rows(lambda rows, _d, _r: rows.reverse()),
+    "truncated in half": lambda data, _r: data[: len(data) // 2],
+    "zero bytes": lambda _data, _r: b"",
+    "one byte short": lambda data, _r: data[:-1],
+    "one byte long": lambda data, _r: data + b"\0",
+    "CRC flipped": lambda data, _r: data[:-1] + bytes([data[-1] ^ 1]),
+    "digest of another segment": lambda data, _r: _reencode(
+        _IDX_HEAD.pack(b"SWIDX001", 0, 4096, bytes(32)), _entries(data)[1]
+    ),
+    "wrong magic": lambda data, _r: b"SWIDX999" + data[8:],
+    "count says a billion": lambda data, _r: data[:8] + struct.pack("<I", 10**9) + data[12:],
+    "interval zero": lambda data, _r: _reencode(
+        data[:12] + struct.pack("<I", 0) + data[16 : _IDX_HEAD.size], _entries(data)[1]
+    ),
+    "random bytes": lambda data, rng: rng.randbytes(len(data)),
+}
+for _name, _change in BAD_SIDECARS.items():
+    CASES[f"index sidecar: {_name}"] = Case(_sidecar(_change), read_each_lsn, None)
+
+
+# -- issue 13: cursor files that are damaged or out of range --------------------------------
+
+
+def _cursor_file(raw: bytes, *, crc: bool = True) -> Callable[[Path], Path]:
+    def setup(tmp: Path) -> Path:
+        log = _reference(tmp)
+        data = raw + struct.pack("<I", crc32c(raw)) if crc else raw
+        (log / "cursor.reader").write_bytes(data)
+        return log
+
+    return setup
+
+
+def _cursor(position: int, magic: bytes = b"SWCUR001") -> bytes:
+    return magic + position.to_bytes(8, "little")
+
+
+BAD_CURSORS: dict[str, tuple[bytes, bool]] = {
+    "position 0": (_cursor(0), True),
+    "position past 2^63": (_cursor((1 << 63) + 1), True),
+    "position 2^64 - 1": (_cursor((1 << 64) - 1), True),
+    "wrong magic": (_cursor(5, b"SWCUR999"), True),
+    "CRC flipped": (_cursor(5) + b"\0\0\0\1", False),
+    "zero bytes": (b"", False),
+    "no CRC": (_cursor(5), False),
+    "one byte long": (_cursor(5) + struct.pack("<I", crc32c(_cursor(5))) + b"\0", False),
+    "random bytes": (random.Random(12).randbytes(20), False),
+    "a META file": (b"SWMETA01" + bytes(12), False),
+    "all ones": (b"\xff" * 20, False),
+    "truncated to 10 bytes": (_cursor(5)[:10], False),
+}
+for _name, (_raw, _crc) in BAD_CURSORS.items():
+    CASES[f"cursor file {_name}, verify"] = Case(_cursor_file(_raw, crc=_crc), verify_reports, None)
+
+
+def _cursor_temp(tmp: Path) -> Path:
+    log = _reference(tmp)
+    (log / "cursor.reader.4242.tmp").write_bytes(_cursor(5))
+    (log / "META.tmp").write_bytes(b"partial")
+    return log
+
+
+def open_removes_temp_files(path: Path) -> None:
+    open_log(path)
+    assert not list(path.glob("*.tmp"))
+
+
+CASES["leftover cursor and META temp files are removed"] = Case(
+    _cursor_temp, open_removes_temp_files, None
+)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -307,6 +307,7 @@ class Expect:
     truncate_records: list[tuple[int, int, int, bytes]] = field(default_factory=list)
     lost: frozenset[int] = frozenset()
     in_window: bool = False
+    always_raises: bool = False  # open raises in every recovery mode, "truncate" included
 
 
 def _records(src: RefSegment, upto: int) -> list[tuple[int, int, int, bytes]]:
@@ -348,6 +349,16 @@ def _see(name: str, data: bytes, prev: RefSegment | None) -> Seen:
     return Seen(name, src, None, scan(data, src), seal_ok)
 
 
+def _first_ever(name: str, seen: Seen) -> bool:
+    """Whether a log without META may start with this segment: the first it ever had
+    (LSN 1, sequence 0, zero previous digest). Only what the header check let through is
+    judged here; a bad header is a problem of its own."""
+    src = seen.src
+    if src is None or seen.problem is not None:
+        return int(name[:20]) == 1
+    return src.first_lsn == 1 and src.sequence == 0 and src.prev_digest == bytes(32)
+
+
 def _obsolete(names: list[str]) -> set[str]:
     """Names recovery sets aside unread: segments wholly below a META checkpoint. These
     logs have no META, so none: a segment renamed to 00000000000000000000.wal is read and
@@ -378,6 +389,8 @@ def predict(ref: RefLog, files: Files) -> Expect:
             problems.append((name, len(files[name]), len(files[name]), "corruption"))
         if sc is not None and sc.sealed and sc.damage is None:
             prev = seen.src
+    if names and not _first_ever(names[0], _see(names[0], files[names[0]], None)):
+        problems.append((names[0], 0, 0, "corruption"))  # these logs have no META
     exp.verify_ok = all(kind != "corruption" for *_, kind in problems)
     exp.verify_blame = problems[0] if problems else None
     # open: obsolete names set aside, then segments in order up to the first damage.
@@ -422,6 +435,13 @@ def predict(ref: RefLog, files: Files) -> Expect:
         else:
             exp.cut = (name, sc.low, sc.kept_last + 1)
             kept.append((src, sc.kept_last))
+    if names:
+        # Once the first segment's header checks out, without META it must be the first
+        # the log ever had; recovery raises before it looks at the seal or the frames.
+        seen = _see(names[0], files[names[0]], None)
+        if seen.problem is None and not _first_ever(names[0], seen):
+            exp.error, exp.blame = ContinuityError, (names[0], 0, 0)
+            exp.cut, exp.latent, exp.always_raises = None, None, True
     if exp.blame is not None:
         exp.verify_blame = next((p for p in problems if p[0] == exp.blame[0]), exp.verify_blame)
     exp.truncate_records = [r for s, upto in (trunc if trunc is not None else kept) for r in
@@ -512,6 +532,12 @@ def check(ref: RefLog, case: Case, exp: Expect, side: str | None) -> list[str]:
         except CorruptionError as exc:
             if not exp.strict_raises:
                 out.append(f"strict open raised {exc!r}")
+    elif side == "truncate" and exp.always_raises:
+        try:
+            open_log(make_fs(case.files), "truncate").close()
+            out.append("truncate open did not raise")
+        except CorruptionError as exc:
+            out += [m for m in [_check_error(exc, exp.error, exp.blame)] if m]  # type: ignore[arg-type]
     elif side == "truncate":
         fs = make_fs(case.files)
         wal = open_log(fs, "truncate")

@@ -555,11 +555,6 @@ def test_wrong_but_well_formed_sidecar_never_yields_a_wrong_record(
     check_reads(directory, expected, sorted(rng.sample(inside, 800)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a sidecar entry pointing into a payload that embeds a CRC-valid frame "
-    "makes read() return that frame's record (frames are checked, boundaries are not)",
-)
 def test_sidecar_pointing_into_a_payload_never_yields_the_frame_inside_it(tmp_path: Path) -> None:
     from segwal.format.layout import decode_header
 

@@ -215,6 +215,68 @@ def test_directory_entries_are_sorted_by_kind(tmp_path: Path) -> None:
     assert not found.has_meta
 
 
+def test_cursor_temp_files_are_leftovers_and_temp_names_that_are_not_files_foreign(
+    tmp_path: Path,
+) -> None:
+    """A cursor commit cut short leaves ``cursor.{name}.{pid}.tmp``: removed like META.tmp.
+    A temp name that is a directory is never removed: it is reported as foreign."""
+    log = crafted(tmp_path)
+    (log / "cursor.indexer.4242.tmp").write_bytes(b"partial")
+    (log / "cursor.indexer").write_bytes(b"cursor")
+    (log / "META.tmp").mkdir()
+    (log / "00000000000000000007.wal.tmp").mkdir()
+    found = look(log)
+    assert found.temp_files == [str(log / "cursor.indexer.4242.tmp")]
+    assert found.foreign == [str(log / "00000000000000000007.wal.tmp"), str(log / "META.tmp")]
+
+
+def _one_segment_log(root: Path, *, sequence: int, prev_digest: bytes) -> Path:
+    """A one-segment log whose only segment starts at LSN 1 with these header fields."""
+    directory = root / "log"
+    directory.mkdir()
+    raw = encode_header(
+        log_id=LOG_ID,
+        sequence=sequence,
+        first_lsn=1,
+        created_us=T0,
+        max_record_bytes=1 << 20,
+        prev_digest=prev_digest,
+    )
+    seed = decode_header(raw).seed
+    frame = frame_bytes(seed, 1, [payload_for(1)], durable_lsn=0, commit=True, timestamp_us=T0)
+    seg(directory, 1).write_bytes(raw + frame)
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("sequence", "prev_digest", "reason"),
+    [
+        (3, bytes(32), "sequence 3, not 0"),
+        (0, b"\x07" * 32, "non-zero previous digest"),
+    ],
+)
+def test_without_meta_the_first_segment_must_be_the_first_ever(
+    tmp_path: Path, sequence: int, prev_digest: bytes, reason: str
+) -> None:
+    """Without META nothing was ever truncated: a first segment that names a predecessor
+    (by its sequence or its previous digest) means segments are missing (issue 13)."""
+    log = _one_segment_log(tmp_path, sequence=sequence, prev_digest=prev_digest)
+    with pytest.raises(ContinuityError) as info:
+        look(log)
+    assert (info.value.path, info.value.offset, info.value.lsn) == (str(seg(log, 1)), 0, 1)
+    assert reason in info.value.reason
+    write_meta(log, Meta(first_lsn=1))  # with a checkpoint the log may start anywhere
+    assert look(log).damage is None
+
+
+def test_a_damaged_first_header_is_reported_before_missing_segments(tmp_path: Path) -> None:
+    log = crafted(tmp_path)
+    seg(log, 1).unlink()
+    xor_byte(seg(log, 3), 0)
+    found = look(log)
+    assert found.damage is not None and found.damage.error is SegmentHeaderError
+
+
 # -- META: the checkpoint and an unfinished rewind ------------------------------------------
 
 
@@ -254,9 +316,11 @@ def test_checkpoint_past_the_end_of_the_records_is_refused(tmp_path: Path) -> No
 def test_first_segment_after_the_checkpoint_is_refused(tmp_path: Path) -> None:
     log = crafted(tmp_path)
     seg(log, 1).unlink()
-    # Without META a log may start at any LSN: its first segment says where.
-    found = look(log)
-    assert found.damage is None and kept(found) == [(3, 4, True), (5, 6, False)]
+    # Without META the log was never truncated: it must start at LSN 1 (issue 13, finding 2;
+    # this test used to accept a log that starts anywhere).
+    with pytest.raises(ContinuityError) as missing:
+        look(log)
+    assert (missing.value.path, missing.value.lsn) == (str(seg(log, 3)), 1)
     # With a checkpoint that keeps LSN 2, the segment holding it is missing.
     write_meta(log, Meta(first_lsn=2))
     with pytest.raises(ContinuityError) as info:

@@ -6,12 +6,12 @@ of them. A direct ``open``, ``os.*`` or ``shutil`` call anywhere else would esca
 crash tests, so:
 
 * an AST scan of every module of ``src/segwal`` except the seam itself (``fileio.py``)
-  and its in-memory twin (``testing.py``) fails on builtin ``open``, ``io.open``, any
+  and its in-memory twin (the ``testing`` package) fails on builtin ``open``, ``io.open``, any
   ``os`` attribute that is not on a short allowlist (pure path-string helpers, the pid,
   the environment), disk-touching ``os.path`` functions, and any use of ``shutil``,
   ``mmap``, ``fcntl``, ``pathlib`` or ``tempfile``; dynamic escapes (``getattr(os, ...)``,
   ``__import__``, ``importlib``) count too;
-* the CLI (the ``cli`` package) and the demo (``demo.py``) are held to the same rule, since
+* the CLI (the ``cli`` package) and the demo (``cli/demo.py``) are held to the same rule, since
   they work through the public API; the demo may also create a temporary directory, spawn and
   kill its child and write its acknowledgement lines to its stdout pipe (listed below
   with the reason);

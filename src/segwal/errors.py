@@ -16,6 +16,7 @@
     ├── WalFailedError                       a write or sync failed earlier; reopen the log
     │   └── ForkedError                      a child forked from the writer tried a change
     ├── StorageError (OSError)               the operating system refused an operation
+    │   └── NotRegularFileError              a name segwal opens is a directory, FIFO, ...
     ├── UnsupportedFormatError               a newer format version or an unknown codec
     └── CorruptionError                      damaged or inconsistent data on disk
         ├── ChecksumError                    a checksum does not match
@@ -155,6 +156,19 @@ class StorageError(SegwalError, OSError):
         self.op = op
         self.path = path
         self.cause = cause
+
+
+class NotRegularFileError(StorageError):
+    """A name segwal opens (a segment, META, LOCK, a cursor or index file) is not a regular
+    file: a directory, a FIFO, a socket or a device. segwal never reads or writes it.
+
+    ``errno`` is ``EISDIR`` for a directory and ``EINVAL`` otherwise; ``file_type`` says
+    what it is."""
+
+    def __init__(self, op: str, path: str, file_type: str) -> None:
+        code = _errno.EISDIR if file_type == "directory" else _errno.EINVAL
+        super().__init__(op, path, OSError(code, f"not a regular file (a {file_type})"))
+        self.file_type = file_type
 
 
 class UnsupportedFormatError(SegwalError):

@@ -3,7 +3,9 @@ holds, and the crash demo.
 
 Uses only the public API of ``segwal``. Data goes to stdout; logs, progress and errors to
 stderr. Exit codes: 0 ok, 1 corruption or verification failure, 2 usage (also: a change that
-needs ``--yes`` and did not get it, an LSN out of range, a hold in the way), 3 I/O error.
+needs ``--yes`` and did not get it, an LSN out of range, a hold in the way, a log written by
+a newer segwal), 3 I/O error, 141 stdout closed early (a broken pipe, as ``segwal dump |
+head`` gives; ``verify`` exits with its verdict instead, since that is computed first).
 Commands that delete records (truncate, prune) print their plan and change nothing unless
 given ``--yes``; ``--dry-run`` only prints the plan.
 ``--json`` output is a contract: fields may be added, never removed or retyped; LSNs are
@@ -20,11 +22,13 @@ from segwal.cli.common import (
     EXIT_CORRUPT,
     EXIT_IO,
     EXIT_OK,
+    EXIT_PIPE,
     EXIT_USAGE,
     SIZE,
     Failure,
     parse_duration,
     parse_size,
+    quiet_stdout,
     rfc3339,
 )
 from segwal.cli.democmd import demo, demo_child
@@ -38,6 +42,7 @@ __all__ = [
     "EXIT_CORRUPT",
     "EXIT_IO",
     "EXIT_OK",
+    "EXIT_PIPE",
     "EXIT_USAGE",
     "SIZE",
     "Failure",
@@ -65,6 +70,16 @@ class _Commands(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), "bench"])
 
+    def invoke(self, ctx: click.Context) -> object:
+        # A reader that stops reading (segwal dump | head) is not corruption: click alone
+        # would exit 1 on the broken pipe. Exit quietly with 141, as a C tool killed by
+        # SIGPIPE does (a shell reports 128 + 13).
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            quiet_stdout()
+            ctx.exit(EXIT_PIPE)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "bench":
             from segwal.bench import bench
@@ -83,7 +98,8 @@ def main() -> None:
     'holds --release' change only holds, and 'demo' writes its own log.
 
     Exit codes: 0 ok, 1 corruption or verification failure, 2 usage error (also a change
-    that needs --yes, an LSN out of range, a hold in the way), 3 I/O error.
+    that needs --yes, an LSN out of range, a hold in the way, a log of a newer segwal),
+    3 I/O error, 141 stdout closed early (verify: its verdict).
     """
 
 

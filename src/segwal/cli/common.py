@@ -9,9 +9,10 @@ import errno
 import json
 import re
 import shlex
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import click
 
@@ -22,6 +23,7 @@ EXIT_OK = 0
 EXIT_CORRUPT = 1
 EXIT_USAGE = 2
 EXIT_IO = 3
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool killed by a closed pipe
 
 
 class Failure(click.ClickException):
@@ -37,6 +39,29 @@ class Failure(click.ClickException):
         click.echo(f"segwal: error: {self.format_message()}", err=True)
         if self.hint:
             click.echo(f"segwal: hint: {self.hint}", err=True)
+
+
+class _Pacified:
+    """A stream whose flush ignores a broken pipe (what is left for it can go nowhere)."""
+
+    def __init__(self, wrapped: TextIO) -> None:
+        self._wrapped = wrapped
+
+    def flush(self) -> None:
+        try:
+            self._wrapped.flush()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+def quiet_stdout() -> None:
+    """After a broken pipe on stdout: let the flush at exit drop what is still buffered
+    instead of raising again (and turning the exit code into 120)."""
+    sys.stdout = cast(TextIO, _Pacified(sys.stdout))
 
 
 def warn(message: str) -> None:
@@ -87,8 +112,10 @@ def errors(directory: str) -> Iterator[None]:
     try:
         yield
     except segwal.UnsupportedFormatError as exc:
+        # Not corruption (FORMAT.md): the data is fine, this segwal is too old for it. Like
+        # a usage error, the fix is on the caller's side, and retrying will not help.
         hint = exc.hint or "upgrade segwal (pip install -U segwal) to read this log"
-        raise Failure(str(exc), hint=hint, exit_code=EXIT_CORRUPT) from exc
+        raise Failure(str(exc), hint=hint, exit_code=EXIT_USAGE) from exc
     except segwal.CorruptionError as exc:
         raise Failure(
             f"corruption: {exc}",

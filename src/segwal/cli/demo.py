@@ -13,6 +13,7 @@ Part of the CLI: it uses only the public API of ``segwal``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -306,6 +307,30 @@ def _check_log(
     return records, missing, problems
 
 
+def _refuse_used_directory(directory: str) -> None:
+    """The demo writes, kills and recovers its own log: never in a directory that holds
+    anything, which could be someone's log (or /etc)."""
+    try:
+        entries = segwal.OsFileSystem().list_dir(directory)
+    except segwal.StorageError as exc:
+        if exc.errno == errno.ENOENT:
+            return  # the demo creates it
+        raise
+    if any(e.name == "LOCK" for e in entries):
+        # A log someone is writing right now: say so (exit 3), as every command does.
+        fs = segwal.OsFileSystem()
+        handle = fs.lock(os.path.join(directory, "LOCK"), exclusive=False)
+        if handle is None:
+            raise segwal.LockError(directory, None)
+        handle.close()
+    if entries:
+        raise DemoError(
+            f"{directory} is not empty ({len(entries)} entries); the demo writes its own log",
+            hint="pass a new or empty directory, or none for a temporary one",
+            exit_code=2,
+        )
+
+
 def run_demo(
     directory: str | None,
     *,
@@ -320,6 +345,8 @@ def run_demo(
     rng = random.Random(seed)
     if directory is None:
         directory = tempfile.mkdtemp(prefix="segwal-demo-")
+    else:
+        _refuse_used_directory(directory)
     directory = os.path.abspath(directory)
     echo(f"log directory: {directory}")
     echo(

@@ -14,10 +14,12 @@ import click
 import segwal
 from segwal.cli.common import (
     EXIT_CORRUPT,
+    EXIT_USAGE,
     Failure,
     emit_json,
     errors,
     lsn_range,
+    quiet_stdout,
     render_table,
     rfc3339,
     rfc3339_or_none,
@@ -165,23 +167,17 @@ def _problem_kinds(report: segwal.VerifyReport) -> dict[str, str]:
 def _check_status(check: segwal.SegmentCheck, kinds: dict[str, str]) -> str:
     if check.ok:
         return "clean"
-    return "torn_tail" if kinds.get(check.path) == "torn_tail" else "corrupt"
+    kind = kinds.get(check.path)
+    return kind if kind in ("torn_tail", "unsupported") else "corrupt"
 
 
-@click.command(short_help="Check every checksum, seal and digest of a log.")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a stable contract).")
-def verify(directory: str, as_json: bool) -> None:
-    """Read every byte of a log and check every checksum, seal and digest.
-
-    Prints per segment "clean" or the first bad offset, then a summary. Exits 1 when a
-    segment is corrupt; a torn tail (what a crash leaves at the very end) is a warning.
-    """
-    with errors(directory), _spinner(f"verifying {directory}"):
-        report = segwal.verify(directory)
-    kinds = _problem_kinds(report)
-    torn = [p for p in report.problems if p.kind == "torn_tail"]
-    corrupt = [p for p in report.problems if p.kind != "torn_tail"]
+def _print_report(
+    directory: str,
+    report: segwal.VerifyReport,
+    kinds: dict[str, str],
+    torn: list[segwal.Problem],
+    as_json: bool,
+) -> None:
     if as_json:
         emit_json(
             {
@@ -236,6 +232,8 @@ def verify(directory: str, as_json: bool) -> None:
                 verdict = f"{where}: {check.reason}"
                 if status == "torn_tail":
                     verdict = f"torn tail, {verdict}"
+                elif status == "unsupported":
+                    verdict = f"needs a newer segwal: {check.reason}"
             click.echo(f"{name}  {lsns}  {verdict}")
         segments = len(report.segments)
         lsns = lsn_range(report.first_lsn, report.last_lsn)
@@ -245,15 +243,51 @@ def verify(directory: str, as_json: bool) -> None:
                 f"verify: ok, {segments} segments, {report.records} records, LSNs {lsns}{extra}"
             )
         else:
-            bad = sum(1 for c in report.segments if _check_status(c, kinds) == "corrupt")
+            statuses = [_check_status(c, kinds) for c in report.segments]
+            bad, newer = statuses.count("corrupt"), statuses.count("unsupported")
+            parts = [f"{bad} of {segments} segments corrupt"] if bad or not newer else []
+            if newer:
+                parts.append(f"{newer} of {segments} segments need a newer segwal")
+            verdict = "FAILED" if bad or not newer else "INCOMPLETE"
             click.echo(
-                f"verify: FAILED, {bad} of {segments} segments corrupt, {report.records} "
-                f"readable records, LSNs {lsns}"
+                f"verify: {verdict}, {', '.join(parts)}, {report.records} readable records, "
+                f"LSNs {lsns}"
             )
+
+
+@click.command(short_help="Check every checksum, seal and digest of a log.")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a stable contract).")
+def verify(directory: str, as_json: bool) -> None:
+    """Read every byte of a log and check every checksum, seal and digest.
+
+    Prints per segment "clean" or the first bad offset, then a summary. Exits 1 when a
+    segment, META or a cursor file is corrupt; 2 when a segment needs a newer segwal (not
+    corruption); a torn tail (what a crash leaves at the very end) is a warning. The exit
+    code is the verdict even when stdout is closed early (verify | head -1).
+    """
+    with errors(directory), _spinner(f"verifying {directory}"):
+        report = segwal.verify(directory)
+    kinds = _problem_kinds(report)
+    torn = [p for p in report.problems if p.kind == "torn_tail"]
+    newer = [p for p in report.problems if p.kind == "unsupported"]
+    corrupt = [p for p in report.problems if p.kind not in ("torn_tail", "unsupported")]
+    try:
+        _print_report(directory, report, kinds, torn, as_json)
+    except BrokenPipeError:
+        # The verdict is known already: a reader that stops reading (verify | head -1)
+        # changes the output, never the exit code.
+        quiet_stdout()
     for problem in torn:
         warn(
             f"torn tail: {problem}; a crash mid-write leaves this, and opening the log cuts "
             "it (records acknowledged as durable are never in one)"
+        )
+    if not corrupt and newer:
+        raise Failure(
+            f"{len(newer)} segment(s) need a newer segwal; the first: {newer[0]}",
+            hint="upgrade segwal (pip install -U segwal) to verify this log; it is not corruption",
+            exit_code=EXIT_USAGE,
         )
     if not report.ok:
         first = corrupt[0] if corrupt else None

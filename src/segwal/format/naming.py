@@ -6,7 +6,8 @@ Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never dele
 A sealed segment's sparse index may sit beside it as ``{first_lsn:020d}.wal.idx``.
 ``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
 holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced);
-``cursor.{name}`` holds a consumer's position (see :mod:`segwal.log.cursors`).
+``cursor.{name}`` holds a consumer's position (see :mod:`segwal.log.cursors`), written as
+``cursor.{name}.{pid}.tmp`` first; such leftovers are temp files like ``META.tmp``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _SEGMENT_LEN: Final = LSN_DIGITS + len(SEGMENT_SUFFIX)
 _TEMP = re.compile(r"(\d{20})\.wal\.tmp", re.ASCII)
 _INDEX = re.compile(r"(\d{20})\.wal\.idx", re.ASCII)
 _QUARANTINE = re.compile(r"(\d{20})\.wal\.(\d+)\.quarantine", re.ASCII)
+# cursor.{name}.{pid}.tmp: a cursor commit that never reached its rename.
+_CURSOR_TEMP = re.compile(r"cursor\.[A-Za-z0-9][A-Za-z0-9._:@-]*\.\d+\.tmp", re.ASCII)
 
 
 class Kind(Enum):
@@ -83,6 +86,8 @@ def parse(name: str) -> Name:
     if name == META_TEMP_NAME:
         return Name(Kind.TEMP, name)
     if name.startswith(CURSOR_PREFIX):
+        if name.endswith(TEMP_SUFFIX) and _CURSOR_TEMP.fullmatch(name):
+            return Name(Kind.TEMP, name)
         return Name(Kind.CURSOR, name)
     # Segments are most of a directory: recognise them without the regular expression.
     digits = name[:LSN_DIGITS]

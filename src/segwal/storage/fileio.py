@@ -14,11 +14,12 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from segwal.errors import StorageError
+from segwal.errors import NotRegularFileError, StorageError
 
 Buffer = bytes | bytearray | memoryview
 
@@ -85,6 +86,19 @@ class FileSystem(Protocol):
         Returns a handle that holds the lock until closed, or None when another process
         holds a conflicting lock.
         """
+
+
+def _file_type(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 @contextlib.contextmanager
@@ -192,10 +206,29 @@ class OsFileSystem:
         return True
 
     def _open(self, op: str, path: str, flags: int) -> OsFile:
+        # O_NONBLOCK: a FIFO under a name segwal uses (META, LOCK, cursor.x, a segment)
+        # would block a plain open until some writer appeared. It changes nothing for
+        # regular files, and the fstat below refuses FIFOs, sockets and devices. A directory
+        # needs no check: the OS refuses to open it for writing and to read it (EISDIR).
         try:
-            return OsFile(os.open(path, flags | os.O_CLOEXEC, 0o644), path)
+            fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
         except OSError as exc:
+            mode = stat.S_IFREG
+            if exc.errno == errno.ENXIO:  # a socket (or a device with nothing behind it)
+                with contextlib.suppress(OSError):
+                    mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise NotRegularFileError(op, path, _file_type(mode)) from exc
             raise StorageError(op, path, exc) from exc
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            os.close(fd)
+            raise StorageError(op, path, exc) from exc
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            os.close(fd)
+            raise NotRegularFileError(op, path, _file_type(mode))
+        return OsFile(fd, path)
 
     def open_read(self, path: str) -> OsFile:
         return self._open("open", path, os.O_RDONLY)

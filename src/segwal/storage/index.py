@@ -20,12 +20,23 @@ Sidecar layout (little-endian)::
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
+import threading
 from bisect import bisect_right
+from collections.abc import Iterator
 from typing import Final
 
-from segwal.format.layout import FRAME_HEAD, FRAME_HEAD_SIZE, HEADER_SIZE, KIND_RECORDS, crc32c
+from segwal.format.layout import (
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    HEADER_SIZE,
+    KIND_RECORDS,
+    crc32c,
+)
 from segwal.storage.fileio import FileHandle, FileSystem
+
+log = logging.getLogger("segwal")
 
 INTERVAL: Final = 4 << 10
 INDEX_SUFFIX: Final = ".idx"
@@ -135,7 +146,7 @@ def load(fs: FileSystem, segment_path: str, digest: bytes, end: int) -> SparseIn
             handle.close()
         index = SparseIndex.decode(data, digest)
         if index is not None and (not index.offsets or index.offsets[-1] < end):
-            return index
+            return CheckedIndex(index, fs, segment_path, end)
     segment = fs.open_read(segment_path)
     try:
         return build(segment, end)
@@ -164,15 +175,12 @@ def remove(fs: FileSystem, segment_path: str) -> None:
         fs.unlink(sidecar_path(segment_path))
 
 
-def build(handle: FileHandle, end: int) -> SparseIndex:
-    """Rebuild an index from the frame heads in ``[HEADER_SIZE, end)`` without checksums.
-
-    Frames are checked when they are read; a head that does not parse ends the index early,
-    which only makes later seeks scan further.
-    """
-    index = SparseIndex()
-    pos = HEADER_SIZE
-    expected = None
+def _batch_starts(
+    handle: FileHandle, pos: int, end: int, expected: int | None
+) -> Iterator[tuple[int, int, int]]:
+    """(LSN, offset, timestamp) of each batch start in ``[pos, end)``, walking frame heads
+    from ``pos`` (a batch start whose first LSN is ``expected``, when known) without
+    checksums; a head that does not parse or does not follow ends the walk."""
     buf = b""
     base = pos
     batch_start = True
@@ -181,15 +189,100 @@ def build(handle: FileHandle, end: int) -> SparseIndex:
             base = pos
             buf = handle.pread(min(_SCAN_CHUNK, end - pos), pos)
             if len(buf) < FRAME_HEAD_SIZE:
-                break
+                return
         _crc, kind, flags, _type, count, body, first, stamp, _durable = FRAME_HEAD.unpack_from(
             buf, pos - base
         )
         if kind != KIND_RECORDS or count == 0 or (expected is not None and first != expected):
-            break
+            return
         if batch_start:
-            index.add(first, pos, stamp)
+            yield first, pos, stamp
         batch_start = bool(flags & 1)
         expected = first + count
         pos += FRAME_HEAD_SIZE + 4 * count + body
+
+
+def build(handle: FileHandle, end: int) -> SparseIndex:
+    """Rebuild an index from the frame heads in ``[HEADER_SIZE, end)`` without checksums.
+
+    Frames are checked when they are read; a head that does not parse ends the index early,
+    which only makes later seeks scan further.
+    """
+    index = SparseIndex()
+    for lsn, offset, stamp in _batch_starts(handle, HEADER_SIZE, end, None):
+        index.add(lsn, offset, stamp)
     return index
+
+
+class CheckedIndex(SparseIndex):
+    """A sealed segment's index as its sidecar gave it, trusted entry by entry.
+
+    The sidecar's checksum and digest say it is whole and meant for this segment, not that
+    its entries are right: a stale, buggy or forged sidecar can point into a payload that
+    embeds a checksum-valid frame, which a read would then return. So before a seek uses
+    entry ``i``, the frame heads are walked from the last entry already checked (the first
+    is checked from the segment header) to entry ``i``: each entry must be a batch start
+    the walk lands on, with its LSN and time. The first disagreement replaces the whole
+    index by one rebuilt from the frame heads (:attr:`rebuilt`), never an error.
+
+    Cost: a seek into the checked prefix costs nothing more; otherwise it walks the frame
+    heads between the last checked entry and its own, once. Over the life of the index that
+    is at most one walk of the segment, the cost of a rebuild, paid only as far as reads
+    actually go (a consumer reading forward pays about one interval per interval it reads).
+    """
+
+    __slots__ = ("_checked", "_end", "_fs", "_lock", "_path", "_trusted", "rebuilt")
+
+    def __init__(self, loaded: SparseIndex, fs: FileSystem, segment_path: str, end: int) -> None:
+        super().__init__(loaded.interval)
+        self.lsns, self.offsets, self.stamps = loaded.lsns, loaded.offsets, loaded.stamps
+        self._next = loaded._next
+        self._fs, self._path, self._end = fs, segment_path, end
+        self._checked = 0  # entries [0, _checked) are known batch starts
+        self._trusted = not self.lsns  # set last: once true, the lists never change again
+        self._lock = threading.Lock()
+        self.rebuilt = False
+
+    def seek_lsn(self, lsn: int, first_lsn: int) -> tuple[int, int]:
+        if self._trusted:
+            return super().seek_lsn(lsn, first_lsn)
+        with self._lock:
+            self._check_through(bisect_right(self.lsns, lsn) - 1)
+            return super().seek_lsn(lsn, first_lsn)
+
+    def seek_time(self, timestamp_us: int, first_lsn: int) -> tuple[int, int]:
+        if self._trusted:
+            return super().seek_time(timestamp_us, first_lsn)
+        with self._lock:
+            self._check_through(bisect_right(self.stamps, timestamp_us - 1) - 1)
+            return super().seek_time(timestamp_us, first_lsn)
+
+    def _check_through(self, last: int) -> None:
+        """Make entries ``0..last`` checked, or rebuild the index (lock held)."""
+        if last < self._checked:
+            return
+        start, expected = HEADER_SIZE, None
+        if self._checked:
+            start, expected = self.offsets[self._checked - 1], self.lsns[self._checked - 1]
+        j = self._checked
+        handle = self._fs.open_read(self._path)
+        try:
+            for lsn, offset, stamp in _batch_starts(handle, start, self._end, expected):
+                if offset < self.offsets[j]:
+                    continue
+                if (offset, lsn, stamp) != (self.offsets[j], self.lsns[j], self.stamps[j]):
+                    break  # the walk stepped over entry j, or it disagrees with the frame
+                j += 1
+                if j > last:
+                    self._checked = j
+                    self._trusted = j == len(self.lsns)
+                    return
+            fresh = build(handle, self._end)
+        finally:
+            handle.close()
+        log.warning("index sidecar of %s disagrees with the segment; rebuilt it", self._path)
+        self.lsns, self.offsets, self.stamps = fresh.lsns, fresh.offsets, fresh.stamps
+        self._next = fresh._next
+        self._checked = len(self.lsns)
+        self.rebuilt = True
+        self._trusted = True

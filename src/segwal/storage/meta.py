@@ -33,6 +33,9 @@ META_TEMP: Final = naming.META_TEMP_NAME
 _MAGIC: Final = b"SWMETA01"
 _HEAD = struct.Struct("<8sII")
 _MAX_BODY: Final = 16 << 20
+_CURSOR = struct.Struct("<8sQ")
+CURSOR_MAGIC: Final = b"SWCUR001"
+CURSOR_SIZE: Final = _CURSOR.size + 4
 HOLD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
 
@@ -84,21 +87,59 @@ def decode(data: bytes, path: str) -> Meta:
         raise bad("checksum mismatch")
     try:
         raw = json.loads(body)
-        first = raw["first_lsn"]
-        holds = raw["holds"]
-        after = raw["truncate_after"]
-        valid = (
-            isinstance(first, int)
-            and 1 <= first <= MAX_LSN + 1
-            and isinstance(holds, dict)
-            and all(isinstance(k, str) and isinstance(v, int) for k, v in holds.items())
-            and (after is None or isinstance(after, int))
+    except ValueError:  # not UTF-8, not JSON, or an integer too long to convert
+        raise bad("unreadable body") from None
+    problem = _field_problem(raw)
+    if problem is not None:
+        # A checksum only says the bytes are the ones written; a hand edit or a bug can
+        # write a valid checksum over values that would make recovery delete segments.
+        raise bad(problem)
+    return Meta(
+        first_lsn=raw["first_lsn"], holds=dict(raw["holds"]), truncate_after=raw["truncate_after"]
+    )
+
+
+def _is_lsn(value: object, low: int, high: int) -> bool:
+    # bool is an int subclass: true and false are not LSNs.
+    return type(value) is int and low <= value <= high
+
+
+def _field_problem(raw: object) -> str | None:
+    """Why a decoded META body is not one segwal could have written, if it is not."""
+    if not isinstance(raw, dict):
+        return "body is not a JSON object"
+    missing = [key for key in ("first_lsn", "holds", "truncate_after") if key not in raw]
+    if missing:
+        return f"body lacks {', '.join(missing)}"
+    first, holds, after = raw["first_lsn"], raw["holds"], raw["truncate_after"]
+    if not _is_lsn(first, 1, MAX_LSN + 1):
+        return f"first_lsn {first!r} is not an LSN between 1 and {MAX_LSN + 1}"
+    if not isinstance(holds, dict):
+        return f"holds {holds!r} is not an object"
+    for name, lsn in holds.items():
+        if not HOLD_NAME.match(name):
+            return f"hold name {name!r} is not a valid name"
+        if not _is_lsn(lsn, 1, MAX_LSN + 1):
+            return f"hold {name!r} at {lsn!r} is not an LSN between 1 and {MAX_LSN + 1}"
+    if after is not None and not _is_lsn(after, first - 1, MAX_LSN):
+        return (
+            f"truncate_after {after!r} is neither null nor an LSN between {first - 1} "
+            f"(first_lsn - 1) and {MAX_LSN}"
         )
-    except (ValueError, KeyError, TypeError):
-        valid = False
-    if not valid:
-        raise bad("unreadable body")
-    return Meta(first_lsn=first, holds=dict(holds), truncate_after=after)
+    return None
+
+
+def decode_cursor(raw: bytes, path: str) -> int:
+    """The position in a cursor file's bytes (see :mod:`segwal.log.cursors` for the
+    layout); CorruptionError when they are damaged or out of range."""
+    if len(raw) != _CURSOR.size + 4 or crc32c(raw[: _CURSOR.size]) != int.from_bytes(
+        raw[_CURSOR.size :], "little"
+    ):
+        raise CorruptionError("cursor file is damaged", path=path, offset=0)
+    magic, position = _CURSOR.unpack_from(raw)
+    if magic != CURSOR_MAGIC or not 1 <= position <= MAX_LSN + 1:
+        raise CorruptionError("not a segwal cursor file", path=path, offset=0)
+    return int(position)
 
 
 def load(fs: FileSystem, directory: str) -> Meta | None:

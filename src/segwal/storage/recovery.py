@@ -21,7 +21,14 @@ from segwal.errors import (
     SealError,
     SegmentHeaderError,
 )
-from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
+from segwal.format.layout import (
+    HEADER_SIZE,
+    SEAL_SIZE,
+    ZERO_DIGEST,
+    Seal,
+    SegmentHeader,
+    max_frame_bytes,
+)
 from segwal.format.naming import Kind, Name, parse
 from segwal.format.scanner import Status, check, find_valid
 from segwal.storage.fileio import FileHandle, FileSystem
@@ -138,12 +145,13 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
                 path = base + entry.name
                 raise SegmentHeaderError("not a regular file", path=path, offset=0)
             names.append(name)
-        elif name.kind is Kind.TEMP:
+        elif name.kind is Kind.TEMP and entry.is_file:
+            # Leftovers of a segment creation, a META or a cursor commit cut short.
             result.temp_files.append(base + entry.name)
         elif name.kind is Kind.INDEX:
             indexes.append(name)
-        elif name.kind is Kind.FOREIGN:
-            result.foreign.append(base + entry.name)
+        elif name.kind is Kind.FOREIGN or name.kind is Kind.TEMP:
+            result.foreign.append(base + entry.name)  # a temp name that is not a file
     names.sort(key=lambda n: n.first_lsn)
     present = {n.first_lsn for n in names}
     # An index whose segment is gone is a leftover of a deletion that a crash interrupted.
@@ -262,6 +270,13 @@ def _check_segment(
             f"header says first LSN {header.first_lsn}, name says {name_lsn}",
             SegmentHeaderError,
         )
+    if index == 0 and not result.has_meta:
+        # Only a checkpoint, stored in META before any segment goes, moves the start: a log
+        # without one starts at its first segment ever. In every mode: "truncate" cannot
+        # bring missing segments back. (A damaged header comes first, reported as such.)
+        missing = first_segment_problem(header)
+        if missing is not None:
+            raise ContinuityError(missing, path=path, offset=0, lsn=1)
     if result.segments:
         prev = result.segments[-1]
         problem = continuity_problem(prev, header)
@@ -302,6 +317,27 @@ def _check_segment(
         torn=torn,
         keep_prefix=True,
     )
+
+
+def first_segment_problem(header: SegmentHeader) -> str | None:
+    """Why a segment cannot be the first a log without META ever had, if it cannot: that
+    one starts at LSN 1 with sequence 0 and a zero previous digest."""
+    if header.first_lsn != 1:
+        return (
+            f"the log has no META, so it was never truncated and must start at LSN 1, but its "
+            f"first segment starts at LSN {header.first_lsn}: segments are missing"
+        )
+    if header.sequence != 0:
+        return (
+            f"the log has no META, but its first segment has sequence {header.sequence}, "
+            "not 0: earlier segments are missing"
+        )
+    if header.prev_digest != ZERO_DIGEST:
+        return (
+            "the log has no META, but its first segment names a previous segment "
+            "(non-zero previous digest): earlier segments are missing"
+        )
+    return None
 
 
 def continuity_problem(prev: SegmentState, header: SegmentHeader) -> str | None:

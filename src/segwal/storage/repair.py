@@ -59,6 +59,13 @@ def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
             # The LSN expected at the cut: the damage may lie further on (a bad seal).
             lsn = state.last_lsn + 1
             repair.cuts.append(_cut(fs, state, lsn, damage.reason, keep=mode == "truncate"))
+    if damage is not None and not plan.has_meta and not plan.segments and damage.lsn > 1:
+        # "truncate" moved every segment aside and the log restarts past LSN 1: a log
+        # without META must start at LSN 1, so the new start is stored first (as a
+        # checkpoint would store it) before any new segment exists.
+        plan.meta = plan.meta.with_(first_lsn=damage.lsn)
+        store_meta(fs, directory, plan.meta)
+        plan.has_meta = True
     for path in plan.temp_files:
         fs.unlink(path)
         repair.removed_temp_files.append(path)

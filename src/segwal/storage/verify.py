@@ -2,19 +2,33 @@
 
 Unlike opening, verify reads every byte of every segment, recomputes each sealed segment's
 BLAKE3 digest, and reports problems instead of raising on the first one. It never writes.
+It also reads ``META`` (and checks the first segment against it: without META the first
+segment must be the first a log ever had) and every cursor file, so whatever would make an
+open or a retention decision fail is a problem here too. A segment of a newer format
+version is an ``unsupported`` problem, not corruption.
 """
 
 from __future__ import annotations
 
+import errno
 import posixpath
 
-from segwal.errors import SegmentHeaderError, UnsupportedFormatError
-from segwal.format.layout import HEADER_SIZE
-from segwal.format.naming import Kind, parse
+from segwal.errors import (
+    CorruptionError,
+    NotRegularFileError,
+    SegmentHeaderError,
+    StorageError,
+    UnsupportedFormatError,
+)
+from segwal.format.layout import HEADER_SIZE, SegmentHeader
+from segwal.format.naming import META_NAME, Kind, parse
 from segwal.storage.fileio import FileSystem
+from segwal.storage.meta import CURSOR_SIZE, Meta, decode_cursor
+from segwal.storage.meta import load as load_meta
 from segwal.storage.recovery import (
     SegmentState,
     continuity_problem,
+    first_segment_problem,
     scan_tail,
     scanned_state,
     written_after_durable,
@@ -31,8 +45,13 @@ def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
         key=lambda item: item[0].first_lsn,
     )
     problems: list[Problem] = []
+    meta, has_meta = _check_meta(fs, directory, problems)
+    for name, is_file in sorted(entries, key=lambda item: item[0].name):
+        if name.kind is Kind.CURSOR:
+            _check_cursor(fs, posixpath.join(directory, name.name), is_file, problems)
     checks: list[SegmentCheck] = []
     prev: SegmentState | None = None
+    first_header: SegmentHeader | None = None
     records = 0
     for index, (name, is_file) in enumerate(names):
         path = posixpath.join(directory, name.name)
@@ -55,6 +74,8 @@ def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
             )
             prev = None
             continue
+        if index == 0:
+            first_header = state.header
         count = state.last_lsn - state.header.first_lsn + 1
         records += count
         checks.append(
@@ -70,7 +91,11 @@ def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
             )
         )
         prev = state if state.seal is not None else None
-    ok = not any(p.kind == "corruption" for p in problems)
+    if meta is not None and checks:
+        problems.extend(
+            _start_problems(checks, first_header, meta, has_meta, names[0][0].first_lsn)
+        )
+    ok = not any(p.kind in ("corruption", "unsupported") for p in problems)
     first = checks[0].first_lsn if checks else 1
     last_lsn = checks[-1].last_lsn if checks else 0
     return VerifyReport(
@@ -101,8 +126,14 @@ def _check(
             return Problem(path=path, offset=0, lsn=name_lsn, reason=reason), None
         try:
             header = read_header(handle)
-        except (SegmentHeaderError, UnsupportedFormatError) as exc:
+        except SegmentHeaderError as exc:
             return Problem(path=path, offset=0, lsn=name_lsn, reason=str(exc)), None
+        except UnsupportedFormatError as exc:
+            # Not damage: a newer segwal wrote it (FORMAT.md, compatibility rules).
+            problem = Problem(
+                path=path, offset=0, lsn=name_lsn, reason=str(exc), kind="unsupported"
+            )
+            return problem, None
         if header.first_lsn != name_lsn:
             reason = f"header says first LSN {header.first_lsn}, name says {name_lsn}"
             return Problem(path=path, offset=0, lsn=name_lsn, reason=reason), None
@@ -125,3 +156,84 @@ def _check(
         return None, state
     finally:
         handle.close()
+
+
+def _unusable(exc: StorageError) -> bool:
+    """A name segwal opens that holds something other than a regular file."""
+    return isinstance(exc, NotRegularFileError) or exc.errno == errno.EISDIR
+
+
+def _check_meta(
+    fs: FileSystem, directory: str, problems: list[Problem]
+) -> tuple[Meta | None, bool]:
+    """(META or the default when there is none, whether there is one); None when it is
+    unreadable, which is a problem: every open would fail on it."""
+    path = posixpath.join(directory, META_NAME)
+    try:
+        stored = load_meta(fs, directory)
+    except CorruptionError as exc:
+        problems.append(Problem(path=path, offset=exc.offset, lsn=None, reason=exc.reason))
+        return None, True
+    except StorageError as exc:
+        if not _unusable(exc):
+            raise
+        problems.append(Problem(path=path, offset=None, lsn=None, reason=exc.strerror or ""))
+        return None, True
+    return (stored or Meta()), stored is not None
+
+
+def _check_cursor(fs: FileSystem, path: str, is_file: bool, problems: list[Problem]) -> None:
+    """A cursor file the writer could not read would stop retention: report it."""
+    if not is_file:
+        problems.append(Problem(path=path, offset=None, lsn=None, reason="not a regular file"))
+        return
+    try:
+        handle = fs.open_read(path)
+    except StorageError as exc:
+        if not _unusable(exc):
+            raise
+        problems.append(Problem(path=path, offset=None, lsn=None, reason=exc.strerror or ""))
+        return
+    try:
+        raw = handle.pread(CURSOR_SIZE + 1, 0)
+    finally:
+        handle.close()
+    try:
+        decode_cursor(raw, path)
+    except CorruptionError as exc:
+        problems.append(Problem(path=path, offset=exc.offset, lsn=None, reason=exc.reason))
+
+
+def _start_problems(
+    checks: list[SegmentCheck],
+    header: SegmentHeader | None,
+    meta: Meta,
+    has_meta: bool,
+    name_lsn: int,
+) -> list[Problem]:
+    """Where the log starts and ends, checked against META (without one: against LSN 1)."""
+    path = checks[0].path
+    if not has_meta:
+        if name_lsn != 1:
+            reason = (
+                f"the log has no META, so it must start at LSN 1, but its first segment "
+                f"starts at LSN {name_lsn}: segments are missing"
+            )
+            return [Problem(path=path, offset=0, lsn=1, reason=reason)]
+        missing = first_segment_problem(header) if header is not None else None
+        return [] if missing is None else [Problem(path=path, offset=0, lsn=1, reason=missing)]
+    out = []
+    if name_lsn > meta.first_lsn:
+        reason = (
+            f"the first segment starts at LSN {name_lsn} but META's checkpoint keeps LSN "
+            f"{meta.first_lsn} and later: segments are missing"
+        )
+        out.append(Problem(path=path, offset=0, lsn=meta.first_lsn, reason=reason))
+    end = checks[-1].last_lsn
+    if meta.first_lsn > end + 1 and all(c.ok for c in checks):
+        reason = (
+            f"META's checkpoint keeps LSN {meta.first_lsn} and later, but the records end at "
+            f"LSN {end}"
+        )
+        out.append(Problem(path=checks[-1].path, offset=None, lsn=meta.first_lsn, reason=reason))
+    return out
