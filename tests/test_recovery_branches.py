@@ -46,10 +46,10 @@ from segwal.format.layout import (
     encode_seal,
     max_frame_bytes,
 )
+from segwal.format.meta import Meta
+from segwal.format.meta import encode as encode_meta
 from segwal.format.scanner import check
 from segwal.storage.fileio import OsFileSystem
-from segwal.storage.meta import Meta
-from segwal.storage.meta import encode as encode_meta
 from segwal.storage.recovery import SEARCH_WINDOW, Damage, Plan, SegmentState, plan
 
 FS = OsFileSystem()

@@ -7,6 +7,7 @@ records after the old ones; a reader that had not read past the rewind point goe
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -94,3 +95,94 @@ def test_two_rewinds_the_lowest_counts(tmp_path: Path) -> None:
         with pytest.raises(segwal.ReaderFellBehindError) as info:
             next(follower)
         assert info.value.lsn == 11
+
+
+# -- the rewind count persists, is published, and cursors carry it --------------------------
+
+
+def test_the_rewind_count_survives_reopen_and_is_published(tmp_path: Path) -> None:
+    from segwal.format import lock
+    from segwal.format.meta import decode
+
+    path = tmp_path / "log"
+    with _log(path) as wal:
+        assert wal.rewinds == 0
+        wal.truncate_after(15)
+        wal.truncate_after(12)
+        assert wal.rewinds == 2
+        raw = (path / "LOCK").read_bytes()
+        assert lock.decode(raw) == lock.Published(os.getpid(), 12, 2)
+    meta = decode((path / "META").read_bytes(), "META")
+    assert (meta.rewinds, meta.rewound_to, meta.truncate_after) == (2, ((1, 15), (2, 12)), None)
+    with segwal.open(path) as wal:
+        assert wal.rewinds == 2
+        wal.append(b"x")
+    with segwal.open(path, readonly=True) as ro:
+        assert ro.rewinds == 2
+    assert lock.decode((path / "LOCK").read_bytes()) == lock.Published(0, 13, 2)
+
+
+def test_a_cursor_committed_past_a_rewind_point_falls_behind(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with _log(path) as wal:
+        cursor = wal.cursor("indexer", start=1)
+        cursor.commit(20)  # processed 1..20
+        wal.truncate_after(15)
+        for i in range(16, 26):
+            wal.append(b"new %d" % i)
+        with pytest.raises(segwal.ReaderFellBehindError) as info:
+            cursor.read_batch()
+        assert info.value.lsn == 16
+        with pytest.raises(segwal.ReaderFellBehindError):
+            cursor.follow(timeout=0)
+    # The same from a fresh open, and from a readonly open in "another process".
+    for readonly in (False, True):
+        with segwal.open(path, readonly=readonly) as wal:
+            again = wal.cursor("indexer")
+            assert again.position == 21
+            with pytest.raises(segwal.ReaderFellBehindError, match=r"cursor\.commit\(15\)"):
+                again.read_batch()
+    with segwal.open(path) as wal:
+        fixed = wal.cursor("indexer")
+        fixed.commit(15)  # the way out the error names
+        assert [r.payload for r in fixed.read_batch().records][:2] == [b"new 16", b"new 17"]
+    with segwal.open(path) as wal:
+        assert wal.cursor("indexer").read_batch().records[0].lsn == 16
+
+
+def test_a_cursor_behind_the_rewind_point_reads_on(tmp_path: Path) -> None:
+    with _log(tmp_path / "log") as wal:
+        cursor = wal.cursor("c", start=1)
+        cursor.commit(9)
+        wal.truncate_after(15)
+        wal.append(b"new 16")
+        assert [r.lsn for r in cursor.read_batch().records] == list(range(10, 17))
+
+
+def test_a_readonly_follower_in_another_process_falls_behind(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with _log(path) as wal:
+        ro = segwal.open(path, readonly=True)
+        follower = ro.follow(1, timeout=5)
+        assert [next(follower).lsn for _ in range(20)] == list(range(1, 21))
+        wal.truncate_after(15)
+        for i in range(16, 26):
+            wal.append(b"new %d" % i)
+        with pytest.raises(segwal.ReaderFellBehindError) as info:
+            next(follower)
+        assert info.value.lsn == 16
+        ro.close()
+
+
+def test_old_cursor_and_lock_files_still_read(tmp_path: Path) -> None:
+    from segwal.format import cursor, lock
+
+    v1 = cursor.encode(7)
+    assert v1[:8] == b"SWCUR001" and len(v1) == 20
+    assert cursor.decode(v1, "c") == cursor.CursorFile(7, None)
+    assert cursor.decode(cursor.encode(7, 3), "c") == cursor.CursorFile(7, 3)
+    old_lock = lock.encode(42, 100, 0)[:32]  # what a writer before the extension wrote
+    assert lock.decode(old_lock) == lock.Published(42, 100, None)
+    torn = bytearray(lock.encode(42, 100, 5))
+    torn[40] ^= 1
+    assert lock.decode(bytes(torn)) == lock.Published(42, 100, None)

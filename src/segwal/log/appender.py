@@ -390,11 +390,21 @@ class Appender:
                 return
             self._published = lsn
             try:
-                publish_durable(self._lock_handle, lsn)
+                publish_durable(self._lock_handle, lsn, self._state.rewinds)
             except OSError as exc:
                 log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
         if self._state.observed:
             self._state.emit(Durable(lsn=lsn))
+
+    def republish(self, lsn: int) -> None:
+        """After a rewind: publish the lower durable LSN and the new rewind count, so readers
+        in other processes never take the rewound LSNs' new records for durable ones."""
+        with self._publish_lock:
+            self._published = lsn
+            try:
+                publish_durable(self._lock_handle, lsn, self._state.rewinds)
+            except OSError as exc:
+                log.warning("could not publish the rewind to LSN %d to readers: %s", lsn, exc)
 
     def ensure_durable(self, lsn: int) -> None:
         commit = self._state.commit
@@ -462,7 +472,7 @@ class Appender:
                 raise flush_error
             if writer is not None and state.failure is None:
                 state.commit.wait_durable(state.commit.written_lsn, lead=True)
-                publish_durable(handle, state.commit.durable_lsn, closed=True)
+                publish_durable(handle, state.commit.durable_lsn, state.rewinds, closed=True)
         finally:
             if writer is not None:
                 writer.close()

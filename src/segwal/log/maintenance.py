@@ -12,8 +12,9 @@ are planned by ``plans.plan_truncate`` for the dry run and the real run alike.
 
 from __future__ import annotations
 
-from segwal.errors import ConfigError
+from segwal.errors import ConfigError, CorruptionError, ReaderFellBehindError, StorageError
 from segwal.events import Rewound, SegmentDeleted
+from segwal.format.meta import Meta, check_hold_name
 from segwal.log import arguments
 from segwal.log.appender import Appender
 from segwal.log.catalog import segment_info, writer_info, writer_state
@@ -36,7 +37,6 @@ from segwal.log.retention import Decision, Rules, decide
 from segwal.log.state import LogState, log
 from segwal.log.telemetry import event_extra
 from segwal.storage.index import remove as remove_index
-from segwal.storage.meta import Meta, check_hold_name
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter, undo
 from segwal.storage.tail import start_writer
@@ -101,9 +101,23 @@ class Maintenance:
             return self.delete_locked(self._decide(self.configured_rules()))
 
     def retain_after_seal(self) -> None:
-        """The retention a rotation applies once it sealed a segment (lock held)."""
-        if self.retention_configured():
-            self.delete_locked(self._decide(self.configured_rules()))
+        """The retention a rotation applies once it sealed a segment (lock held).
+
+        An append never fails because of a consumer's file: when a cursor cannot be read,
+        nothing is deleted now (its position may hold records) and a warning says why.
+        """
+        if not self.retention_configured():
+            return
+        try:
+            decisions = self._decide(self.configured_rules())
+        except (CorruptionError, StorageError) as exc:
+            log.warning(
+                "retention skipped on rotation: %s",
+                exc,
+                extra=event_extra("retention_skipped", self._state.path, reason=str(exc)),
+            )
+            return
+        self.delete_locked(decisions)
 
     def prune_through(self, timestamp_us: int) -> RetentionResult:
         ts = arguments.lsn(timestamp_us, "timestamp_us")
@@ -233,9 +247,11 @@ class Maintenance:
     def _rewind_locked(self, writer: SegmentWriter, lsn: int) -> TruncateResult:
         state = self._state
         fs, directory = state.fs, state.path
-        state.rewinds += 1  # readers with an older snapshot must not open recreated files
+        # Counted in META with the intent: readers, cursors and caches in any process can
+        # tell "the same LSNs, other bytes" apart, across restarts too.
+        self._store_meta(state.meta.rewound(lsn).with_(truncate_after=lsn))
+        state.rewinds = state.meta.rewinds
         state.rewound_to[state.rewinds] = lsn
-        self._store_meta(state.meta.with_(truncate_after=lsn))
         writer.close()
         states = [*state.catalog.sealed.states, writer_state(writer)]
         later = [s for s in states if s.header.first_lsn > lsn]
@@ -263,6 +279,8 @@ class Maintenance:
         )
         state.io["created"] += int(created)
         state.commit.reset(lsn)
+        if self._appender is not None:
+            self._appender.republish(lsn)
         for gone in later:
             info = segment_info(gone)
             deletion = Deletion(
@@ -332,22 +350,45 @@ class Maintenance:
         name = check_cursor_name(name)
         state = self._state
         state.check_open()
-        position = load_cursor(state.fs, state.path, name)
-        if position is None:
+        stored = load_cursor(state.fs, state.path, name)
+        if stored is None:
             position = state.first_lsn if start is None else arguments.lsn(start, "start")
-            self.commit_cursor(name, position)
-        return Cursor(host, name, position)  # type: ignore[arg-type]
+            rewinds = self.commit_cursor(name, position)
+        else:
+            # A version 1 file was written before the log's first rewind.
+            position, rewinds = stored.position, stored.rewinds or 0
+        return Cursor(host, name, position, rewinds)  # type: ignore[arg-type]
 
     def cursors(self) -> dict[str, int]:
         state = self._state
         state.check_open()
         return load_cursors(state.fs, state.path)
 
-    def commit_cursor(self, name: str, position: int) -> None:
+    def commit_cursor(self, name: str, position: int) -> int:
+        """Store the cursor's position; returns the rewind count it was stored with."""
         state = self._state
         state.check_open()
         self._range("put a cursor at", position, state.first_lsn, state.last_lsn + 1)
-        store_cursor(state.fs, state.path, name, position)
+        rewinds = state.rewinds
+        store_cursor(state.fs, state.path, name, position, rewinds)
+        return rewinds
+
+    def check_cursor(self, name: str, position: int, rewinds: int) -> None:
+        """Raise ReaderFellBehindError when a rewind since the cursor's commit replaced
+        records below its position (the consumer processed records that are gone)."""
+        state = self._state
+        if rewinds == state.rewinds:
+            return
+        lowest = state.rewound_below(rewinds, position - 1)
+        if lowest is not None:
+            raise ReaderFellBehindError(
+                f"cursor {name!r} is at LSN {position}, but the log was rewound to LSN "
+                f"{lowest} (truncate_after) after that position was committed: LSNs "
+                f"{lowest + 1}..{position - 1} now hold other records; commit the cursor at "
+                f"LSN {lowest} (cursor.commit({lowest})) to read them",
+                lsn=lowest + 1,
+                first_lsn=state.first_lsn,
+            )
 
     def delete_cursor(self, name: str) -> bool:
         state = self._state

@@ -78,6 +78,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
         lock_handle.close()
         raise
     state.meta = found.meta
+    state.remember_rewinds()
     state.catalog.replace(s for s in found.segments if s.seal is not None and s.path != writer.path)
     state.writer = writer
     state.io["created"] += int(new_segment)
@@ -173,12 +174,16 @@ def load_view(state: LogState) -> Plan:
     segments = found.segments
     with state.lock:
         state.meta = found.meta
+        state.remember_rewinds()
         tail = segments[-1] if segments and segments[-1].seal is None else None
         catalog.replace((s for s in segments if s.seal is not None), tail)
         last = segments[-1].last_lsn if segments else 0
-        pid, published = read_lock(state.fs, state.path)
+        published = read_lock(state.fs, state.path)
         # A writer that is open, or was killed, vouches only for what it published; a
         # closed log, or one whose LOCK a machine crash left unreadable, is all on disk.
-        durable = last if not pid or published is None else min(last, published)
+        if published is None or not published.pid:
+            durable = last
+        else:
+            durable = min(last, published.durable_lsn)
     state.commit.reset(durable)
     return found

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedError
 from segwal.events import Event, ForkDetected, Observer
+from segwal.format.meta import Meta
 from segwal.log.buffer import AppendBuffer
 from segwal.log.catalog import SegmentCatalog
 from segwal.log.config import WalConfig
 from segwal.log.telemetry import Telemetry
-from segwal.storage.meta import Meta
 from segwal.types import Stats
 
 if TYPE_CHECKING:
@@ -93,6 +93,12 @@ class LogState:
             self.failure = exc
             log.error("segwal log at %s failed: %r; reopen it to recover", self.path, exc)
         self.commit.fail(exc)
+
+    def remember_rewinds(self) -> None:
+        """Take the rewind count and history from META (at open, and at each readonly look)."""
+        meta = self.meta
+        self.rewinds = max(self.rewinds, meta.rewinds)
+        self.rewound_to.update(meta.rewound_to)
 
     def rewound_below(self, seen: int, read_up_to: int) -> int | None:
         """The lowest LSN a rewind after rewind count ``seen`` went back to, if it is below

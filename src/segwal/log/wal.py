@@ -142,6 +142,12 @@ class Wal:
         if self._appender is None:
             self._refresh_view()
 
+    @property
+    def rewinds(self) -> int:
+        """How many times the log was rewound (``truncate_after``) over its life: the same
+        LSN under another rewind count may hold other bytes."""
+        return self._state.rewinds
+
     # -- reading --------------------------------------------------------------------------
 
     def read(self, lsn: int, *, unsynced: bool = False) -> Record:
@@ -257,8 +263,11 @@ class Wal:
         """Every consumer cursor: name -> the next LSN it will read."""
         return self._maintenance.cursors()
 
-    def _commit_cursor(self, name: str, position: int) -> None:
-        self._maintenance.commit_cursor(name, position)
+    def _commit_cursor(self, name: str, position: int) -> int:
+        return self._maintenance.commit_cursor(name, position)
+
+    def _check_cursor(self, name: str, position: int, rewinds: int) -> None:
+        self._maintenance.check_cursor(name, position, rewinds)
 
     def _delete_cursor(self, name: str) -> bool:
         return self._maintenance.delete_cursor(name)

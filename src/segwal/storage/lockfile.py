@@ -1,24 +1,18 @@
-"""The LOCK file: the writer lock, and the durable LSN the writer publishes to readers.
+"""The LOCK file: the writer lock, and what the writer publishes to readers in it.
 
-Layout (little-endian, 32 bytes at offset 0): magic ``b"SWLOCK01"`` (8), pid u64 (8; 0 when
-the log was closed cleanly), durable LSN u64 (8), the durable LSN's bitwise complement u64
-(8), so a reader can tell a torn read of a concurrent update from a published value. The
-file is never fsynced: what it says is a hint for live readers, never read by recovery.
+The bytes are ``format.lock``'s. The file is never fsynced: what it says is a hint for
+live readers in other processes, never read by recovery.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import struct
 
 from segwal.errors import LockError
+from segwal.format import lock
 from segwal.format.naming import LOCK_NAME
 from segwal.storage.fileio import FileHandle, FileSystem
-
-LOCK_LAYOUT = struct.Struct("<8sQQQ")
-LOCK_MAGIC = b"SWLOCK01"
-_MASK = (1 << 64) - 1
 
 
 def take_lock(fs: FileSystem, directory: str) -> FileHandle:
@@ -26,43 +20,45 @@ def take_lock(fs: FileSystem, directory: str) -> FileHandle:
     path = posixpath.join(directory, LOCK_NAME)
     handle = fs.lock(path, exclusive=True)
     if handle is None:
-        raise LockError(directory, read_lock(fs, directory)[0])
+        found = read_lock(fs, directory)
+        raise LockError(directory, found.pid if found is not None else None)
     try:
-        publish_durable(handle, 0)
+        publish_durable(handle, 0, 0)
     except BaseException:
         handle.close()  # or the lock stays held and every later open gets LockError
         raise
     return handle
 
 
-def publish_durable(handle: FileHandle, durable_lsn: int, *, closed: bool = False) -> None:
-    """Tell readers in other processes how far the log is durable (no barrier needed).
+def publish_durable(
+    handle: FileHandle, durable_lsn: int, rewinds: int, *, closed: bool = False
+) -> None:
+    """Tell readers in other processes how far the log is durable, and how often it was
+    rewound (no barrier needed).
 
     A closed log publishes pid 0: everything in its files is durable. Otherwise readers trust
     only the published durable LSN, whether the writer is alive or was killed.
     """
     pid = 0 if closed else os.getpid()
-    handle.pwrite(LOCK_LAYOUT.pack(LOCK_MAGIC, pid, durable_lsn, ~durable_lsn & _MASK), 0)
+    handle.pwrite(lock.encode(pid, durable_lsn, rewinds), 0)
 
 
-def read_lock(fs: FileSystem, directory: str) -> tuple[int | None, int | None]:
-    """The (pid, durable LSN) a writer published (pid 0: closed), or Nones when unreadable."""
+def read_lock(fs: FileSystem, directory: str) -> lock.Published | None:
+    """What a writer published (pid 0: closed), or None when unreadable."""
     path = posixpath.join(directory, LOCK_NAME)
     for _attempt in range(100):
         try:
             handle = fs.open_read(path)
         except OSError:
-            return None, None
+            return None
         try:
-            raw = handle.pread(LOCK_LAYOUT.size, 0)
+            raw = handle.pread(lock.SIZE, 0)
         finally:
             handle.close()
-        if len(raw) < LOCK_LAYOUT.size:
-            return None, None
-        magic, pid, durable, check = LOCK_LAYOUT.unpack(raw)
-        if magic != LOCK_MAGIC:
-            return None, None
-        if check == ~durable & _MASK:
-            return pid, durable
+        if len(raw) < lock.LAYOUT.size or raw[:8] != lock.MAGIC:
+            return None
+        found = lock.decode(raw)
+        if found is not None:
+            return found
         # A torn read of a concurrent update: read again.
-    return None, None
+    return None

@@ -29,11 +29,11 @@ from segwal.format.layout import (
     SegmentHeader,
     max_frame_bytes,
 )
+from segwal.format.meta import Meta
 from segwal.format.naming import Kind, Name, parse
 from segwal.format.scanner import Status, check, find_valid
 from segwal.storage.fileio import FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
-from segwal.storage.meta import Meta
 from segwal.storage.meta import load as load_meta
 from segwal.storage.segment import digest_of, iter_frames, read_header, read_seal
 

@@ -20,10 +20,11 @@ from segwal.errors import (
     StorageError,
     UnsupportedFormatError,
 )
+from segwal.format import cursor as cursor_layout
 from segwal.format.layout import HEADER_SIZE, SegmentHeader
+from segwal.format.meta import Meta
 from segwal.format.naming import META_NAME, Kind, parse
 from segwal.storage.fileio import FileSystem
-from segwal.storage.meta import CURSOR_SIZE, Meta, decode_cursor
 from segwal.storage.meta import load as load_meta
 from segwal.storage.recovery import (
     SegmentState,
@@ -195,11 +196,11 @@ def _check_cursor(fs: FileSystem, path: str, is_file: bool, problems: list[Probl
         problems.append(Problem(path=path, offset=None, lsn=None, reason=exc.strerror or ""))
         return
     try:
-        raw = handle.pread(CURSOR_SIZE + 1, 0)
+        raw = handle.pread(cursor_layout.MAX_SIZE + 1, 0)
     finally:
         handle.close()
     try:
-        decode_cursor(raw, path)
+        cursor_layout.decode(raw, path)
     except CorruptionError as exc:
         problems.append(Problem(path=path, offset=exc.offset, lsn=None, reason=exc.reason))
 

@@ -1,0 +1,54 @@
+"""The LOCK file's bytes: the writer's pid and what it publishes to readers. Pure:
+``storage.lockfile`` takes the lock and reads and writes these bytes.
+
+Layout (little-endian)::
+
+    0   8  magic       b"SWLOCK01"
+    8   8  pid         u64, 0 when the log was closed cleanly
+    16  8  durable     u64, the durable LSN
+    24  8  check       u64, the bitwise complement of durable (a torn read shows)
+    32  8  rewinds     u64, the log's rewind count            (since segwal 0.2)
+    40  8  check       u64, the bitwise complement of rewinds (since segwal 0.2)
+
+The first 32 bytes keep their meaning; a reader of only those ignores the rest. The file is
+never fsynced: it tells live readers in other processes how far the log is durable;
+recovery never reads it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+LAYOUT = struct.Struct("<8sQQQ")
+EXTENSION = struct.Struct("<QQ")
+MAGIC: Final = b"SWLOCK01"
+SIZE: Final = LAYOUT.size + EXTENSION.size
+_MASK: Final = (1 << 64) - 1
+
+
+class Published(NamedTuple):
+    pid: int  # 0: closed cleanly
+    durable_lsn: int
+    rewinds: int | None  # None: an older writer, or a torn read of the extension
+
+
+def encode(pid: int, durable_lsn: int, rewinds: int) -> bytes:
+    return LAYOUT.pack(MAGIC, pid, durable_lsn, ~durable_lsn & _MASK) + EXTENSION.pack(
+        rewinds, ~rewinds & _MASK
+    )
+
+
+def decode(raw: bytes) -> Published | None:
+    """What a writer published, or None when the bytes are unreadable or torn."""
+    if len(raw) < LAYOUT.size:
+        return None
+    magic, pid, durable, check = LAYOUT.unpack_from(raw)
+    if magic != MAGIC or check != ~durable & _MASK:
+        return None
+    rewinds = None
+    if len(raw) >= SIZE:
+        count, count_check = EXTENSION.unpack_from(raw, LAYOUT.size)
+        if count_check == ~count & _MASK:
+            rewinds = count
+    return Published(pid, durable, rewinds)
