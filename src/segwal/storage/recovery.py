@@ -134,11 +134,15 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
     """
     known = known or {}
     base = directory if directory.endswith("/") else directory + "/"  # join, cheaply
+    # The listing comes before META: a writer makes a new checkpoint durable in META before
+    # it deletes segments, so a listing older than the META it is read with holds only
+    # extra segments below the checkpoint (dropped as obsolete), never a gap.
+    entries = sorted(fs.list_dir(directory), key=lambda e: e.name)
     stored = load_meta(fs, directory)
     result = Plan(directory=directory, meta=stored or Meta(), has_meta=stored is not None)
     names = []
     indexes: list[Name] = []
-    for entry in sorted(fs.list_dir(directory), key=lambda e: e.name):
+    for entry in entries:
         name = parse(entry.name)
         if name.kind is Kind.SEGMENT:
             if not entry.is_file:
