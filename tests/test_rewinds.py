@@ -186,3 +186,26 @@ def test_old_cursor_and_lock_files_still_read(tmp_path: Path) -> None:
     torn = bytearray(lock.encode(42, 100, 5))
     torn[40] ^= 1
     assert lock.decode(bytes(torn)) == lock.Published(42, 100, None)
+
+
+def test_an_async_follower_falls_behind_across_a_rewind(tmp_path: Path) -> None:
+    import asyncio
+
+    import segwal.aio
+
+    async def main() -> int | None:
+        async with segwal.aio.open(tmp_path / "log", segment_bytes=4096) as wal:
+            await wal.append_batch([b"old %d" % i for i in range(1, 21)])
+            follower = wal.follow(1, timeout=5)
+            got = [(await anext(follower)).lsn for _ in range(20)]
+            assert got == list(range(1, 21))
+            await wal.truncate_after(15)
+            for i in range(16, 26):
+                await wal.append(b"new %d" % i)
+            try:
+                await anext(follower)
+            except segwal.ReaderFellBehindError as exc:
+                return exc.lsn
+            return None
+
+    assert asyncio.run(main()) == 16

@@ -117,10 +117,10 @@ def test_the_read_path_uses_the_selected_decoder() -> None:
         assert records.stream_records is records.stream_records_py
 
 
-def _implementation_in_child(pure: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "SEGWAL_PURE"}
+def _implementation_in_child(pure: str | None, name: str = "SEGWAL_PURE") -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("SEGWAL_PURE", "SEGWAL_PURE_PYTHON")}
     if pure is not None:
-        env["SEGWAL_PURE"] = pure
+        env[name] = pure
     code = (
         "from segwal.format import records; from segwal.storage import segment; "
         "assert segment.stream_records is records.stream_records; "
@@ -132,9 +132,10 @@ def _implementation_in_child(pure: str | None) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.parametrize("name", ["SEGWAL_PURE", "SEGWAL_PURE_PYTHON"])
 @pytest.mark.parametrize("value", ["1", "yes"])
-def test_segwal_pure_forces_the_pure_path(value: str) -> None:
-    assert _implementation_in_child(value) == "python"
+def test_segwal_pure_forces_the_pure_path(value: str, name: str) -> None:
+    assert _implementation_in_child(value, name) == "python"
 
 
 @needs_c

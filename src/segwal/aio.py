@@ -455,10 +455,12 @@ class AsyncWal:
 
         ``timeout`` is how long to wait for the next record; when it passes with nothing
         new, the iteration ends (None: until the log closes). Raises
-        ReaderFellBehindError when retention removed what it needs. See the module's
+        ReaderFellBehindError when retention removed what it needs, or when a rewind
+        (``truncate_after``) replaced records it had yielded. See the module's
         docstring for how it waits (woken by the writer; polling on a readonly log).
         """
         wal = self._wal
+        seen = wal.rewinds
         if from_lsn is None:
             from_lsn = (await self._call(self._bounds))[0]
         next_lsn = from_lsn
@@ -469,6 +471,19 @@ class AsyncWal:
                 page = await self._page(next_lsn, max_records, max_bytes)
             except ClosedError:
                 return
+            if wal.rewinds != seen:
+                # Records this follower yielded may have been replaced by a rewind: never go
+                # on at the next LSN as if the history were the same.
+                lowest = wal.rewound_below(seen, next_lsn - 1)
+                if lowest is not None:
+                    raise ReaderFellBehindError(
+                        f"the log was rewound to LSN {lowest} (truncate_after) after this "
+                        f"follower had read up to LSN {next_lsn - 1}",
+                        lsn=lowest + 1,
+                        first_lsn=wal.first_lsn,
+                    )
+                seen = wal.rewinds
+                continue  # the page may predate the rewind: read it again
             if page.records:
                 for record in page.records:
                     yield record

@@ -4,8 +4,8 @@ This is the per-record work of every read, so it exists twice: the pure function
 the reference, and ``segwal.format._speedups`` (C, optional) has the same functions, checks
 and errors. ``tests/test_speedups.py`` holds the two to each other on random, fuzzed and
 lying inputs. The compiled one is used when it was built, unless the environment variable
-``SEGWAL_PURE`` was set (to anything but "" or "0") when this module was first imported;
-``IMPLEMENTATION`` says which ("c" or "python").
+``SEGWAL_PURE_PYTHON`` (or ``SEGWAL_PURE``) was set, to anything but "" or "0", when this
+module was first imported; ``IMPLEMENTATION`` says which ("c" or "python").
 
 - ``record_spans``: the ``(start, end)`` of each payload.
 - ``decode_records``: records ``skip..stop-1`` as a list of ``segwal.types.Record``.
@@ -192,7 +192,10 @@ def _compiled() -> tuple[RecordSpans, DecodeRecords] | None:
     return _speedups.record_spans, _speedups.decode_records
 
 
-PURE_REQUESTED: Final = os.environ.get("SEGWAL_PURE", "") not in ("", "0")
+# SEGWAL_PURE_PYTHON (the name the docs use) or SEGWAL_PURE: anything but "" or "0".
+PURE_REQUESTED: Final = any(
+    os.environ.get(name, "") not in ("", "0") for name in ("SEGWAL_PURE_PYTHON", "SEGWAL_PURE")
+)
 _COMPILED: Final = _compiled()
 
 IMPLEMENTATION: Final = "c" if _COMPILED is not None and not PURE_REQUESTED else "python"

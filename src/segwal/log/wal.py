@@ -148,6 +148,15 @@ class Wal:
         LSN under another rewind count may hold other bytes."""
         return self._state.rewinds
 
+    def rewound_below(self, rewinds: int, lsn: int) -> int | None:
+        """For a reader that read up to ``lsn`` when the rewind count was ``rewinds``: the
+        lowest LSN a later rewind went back to, if it is below ``lsn`` (the records above it
+        that the reader had were replaced: it fell behind), else None. ``follow`` and cursors
+        check this themselves; it is for readers that page on their own (``segwal.aio``)."""
+        state = self._state
+        state.check_open()
+        return state.rewound_below(arguments.integer(rewinds, "rewinds"), arguments.lsn(lsn))
+
     # -- reading --------------------------------------------------------------------------
 
     def read(self, lsn: int, *, unsynced: bool = False) -> Record:

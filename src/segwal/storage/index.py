@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from segwal.format.layout import (
+    FLAG_COMMIT,
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
@@ -197,7 +198,7 @@ def _batch_starts(
             return
         if batch_start:
             yield first, pos, stamp
-        batch_start = bool(flags & 1)
+        batch_start = bool(flags & FLAG_COMMIT)
         expected = first + count
         pos += FRAME_HEAD_SIZE + 4 * count + body
 
