@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import segwal
-from segwal.errors import ArgumentTypeError
+from segwal import ArgumentTypeError
 
 Call = Callable[[segwal.Wal], Any]
 

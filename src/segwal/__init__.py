@@ -19,6 +19,7 @@ from os import PathLike
 
 from segwal import events
 from segwal.errors import (
+    ArgumentTypeError,
     ChecksumError,
     ClosedError,
     ConfigError,
@@ -70,6 +71,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DECODER",
+    "ArgumentTypeError",
     "Batch",
     "ChecksumError",
     "ClosedError",
