@@ -82,7 +82,7 @@ class Reader:
         return Snapshot(sealed, active, first, last, limit, durable, state.rewinds)
 
     def read(self, lsn: int, *, unsynced: bool = False) -> Record:
-        """The record with this LSN. Only durable records, unless ``unsynced`` is True."""
+        """``Wal.read``."""
         if lsn.__class__ is not int:
             lsn = arguments.lsn(lsn)
         snap = self._snapshot(unsynced is True or arguments.flag(unsynced, "unsynced"))
@@ -107,12 +107,7 @@ class Reader:
     def replay(
         self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
     ) -> Iterator[Record]:
-        """Stream records ``from_lsn..to_lsn`` (inclusive) in bounded memory.
-
-        Only durable records are yielded unless ``unsynced`` is True: a reader never sees a
-        record that a crash could still take back. ``from_lsn`` below the first LSN starts
-        at the first LSN; the range is fixed when ``replay`` is called.
-        """
+        """``Wal.replay``: the range is fixed when it is called."""
         from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
         to_lsn = arguments.optional_lsn(to_lsn, "to_lsn")
         snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
@@ -128,9 +123,7 @@ class Reader:
         max_bytes: int = 1 << 20,
         unsynced: bool = False,
     ) -> Batch:
-        """One page of records from ``from_lsn``: at most ``max_records`` records and about
-        ``max_bytes`` of payload (at least one record, however large). Seeks through the
-        sparse index: a page costs the same wherever it starts."""
+        """``Wal.read_batch``: seeks through the sparse index."""
         from_lsn = arguments.lsn(from_lsn, "from_lsn")
         max_records = arguments.at_least_one(max_records, "max_records")
         max_bytes = arguments.at_least_one(max_bytes, "max_bytes")
@@ -154,13 +147,8 @@ class Reader:
         return Batch(records, next_lsn, next_lsn <= snap.limit)
 
     def lsn_at(self, timestamp_us: int, *, unsynced: bool = False) -> int:
-        """The first LSN appended at or after ``timestamp_us`` (microseconds since the epoch).
-
-        Append timestamps never decrease within a log (a clock stepping back repeats the last
-        stamp), so this is a binary search: segments by their time range, then the sparse
-        index, then at most one index interval of frames. Past the newest record it returns
-        the next LSN to be appended.
-        """
+        """``Wal.lsn_at``. Append timestamps never decrease within a log, so this is a binary
+        search: segments by time range, then the sparse index, then one index interval."""
         timestamp_us = arguments.integer(timestamp_us, "timestamp_us")
         snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
         parts = [*snap.sealed.parts, *([snap.active] if snap.active is not None else [])]
@@ -203,12 +191,7 @@ class Reader:
         timeout: float | None = None,
         unsynced: bool = False,
     ) -> Iterator[Record]:
-        """Yield records from ``from_lsn`` as they become durable, waiting for more.
-
-        ``timeout`` is how long to wait for the next record; when it passes with nothing
-        new, the iteration ends (None waits for ever, until the log closes). Survives
-        rotation; raises ReaderFellBehindError when retention removed what it needs.
-        """
+        """``Wal.follow``: checks its arguments now, reads when iterated."""
         self._state.check_open()
         from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
         seconds = arguments.timeout(timeout)
