@@ -252,3 +252,58 @@ def test_a_snapshot_is_one_reference_and_a_point_read_visits_few_parts(tmp_path:
         chosen = parts_for(sealed, None, middle.first_lsn, middle.first_lsn)
         assert chosen == [middle]
         assert wal.read(middle.first_lsn).lsn == middle.first_lsn
+
+
+FORK_MUTATIONS = {
+    "append": lambda w: w.append(b"child"),
+    "append buffered": lambda w: w.append(b"child", type=3),
+    "append_batch": lambda w: w.append_batch([b"child"]),
+    "append_many": lambda w: w.append_many([([b"child"], 0)]),
+    "sync": lambda w: w.sync(),
+    "wait_durable": lambda w: w.wait_durable(w.last_lsn),
+    "rotate": lambda w: w.rotate(),
+    "truncate_before": lambda w: w.truncate_before(2),
+    "truncate_after": lambda w: w.truncate_after(1),
+    "hold": lambda w: w.hold("child", 1),
+    "release": lambda w: w.release("parent"),
+    "apply_retention": lambda w: w.apply_retention(),
+    "prune_through": lambda w: w.prune_through(0),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(FORK_MUTATIONS))
+def test_every_change_in_a_forked_child_is_refused(tmp_path: Path, mutation: str) -> None:
+    path = tmp_path / "log"
+    buffered = mutation == "append buffered"
+    with segwal.open(path, sync="never", buffer_bytes=1 << 20 if buffered else 0) as wal:
+        wal.append_batch([b"parent %d" % i for i in range(1, 4)])
+        wal.hold("parent", 1)
+        if buffered:
+            wal.append(b"buffered in the parent", type=3)
+        else:
+            wal.sync()
+        before = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "LOCK"}
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                FORK_MUTATIONS[mutation](wal)
+            except segwal.ForkedError:
+                code = 0
+            except BaseException:
+                code = 2
+            os.write(write, bytes([code]))
+            os._exit(0)
+        os.close(write)
+        code = os.read(read, 1)
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert code == b"\0", mutation
+        after = {p.name: p.read_bytes() for p in path.iterdir() if p.name != "LOCK"}
+        assert after == before  # the child changed no file
+        wal.append(b"parent again")  # the parent goes on
+    with segwal.open(path, readonly=True) as wal:
+        payloads = [r.payload for r in wal.replay()]
+    assert payloads[:3] == [b"parent 1", b"parent 2", b"parent 3"]
+    assert payloads[-1] == b"parent again" and b"child" not in payloads

@@ -16,6 +16,7 @@ from typing import Any
 from segwal.errors import (
     ArgumentTypeError,
     ConfigError,
+    ForkedError,
     InvalidPayloadError,
     RecordTooLargeError,
 )
@@ -420,6 +421,8 @@ class Appender:
 
     def wait_durable(self, lsn: int, timeout: float | None) -> bool:
         state = self._state
+        if isinstance(state.failure, ForkedError):
+            raise state.failure  # a forked child runs no barrier on its parent's files
         if lsn > state.commit.written_lsn and state.buffer.payloads:
             self.flush_buffer()  # the buffered appends it waits for
         lead = self._config.sync != "interval"
