@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -59,3 +60,22 @@ def test_stats_interval_is_bounded(wal_dir: str) -> None:
     assert result.exit_code == 2
     missing = CliRunner().invoke(main, ["stats", wal_dir + "-nothing"])
     assert missing.exit_code == 3
+
+
+def test_stats_shows_the_writers_counters_from_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with segwal.open(path, sync="never") as wal:
+        wal.append_batch([b"x" * 10] * 5)
+        wal.append(b"y" * 10)
+        wal.sync()
+        mine = wal.stats()
+        with segwal.open(path, readonly=True) as ro:
+            theirs = ro.stats()
+        result = CliRunner().invoke(main, ["stats", str(path), "--json"])
+    assert (theirs.appends, theirs.records, theirs.payload_bytes) == (2, 6, 60)
+    assert theirs.fsyncs == mine.fsyncs and theirs.written_bytes == mine.written_bytes
+    assert result.exit_code == 0, result.output
+    writer = json.loads(result.stdout)["writer"]
+    assert writer["appends"] == 2 and writer["records"] == 6 and writer["fsyncs"] == mine.fsyncs
+    human = CliRunner().invoke(main, ["stats", str(path)]).stdout
+    assert "2 appends, 6 records, 60 payload bytes" in human

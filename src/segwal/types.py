@@ -144,7 +144,13 @@ class VerifyReport:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
-    """Counters since the log was opened."""
+    """Counters since the log was opened, and the log as it is now.
+
+    On a readonly open the counters (appends, records, payload, written bytes, fsyncs,
+    directory fsyncs) are the writer's, as it last published them in ``LOCK`` (at each
+    advance of its durable LSN, and at close); ``writes`` and the fsync histogram stay
+    those of this process.
+    """
 
     appends: int  # append and append_batch calls that succeeded
     records: int  # records appended

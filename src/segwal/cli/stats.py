@@ -1,10 +1,11 @@
 """``segwal stats``: the counters of a log, live beside its writer in another process.
 
 A readonly open computes what the directory says (segments, bytes, first and last LSN) and
-reads the durable LSN the writer publishes in its ``LOCK`` file; ``--watch`` refreshes the
-same open every ``--interval`` seconds (a directory listing, a ``LOCK`` read and a scan of
-the new frames of the active segment) and adds rates. The writer's own counters (appends,
-fsyncs, their durations) live in its process: export them with ``segwal.metrics``.
+reads what the writer publishes in its ``LOCK`` file: the durable LSN and the writer's
+counters since it opened the log (appends, records, bytes, fsyncs), as of its last durable
+advance; ``--watch`` refreshes the same open every ``--interval`` seconds (a directory
+listing, a ``LOCK`` read and a scan of the new frames of the active segment) and adds rates.
+The fsync durations live in the writer's process: export them with ``segwal.metrics``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def _snapshot(wal: segwal.Wal) -> dict[str, Any]:
         "segments": stats.segments,
         "sealed_segments": sum(s.sealed for s in segments),
         "log_bytes": stats.log_bytes,
+        "writer": {
+            "appends": stats.appends,
+            "records": stats.records,
+            "payload_bytes": stats.payload_bytes,
+            "written_bytes": stats.written_bytes,
+            "fsyncs": stats.fsyncs,
+            "dir_fsyncs": stats.dir_fsyncs,
+        },
         "oldest_record": rfc3339(oldest) if oldest else None,
         "newest_record": rfc3339(newest) if newest else None,
     }
@@ -60,6 +69,8 @@ def _show(snap: dict[str, Any], watch: bool) -> None:
         f"segments      {snap['segments']} ({snap['sealed_segments']} sealed), "
         f"{snap['log_bytes']} bytes",
         f"records       {snap['oldest_record'] or '-'} .. {snap['newest_record'] or '-'}",
+        "writer        {appends} appends, {records} records, {payload_bytes} payload bytes, "
+        "{fsyncs} fsyncs (since it opened the log)".format(**snap["writer"]),
     ]
     if watch:
         rate, speed = snap["durable_records_per_second"], snap["bytes_per_second"]

@@ -9,6 +9,9 @@ Layout (little-endian)::
     24  8  check       u64, the bitwise complement of durable (a torn read shows)
     32  8  rewinds     u64, the log's rewind count            (since segwal 0.2)
     40  8  check       u64, the bitwise complement of rewinds (since segwal 0.2)
+    48 48  counters    6 x u64 since the writer opened the log (since segwal 0.2):
+                       appends, records, payload bytes, written bytes, fsyncs, dir fsyncs
+    96  4  check       u32, CRC-32C of the counters
 
 The first 32 bytes keep their meaning; a reader of only those ignores the rest. The file is
 never fsynced: it tells live readers in other processes how far the log is durable;
@@ -20,10 +23,15 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
+from segwal.format.layout import crc32c
+
 LAYOUT = struct.Struct("<8sQQQ")
 EXTENSION = struct.Struct("<QQ")
+COUNTERS = struct.Struct("<6Q")
+COUNTERS_CRC = struct.Struct("<I")
 MAGIC: Final = b"SWLOCK01"
-SIZE: Final = LAYOUT.size + EXTENSION.size
+SIZE: Final = LAYOUT.size + EXTENSION.size + COUNTERS.size + COUNTERS_CRC.size
+NO_COUNTERS: Final = (0, 0, 0, 0, 0, 0)
 _MASK: Final = (1 << 64) - 1
 
 
@@ -31,11 +39,19 @@ class Published(NamedTuple):
     pid: int  # 0: closed cleanly
     durable_lsn: int
     rewinds: int | None  # None: an older writer, or a torn read of the extension
+    # appends, records, payload bytes, written bytes, fsyncs, dir fsyncs; None: unknown
+    counters: tuple[int, ...] | None = None
 
 
-def encode(pid: int, durable_lsn: int, rewinds: int) -> bytes:
-    return LAYOUT.pack(MAGIC, pid, durable_lsn, ~durable_lsn & _MASK) + EXTENSION.pack(
-        rewinds, ~rewinds & _MASK
+def encode(
+    pid: int, durable_lsn: int, rewinds: int, counters: tuple[int, ...] = NO_COUNTERS
+) -> bytes:
+    raw = COUNTERS.pack(*(c & _MASK for c in counters))
+    return (
+        LAYOUT.pack(MAGIC, pid, durable_lsn, ~durable_lsn & _MASK)
+        + EXTENSION.pack(rewinds, ~rewinds & _MASK)
+        + raw
+        + COUNTERS_CRC.pack(crc32c(raw))
     )
 
 
@@ -47,8 +63,14 @@ def decode(raw: bytes) -> Published | None:
     if magic != MAGIC or check != ~durable & _MASK:
         return None
     rewinds = None
-    if len(raw) >= SIZE:
+    counters = None
+    if len(raw) >= LAYOUT.size + EXTENSION.size:
         count, count_check = EXTENSION.unpack_from(raw, LAYOUT.size)
         if count_check == ~count & _MASK:
             rewinds = count
-    return Published(pid, durable, rewinds)
+    start = LAYOUT.size + EXTENSION.size
+    if len(raw) >= SIZE:
+        body = raw[start : start + COUNTERS.size]
+        if COUNTERS_CRC.unpack_from(raw, start + COUNTERS.size)[0] == crc32c(body):
+            counters = COUNTERS.unpack(body)
+    return Published(pid, durable, rewinds, counters)

@@ -391,7 +391,9 @@ class Appender:
                 return
             self._published = lsn
             try:
-                publish_durable(self._lock_handle, lsn, self._state.rewinds)
+                publish_durable(
+                    self._lock_handle, lsn, self._state.rewinds, self._state.published_counters()
+                )
             except OSError as exc:
                 log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
         if self._state.observed:
@@ -403,7 +405,9 @@ class Appender:
         with self._publish_lock:
             self._published = lsn
             try:
-                publish_durable(self._lock_handle, lsn, self._state.rewinds)
+                publish_durable(
+                    self._lock_handle, lsn, self._state.rewinds, self._state.published_counters()
+                )
             except OSError as exc:
                 log.warning("could not publish the rewind to LSN %d to readers: %s", lsn, exc)
 
@@ -475,7 +479,13 @@ class Appender:
                 raise flush_error
             if writer is not None and state.failure is None:
                 state.commit.wait_durable(state.commit.written_lsn, lead=True)
-                publish_durable(handle, state.commit.durable_lsn, state.rewinds, closed=True)
+                publish_durable(
+                    handle,
+                    state.commit.durable_lsn,
+                    state.rewinds,
+                    state.published_counters(),
+                    closed=True,
+                )
         finally:
             if writer is not None:
                 writer.close()

@@ -185,5 +185,7 @@ def load_view(state: LogState) -> Plan:
             durable = last
         else:
             durable = min(last, published.durable_lsn)
+        # The writer's own counters, as of its last publication (readonly stats()).
+        state.writer_counters = published.counters if published is not None else None
     state.commit.reset(durable)
     return found

@@ -55,6 +55,8 @@ class LogState:
         self.rotations: dict[str, int] = {}
         self.io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
         self.telemetry = Telemetry(path, config.slow_fsync_seconds)
+        # A readonly view: the counters the writer last published in LOCK, if any.
+        self.writer_counters: tuple[int, ...] | None = None
         self.recovery_cuts = 0  # cuts and quarantines this open's recovery made
         self._observers: tuple[Observer, ...] = tuple(config.observers)
 
@@ -142,6 +144,18 @@ class LogState:
 
     # -- counters and observers -----------------------------------------------------------
 
+    def published_counters(self) -> tuple[int, ...]:
+        """What the writer publishes in LOCK for ``stats()`` in other processes."""
+        io, counters = self.io, self.counters
+        return (
+            counters["appends"],
+            counters["records"],
+            counters["payload_bytes"],
+            io["written_bytes"],
+            io["fsyncs"],
+            io["dir_fsyncs"],
+        )
+
     def stats(self) -> Stats:
         io, buffered = self.io, len(self.buffer)
         with self.lock:
@@ -153,15 +167,27 @@ class LogState:
             first, last = self.first_lsn, self.last_lsn
         telemetry = self.telemetry
         buckets, seconds, _count = telemetry.fsync_histogram()
+        appends, records, payload, written, fsyncs, dir_fsyncs = (
+            self.writer_counters
+            if self.writer is None and self.writer_counters is not None
+            else (
+                # Buffered appends count from the moment they are accepted.
+                self.counters["appends"] + buffered,
+                self.counters["records"] + buffered,
+                self.counters["payload_bytes"] + self.buffer.size,
+                io["written_bytes"],
+                io["fsyncs"],
+                io["dir_fsyncs"],
+            )
+        )
         return Stats(
-            # Buffered appends count from the moment they are accepted.
-            appends=self.counters["appends"] + buffered,
-            records=self.counters["records"] + buffered,
-            payload_bytes=self.counters["payload_bytes"] + self.buffer.size,
-            written_bytes=io["written_bytes"],
+            appends=appends,
+            records=records,
+            payload_bytes=payload,
+            written_bytes=written,
             writes=io["writes"],
-            fsyncs=io["fsyncs"],
-            dir_fsyncs=io["dir_fsyncs"],
+            fsyncs=fsyncs,
+            dir_fsyncs=dir_fsyncs,
             rotations=dict(self.rotations),
             segments_created=io["created"],
             durable_lsn=self.commit.durable_lsn,

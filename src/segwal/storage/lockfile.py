@@ -31,16 +31,21 @@ def take_lock(fs: FileSystem, directory: str) -> FileHandle:
 
 
 def publish_durable(
-    handle: FileHandle, durable_lsn: int, rewinds: int, *, closed: bool = False
+    handle: FileHandle,
+    durable_lsn: int,
+    rewinds: int,
+    counters: tuple[int, ...] = lock.NO_COUNTERS,
+    *,
+    closed: bool = False,
 ) -> None:
-    """Tell readers in other processes how far the log is durable, and how often it was
-    rewound (no barrier needed).
+    """Tell readers in other processes how far the log is durable, how often it was rewound
+    and the writer's counters (one ``pwrite``, no barrier needed).
 
     A closed log publishes pid 0: everything in its files is durable. Otherwise readers trust
     only the published durable LSN, whether the writer is alive or was killed.
     """
     pid = 0 if closed else os.getpid()
-    handle.pwrite(lock.encode(pid, durable_lsn, rewinds), 0)
+    handle.pwrite(lock.encode(pid, durable_lsn, rewinds, counters), 0)
 
 
 def read_lock(fs: FileSystem, directory: str) -> lock.Published | None:
