@@ -84,6 +84,11 @@ def row_notes(case: Case, rows: dict[str, dict[str, Any]]) -> str:
                 f"segwal final sync {mine['sync_pct']:.0f}% of the time, "
                 f"{human(mine['median_rps_before_sync'])}/s before it"
             )
+        if "follow_p50_ms" in mine:
+            parts.append(
+                f"follow latency p50 {mine['follow_p50_ms']:.2f} ms, "
+                f"p99 {mine['follow_p99_ms']:.2f} ms"
+            )
         if case.kind == "replay" and not case.cold and "open_ms" in mine:
             parts.append(f"segwal open {mine['open_ms']:.0f} ms")
     raw = rows.get("raw")

@@ -272,6 +272,10 @@ def summarize(case: Case, peer: Peer, samples: list[Sample]) -> dict[str, Any]:
         row["median_rps_before_sync"] = statistics.median(
             [s.records / max(s.seconds - s.extra["sync_s"], 1e-9) for s in samples]
         )
+    for key in ("follow_p50_ms", "follow_p99_ms"):
+        found = [s.extra[key] for s in samples if key in s.extra]
+        if found:
+            row[key] = statistics.median(found)
     opens = [s.extra["open_ms"] for s in samples if "open_ms" in s.extra]
     if opens:
         row["open_ms"] = statistics.median(opens)

@@ -115,7 +115,7 @@ QUICK = Sizes(
     opens=1,
 )
 THREADS = (1, 4, 16, 64)
-AIO_TASKS = (1, 16, 256)  # asyncio tasks appending durably through segwal.aio
+AIO_TASKS = (1, 16, 256, 1000)  # asyncio tasks appending durably through segwal.aio
 
 
 def batch_size(record_size: int) -> int:
@@ -341,21 +341,41 @@ def time_aio(path: str, payload: bytes, seconds: float, tasks: int) -> Sample:
             before = wal.stats().fsyncs
             done = 0
             stop = False
+            started: dict[int, float] = {}  # LSN -> when its append was called
+            latencies: list[float] = []
 
             async def worker() -> None:
                 nonlocal done
                 while not stop:
-                    await wal.append(payload)
+                    t = time.perf_counter()
+                    lsn = await wal.append(payload)
+                    started[lsn] = t
                     done += 1
+
+            async def follower() -> None:
+                # In-process follow latency: append called -> record seen by a follower.
+                async for record in wal.follow(1, timeout=0.5):
+                    seen = time.perf_counter()
+                    if record.lsn in started:
+                        latencies.append(seen - started.pop(record.lsn))
+                    if stop and not started:
+                        return
 
             gc.collect()
             t0 = time.perf_counter()
+            following = asyncio.create_task(follower())
             workers = [asyncio.create_task(worker()) for _ in range(tasks)]
             await asyncio.sleep(seconds)
             stop = True
             await asyncio.gather(*workers)
             dt = time.perf_counter() - t0
-            return Sample(done, done * len(payload), dt, wal.stats().fsyncs - before)
+            await following
+            extra = {}
+            if latencies:
+                latencies.sort()
+                extra["follow_p50_ms"] = latencies[len(latencies) // 2] * 1e3
+                extra["follow_p99_ms"] = latencies[int(len(latencies) * 0.99)] * 1e3
+            return Sample(done, done * len(payload), dt, wal.stats().fsyncs - before, extra)
 
     return asyncio.run(main())
 
