@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import posixpath
 
-from segwal.errors import ContinuityError, StorageError
+from segwal.errors import ContinuityError, CorruptionError, StorageError
 from segwal.events import RecoveryCut
 from segwal.log.state import LogState, log
 from segwal.log.telemetry import event_extra
@@ -23,6 +23,8 @@ from segwal.storage.recovery import Plan, plan
 from segwal.storage.repair import carry_out
 from segwal.storage.tail import start_writer
 from segwal.types import Cut, RecoveryReport
+
+LOOKS = 10  # a readonly view looks again this often before it believes damage it sees
 
 
 def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
@@ -155,22 +157,30 @@ def open_readonly(state: LogState) -> RecoveryReport:
 def load_view(state: LogState) -> Plan:
     """Readonly: look at the directory again, reusing what is known of unchanged segments."""
     catalog = state.catalog
-    for attempt in range(5):
+    mode = state.config.recovery
+    for attempt in range(LOOKS):
         known = {s.path: s for s in catalog.sealed.states}
         if catalog.tail is not None:
             known[catalog.tail.path] = catalog.tail
         try:
             found = plan(state.fs, state.path, known)
+            damage = found.damage
+            if damage is not None and (
+                mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
+            ):
+                raise damage.exception()
             break
         except StorageError as exc:
             # The writer deleted a segment between our listing and our reading it
             # (retention); META moved first, so a second look is consistent.
-            if exc.errno != errno.ENOENT or attempt == 4:
+            if exc.errno != errno.ENOENT or attempt == LOOKS - 1:
                 raise
-    damage = found.damage
-    mode = state.config.recovery
-    if damage is not None and (mode == "strict" or (mode == "tolerate_tail" and not damage.torn)):
-        raise damage.exception()
+        except CorruptionError:
+            # A writer changing the log while we look (a rotation between our listing and
+            # META, a rewind rewriting the tail) can make a healthy log look damaged for a
+            # moment; damage that is really there is there at every look.
+            if attempt == LOOKS - 1:
+                raise
     segments = found.segments
     with state.lock:
         state.meta = found.meta
