@@ -46,3 +46,28 @@ def wal_dir(tmp_path: Path) -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def forget_clean_close(directory: str | Path, fs: object = None) -> None:
+    """Take a clean close's mark out of META, as a killed writer would have left the log.
+
+    Tests that damage a log's tail to stand for a torn write need a log whose writer did not
+    close cleanly: after a clean close, damage before the mark is bit rot and is raised.
+    """
+    import posixpath
+
+    from segwal.format.meta import Meta
+    from segwal.storage.fileio import OsFileSystem
+    from segwal.storage.meta import META_NAME, load, store
+
+    filesystem = fs if fs is not None else OsFileSystem()
+    path = str(directory)
+    meta = load(filesystem, path)  # type: ignore[arg-type]
+    if meta is None or meta.closed is None:
+        return
+    bare = meta.with_(closed=None)
+    if bare == Meta():
+        filesystem.unlink(posixpath.join(path, META_NAME))  # type: ignore[attr-defined]
+        filesystem.sync_dir(path, "test")  # type: ignore[attr-defined]
+    else:
+        store(filesystem, path, bare)  # type: ignore[arg-type]

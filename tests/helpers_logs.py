@@ -19,6 +19,7 @@ from pathlib import Path
 import blake3
 
 import segwal
+from conftest import forget_clean_close
 from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
@@ -110,11 +111,14 @@ def build_log(
     sync: str = "always",
     batch_every: int = 5,
     salt: int = 0,
+    clean_close: bool = False,
 ) -> dict[int, bytes]:
     """A reference log: single appends with a batch of 3 every ``batch_every``-th step.
 
     With the defaults (1 KiB segments, 66 records) this gives seven sealed segments and an
     active one holding five frames, the second of them a batch. Returns LSN -> payload.
+    Unless ``clean_close``, the log is left as a killed writer leaves it (no clean-close
+    mark in META): the tests damage its tail to stand for what a crash can do.
     """
     expected: dict[int, bytes] = {}
     with segwal.open(
@@ -134,6 +138,8 @@ def build_log(
                 assert wal.append(payload_for(nxt, salt)) == nxt
         for lsn in range(1, wal.last_lsn + 1):
             expected[lsn] = payload_for(lsn, salt)
+    if not clean_close:
+        forget_clean_close(directory)
     return expected
 
 

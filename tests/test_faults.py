@@ -43,7 +43,7 @@ from typing import Any
 import pytest
 
 import segwal
-from conftest import FakeClock, payload
+from conftest import FakeClock, forget_clean_close, payload
 from segwal import StorageError, Wal, WalFailedError
 from segwal.errors import ClosedError
 from segwal.testing import MemoryFileSystem, Op
@@ -491,6 +491,7 @@ def damaged_log() -> tuple[MemoryFileSystem, Model]:
     model.appended(lsns)
     wal.close()
     image = fs.snapshot()
+    forget_clean_close(DIR, image)  # the cut below stands for a torn write
     segments = sorted(p for p, c in image.tree(DIR).items() if p.endswith(".wal") and c)
     handle = image.open_write(segments[-1])
     handle.truncate(handle.size() - 9)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import segwal
+from conftest import forget_clean_close
 from helpers_logs import (
     HEADER_SIZE,
     SEAL_SIZE,
@@ -689,6 +690,7 @@ def _never_log(log: Path) -> tuple[int, list[FrameInfo]]:
         assert synced == 20
         for lsn in range(21, 81, 4):
             wal.append_batch([payload_for(lsn + i) for i in range(4)])
+    forget_clean_close(log)  # as a killed writer leaves it: the tests tear its tail
     frames, _ = read_frames(segment_files(log)[-1])
     return synced, frames
 

@@ -35,6 +35,7 @@ from helpers_logs import (
     segment_files,
     xor_byte,
 )
+from helpers_logs import FrameInfo as FrameInfoType
 from segwal import ContinuityError, CorruptionError, SealError, SegmentHeaderError
 from segwal.format.layout import (
     MAX_LSN,
@@ -46,7 +47,7 @@ from segwal.format.layout import (
     encode_seal,
     max_frame_bytes,
 )
-from segwal.format.meta import Meta
+from segwal.format.meta import Closed, Meta
 from segwal.format.meta import encode as encode_meta
 from segwal.format.scanner import check
 from segwal.storage.fileio import OsFileSystem
@@ -967,3 +968,80 @@ def test_decode_seal_refuses_lsns_out_of_range(first: int, last: int) -> None:
     with pytest.raises(FormatError, match=f"seal LSNs {first}..{last} are out of range"):
         decode_seal(_seal(first, last), 7)
     assert decode_seal(_seal(MAX_LSN, MAX_LSN), 7).last_lsn == MAX_LSN
+
+
+# -- a clean close's mark in META -------------------------------------------------------------
+
+
+def _mark(directory: Path, end: int, *, segment: str | None = None) -> None:
+    name = segment or segment_files(directory)[-1].name
+    write_meta(directory, Meta(closed=Closed(segment=name, end=end, lsn=0)))
+
+
+def _tear_last_frame(directory: Path) -> tuple[Path, FrameInfoType]:
+    last = segment_files(directory)[-1]
+    frames, _ = read_frames(last)
+    xor_byte(last, frames[-1].end - 1)  # the last payload byte: a torn write, without a mark
+    return last, frames[-1]
+
+
+def test_damage_before_a_clean_close_mark_is_corruption(tmp_path: Path) -> None:
+    directory = crafted(tmp_path)
+    last, frame = _tear_last_frame(directory)
+    assert look(directory).damage.torn  # type: ignore[union-attr]
+    _mark(directory, last.stat().st_size)
+    expect_damage(
+        look(directory),
+        index=2,
+        path=last,
+        offset=frame.offset,
+        lsn=frame.first_lsn,
+        error=CorruptionError,
+        torn=False,
+        keep_prefix=True,
+        reason="a clean close left the segment durable up to offset",
+    )
+
+
+def test_damage_after_the_mark_is_still_a_torn_tail(tmp_path: Path) -> None:
+    directory = crafted(tmp_path)
+    _last, frame = _tear_last_frame(directory)
+    _mark(directory, frame.offset)  # the torn frame was written after the clean close
+    damage = look(directory).damage
+    assert damage is not None and damage.torn
+
+
+def test_a_mark_naming_another_segment_is_ignored(tmp_path: Path) -> None:
+    directory = crafted(tmp_path)
+    last, _frame = _tear_last_frame(directory)
+    _mark(directory, last.stat().st_size, segment=segment_files(directory)[0].name)
+    damage = look(directory).damage
+    assert damage is not None and damage.torn
+
+
+def test_a_tail_shorter_than_the_mark_is_corruption(tmp_path: Path) -> None:
+    directory = crafted(tmp_path)
+    last = segment_files(directory)[-1]
+    frames, _ = read_frames(last)
+    size = last.stat().st_size
+    os.truncate(last, frames[-1].offset)  # a clean cut at a frame boundary: nothing torn
+    assert look(directory).damage is None
+    _mark(directory, size)
+    expect_damage(
+        look(directory),
+        index=2,
+        path=last,
+        offset=frames[-1].offset,
+        lsn=frames[-1].first_lsn,
+        error=CorruptionError,
+        torn=False,
+        keep_prefix=True,
+        reason="but a clean close left it durable up to offset",
+    )
+
+
+def test_a_tail_as_long_as_the_mark_is_clean(tmp_path: Path) -> None:
+    directory = crafted(tmp_path)
+    _mark(directory, segment_files(directory)[-1].stat().st_size)
+    found = look(directory)
+    assert found.damage is None and found.meta.closed is not None

@@ -1,5 +1,6 @@
-"""The ``META`` file's bytes: the checkpoint, holds, an unfinished rewind and the rewind
-count. Pure: ``storage.meta`` reads and writes it.
+"""The ``META`` file's bytes: the checkpoint, holds, an unfinished rewind, the rewind count,
+and how far a clean close left the active segment durable. Pure: ``storage.meta`` reads and
+writes it.
 
 Layout (little-endian)::
 
@@ -12,6 +13,7 @@ Layout (little-endian)::
                         "truncate_after": int | null      a rewind being carried out
                         "rewinds": int                    (optional) truncate_after calls ever
                         "rewound_to": [[count, lsn], ...] (optional) the last 64 rewinds
+                        "closed": [segment, end, lsn]     (optional) a clean close's tail
 
 The optional keys are written only when they say something, so a log that never rewound
 and is open has the bytes it always had; a reader that does not know a key ignores it.
@@ -26,13 +28,28 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from segwal.errors import ConfigError, CorruptionError
-from segwal.format.layout import MAX_LSN, crc32c
+from segwal.format.layout import HEADER_SIZE, MAX_LSN, crc32c
+from segwal.format.naming import Kind, parse
 
 MAGIC: Final = b"SWMETA01"
 HEAD = struct.Struct("<8sII")
 MAX_BODY: Final = 16 << 20
+MAX_OFFSET: Final = 1 << 62
 REWIND_HISTORY: Final = 64  # rewinds remembered for readers and cursors that fell behind
 HOLD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Closed:
+    """A clean close: the active segment ``segment`` was durable up to ``end`` (LSN ``lsn``).
+
+    Damage before ``end`` in that segment, while it is the last one, is then bit rot
+    (corruption), never a torn write: no crash can tear what a clean close made durable.
+    """
+
+    segment: str
+    end: int
+    lsn: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +61,7 @@ class Meta:
     truncate_after: int | None = None  # set while a truncate_after is being carried out
     rewinds: int = 0  # truncate_after calls over the log's life
     rewound_to: tuple[tuple[int, int], ...] = ()  # (rewind count, LSN it went back to)
+    closed: Closed | None = None  # set by a clean close; cleared by a rewind or a cut
 
     def with_(self, **changes: object) -> Meta:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -52,7 +70,7 @@ class Meta:
         """This META with one more rewind, to ``lsn``, remembered."""
         count = self.rewinds + 1
         history = (*self.rewound_to, (count, lsn))[-REWIND_HISTORY:]
-        return replace(self, rewinds=count, rewound_to=history)
+        return replace(self, rewinds=count, rewound_to=history, closed=None)
 
 
 def check_hold_name(name: object) -> str:
@@ -75,6 +93,8 @@ def encode(meta: Meta) -> bytes:
     if meta.rewinds:
         body["rewinds"] = meta.rewinds
         body["rewound_to"] = [list(pair) for pair in meta.rewound_to]
+    if meta.closed is not None:
+        body["closed"] = [meta.closed.segment, meta.closed.end, meta.closed.lsn]
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return HEAD.pack(MAGIC, len(raw), crc32c(raw)) + raw
 
@@ -102,12 +122,14 @@ def decode(data: bytes, path: str) -> Meta:
         # A checksum only says the bytes are the ones written; a hand edit or a bug can
         # write a valid checksum over values that would make recovery delete segments.
         raise bad(problem)
+    closed = raw.get("closed")
     return Meta(
         first_lsn=raw["first_lsn"],
         holds=dict(raw["holds"]),
         truncate_after=raw["truncate_after"],
         rewinds=raw.get("rewinds", 0),
         rewound_to=tuple((c, n) for c, n in raw.get("rewound_to", ())),
+        closed=None if closed is None else Closed(segment=closed[0], end=closed[1], lsn=closed[2]),
     )
 
 
@@ -138,7 +160,7 @@ def _field_problem(raw: object) -> str | None:
             f"truncate_after {after!r} is neither null nor an LSN between {first - 1} "
             f"(first_lsn - 1) and {MAX_LSN}"
         )
-    return _rewind_problem(raw)
+    return _rewind_problem(raw) or _closed_problem(raw.get("closed"))
 
 
 def _rewind_problem(raw: dict[str, object]) -> str | None:
@@ -156,4 +178,17 @@ def _rewind_problem(raw: dict[str, object]) -> str | None:
         if not _is_lsn(count, previous + 1, rewinds) or not _is_lsn(lsn, 0, MAX_LSN):  # type: ignore[arg-type]
             return f"rewound_to entry {pair!r} is out of order or range"
         previous = count
+    return None
+
+
+def _closed_problem(closed: object) -> str | None:
+    if closed is None:
+        return None
+    if not (isinstance(closed, list) and len(closed) == 3):
+        return f"closed {closed!r} is not a [segment, end, lsn] triple"
+    segment, end, lsn = closed
+    if not isinstance(segment, str) or parse(segment).kind is not Kind.SEGMENT:
+        return f"closed names {segment!r}, not a segment file"
+    if not _is_lsn(end, HEADER_SIZE, MAX_OFFSET) or not _is_lsn(lsn, 0, MAX_LSN):
+        return f"closed {closed!r} has an offset or LSN out of range"
     return None

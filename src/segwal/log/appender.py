@@ -8,6 +8,7 @@ durability is shared among concurrent appenders by the group commit, which calls
 
 from __future__ import annotations
 
+import posixpath
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
@@ -22,11 +23,13 @@ from segwal.errors import (
 )
 from segwal.events import Durable, Synced
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
+from segwal.format.meta import Closed
 from segwal.log import arguments
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
 from segwal.storage.lockfile import publish_durable
+from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
 
@@ -467,6 +470,30 @@ class Appender:
             except Exception:  # the failure is recorded; appenders see WalFailedError
                 return
 
+    def _mark_clean(self, writer: SegmentWriter) -> None:
+        """Record in META how far the active segment is durable at a clean close, so that
+        recovery calls damage before that point bit rot (raised), never a torn tail (cut).
+
+        A failure fails the close like any failed write or barrier (everything appended is
+        durable already; what is lost is only the mark, so recovery would know less).
+        """
+        state = self._state
+        io = state.io
+        if not (io["writes"] or io["created"] or io["meta_stores"]):
+            return  # this session changed nothing: an open and a close leave the files alone
+        closed = Closed(
+            segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn
+        )
+        if state.meta.closed == closed:
+            return
+        meta = state.meta.with_(closed=closed)
+        try:
+            store_meta(state.fs, state.path, meta)
+        except BaseException as exc:
+            state.fail(exc)
+            raise
+        state.meta = meta
+
     # -- closing --------------------------------------------------------------------------
 
     def close(self, flush_error: BaseException | None) -> None:
@@ -479,6 +506,7 @@ class Appender:
                 raise flush_error
             if writer is not None and state.failure is None:
                 state.commit.wait_durable(state.commit.written_lsn, lead=True)
+                self._mark_clean(writer)
                 publish_durable(
                     handle,
                     state.commit.durable_lsn,

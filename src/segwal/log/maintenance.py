@@ -413,6 +413,7 @@ class Maintenance:
             undo(lambda: store_meta(state.fs, state.path, old))
             raise
         state.meta = meta
+        state.io["meta_stores"] += 1
 
 
 def _result(plan: TruncatePlan, deleted: int, reclaimed: int) -> TruncateResult:

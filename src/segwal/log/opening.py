@@ -48,6 +48,10 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
         ):
             raise damage.exception()
         repair = carry_out(fs, found, mode)
+        if found.meta.closed is not None and (repair.cuts or repair.quarantined):
+            # The clean close's mark described bytes recovery has now cut or moved aside.
+            found.meta = found.meta.with_(closed=None)
+            store_meta(fs, path, found.meta)
         kept_end = found.segments[-1].last_lsn if found.segments else None
         if kept_end is not None and found.meta.first_lsn > kept_end + 1:
             # What survived the damage ends below the checkpoint: no LSN can follow.

@@ -53,7 +53,14 @@ class LogState:
         self.writer: SegmentWriter | None = None
         self.counters = {"appends": 0, "records": 0, "payload_bytes": 0}
         self.rotations: dict[str, int] = {}
-        self.io = {"written_bytes": 0, "writes": 0, "fsyncs": 0, "dir_fsyncs": 0, "created": 0}
+        self.io = {
+            "written_bytes": 0,
+            "writes": 0,
+            "fsyncs": 0,
+            "dir_fsyncs": 0,
+            "created": 0,
+            "meta_stores": 0,  # checkpoints, holds, rewinds: META replaced by this session
+        }
         self.telemetry = Telemetry(path, config.slow_fsync_seconds)
         # A readonly view: the counters the writer last published in LOCK, if any.
         self.writer_counters: tuple[int, ...] | None = None

@@ -307,12 +307,33 @@ def _check_segment(
         )
         return None
     scan = scan_tail(handle, header, size)
-    result.segments.append(scanned_state(path, header, size, scan))
+    state = scanned_state(path, header, size, scan)
+    result.segments.append(state)
+    closed = result.meta.closed
+    if closed is not None and posixpath.basename(path) != closed.segment:
+        closed = None  # the clean close named a segment that is no longer the tail
     if scan.damage_offset is None:
-        return None
+        if closed is None or state.end >= closed.end:
+            return None
+        # Nothing torn, but less than a clean close left durable: bytes went missing.
+        return damage(
+            state.end,
+            scan.last_lsn + 1,
+            f"the segment's records end at offset {state.end}, but a clean close left it "
+            f"durable up to offset {closed.end} (LSN {closed.lsn}, in META)",
+            CorruptionError,
+            keep_prefix=True,
+        )
     torn = not written_after_durable(handle, header, scan.damage_offset, size, scan.last_lsn + 1)
     if not torn:
         scan.reason += f"; a later frame was written after LSN {scan.last_lsn + 1} was durable"
+    elif closed is not None and scan.damage_offset < closed.end:
+        # A clean close made these bytes durable: damage here is bit rot, never a torn write.
+        torn = False
+        scan.reason += (
+            f"; a clean close left the segment durable up to offset {closed.end} "
+            f"(LSN {closed.lsn}, in META)"
+        )
     return damage(
         scan.damage_offset,
         scan.last_lsn + 1,

@@ -57,7 +57,9 @@ def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
     for index, (name, is_file) in enumerate(names):
         path = posixpath.join(directory, name.name)
         last = index == len(names) - 1
-        problem, state = _check(fs, path, name.first_lsn, is_file, last, prev)
+        closed = meta.closed if meta is not None else None
+        durable_end = closed.end if closed is not None and closed.segment == name.name else None
+        problem, state = _check(fs, path, name.first_lsn, is_file, last, prev, durable_end)
         if problem is not None:
             problems.append(problem)
         if state is None:
@@ -116,6 +118,7 @@ def _check(
     is_file: bool,
     last: bool,
     prev: SegmentState | None,
+    durable_end: int | None = None,  # how far a clean close left this segment durable
 ) -> tuple[Problem | None, SegmentState | None]:
     if not is_file:
         return Problem(path=path, offset=None, lsn=name_lsn, reason="not a regular file"), None
@@ -146,11 +149,21 @@ def _check(
         if scan.damage_offset is not None:
             lsn = scan.last_lsn + 1
             torn = last and not written_after_durable(handle, header, scan.damage_offset, size, lsn)
+            reason = scan.reason
+            if torn and durable_end is not None and scan.damage_offset < durable_end:
+                torn = False  # a clean close made it durable: bit rot, not a torn write
+                reason += f"; a clean close left the segment durable up to offset {durable_end}"
             kind = "torn_tail" if torn else "corruption"
             problem = Problem(
-                path=path, offset=scan.damage_offset, lsn=lsn, reason=scan.reason, kind=kind
+                path=path, offset=scan.damage_offset, lsn=lsn, reason=reason, kind=kind
             )
             return problem, state
+        if last and durable_end is not None and state.end < durable_end:
+            reason = (
+                f"the records end at offset {state.end}, but a clean close left the segment "
+                f"durable up to offset {durable_end}"
+            )
+            return Problem(path=path, offset=state.end, lsn=scan.last_lsn + 1, reason=reason), state
         if scan.seal is None and not last:
             reason = "segment is not sealed but a later segment exists"
             return Problem(path=path, offset=size, lsn=scan.last_lsn + 1, reason=reason), state
