@@ -21,7 +21,7 @@ from segwal.format import cursor as layout
 from segwal.format.meta import check_hold_name
 from segwal.format.naming import CURSOR_PREFIX
 from segwal.storage.fileio import FileSystem
-from segwal.storage.replace import replace_file
+from segwal.storage.replace import read_file, replace_file
 from segwal.types import Batch, Record
 
 HOLD_PREFIX: Final = "cursor:"
@@ -34,17 +34,8 @@ def _path(directory: str, name: str) -> str:
 def load(fs: FileSystem, directory: str, name: str) -> layout.CursorFile | None:
     """The stored cursor ``name``, or None when it does not exist."""
     path = _path(directory, name)
-    try:
-        handle = fs.open_read(path)
-    except StorageError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    try:
-        raw = handle.pread(layout.MAX_SIZE + 1, 0)
-    finally:
-        handle.close()
-    return layout.decode(raw, path)
+    raw = read_file(fs, path, layout.MAX_SIZE)
+    return None if raw is None else layout.decode(raw, path)
 
 
 def store(fs: FileSystem, directory: str, name: str, position: int, rewinds: int) -> None:

@@ -6,15 +6,13 @@ fsync), so a crash leaves the old version or the new one, never a mix.
 
 from __future__ import annotations
 
-import errno
 import posixpath
 from typing import Final
 
-from segwal.errors import CorruptionError, StorageError
 from segwal.format import naming
 from segwal.format.meta import HEAD, MAX_BODY, Meta, decode, encode
 from segwal.storage.fileio import FileSystem
-from segwal.storage.replace import replace_file
+from segwal.storage.replace import read_file, replace_file
 
 META_NAME: Final = naming.META_NAME
 META_TEMP: Final = naming.META_TEMP_NAME
@@ -23,19 +21,8 @@ META_TEMP: Final = naming.META_TEMP_NAME
 def load(fs: FileSystem, directory: str) -> Meta | None:
     """The META of ``directory``, or None when the log has none yet."""
     path = posixpath.join(directory, META_NAME)
-    try:
-        handle = fs.open_read(path)
-    except StorageError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise
-    try:
-        size = handle.size()
-        if size > HEAD.size + MAX_BODY:
-            raise CorruptionError("META file is too large", path=path, offset=0)
-        return decode(handle.pread(size, 0), path)
-    finally:
-        handle.close()
+    raw = read_file(fs, path, HEAD.size + MAX_BODY)
+    return None if raw is None else decode(raw, path)
 
 
 def store(fs: FileSystem, directory: str, meta: Meta) -> None:

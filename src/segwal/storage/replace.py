@@ -1,5 +1,5 @@
-"""Replacing a small file atomically and durably: the one protocol META, cursor files and
-anything new of that kind go through.
+"""Small files beside the segments (META, cursor files): reading one whole, and replacing
+one atomically and durably, the one protocol they and anything new of that kind go through.
 
 Write the new bytes to a temp name, make them durable, rename the temp over the file, make
 the rename durable. A crash leaves the old content or the new, never a mix, and once this
@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 
-from segwal.errors import StorageError
+from segwal.errors import CorruptionError, StorageError
 from segwal.storage.fileio import FileHandle, FileSystem
 
 
@@ -42,3 +42,23 @@ def replace_file(
     fs.rename(temp, path)
     # The rename is what makes the new content count: it must survive.
     sync_dir()
+
+
+def read_file(fs: FileSystem, path: str, limit: int) -> bytes | None:
+    """The bytes of the small file ``path`` (None when it does not exist); CorruptionError
+    when it is larger than ``limit``, before anything that size is read."""
+    try:
+        handle = fs.open_read(path)
+    except StorageError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        # Read what is there, up to one byte past the limit: never allocate for a size a
+        # damaged or foreign file claims (a directory's read fails here with EISDIR).
+        raw = handle.pread(min(handle.size(), limit + 1), 0)
+    finally:
+        handle.close()
+    if len(raw) > limit:
+        raise CorruptionError(f"file is larger than {limit} bytes", path=path, offset=0)
+    return raw
