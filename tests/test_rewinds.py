@@ -210,3 +210,20 @@ def test_an_async_follower_falls_behind_across_a_rewind(tmp_path: Path) -> None:
             return None
 
     assert asyncio.run(main()) == 16
+
+
+def test_a_rewind_count_far_past_the_history_is_answered_at_once(tmp_path: Path) -> None:
+    from segwal.format.meta import Meta, encode
+
+    path = tmp_path / "log"
+    with _log(path) as wal:
+        wal.truncate_after(18)
+    # A META claiming 2**62 rewinds (valid, if absurd): no loop over the counts, and a reader
+    # whose count is older than what META remembers is told it fell behind.
+    (path / "META").write_bytes(encode(Meta(rewinds=1 << 62, rewound_to=((1 << 62, 10),))))
+    with segwal.open(path, readonly=True) as ro:
+        assert ro.rewinds == 1 << 62
+        assert ro.rewound_below(0, 5) == 0
+        assert ro.rewound_below(ro.rewinds - 1, 15) == 10
+        assert ro.rewound_below(ro.rewinds - 1, 5) is None
+        assert ro.rewound_below(ro.rewinds, 50) is None

@@ -250,8 +250,7 @@ class Maintenance:
         # Counted in META with the intent: readers, cursors and caches in any process can
         # tell "the same LSNs, other bytes" apart, across restarts too.
         self._store_meta(state.meta.rewound(lsn).with_(truncate_after=lsn))
-        state.rewinds = state.meta.rewinds
-        state.rewound_to[state.rewinds] = lsn
+        state.rewound(lsn)
         writer.close()
         states = [*state.catalog.sealed.states, writer_state(writer)]
         later = [s for s in states if s.header.first_lsn > lsn]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedError
 from segwal.events import Event, ForkDetected, Observer
-from segwal.format.meta import Meta
+from segwal.format.meta import REWIND_HISTORY, Meta
 from segwal.log.buffer import AppendBuffer
 from segwal.log.catalog import SegmentCatalog
 from segwal.log.config import WalConfig
@@ -113,12 +113,19 @@ class LogState:
         """The lowest LSN a rewind after rewind count ``seen`` went back to, if it is below
         ``read_up_to`` (a reader that read that far got records that were replaced); None
         when every later rewind left what the reader read alone."""
-        lowest = None
-        for count in range(seen + 1, self.rewinds + 1):
-            lsn = self.rewound_to.get(count, 0)  # unknown: assume the worst
-            if lsn < read_up_to and (lowest is None or lsn < lowest):
-                lowest = lsn
-        return lowest
+        if self.rewinds <= seen:
+            return None
+        known = [lsn for count, lsn in self.rewound_to.items() if seen < count <= self.rewinds]
+        # A rewind whose target is no longer remembered (more than 64 ago): assume the worst.
+        lowest = min(known) if len(known) == self.rewinds - seen else 0
+        return lowest if lowest < read_up_to else None
+
+    def rewound(self, lsn: int) -> None:
+        """Count a rewind to ``lsn`` (META has it already), remembering the last 64."""
+        self.rewinds = self.meta.rewinds
+        self.rewound_to[self.rewinds] = lsn
+        for count in [c for c in self.rewound_to if c <= self.rewinds - REWIND_HISTORY]:
+            del self.rewound_to[count]
 
     # -- LSN watermarks -------------------------------------------------------------------
 
