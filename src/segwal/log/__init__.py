@@ -10,8 +10,8 @@ Internal: the public API is what ``segwal`` exports (``segwal.open``, ``segwal.W
   observers, the rewind count) and the checks on it.
 - ``opening``: opening as the writer (recover, resume or create the active segment) or
   as a readonly view.
-- ``appender``: appends (single, batch, many), the buffer's flushes, barriers, the
-  interval flusher, close.
+- ``appender``: appends (single, batch, many), the buffer's flushes, barriers, close.
+- ``flusher``: the ``sync="interval"`` thread.
 - ``buffer``: ``AppendBuffer``, single appends waiting to be written as one batch.
 - ``rotation``: when the active segment is sealed, and the sealing.
 - ``commit``: ``GroupCommit``, the written and durable LSNs; one fdatasync for many.

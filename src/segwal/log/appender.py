@@ -95,8 +95,6 @@ class Appender:
         self._published = 0
         self._publish_lock = threading.Lock()
         self._last_ts = 0
-        self._flusher: threading.Thread | None = None
-        self._stop = threading.Event()
 
     # -- appending ------------------------------------------------------------------------
 
@@ -435,40 +433,7 @@ class Appender:
         lead = self._config.sync != "interval"
         return state.commit.wait_durable(lsn, lead=lead, timeout=timeout)
 
-    # -- the interval flusher -------------------------------------------------------------
-
-    def start_flusher(self) -> None:
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name="segwal-flusher", daemon=True
-        )
-        self._flusher.start()
-
-    def stop_flusher(self) -> None:
-        self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join()
-
-    def _flush_loop(self) -> None:
-        state, interval = self._state, self._config.sync_interval
-        while not self._stop.wait(interval):
-            try:
-                if state.buffer.payloads:
-                    with state.lock:
-                        if not state.closed and state.failure is None:
-                            self.flush_buffer()
-                state.commit.flush()
-                if self._config.max_segment_age is not None:
-                    with state.lock:
-                        writer = state.writer
-                        if (
-                            writer is not None
-                            and not state.closed
-                            and state.failure is None
-                            and self.rotation.aged(writer, self._config.clock())
-                        ):
-                            self.rotate_locked("age")
-            except Exception:  # the failure is recorded; appenders see WalFailedError
-                return
+    # -- closing --------------------------------------------------------------------------
 
     def _mark_clean(self, writer: SegmentWriter) -> None:
         """Record in META how far the active segment is durable at a clean close, so that
@@ -493,8 +458,6 @@ class Appender:
             state.fail(exc)
             raise
         state.meta = meta
-
-    # -- closing --------------------------------------------------------------------------
 
     def close(self, flush_error: BaseException | None) -> None:
         """The last barrier, then the files and the lock go (the log is marked closed)."""

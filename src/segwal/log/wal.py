@@ -21,6 +21,7 @@ from segwal.log.catalog import writer_info
 from segwal.log.commit import GroupCommit
 from segwal.log.config import WalConfig
 from segwal.log.cursors import Cursor
+from segwal.log.flusher import IntervalFlusher
 from segwal.log.maintenance import Maintenance
 from segwal.log.opening import load_view, open_readonly, open_writer
 from segwal.log.plans import RetentionResult, TruncatePlan, TruncateResult
@@ -46,6 +47,7 @@ class Wal:
     def __init__(self, path: str, config: WalConfig) -> None:
         state = self._state = LogState(str(path), config)
         self._appender: Appender | None = None
+        self._flusher: IntervalFlusher | None = None
         if config.readonly:
             state.commit = GroupCommit(
                 durable_lsn=0, barrier=_no_barrier, on_durable=_ignore, on_failure=_ignore
@@ -70,8 +72,7 @@ class Wal:
         state.commit.reset(last)
         appender.publish(last)
         _writers.add(state)
-        if config.sync == "interval":
-            appender.start_flusher()
+        self._flusher = IntervalFlusher(state, appender) if config.sync == "interval" else None
 
     def _refresh_view(self) -> None:
         load_view(self._state)
@@ -353,8 +354,8 @@ class Wal:
         if state.closed:
             return
         appender = self._appender
-        if appender is not None:
-            appender.stop_flusher()
+        if self._flusher is not None:
+            self._flusher.stop()
         flush_error: BaseException | None = None
         with state.lock:
             if state.closed:
