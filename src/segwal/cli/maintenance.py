@@ -379,7 +379,7 @@ def prune(
 # -- holds -------------------------------------------------------------------------------
 
 
-@click.command(short_help="List holds, or set or release one (no --yes needed).")
+@click.command(short_help="List holds; set or release one (no --yes needed but for a cursor).")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=str))
 @click.option(
     "--set",

@@ -188,9 +188,6 @@ class SegmentCatalog:
             infos.append(segment_info(self.tail))
         return infos
 
-    def in_use(self, path: str) -> bool:
-        return self._readers.get(path, 0) > 0
-
     def retire(self, path: str) -> bool:
         """Delete a segment's file now, or once its last reader lets go; True if deferred.
 
