@@ -17,7 +17,7 @@ from segwal.events import Rewound, SegmentDeleted
 from segwal.format.meta import Meta, check_hold_name
 from segwal.log import arguments
 from segwal.log.appender import Appender
-from segwal.log.catalog import segment_info, writer_info, writer_state
+from segwal.log.catalog import segment_info, writer_state
 from segwal.log.cursors import Cursor
 from segwal.log.cursors import check_name as check_cursor_name
 from segwal.log.cursors import load as load_cursor
@@ -41,7 +41,6 @@ from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter, undo
 from segwal.storage.tail import start_writer
 from segwal.storage.truncation import rewrite_prefix
-from segwal.types import SegmentInfo
 
 
 class Maintenance:
@@ -78,16 +77,11 @@ class Maintenance:
         config = self._state.config
         return config.retention_max_age is not None or config.retention_max_bytes is not None
 
-    def _infos(self) -> list[SegmentInfo]:
-        state = self._state
-        infos = state.catalog.infos()
-        if state.writer is not None:
-            infos.append(writer_info(state.writer))
-        return infos
-
     def _decide(self, rules: Rules) -> list[Decision]:
         state = self._state
-        return decide(self._infos(), rules, now_us=state.config.clock(), holds=self.holds())
+        return decide(
+            self._state.segment_infos(), rules, now_us=state.config.clock(), holds=self.holds()
+        )
 
     def retention_plan(self) -> list[Decision]:
         state = self._state
@@ -197,7 +191,7 @@ class Maintenance:
     def _plan(self, *, before: int | None = None, after: int | None = None) -> TruncatePlan:
         state = self._state
         return plan_truncate(
-            self._infos(),
+            self._state.segment_infos(),
             first=state.first_lsn,
             last=state.last_lsn,
             holds=self.holds(),

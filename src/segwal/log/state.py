@@ -18,10 +18,10 @@ from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedErro
 from segwal.events import Event, ForkDetected, Observer
 from segwal.format.meta import REWIND_HISTORY, Meta
 from segwal.log.buffer import AppendBuffer
-from segwal.log.catalog import SegmentCatalog
+from segwal.log.catalog import SegmentCatalog, writer_info
 from segwal.log.config import WalConfig
 from segwal.log.telemetry import Telemetry
-from segwal.types import Stats
+from segwal.types import SegmentInfo, Stats
 
 if TYPE_CHECKING:
     from segwal.log.commit import GroupCommit
@@ -155,6 +155,13 @@ class LogState:
         if catalog.sealed.states:
             return catalog.sealed.states[-1].last_lsn
         return self.meta.first_lsn - 1
+
+    def segment_infos(self) -> list[SegmentInfo]:
+        """Every segment, oldest first: the catalog's, then the active one (a writer's)."""
+        infos = self.catalog.infos()
+        if self.writer is not None:
+            infos.append(writer_info(self.writer))
+        return infos
 
     # -- counters and observers -----------------------------------------------------------
 

@@ -17,7 +17,6 @@ from segwal.errors import NotFoundError
 from segwal.events import Observer
 from segwal.log import arguments
 from segwal.log.appender import Appender
-from segwal.log.catalog import writer_info
 from segwal.log.commit import GroupCommit
 from segwal.log.config import WalConfig
 from segwal.log.cursors import Cursor
@@ -291,10 +290,7 @@ class Wal:
         with state.lock:
             if self._appender is not None and state.buffer.payloads and state.failure is None:
                 self._appender.flush_buffer()  # the segments then hold every appended record
-            infos = state.catalog.infos()
-            if state.writer is not None:
-                infos.append(writer_info(state.writer))
-        return infos
+            return state.segment_infos()
 
     @property
     def path(self) -> str:
