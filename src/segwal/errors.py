@@ -219,3 +219,48 @@ class SealError(CorruptionError):
 
 class ContinuityError(CorruptionError):
     """Segments do not form one chain: a gap, an overlap, a broken digest or a foreign log."""
+
+
+class ArchiveError(SegwalError):
+    """The archive (an object store holding sealed segments) refused or failed an operation.
+
+    ``url`` names the archive, ``key`` the object when one is involved."""
+
+    def __init__(self, message: str, *, url: str | None = None, key: str | None = None) -> None:
+        where = [f"object {key}"] if key is not None else []
+        if url is not None:
+            where.append(f"in {url}")
+        super().__init__(" ".join([message, *where]) if where else message)
+        self.url = url
+        self.key = key
+
+
+class ArchiveUnavailableError(ArchiveError):
+    """The store did not answer usefully (5xx, SlowDown, a cut connection, a timeout).
+
+    Transient: the caller retries with backoff. ``status`` is the HTTP status when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        key: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, url=url, key=key)
+        self.status = status
+
+
+class ArchiveAccessError(ArchiveError):
+    """The store refused us for good: no credentials, expired or wrong credentials, no such
+    bucket, no permission, or a store that ignores conditional writes. Retrying will not help."""
+
+
+class ArchiveNotFoundError(ArchiveError, LookupError):
+    """An object the archive should hold is missing."""
+
+
+class ArchiveConflictError(ArchiveError):
+    """Two different contents claim one archive position (an object exists with other bytes),
+    or the prefix belongs to another log. Uploading stops; local data is kept."""
