@@ -69,6 +69,15 @@ NOT_REACHED: dict[str, str] = {
         "forensic copy of cut bytes, which the promise does not cover"
     ),
     "fail.undo": "runs only after an injected write or barrier failure (test_faults)",
+    "keys.sync": (
+        "KEYS is written only for encrypted logs, which these workloads do not open; "
+        "test_keys_crash enumerates KEYS's creation and rotation and shows that skipping "
+        "this barrier breaks them"
+    ),
+    "keys.rename": (
+        "as `keys.sync`: test_keys_crash shows that a KEYS replace without its directory "
+        "fsync loses a rotation's new key under segments that use it"
+    ),
 }
 
 SITES = crashlib.sync_sites()

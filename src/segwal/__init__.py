@@ -29,6 +29,7 @@ from segwal.errors import (
     HoldError,
     InvalidPayloadError,
     LockError,
+    MissingKeyError,
     NotFoundError,
     NotRegularFileError,
     ReaderFellBehindError,
@@ -40,10 +41,12 @@ from segwal.errors import (
     StorageError,
     UnsupportedFormatError,
     WalFailedError,
+    WrongKeyError,
 )
 from segwal.format.records import IMPLEMENTATION as DECODER
 from segwal.log.config import RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
+from segwal.log.encryption import Encryption, EnvKey, KeyCallback, KeyFile, KeyProvider, RawKey
 from segwal.log.plans import (
     Deletion,
     RetentionResult,
@@ -82,15 +85,22 @@ __all__ = [
     "Cut",
     "Decision",
     "Deletion",
+    "Encryption",
+    "EnvKey",
     "FileSystem",
     "ForkedError",
     "HoldError",
     "InvalidPayloadError",
+    "KeyCallback",
+    "KeyFile",
+    "KeyProvider",
     "LockError",
+    "MissingKeyError",
     "NotFoundError",
     "NotRegularFileError",
     "OsFileSystem",
     "Problem",
+    "RawKey",
     "ReadOnlyError",
     "ReaderFellBehindError",
     "Record",
@@ -114,6 +124,7 @@ __all__ = [
     "Wal",
     "WalConfig",
     "WalFailedError",
+    "WrongKeyError",
     "__version__",
     "events",
     "open",
@@ -139,11 +150,22 @@ def open(  # the natural name, as lmdb.open and shelve.open
     clock: Callable[[], int] | None = None,
     slow_fsync_seconds: float = 1.0,
     observers: Iterable[events.Observer] = (),
+    encryption_key: bytes | None = None,
+    encryption: bytes | KeyProvider | Encryption | None = None,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
-    See the README for what each option means and its default.
+    ``encryption_key`` (32 bytes) is the key-encryption key of an encrypted log, the short
+    form of ``encryption=`` (a key provider such as ``KeyFile``, or ``Encryption`` for the
+    cipher too); see docs/SECURITY.md. See the README for what each option means and its
+    default.
     """
+    if encryption_key is not None:
+        if encryption is not None:
+            raise ConfigError(
+                "give encryption_key or encryption, not both", option="encryption_key"
+            )
+        encryption = RawKey(encryption_key)
     options: dict[str, object] = {}
     if filesystem is not None:
         options["filesystem"] = filesystem
@@ -163,6 +185,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         retention_min_segments=retention_min_segments,
         slow_fsync_seconds=slow_fsync_seconds,
         observers=tuple(observers),
+        encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         **options,  # type: ignore[arg-type]
     )
     return Wal(_directory(path, resolve=filesystem is None), config)

@@ -18,6 +18,8 @@
     ├── StorageError (OSError)               the operating system refused an operation
     │   └── NotRegularFileError              a name segwal opens is a directory, FIFO, ...
     ├── UnsupportedFormatError               a newer format version or an unknown codec
+    ├── WrongKeyError                        the key-encryption key does not open KEYS
+    ├── MissingKeyError (LookupError)        a log key or a key-encryption key is absent
     └── CorruptionError                      damaged or inconsistent data on disk
         ├── ChecksumError                    a checksum does not match
         ├── SegmentHeaderError               a segment header is invalid or disagrees
@@ -178,6 +180,34 @@ class UnsupportedFormatError(SegwalError):
         super().__init__(message if hint is None else f"{message}; {hint}")
         self.path = path
         self.hint = hint
+
+
+class WrongKeyError(SegwalError):
+    """The key-encryption key given does not unwrap the log keys in ``KEYS``.
+
+    Raised before recovery or anything else acts: a wrong key is never taken for damage,
+    and every file stays as it was. ``path`` is the KEYS file, ``key_id`` the log key that
+    failed to unwrap."""
+
+    def __init__(self, path: str, key_id: int) -> None:
+        super().__init__(
+            f"the key-encryption key does not unwrap log key {key_id} of {path}: wrong key "
+            "(nothing was changed)"
+        )
+        self.path = path
+        self.key_id = key_id
+
+
+class MissingKeyError(SegwalError, LookupError):
+    """A key the operation needs is absent: the log is encrypted and no key-encryption key
+    was given, or a segment names a log key id that ``KEYS`` no longer holds (shredded).
+
+    ``key_id`` is the log key's id when one is named, ``path`` the file that needs it."""
+
+    def __init__(self, message: str, *, path: str | None = None, key_id: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key_id = key_id
 
 
 class CorruptionError(SegwalError):

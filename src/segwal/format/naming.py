@@ -6,6 +6,7 @@ Bytes moved aside by recovery go to ``{name}.{n}.quarantine`` and are never dele
 A sealed segment's sparse index may sit beside it as ``{first_lsn:020d}.wal.idx``.
 ``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
 holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced);
+``KEYS`` holds an encrypted log's wrapped log keys (``KEYS.tmp`` while it is replaced);
 ``cursor.{name}`` holds a consumer's position (see :mod:`segwal.log.cursors`), written as
 ``cursor.{name}.{pid}.tmp`` first; such leftovers are temp files like ``META.tmp``.
 """
@@ -23,6 +24,8 @@ QUARANTINE_SUFFIX: Final = ".quarantine"
 LOCK_NAME: Final = "LOCK"
 META_NAME: Final = "META"
 META_TEMP_NAME: Final = "META.tmp"
+KEYS_NAME: Final = "KEYS"
+KEYS_TEMP_NAME: Final = "KEYS.tmp"
 CURSOR_PREFIX: Final = "cursor."
 LSN_DIGITS: Final = 20
 
@@ -45,6 +48,7 @@ class Kind(Enum):
     INDEX = "index"
     LOCK = "lock"
     META = "meta"
+    KEYS = "keys"
     FOREIGN = "foreign"
 
 
@@ -83,7 +87,9 @@ def parse(name: str) -> Name:
         return Name(Kind.LOCK, name)
     if name == META_NAME:
         return Name(Kind.META, name)
-    if name == META_TEMP_NAME:
+    if name == KEYS_NAME:
+        return Name(Kind.KEYS, name)
+    if name in (META_TEMP_NAME, KEYS_TEMP_NAME):
         return Name(Kind.TEMP, name)
     if name.startswith(CURSOR_PREFIX):
         if name.endswith(TEMP_SUFFIX) and _CURSOR_TEMP.fullmatch(name):

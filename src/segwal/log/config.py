@@ -10,6 +10,7 @@ from typing import Final, Literal
 from segwal.errors import ArgumentTypeError, ConfigError
 from segwal.events import Observer
 from segwal.format.layout import HEADER_SIZE, MAX_U32, SEAL_SIZE
+from segwal.log.encryption import Encryption, encryption_option
 from segwal.storage.fileio import FileSystem, OsFileSystem
 
 SyncMode = Literal["always", "interval", "never"]
@@ -49,6 +50,9 @@ class WalConfig:
     slow_fsync_seconds: float = 1.0
     # Called with every event of segwal.events from the start, recovery's included.
     observers: tuple[Observer, ...] = ()
+    # Encryption at rest: 32 bytes (the key-encryption key), a key provider, or Encryption
+    # (provider and cipher); stored as Encryption. None: segments are written in plaintext.
+    encryption: Encryption | None = None
 
     def __post_init__(self) -> None:
         _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
@@ -86,6 +90,7 @@ class WalConfig:
             )
         if not all(callable(o) for o in self.observers):
             raise ConfigError("observers must be callables", option="observers")
+        object.__setattr__(self, "encryption", encryption_option(self.encryption))
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
         assert self.max_record_bytes <= MAX_U32

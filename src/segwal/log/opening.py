@@ -14,6 +14,7 @@ import posixpath
 
 from segwal.errors import ContinuityError, CorruptionError, StorageError
 from segwal.events import RecoveryCut
+from segwal.log import encryption
 from segwal.log.state import LogState, log
 from segwal.log.telemetry import event_extra
 from segwal.storage.fileio import FileHandle
@@ -38,9 +39,12 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
     if not created:
         # A killed writer may have made the directory without its parent's fsync.
         fs.sync_dir(posixpath.dirname(posixpath.abspath(path)), "make_dir")
+    # A wrong or missing key is refused before anything, LOCK included, is written.
+    opened = encryption.unlock(fs, path, config.encryption, writing=True)
     lock_handle = take_lock(fs, path)
     try:
         found = plan(fs, path)
+        opened = encryption.recheck(fs, path, config.encryption, opened, found.log_id)
         damage = found.damage
         mode = config.recovery
         if damage is not None and (
@@ -72,6 +76,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             # and its checkpoint must say so before the first new segment exists.
             found.meta = found.meta.with_(first_lsn=first_lsn)
             store_meta(fs, path, found.meta)
+        keys = encryption.ensure(fs, path, config.encryption, opened, found.log_id, config.clock())
         writer, new_segment = start_writer(
             fs,
             path,
@@ -79,10 +84,12 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             first_lsn=first_lsn,
             now_us=config.clock(),
             max_record_bytes=config.max_record_bytes,
+            log_id=None if keys is None else keys.log_id,
         )
     except BaseException:
         lock_handle.close()
         raise
+    state.keys = keys
     state.meta = found.meta
     state.remember_rewinds()
     state.catalog.replace(s for s in found.segments if s.seal is not None and s.path != writer.path)
@@ -134,6 +141,8 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
 
 def open_readonly(state: LogState) -> RecoveryReport:
     """Look at the log without changing it; a damaged tail is reported, not cut."""
+    opened = encryption.unlock(state.fs, state.path, state.config.encryption, writing=False)
+    state.keys = opened.ring
     found = load_view(state)
     damage = found.damage
     cuts: tuple[Cut, ...] = ()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedError
 from segwal.events import Event, ForkDetected, Observer
+from segwal.format.keyring import KeyRing
 from segwal.format.meta import REWIND_HISTORY, Meta
 from segwal.log.buffer import AppendBuffer
 from segwal.log.catalog import SegmentCatalog, writer_info
@@ -46,6 +47,8 @@ class LogState:
         self.failure: BaseException | None = None
         self.pid = os.getpid()  # the process that may change the log (see forked())
         self.meta = Meta()
+        # The unwrapped log keys (an encrypted log opened with its key), set at open.
+        self.keys: KeyRing | None = None
         self.rewinds = 0  # truncate_after calls: the same LSNs may now hold other bytes
         self.rewound_to: dict[int, int] = {}  # rewind count -> the LSN it rewound to
         self.catalog = SegmentCatalog(self.fs, path, track_readers=not config.readonly)

@@ -23,10 +23,12 @@ def start_writer(
     first_lsn: int,
     now_us: int,
     max_record_bytes: int,
+    log_id: bytes | None = None,
 ) -> tuple[SegmentWriter, bool]:
     """The active segment's writer: the unsealed tail resumed, or a new segment.
 
-    Returns the writer and whether a new segment was created.
+    ``log_id`` is the id a log with no segment left takes (its KEYS is bound to it); by
+    default a fresh one. Returns the writer and whether a new segment was created.
     """
     tail = segments[-1] if segments else None
     if tail is not None and tail.seal is None:
@@ -47,7 +49,7 @@ def start_writer(
         fs.sync_dir(directory, "open.sync_dir")
         return writer, False
     if tail is None:
-        log_id, sequence, prev_digest = uuid.uuid4().bytes, 0, ZERO_DIGEST
+        log_id, sequence, prev_digest = log_id or uuid.uuid4().bytes, 0, ZERO_DIGEST
     elif tail.last_lsn < tail.header.first_lsn:
         # A sealed segment with no record: replace it in place, as rotation would have.
         log_id = tail.header.log_id
