@@ -14,6 +14,7 @@ a torn tail is cut and reported, and corruption anywhere else is raised, never s
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from os import PathLike
 
@@ -44,6 +45,7 @@ from segwal.errors import (
     WrongKeyError,
 )
 from segwal.format.records import IMPLEMENTATION as DECODER
+from segwal.log import keyadmin
 from segwal.log.config import RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
 from segwal.log.encryption import Encryption, EnvKey, KeyCallback, KeyFile, KeyProvider, RawKey
@@ -61,6 +63,7 @@ from segwal.storage.verify import verify_directory
 from segwal.types import (
     Batch,
     Cut,
+    KeyInfo,
     Problem,
     Record,
     RecoveryReport,
@@ -93,6 +96,7 @@ __all__ = [
     "InvalidPayloadError",
     "KeyCallback",
     "KeyFile",
+    "KeyInfo",
     "KeyProvider",
     "LockError",
     "MissingKeyError",
@@ -126,8 +130,11 @@ __all__ = [
     "WalFailedError",
     "WrongKeyError",
     "__version__",
+    "delete_keys",
     "events",
+    "list_keys",
     "open",
+    "rotate_keys",
     "verify",
 ]
 
@@ -197,6 +204,57 @@ def verify(
     """Read every byte of the log in ``path`` and report problems; never writes."""
     directory = _directory(path, resolve=filesystem is None)
     return verify_directory(filesystem or OsFileSystem(), directory)
+
+
+def list_keys(
+    path: str | bytes | PathLike[str] | PathLike[bytes], *, filesystem: FileSystem | None = None
+) -> tuple[KeyInfo, ...]:
+    """The log keys of the encrypted log in ``path`` (ids, ciphers, which is current); needs
+    no key. MissingKeyError when the log is not encrypted."""
+    fs = filesystem or OsFileSystem()
+    return keyadmin.list_keys(fs, _directory(path, resolve=filesystem is None))
+
+
+def rotate_keys(
+    path: str | bytes | PathLike[str] | PathLike[bytes],
+    kek: bytes | KeyProvider,
+    *,
+    new_kek: bytes | KeyProvider | None = None,
+    new_log_key: bool = False,
+    cipher: str | None = None,
+    filesystem: FileSystem | None = None,
+) -> tuple[KeyInfo, ...]:
+    """Rewrap the log keys of the (closed) log in ``path`` under ``new_kek``, and/or give new
+    segments a new log key (``cipher``: its cipher). No segment is touched; KEYS is replaced
+    atomically. WrongKeyError for a wrong ``kek``, LockError while a writer has the log."""
+    fs = filesystem or OsFileSystem()
+    return keyadmin.rotate_keys(
+        fs,
+        _directory(path, resolve=filesystem is None),
+        _provider(kek),
+        new_kek=None if new_kek is None else _provider(new_kek),
+        new_log_key=new_log_key,
+        cipher=cipher,
+        now_us=time.time_ns() // 1000,
+    )
+
+
+def delete_keys(
+    path: str | bytes | PathLike[str] | PathLike[bytes],
+    key_ids: Iterable[int],
+    *,
+    filesystem: FileSystem | None = None,
+) -> tuple[KeyInfo, ...]:
+    """Crypto-shredding: remove log keys from the (closed) log in ``path``. Every segment they
+    encrypted becomes unreadable, for good; the current key cannot be deleted."""
+    fs = filesystem or OsFileSystem()
+    return keyadmin.delete_keys(fs, _directory(path, resolve=filesystem is None), key_ids)
+
+
+def _provider(value: bytes | KeyProvider) -> KeyProvider:
+    if isinstance(value, KeyProvider):
+        return value
+    return RawKey(value)
 
 
 def _directory(path: str | bytes | PathLike[str] | PathLike[bytes], *, resolve: bool) -> str:

@@ -178,3 +178,17 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyInfo:
+    """One log key of an encrypted log, as ``KEYS`` lists it (never the key itself)."""
+
+    key_id: int
+    cipher: str  # "aes-256-gcm" or "chacha20-poly1305"
+    created_us: int
+    current: bool  # new segments are encrypted with this key
+
+    @property
+    def created(self) -> datetime:
+        return _utc(self.created_us)

@@ -116,6 +116,14 @@ def errors(directory: str) -> Iterator[None]:
         # a usage error, the fix is on the caller's side, and retrying will not help.
         hint = exc.hint or "upgrade segwal (pip install -U segwal) to read this log"
         raise Failure(str(exc), hint=hint, exit_code=EXIT_USAGE) from exc
+    except (segwal.WrongKeyError, segwal.MissingKeyError) as exc:
+        # The data is fine; the key given (or its absence) is the caller's to fix.
+        raise Failure(
+            str(exc),
+            hint="give the log's key-encryption key (--kek-file); 'segwal keys list "
+            f"{shlex.quote(directory)}' shows its keys",
+            exit_code=EXIT_USAGE,
+        ) from exc
     except segwal.CorruptionError as exc:
         raise Failure(
             f"corruption: {exc}",
