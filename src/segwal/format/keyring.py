@@ -149,10 +149,11 @@ class NonceSource:
     injectable so that tests can see every prefix drawn.
     """
 
-    __slots__ = ("_counter", "_forks", "_lock", "_pid", "_random", "prefixes")
+    __slots__ = ("_counter", "_forks", "_limit", "_lock", "_pid", "_random", "prefixes")
 
-    def __init__(self, random: RandomBytes = os.urandom) -> None:
+    def __init__(self, random: RandomBytes = os.urandom, *, limit: int = COUNTER_LIMIT) -> None:
         self._random = random
+        self._limit = limit  # nonces per prefix (smaller only in tests)
         self._lock = threading.Lock()
         self._forks = _forks
         self._pid = os.getpid()
@@ -171,7 +172,7 @@ class NonceSource:
             raise ForkedError(os.getpid(), self._pid)
         with self._lock:
             n = next(self._counter)
-            if n >= COUNTER_LIMIT:
+            if n >= self._limit:
                 self._redraw()
                 n = next(self._counter)
             return self.prefixes[-1] + n.to_bytes(4, "big")

@@ -198,7 +198,17 @@ def unlock(
             )
         return OpenedKeys(raw, None)  # readonly: payloads stay sealed, the rest is readable
     ring = keyfile.open_ring(options.kek.kek(), stored, path, random=options.random)
+    _check_bound(ring, keystore.newest_log_id(fs, directory), directory)
     return OpenedKeys(raw, ring)
+
+
+def _check_bound(ring: KeyRing | None, log_id: bytes | None, directory: str) -> None:
+    if ring is not None and log_id is not None and ring.log_id != log_id:
+        raise ContinuityError(
+            f"{keystore.KEYS_NAME} belongs to log {ring.log_id.hex()}, the segments to log "
+            f"{log_id.hex()}",
+            path=keystore.keys_path(directory),
+        )
 
 
 def recheck(
@@ -212,13 +222,7 @@ def recheck(
     (the segments'; None for a log without segments)."""
     if keystore.read_raw(fs, directory) != opened.raw:
         opened = unlock(fs, directory, options, writing=True)
-    ring = opened.ring
-    if ring is not None and log_id is not None and ring.log_id != log_id:
-        raise ContinuityError(
-            f"{keystore.KEYS_NAME} belongs to log {ring.log_id.hex()}, the segments to log "
-            f"{log_id.hex()}",
-            path=keystore.keys_path(directory),
-        )
+    _check_bound(opened.ring, log_id, directory)
     return opened
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import posixpath
 from typing import Final
 
+from segwal.errors import CorruptionError, SegwalError, StorageError, UnsupportedFormatError
 from segwal.format import naming
 from segwal.format.keys import MAX_SIZE, KeysFile, decode, encode
 from segwal.storage.fileio import FileSystem
 from segwal.storage.replace import read_file, replace_file
+from segwal.storage.segment import read_header
+from segwal.types import Problem
 
 KEYS_NAME: Final = naming.KEYS_NAME
 KEYS_TEMP: Final = naming.KEYS_TEMP_NAME
@@ -45,3 +48,43 @@ def store(fs: FileSystem, directory: str, keys: KeysFile) -> None:
         sync=lambda handle: handle.sync("keys.sync"),
         sync_dir=lambda: fs.sync_dir(directory, "keys.rename"),
     )
+
+
+def newest_log_id(fs: FileSystem, directory: str) -> bytes | None:
+    """The log id in the header of the newest segment, if one is there and readable: the log
+    a KEYS must belong to, checked before the writer lock is taken (recovery, which reads
+    every header, checks it again under the lock)."""
+    try:
+        names = [e.name for e in fs.list_dir(directory) if e.is_file]
+    except SegwalError:
+        return None
+    segments = sorted(n for n in names if naming.parse(n).kind is naming.Kind.SEGMENT)
+    if not segments:
+        return None
+    try:
+        handle = fs.open_read(posixpath.join(directory, segments[-1]))
+        try:
+            return read_header(handle).log_id
+        finally:
+            handle.close()
+    except SegwalError:
+        return None  # damage or a race with a writer: recovery sees and names it
+
+
+def check(fs: FileSystem, directory: str, log_id: bytes | None) -> Problem | None:
+    """What ``verify`` says of KEYS: unreadable, damaged, newer, or of another log (a
+    problem every open would raise on); None when it is sound or absent. Needs no key: a
+    wrong key cannot be told from here, only a damaged file."""
+    path = keys_path(directory)
+    try:
+        stored = load(fs, directory)
+    except CorruptionError as exc:
+        return Problem(path=path, offset=exc.offset, lsn=None, reason=exc.reason)
+    except UnsupportedFormatError as exc:
+        return Problem(path=path, offset=0, lsn=None, reason=str(exc), kind="unsupported")
+    except StorageError as exc:
+        return Problem(path=path, offset=None, lsn=None, reason=exc.strerror or str(exc))
+    if stored is not None and log_id is not None and stored.log_id != log_id:
+        reason = f"KEYS belongs to log {stored.log_id.hex()}, the segments to log {log_id.hex()}"
+        return Problem(path=path, offset=8, lsn=None, reason=reason)
+    return None

@@ -3,8 +3,9 @@
 Unlike opening, verify reads every byte of every segment, recomputes each sealed segment's
 BLAKE3 digest, and reports problems instead of raising on the first one. It never writes.
 It also reads ``META`` (and checks the first segment against it: without META the first
-segment must be the first a log ever had) and every cursor file, so whatever would make an
-open or a retention decision fail is a problem here too. A segment of a newer format
+segment must be the first a log ever had), ``KEYS`` (sound, and of this log) and every
+cursor file, so whatever would make an open or a retention decision fail is a problem here
+too. A segment of a newer format
 version is an ``unsupported`` problem, not corruption.
 """
 
@@ -25,6 +26,7 @@ from segwal.format.layout import HEADER_SIZE, SegmentHeader
 from segwal.format.meta import Meta
 from segwal.format.naming import META_NAME, Kind, parse
 from segwal.storage.fileio import FileSystem
+from segwal.storage.keys import check as check_keys
 from segwal.storage.meta import load as load_meta
 from segwal.storage.recovery import (
     SegmentState,
@@ -94,6 +96,9 @@ def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
             )
         )
         prev = state if state.seal is not None else None
+    keys_problem = check_keys(fs, directory, first_header.log_id if first_header else None)
+    if keys_problem is not None:
+        problems.append(keys_problem)
     if meta is not None and checks:
         problems.extend(
             _start_problems(checks, first_header, meta, has_meta, names[0][0].first_lsn)
