@@ -42,7 +42,7 @@ from segwal.errors import (
     WalFailedError,
 )
 from segwal.format.records import IMPLEMENTATION as DECODER
-from segwal.log.config import RecoveryMode, SyncMode, WalConfig
+from segwal.log.config import Compression, RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
 from segwal.log.plans import (
     Deletion,
@@ -75,6 +75,7 @@ __all__ = [
     "Batch",
     "ChecksumError",
     "ClosedError",
+    "Compression",
     "ConfigError",
     "ContinuityError",
     "CorruptionError",
@@ -139,6 +140,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
     clock: Callable[[], int] | None = None,
     slow_fsync_seconds: float = 1.0,
     observers: Iterable[events.Observer] = (),
+    compression: Compression | None = None,
+    compression_level: int | None = None,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
@@ -163,6 +166,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
         retention_min_segments=retention_min_segments,
         slow_fsync_seconds=slow_fsync_seconds,
         observers=tuple(observers),
+        compression=compression,
+        compression_level=compression_level,
         **options,  # type: ignore[arg-type]
     )
     return Wal(_directory(path, resolve=filesystem is None), config)

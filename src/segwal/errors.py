@@ -18,11 +18,14 @@
     ├── StorageError (OSError)               the operating system refused an operation
     │   └── NotRegularFileError              a name segwal opens is a directory, FIFO, ...
     ├── UnsupportedFormatError               a newer format version or an unknown codec
+    ├── WrongKeyError                        the key-encryption key does not open KEYS
+    ├── MissingKeyError (LookupError)        a log key or a key-encryption key is absent
     └── CorruptionError                      damaged or inconsistent data on disk
         ├── ChecksumError                    a checksum does not match
         ├── SegmentHeaderError               a segment header is invalid or disagrees
         ├── SealError                        a seal footer is missing or invalid
-        └── ContinuityError                  a gap, overlap, broken chain or foreign segment
+        ├── ContinuityError                  a gap, overlap, broken chain or foreign segment
+        └── AuthenticationError              an encrypted frame with a valid CRC is forged
 
 Errors carry their context as attributes (``path``, ``offset``, ``lsn``, ``reason``) so
 callers never have to parse messages.
@@ -180,6 +183,34 @@ class UnsupportedFormatError(SegwalError):
         self.hint = hint
 
 
+class WrongKeyError(SegwalError):
+    """The key-encryption key given does not unwrap the log keys in ``KEYS``.
+
+    Raised before recovery or anything else acts: a wrong key is never taken for damage,
+    and every file stays as it was. ``path`` is the KEYS file, ``key_id`` the log key that
+    failed to unwrap."""
+
+    def __init__(self, path: str, key_id: int) -> None:
+        super().__init__(
+            f"the key-encryption key does not unwrap log key {key_id} of {path}: wrong key "
+            "(nothing was changed)"
+        )
+        self.path = path
+        self.key_id = key_id
+
+
+class MissingKeyError(SegwalError, LookupError):
+    """A key the operation needs is absent: the log is encrypted and no key-encryption key
+    was given, or a segment names a log key id that ``KEYS`` no longer holds (shredded).
+
+    ``key_id`` is the log key's id when one is named, ``path`` the file that needs it."""
+
+    def __init__(self, message: str, *, path: str | None = None, key_id: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key_id = key_id
+
+
 class CorruptionError(SegwalError):
     """Data on disk is damaged or inconsistent; nothing was skipped silently."""
 
@@ -219,6 +250,11 @@ class SealError(CorruptionError):
 
 class ContinuityError(CorruptionError):
     """Segments do not form one chain: a gap, an overlap, a broken digest or a foreign log."""
+
+
+class AuthenticationError(CorruptionError):
+    """An encrypted frame whose checksum is valid does not authenticate: its bytes, its place
+    or its head were changed, or it was encrypted under another key. Never a torn write."""
 
 
 class ArchiveError(SegwalError):

@@ -47,7 +47,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
         ):
             raise damage.exception()
-        repair = carry_out(fs, found, mode)
+        repair = carry_out(fs, found, mode, state.coding)
         if found.meta.closed is not None and (repair.cuts or repair.quarantined):
             # The clean close's mark described bytes recovery has now cut or moved aside.
             found.meta = found.meta.with_(closed=None)
@@ -79,6 +79,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             first_lsn=first_lsn,
             now_us=config.clock(),
             max_record_bytes=config.max_record_bytes,
+            coding=state.coding,
         )
     except BaseException:
         lock_handle.close()
