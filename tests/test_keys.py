@@ -422,14 +422,28 @@ def test_a_new_log_key_and_deleting_old_ones(encrypted: Path) -> None:
         (1, "aes-256-gcm", False),
         (2, "chacha20-poly1305", True),
     ]
-    with segwal.open(encrypted, encryption_key=KEK) as wal:
-        wal.append(b"more")
     with pytest.raises(segwal.ConfigError, match="current key"):
         segwal.delete_keys(encrypted, [2])
     with pytest.raises(segwal.MissingKeyError):
         segwal.delete_keys(encrypted, [9])
+    # The active segment was begun under key 1, and the next writer appends to it.
+    with pytest.raises(segwal.ConfigError, match="active segment"):
+        segwal.delete_keys(encrypted, [1])
+    with segwal.open(encrypted, encryption_key=KEK, segment_bytes=4096) as wal:
+        for i in range(100):
+            wal.append(b"after %d" % i + bytes(40))  # the active segment fills and rotates
+        assert [r.payload for r in wal.replay(from_lsn=1)][:1] == [b"record 0" + bytes(40)]
+    keys_of = {p.name: p.read_bytes()[96] for p in encrypted.glob("*.wal")}
+    assert set(keys_of.values()) == {1, 2}
     assert [k.key_id for k in segwal.delete_keys(encrypted, [1])] == [2]
     assert [k.key_id for k in segwal.list_keys(encrypted)] == [2]
+    with segwal.open(encrypted, encryption_key=KEK, segment_bytes=4096) as wal:
+        # Shredded: what key 1 encrypted is unreadable for good; the rest reads.
+        with pytest.raises(segwal.MissingKeyError) as caught:
+            wal.read(1)
+        assert caught.value.key_id == 1
+        assert wal.read(200).payload == b"after 99" + bytes(40)
+        wal.append(b"still writable")
 
 
 def test_rotation_needs_a_closed_encrypted_log(encrypted: Path, tmp_path: Path) -> None:
@@ -499,10 +513,12 @@ def test_the_keys_command(encrypted: Path, tmp_path: Path) -> None:
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2"]
     code, _, err = run("keys", "delete", str(encrypted), "--key-id", "2", "--yes")
     assert code == 2 and "current key" in err
+    with segwal.open(encrypted, encryption=segwal.KeyFile(new), segment_bytes=4096) as wal:
+        assert wal.last_lsn == 100
+        for _ in range(100):
+            wal.append(bytes(48))
     code, out, _ = run("keys", "delete", str(encrypted), "--key-id", "1", "--yes", "--json")
     assert code == 0 and '"key_id": 2' in out and '"key_id": 1' not in out
-    with segwal.open(encrypted, encryption=segwal.KeyFile(new)) as wal:
-        assert wal.last_lsn == 100
     plain = tmp_path / "plain"
     with segwal.open(plain) as wal:
         wal.append(b"x")

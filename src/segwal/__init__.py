@@ -46,7 +46,7 @@ from segwal.errors import (
 )
 from segwal.format.records import IMPLEMENTATION as DECODER
 from segwal.log import keyadmin
-from segwal.log.config import RecoveryMode, SyncMode, WalConfig
+from segwal.log.config import Compression, RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
 from segwal.log.encryption import Encryption, EnvKey, KeyCallback, KeyFile, KeyProvider, RawKey
 from segwal.log.plans import (
@@ -81,6 +81,7 @@ __all__ = [
     "Batch",
     "ChecksumError",
     "ClosedError",
+    "Compression",
     "ConfigError",
     "ContinuityError",
     "CorruptionError",
@@ -157,6 +158,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
     clock: Callable[[], int] | None = None,
     slow_fsync_seconds: float = 1.0,
     observers: Iterable[events.Observer] = (),
+    compression: Compression | None = None,
+    compression_level: int | None = None,
     encryption_key: bytes | None = None,
     encryption: bytes | KeyProvider | Encryption | None = None,
 ) -> Wal:
@@ -192,6 +195,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
         retention_min_segments=retention_min_segments,
         slow_fsync_seconds=slow_fsync_seconds,
         observers=tuple(observers),
+        compression=compression,
+        compression_level=compression_level,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         **options,  # type: ignore[arg-type]
     )

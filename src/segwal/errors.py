@@ -24,7 +24,8 @@
         ├── ChecksumError                    a checksum does not match
         ├── SegmentHeaderError               a segment header is invalid or disagrees
         ├── SealError                        a seal footer is missing or invalid
-        └── ContinuityError                  a gap, overlap, broken chain or foreign segment
+        ├── ContinuityError                  a gap, overlap, broken chain or foreign segment
+        └── AuthenticationError              an encrypted frame with a valid CRC is forged
 
 Errors carry their context as attributes (``path``, ``offset``, ``lsn``, ``reason``) so
 callers never have to parse messages.
@@ -249,6 +250,11 @@ class SealError(CorruptionError):
 
 class ContinuityError(CorruptionError):
     """Segments do not form one chain: a gap, an overlap, a broken digest or a foreign log."""
+
+
+class AuthenticationError(CorruptionError):
+    """An encrypted frame whose checksum is valid does not authenticate: its bytes, its place
+    or its head were changed, or it was encrypted under another key. Never a torn write."""
 
 
 class ArchiveError(SegwalError):

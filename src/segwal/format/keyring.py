@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from segwal.errors import ContinuityError, ForkedError, MissingKeyError, UnsupportedFormatError
-from segwal.format.cipher_contract import FrameAead, SegmentKey
+from segwal.format.cipher import (
+    CIPHER_AES_256_GCM,
+    CIPHER_CHACHA20_POLY1305,
+    CIPHERS,
+    FrameAead,
+    SegmentKey,
+)
 
 KEY_BYTES: Final = 32
 SALT_BYTES: Final = 16
@@ -40,9 +46,8 @@ WRAPPED_BYTES: Final = KEY_BYTES + 16  # the key and AES-GCM's 16-byte tag
 COUNTER_LIMIT: Final = 1 << 32  # nonces per prefix; the prefix is redrawn before this
 MAX_KEY_ID: Final = (1 << 32) - 1
 
-AES_256_GCM: Final = 1
-CHACHA20_POLY1305: Final = 2
-CIPHERS: Final = {AES_256_GCM: "aes-256-gcm", CHACHA20_POLY1305: "chacha20-poly1305"}
+AES_256_GCM: Final = CIPHER_AES_256_GCM
+CHACHA20_POLY1305: Final = CIPHER_CHACHA20_POLY1305
 CIPHER_IDS: Final = {name: cipher_id for cipher_id, name in CIPHERS.items()}
 INSTALL_HINT: Final = 'install it with: pip install "segwal[crypto]"'
 SEGMENT_INFO: Final = b"segwal v2 segment key"
@@ -226,6 +231,7 @@ class KeyRing:
         if current not in self.keys:
             raise MissingKeyError(f"current key {current} is not in the ring", key_id=current)
         self.current = current
+        self.cipher_id = self.keys[current].cipher_id  # new segments' cipher: the current key's
         self.path = path
         self._random = random
         self._nonces = nonces
@@ -233,10 +239,6 @@ class KeyRing:
         self._read_lock = threading.Lock()  # readers in several threads share the cache
         for k in self.keys.values():
             cipher_name(k.cipher_id)
-
-    @property
-    def cipher_id(self) -> int:
-        return self.keys[self.current].cipher_id
 
     def _key(self, key_id: int) -> LogKey:
         try:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from segwal.errors import CorruptionError, UnsupportedFormatError, WrongKeyError
+from segwal.format.cipher import CIPHERS
 from segwal.format.keyring import (
-    CIPHERS,
     KEY_BYTES,
     MAX_KEY_ID,
     NONCE_BYTES,

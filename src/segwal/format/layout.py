@@ -18,8 +18,8 @@ Segment file::
 Segment header (128 bytes)::
 
     0   8  magic            b"\\x89SEGWAL\\n"
-    8   2  version          1
-    10  2  flags            0 (any other bit: a newer format)
+    8   2  version          1, or 2 when a flag of format/features.py is set
+    10  2  flags            0 in version 1 (any other bit: a newer format)
     12  1  checksum id      1 = CRC32C
     13  1  compression id   0 = none (reserved for later versions)
     14  1  encryption id    0 = none (reserved for later versions)
@@ -31,7 +31,7 @@ Segment header (128 bytes)::
     56  4  max record bytes the writer's limit; bounds frame lengths for readers
     60  4  header size      128
     64 32  previous digest  BLAKE3-256 of the previous sealed segment, zeros for the first
-    96 28  reserved         zeros
+    96 28  reserved         zeros in v1; key id, salt, dictionary id in v2
     124 4  header CRC32C    over bytes 0..123; also the seed of every frame CRC
 
 Records frame (40-byte head, then a length table, then the payloads)::
@@ -48,32 +48,30 @@ Records frame (40-byte head, then a length table, then the payloads)::
     40 4n  lengths          u32 per record
     ..     payloads         concatenated
 
-Seal (128 bytes, the last bytes of a sealed segment)::
-
-    0   4  CRC32C           over bytes 4..127, seeded with the header CRC
-    4   1  kind             0x53 ("S")
-    5   1  flags            0
-    6   2  reserved         0
-    8   4  seal size        128
-    12  4  reserved         0
-    16  8  first LSN
-    24  8  last LSN         first LSN - 1 when the segment holds no record
-    32  8  record count
-    40  8  min timestamp_us 0 when empty
-    48  8  max timestamp_us 0 when empty
-    56  8  data end         offset of the seal = file size - 128
-    64  8  sealed_us
-    72 32  digest           BLAKE3-256 of bytes 0..data end
-    104 24 reserved         zeros
+The seal (128 bytes, the last of a sealed segment) and version 2 (header flags, opaque
+frames: ``format/features.py``) are laid out in ``docs/FORMAT.md``.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import crc32c as _crc32c
+
+from segwal.format.features import (
+    CIPHER_AES_256_GCM,
+    CIPHER_CHACHA20_POLY1305,
+    COMPRESSION_LZ4,
+    COMPRESSION_ZSTD,
+    HEADER_COMPRESSED,
+    HEADER_ENCRYPTED,
+    KNOWN_HEADER_FLAGS,
+    SALT_SIZE,
+    V2_FIELDS,
+    VERSION_2,
+)
 
 MAGIC: Final = b"\x89SEGWAL\n"
 VERSION: Final = 1
@@ -83,6 +81,8 @@ ENCRYPTION_NONE: Final = 0
 KNOWN_CHECKSUMS: Final = {CHECKSUM_CRC32C: "crc32c"}
 KNOWN_COMPRESSIONS: Final = {COMPRESSION_NONE: "none"}
 KNOWN_ENCRYPTIONS: Final = {ENCRYPTION_NONE: "none"}
+V2_COMPRESSIONS: Final = {COMPRESSION_ZSTD: "zstd", COMPRESSION_LZ4: "lz4"}
+V2_ENCRYPTIONS: Final = {CIPHER_AES_256_GCM: "aes-256-gcm", CIPHER_CHACHA20_POLY1305: "chacha20"}
 
 HEADER = struct.Struct("<8sHHBBBB16sQQQII32s28sI")
 HEADER_SIZE: Final = HEADER.size  # 128
@@ -131,6 +131,10 @@ class SegmentHeader:
     max_record_bytes: int
     prev_digest: bytes
     seed: int  # the header CRC, which seeds every frame checksum of the segment
+    key_id: int = 0  # version 2 encrypted segments only, like salt
+    salt: bytes = bytes(SALT_SIZE)
+    dict_id: int = 0
+    raw: bytes = field(default=b"", compare=False, repr=False)  # encrypted frames' AD
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,17 +168,28 @@ def encode_header(
     created_us: int,
     max_record_bytes: int,
     prev_digest: bytes,
+    compression_id: int = COMPRESSION_NONE,
+    encryption_id: int = ENCRYPTION_NONE,
+    key_id: int = 0,
+    salt: bytes = bytes(SALT_SIZE),
 ) -> bytes:
-    """Encode a v1 segment header; the CRC at its end also seeds the segment's frames."""
-    if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE:
-        raise ValueError("log id must be 16 bytes and the previous digest 32 bytes")
+    """Encode a segment header; the CRC at its end also seeds the segment's frames.
+
+    Version 1 unless compression or encryption is on: then version 2 with their flags.
+    """
+    if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE or len(salt) != SALT_SIZE:
+        raise ValueError("log id and salt must be 16 bytes and the previous digest 32 bytes")
+    flags = (compression_id and HEADER_COMPRESSED) | (encryption_id and HEADER_ENCRYPTED)
+    if compression_id not in (0, *V2_COMPRESSIONS) or encryption_id not in (0, *V2_ENCRYPTIONS):
+        raise ValueError(f"unknown compression {compression_id} or encryption {encryption_id}")
+    reserved = V2_FIELDS.pack(key_id, salt, 0, bytes(4)) if encryption_id else bytes(28)
     body = HEADER.pack(
         MAGIC,
-        VERSION,
-        0,
+        VERSION_2 if flags else VERSION,
+        flags,
         CHECKSUM_CRC32C,
-        COMPRESSION_NONE,
-        ENCRYPTION_NONE,
+        compression_id,
+        encryption_id,
         0,
         log_id,
         sequence,
@@ -183,7 +198,7 @@ def encode_header(
         max_record_bytes,
         HEADER_SIZE,
         prev_digest,
-        bytes(28),
+        reserved,
         0,
     )
     return body[:-4] + struct.pack("<I", crc32c(body[:-4]))
@@ -210,7 +225,7 @@ def decode_header(data: bytes | memoryview) -> SegmentHeader:
         max_record_bytes,
         header_size,
         prev_digest,
-        _reserved2,
+        reserved,
         crc,
     ) = HEADER.unpack_from(data, 0)
     if magic != MAGIC:
@@ -219,18 +234,20 @@ def decode_header(data: bytes | memoryview) -> SegmentHeader:
     # reads as damage, and only an intact header can say it is newer.
     if crc32c(bytes(data[: HEADER_SIZE - 4])) != crc:
         raise FormatError("header checksum mismatch")
-    if version > VERSION:
-        raise FormatError(f"format version {version} is newer than {VERSION}", newer=True)
-    if version != VERSION or header_size != HEADER_SIZE:
+    if version > VERSION_2:
+        raise FormatError(f"format version {version} is newer than {VERSION_2}", newer=True)
+    if version not in (VERSION, VERSION_2) or header_size != HEADER_SIZE:
         raise FormatError(f"unknown format version {version} with header size {header_size}")
-    if flags != 0:
-        raise FormatError(f"unknown header flags {flags:#x}", newer=True)
-    if checksum_id not in KNOWN_CHECKSUMS:
-        raise FormatError(f"unknown checksum id {checksum_id}", newer=True)
-    if compression_id not in KNOWN_COMPRESSIONS:
-        raise FormatError(f"unknown compression id {compression_id}", newer=True)
-    if encryption_id not in KNOWN_ENCRYPTIONS:
-        raise FormatError(f"unknown encryption id {encryption_id}", newer=True)
+    key_id, salt, dict_id, _spare = V2_FIELDS.unpack(reserved)
+    if version == VERSION:
+        _check_ids(flags, checksum_id, compression_id, encryption_id, {}, {})
+        key_id, salt, dict_id = 0, bytes(SALT_SIZE), 0  # reserved bytes mean nothing in v1
+    else:
+        _check_ids(
+            flags, checksum_id, compression_id, encryption_id, V2_COMPRESSIONS, V2_ENCRYPTIONS
+        )
+        if dict_id:
+            raise FormatError(f"compression dictionary {dict_id} is not supported", newer=True)
     if not 1 <= first_lsn <= MAX_LSN:
         raise FormatError(f"first LSN {first_lsn} is out of range")
     return SegmentHeader(
@@ -246,7 +263,35 @@ def decode_header(data: bytes | memoryview) -> SegmentHeader:
         max_record_bytes=max_record_bytes,
         prev_digest=bytes(prev_digest),
         seed=crc,
+        key_id=key_id,
+        salt=bytes(salt),
+        dict_id=dict_id,
+        raw=bytes(data[:HEADER_SIZE]),
     )
+
+
+def _check_ids(
+    flags: int,
+    checksum_id: int,
+    compression_id: int,
+    encryption_id: int,
+    compressions: dict[int, str],
+    encryptions: dict[int, str],
+) -> None:
+    """Flags and ids a reader knows, and each id present exactly when its flag is set."""
+    known = KNOWN_HEADER_FLAGS if compressions else 0
+    if flags & ~known:
+        raise FormatError(f"unknown header flags {flags:#x}", newer=True)
+    if checksum_id not in KNOWN_CHECKSUMS:
+        raise FormatError(f"unknown checksum id {checksum_id}", newer=True)
+    for name, value, flag, ids in (
+        ("compression", compression_id, HEADER_COMPRESSED, compressions),
+        ("encryption", encryption_id, HEADER_ENCRYPTED, encryptions),
+    ):
+        if value and value not in ids:
+            raise FormatError(f"unknown {name} id {value}", newer=True)
+        if bool(value) != bool(flags & flag):
+            raise FormatError(f"{name} id {value} disagrees with header flags {flags:#x}")
 
 
 def max_frame_bytes(max_record_bytes: int) -> int:

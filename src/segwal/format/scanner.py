@@ -12,6 +12,16 @@ import struct
 from enum import Enum
 from typing import Final, NamedTuple
 
+from segwal.format.features import (
+    FRAME_COMPRESSED,
+    FRAME_ENCRYPTED,
+    FRAME_OPAQUE,
+    HEADER_ENCRYPTED,
+    PLAIN_SIZE,
+    TAG_SIZE,
+    allowed_frame_flags,
+    opaque_prefix,
+)
 from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
@@ -53,6 +63,7 @@ class Frame(NamedTuple):
     first_lsn: int
     timestamp_us: int
     durable_lsn: int
+    opaque: int = 0  # version 2: FRAME_COMPRESSED / FRAME_ENCRYPTED bits (format.frames)
 
     @property
     def last_lsn(self) -> int:
@@ -80,8 +91,13 @@ def check(
     end: int,
     seed: int,
     max_frame: int,
+    features: int = 0,
 ) -> Verdict:
-    """Check the frame or seal starting at ``buf[pos]``, looking no further than ``end``."""
+    """Check the frame or seal starting at ``buf[pos]``, looking no further than ``end``.
+
+    ``features`` are the segment header's flags (version 2): they say which frame flags
+    are valid. An opaque frame's plain size is bounded here, before anything decodes it.
+    """
     avail = end - pos
     if avail <= 0:
         return Verdict(Status.END)
@@ -101,27 +117,62 @@ def check(
     if avail < FRAME_HEAD_SIZE:
         return Verdict(Status.SHORT, reason="incomplete frame head", needed=FRAME_HEAD_SIZE)
     crc, _kind, flags, rtype, count, body_len, first_lsn, ts, durable = _FRAME_HEAD_UNPACK(buf, pos)
-    if flags & ~FLAG_COMMIT:
+    opaque = flags & FRAME_OPAQUE
+    if flags & ~(allowed_frame_flags(features) if features else FLAG_COMMIT):
         return Verdict(Status.BAD, reason=f"unknown frame flags {flags:#04x}")
+    if features & HEADER_ENCRYPTED and not flags & FRAME_ENCRYPTED:
+        return Verdict(Status.BAD, reason="a frame of an encrypted segment is not encrypted")
     if count == 0:
         return Verdict(Status.BAD, reason="frame with no record")
     if first_lsn + count - 1 > MAX_LSN:
         return Verdict(Status.BAD, reason=f"frame LSNs from {first_lsn} are out of range")
-    length = FRAME_HEAD_SIZE + 4 * count + body_len
+    if opaque:
+        length = FRAME_HEAD_SIZE + body_len
+        if body_len < opaque_prefix(flags) + (TAG_SIZE if flags & FRAME_ENCRYPTED else 0):
+            return Verdict(Status.BAD, reason=f"opaque frame body of {body_len} bytes is too short")
+    else:
+        length = FRAME_HEAD_SIZE + 4 * count + body_len
     if length > max_frame:
         return Verdict(Status.BAD, reason=f"frame length {length} exceeds the maximum {max_frame}")
     if length > avail:
         return Verdict(Status.SHORT, reason=f"frame of {length} bytes is cut short", needed=length)
     if crc32c(memoryview(buf)[pos + 4 : pos + length], seed) != crc:
         return Verdict(Status.BAD, reason="frame checksum mismatch")
-    if sum(struct.unpack_from(f"<{count}I", buf, pos + FRAME_HEAD_SIZE)) != body_len:
+    if opaque:
+        reason = _opaque_sizes(buf, pos, flags, count, body_len, max_frame)
+        if reason:
+            return Verdict(Status.BAD, reason=reason)
+    elif sum(struct.unpack_from(f"<{count}I", buf, pos + FRAME_HEAD_SIZE)) != body_len:
         return Verdict(Status.BAD, reason="record lengths disagree with the frame's body size")
     return Verdict(
         Status.FRAME,
         frame=Frame(
-            pos, length, bool(flags & FLAG_COMMIT), rtype, count, body_len, first_lsn, ts, durable
+            pos,
+            length,
+            bool(flags & FLAG_COMMIT),
+            rtype,
+            count,
+            body_len,
+            first_lsn,
+            ts,
+            durable,
+            opaque,
         ),
     )
+
+
+def _opaque_sizes(
+    buf: bytes | bytearray | memoryview, pos: int, flags: int, count: int, body: int, limit: int
+) -> str:
+    """Why an opaque frame's plain size cannot be true ("" if it can): it must hold the
+    lengths table and fit a frame, so a lying size or a bomb is refused before decoding."""
+    (size,) = PLAIN_SIZE.unpack_from(buf, pos + FRAME_HEAD_SIZE)
+    if not 4 * count <= size <= limit - FRAME_HEAD_SIZE:
+        return f"plain size {size} of {count} records is out of bounds"
+    stored = body - opaque_prefix(flags) - (TAG_SIZE if flags & FRAME_ENCRYPTED else 0)
+    if not flags & FRAME_COMPRESSED and stored != size:
+        return f"uncompressed frame stores {stored} bytes, its plain size says {size}"
+    return ""
 
 
 def record_spans(buf: bytes | bytearray | memoryview, frame: Frame) -> list[tuple[int, int]]:
@@ -138,6 +189,7 @@ def find_valid(
     max_frame: int,
     *,
     include_short: bool = False,
+    features: int = 0,
 ) -> Verdict | None:
     """The first valid frame or seal starting in ``[start, stop)`` and ending by ``end``.
 
@@ -158,7 +210,7 @@ def find_valid(
             return None
         hit = min(live)
         pos = hit - _KIND_OFFSET
-        verdict = check(data, pos, end, seed, max_frame)
+        verdict = check(data, pos, end, seed, max_frame, features)
         if verdict.status in (Status.FRAME, Status.SEAL) or (
             include_short and verdict.status is Status.SHORT
         ):

@@ -22,6 +22,7 @@ from segwal.errors import (
     RecordTooLargeError,
 )
 from segwal.events import Durable, Synced
+from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.format.meta import Closed
 from segwal.log import arguments
@@ -126,10 +127,15 @@ class Appender:
             if lsn > MAX_LSN:
                 raise exhausted()
             ts = self.stamp()
-            frame_len = FRAME_HEAD_SIZE + 4 + size
+            frame_len = FRAME_HEAD_SIZE + 4 + size + (OPAQUE_OVERHEAD if writer.encoder else 0)
             if self.rotation.due(writer, frame_len, size, ts):
                 writer = self.rotation.for_append(writer, frame_len, size, ts)
-            frame = encode_record(writer.header.seed, lsn, type, ts, state.commit.durable_lsn, data)
+            if writer.encoder is None:
+                frame = encode_record(
+                    writer.header.seed, lsn, type, ts, state.commit.durable_lsn, data
+                )
+            else:
+                frame = self._encode_batch(writer, lsn, type, ts, [data], [size])
             self._write(writer, frame, lsn, ts)
             counters = state.counters
             counters["appends"] += 1
@@ -319,6 +325,15 @@ class Appender:
         items: list[bytes],
         lengths: list[int],
     ) -> bytearray:
+        if writer.encoder is not None:  # format v2: compressed or encrypted frames
+            return writer.encoder.encode(
+                first_lsn=first,
+                record_type=record_type,
+                timestamp_us=ts,
+                durable_lsn=self._state.commit.durable_lsn,
+                payloads=items,
+                lengths=lengths,
+            )
         return encode_frames(
             seed=writer.header.seed,
             first_lsn=first,

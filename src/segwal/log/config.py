@@ -9,12 +9,16 @@ from typing import Final, Literal
 
 from segwal.errors import ArgumentTypeError, ConfigError
 from segwal.events import Observer
+from segwal.format import codecs
+from segwal.format.cipher import SegmentKeys
 from segwal.format.layout import HEADER_SIZE, MAX_U32, SEAL_SIZE
 from segwal.log.encryption import Encryption, encryption_option
+from segwal.storage.coding import Coding
 from segwal.storage.fileio import FileSystem, OsFileSystem
 
 SyncMode = Literal["always", "interval", "never"]
 RecoveryMode = Literal["tolerate_tail", "strict", "truncate"]
+Compression = Literal["zstd", "lz4"]
 
 SYNC_MODES: Final = ("always", "interval", "never")
 RECOVERY_MODES: Final = ("tolerate_tail", "strict", "truncate")
@@ -50,9 +54,17 @@ class WalConfig:
     slow_fsync_seconds: float = 1.0
     # Called with every event of segwal.events from the start, recovery's included.
     observers: tuple[Observer, ...] = ()
+    # Format version 2: each frame compressed alone when that saves an eighth and 64 bytes
+    # ("zstd" or "lz4", level as the codec counts it, None for its default).
+    compression: Compression | None = None
+    compression_level: int | None = None
     # Encryption at rest: 32 bytes (the key-encryption key), a key provider, or Encryption
     # (provider and cipher); stored as Encryption. None: segments are written in plaintext.
+    # At open, the log keys in KEYS are unwrapped (or made) and become the log's key ring.
     encryption: Encryption | None = None
+    # A key ring of the caller's own (format/cipher.py's SegmentKeys) instead: no KEYS file;
+    # the caller keeps the keys. Not with encryption=.
+    keys: SegmentKeys | None = None
 
     def __post_init__(self) -> None:
         _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
@@ -91,9 +103,46 @@ class WalConfig:
         if not all(callable(o) for o in self.observers):
             raise ConfigError("observers must be callables", option="observers")
         object.__setattr__(self, "encryption", encryption_option(self.encryption))
+        if self.encryption is not None and self.keys is not None:
+            raise ConfigError(
+                "give encryption= (segwal keeps the keys in KEYS) or keys= (a key ring of "
+                "your own), not both",
+                option="keys",
+            )
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
+        _check_compression(self.compression, self.compression_level)
         assert self.max_record_bytes <= MAX_U32
+
+    def coding(self) -> Coding:
+        """The compressor and key ring of the log's writer; raises UnsupportedFormatError
+        with the pip hint when the codec is not installed (at open, not at first append)."""
+        packer = None
+        if self.compression is not None:
+            packer = codecs.compressor(self.compression, self.compression_level)
+        return Coding(packer, self.keys)
+
+
+def _check_compression(name: object, level: object) -> None:
+    if name is not None and not isinstance(name, str):
+        raise ArgumentTypeError(
+            f"compression must be a str or None, not {type(name).__name__}", option="compression"
+        )
+    if name is not None and name not in codecs.LEVELS:
+        raise ConfigError(
+            f"compression must be one of {tuple(codecs.LEVELS)} or None, not {name!r}",
+            option="compression",
+        )
+    if level is None:
+        return
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise ArgumentTypeError(
+            f"compression_level must be an integer, not {level!r}", option="compression_level"
+        )
+    if name is None:
+        raise ConfigError("compression_level needs a compression", option="compression_level")
+    low, high, _default = codecs.LEVELS[name]
+    _int_in("compression_level", level, low, high)
 
 
 def _int_in(name: str, value: object, low: int, high: int) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 from segwal.errors import ConfigError, LockError, MissingKeyError
 from segwal.format import keys as keyfile
+from segwal.format.features import HEADER_ENCRYPTED
 from segwal.format.keyring import CIPHER_IDS, MAX_KEY_ID, RandomBytes, cipher_name
 from segwal.format.naming import LOCK_NAME
 from segwal.log.encryption import KeyProvider
@@ -127,6 +128,14 @@ def delete_keys(fs: FileSystem, directory: str, key_ids: Iterable[int]) -> tuple
         if stored.current in doomed:
             raise ConfigError(
                 f"key {stored.current} is the current key: rotate to a new log key first",
+                option="key_id",
+            )
+        active = keystore.newest_header(fs, directory)
+        if active is not None and active.flags & HEADER_ENCRYPTED and active.key_id in doomed:
+            # The writer resumes the active segment with the key it was begun with.
+            raise ConfigError(
+                f"key {active.key_id} encrypts the active segment (the next writer appends "
+                "to it): delete it once that segment is sealed and a newer one exists",
                 option="key_id",
             )
         kept = tuple(e for e in stored.entries if e.key_id not in doomed)

@@ -231,12 +231,20 @@ class Maintenance:
             plan = self._plan(after=lsn)
             if not plan.changes:
                 return _result(plan, 0, 0)
+            self._check_rewind(writer, lsn)
             with state.commit.exclusive():
                 try:
                     return self._rewind_locked(writer, lsn)
                 except BaseException as exc:
                     state.fail(exc)
                     raise
+
+    def _check_rewind(self, writer: SegmentWriter, lsn: int) -> None:
+        """A cut inside a compressed or encrypted batch re-encodes it: raise the missing
+        codec or key now, before the rewind's intent is stored or anything changes."""
+        for part in (*self._state.catalog.sealed.states, writer_state(writer)):
+            if part.header.first_lsn <= lsn < part.last_lsn:
+                self._state.coding.check_rewrite(part.header, part.path)
 
     def _rewind_locked(self, writer: SegmentWriter, lsn: int) -> TruncateResult:
         state = self._state
@@ -258,10 +266,9 @@ class Maintenance:
             fs.sync_dir(directory, "truncate.unlink")
         if keep and keep[-1].last_lsn > lsn:
             before = keep[-1].size
-            keep[-1] = rewrite_prefix(fs, directory, keep[-1], lsn)
+            keep[-1] = rewrite_prefix(fs, directory, keep[-1], lsn, state.coding)
             reclaimed += before - keep[-1].size
         self._store_meta(state.meta.with_(truncate_after=None))
-        state.catalog.replace(s for s in keep if s.seal is not None)
         state.writer, created = start_writer(
             fs,
             directory,
@@ -269,7 +276,10 @@ class Maintenance:
             first_lsn=lsn + 1,
             now_us=state.config.clock(),
             max_record_bytes=state.config.max_record_bytes,
+            coding=state.coding,
         )
+        # After start_writer: it may have sealed an unencrypted tail of a log given keys.
+        state.catalog.replace(s for s in keep if s.seal is not None and s.path != state.writer.path)
         state.io["created"] += int(created)
         state.commit.reset(lsn)
         if self._appender is not None:

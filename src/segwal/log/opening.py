@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import posixpath
+from dataclasses import replace
 
 from segwal.errors import ContinuityError, CorruptionError, StorageError
 from segwal.events import RecoveryCut
@@ -45,13 +46,16 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
     try:
         found = plan(fs, path)
         opened = encryption.recheck(fs, path, config.encryption, opened, found.log_id)
+        if opened.ring is not None:
+            # Before recovery acts: finishing a rewind may re-encode an encrypted batch.
+            state.coding = replace(state.coding, keys=opened.ring)
         damage = found.damage
         mode = config.recovery
         if damage is not None and (
             mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
         ):
             raise damage.exception()
-        repair = carry_out(fs, found, mode)
+        repair = carry_out(fs, found, mode, state.coding)
         if found.meta.closed is not None and (repair.cuts or repair.quarantined):
             # The clean close's mark described bytes recovery has now cut or moved aside.
             found.meta = found.meta.with_(closed=None)
@@ -77,6 +81,8 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             found.meta = found.meta.with_(first_lsn=first_lsn)
             store_meta(fs, path, found.meta)
         keys = encryption.ensure(fs, path, config.encryption, opened, found.log_id, config.clock())
+        if keys is not None:
+            state.coding = replace(state.coding, keys=keys)
         writer, new_segment = start_writer(
             fs,
             path,
@@ -84,6 +90,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             first_lsn=first_lsn,
             now_us=config.clock(),
             max_record_bytes=config.max_record_bytes,
+            coding=state.coding,
             log_id=None if keys is None else keys.log_id,
         )
     except BaseException:
@@ -143,6 +150,8 @@ def open_readonly(state: LogState) -> RecoveryReport:
     """Look at the log without changing it; a damaged tail is reported, not cut."""
     opened = encryption.unlock(state.fs, state.path, state.config.encryption, writing=False)
     state.keys = opened.ring
+    if opened.ring is not None:
+        state.coding = replace(state.coding, keys=opened.ring)
     found = load_view(state)
     damage = found.damage
     cuts: tuple[Cut, ...] = ()

@@ -288,6 +288,7 @@ class Reader:
                         first_lsn=first,
                         from_lsn=start,
                         to_lsn=min(stop, part.last_lsn),
+                        coding=state.coding,
                     ):
                         if state.rewinds != snap.rewinds:
                             # Checked per frame: a reader paused in a snapshot yields what a

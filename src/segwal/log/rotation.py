@@ -96,6 +96,7 @@ class Rotation:
                     created_us=config.clock(),
                     max_record_bytes=config.max_record_bytes,
                     prev_digest=prev,
+                    coding=state.coding,
                 )
             except BaseException as exc:
                 state.fail(exc)

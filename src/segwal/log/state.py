@@ -40,6 +40,8 @@ class LogState:
         self.path = path
         self.config = config
         self.fs = config.filesystem
+        # How frames are encoded and decoded (compression, keys): checked here, at open.
+        self.coding = config.coding()
         # Re-entrant because a failed barrier run by a thread that holds it (a checkpoint)
         # undoes under it too.
         self.lock = threading.RLock()

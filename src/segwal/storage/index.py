@@ -27,6 +27,7 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from typing import Final
 
+from segwal.format.features import frame_length
 from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
@@ -200,7 +201,7 @@ def _batch_starts(
             yield first, pos, stamp
         batch_start = bool(flags & FLAG_COMMIT)
         expected = first + count
-        pos += FRAME_HEAD_SIZE + 4 * count + body
+        pos += frame_length(flags, count, body)
 
 
 def build(handle: FileHandle, end: int) -> SparseIndex:

@@ -14,6 +14,7 @@ from typing import Final
 from segwal.errors import CorruptionError, SegwalError, StorageError, UnsupportedFormatError
 from segwal.format import naming
 from segwal.format.keys import MAX_SIZE, KeysFile, decode, encode
+from segwal.format.layout import SegmentHeader
 from segwal.storage.fileio import FileSystem
 from segwal.storage.replace import read_file, replace_file
 from segwal.storage.segment import read_header
@@ -54,6 +55,12 @@ def newest_log_id(fs: FileSystem, directory: str) -> bytes | None:
     """The log id in the header of the newest segment, if one is there and readable: the log
     a KEYS must belong to, checked before the writer lock is taken (recovery, which reads
     every header, checks it again under the lock)."""
+    header = newest_header(fs, directory)
+    return None if header is None else header.log_id
+
+
+def newest_header(fs: FileSystem, directory: str) -> SegmentHeader | None:
+    """The header of the newest segment (the active one), if one is there and readable."""
     try:
         names = [e.name for e in fs.list_dir(directory) if e.is_file]
     except SegwalError:
@@ -64,7 +71,7 @@ def newest_log_id(fs: FileSystem, directory: str) -> bytes | None:
     try:
         handle = fs.open_read(posixpath.join(directory, segments[-1]))
         try:
-            return read_header(handle).log_id
+            return read_header(handle)
         finally:
             handle.close()
     except SegwalError:

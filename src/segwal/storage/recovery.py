@@ -468,7 +468,7 @@ def written_after_durable(
     not a crash. The search reads bounded windows and checks only plausible frame starts.
     """
     max_frame = max_frame_bytes(header.max_record_bytes)
-    seed = header.seed
+    seed, flags = header.seed, header.flags
     start = damage + 1
     while start < size:
         # Each byte is read about once: a candidate frame that runs past the window is
@@ -477,7 +477,9 @@ def written_after_durable(
         window = min(len(buf), SEARCH_WINDOW)
         pos = 0
         while True:
-            verdict = find_valid(buf, pos, window, len(buf), seed, max_frame, include_short=True)
+            verdict = find_valid(
+                buf, pos, window, len(buf), seed, max_frame, include_short=True, features=flags
+            )
             if verdict is None:
                 break
             at = verdict.offset
@@ -485,7 +487,7 @@ def written_after_durable(
                 whole = b""
                 if start + at + verdict.needed <= size:
                     whole = handle.pread(verdict.needed, start + at)
-                verdict = check(whole, 0, len(whole), seed, max_frame)
+                verdict = check(whole, 0, len(whole), seed, max_frame, flags)
                 if verdict.status not in (Status.FRAME, Status.SEAL):
                     pos = at + 1
                     continue

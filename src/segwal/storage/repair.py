@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from segwal.format.naming import quarantine_name
+from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import remove as remove_index
 from segwal.storage.meta import store as store_meta
@@ -34,8 +35,15 @@ class Repair:
     rewound_to: int | None = None
 
 
-def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
-    """Make the directory match the plan; the caller has checked the mode allows it."""
+def carry_out(fs: FileSystem, plan: Plan, mode: str, coding: Coding = PLAIN) -> Repair:
+    """Make the directory match the plan; the caller has checked the mode allows it.
+
+    An unfinished rewind that must re-encode a compressed or encrypted batch needs the
+    codec and key: their absence is raised here, before anything is changed.
+    """
+    rewind = plan.meta.truncate_after
+    if rewind is not None and plan.segments and plan.segments[-1].last_lsn > rewind:
+        coding.check_rewrite(plan.segments[-1].header, plan.segments[-1].path)
     repair = Repair()
     directory = plan.directory
     damage = plan.damage
@@ -71,11 +79,11 @@ def carry_out(fs: FileSystem, plan: Plan, mode: str) -> Repair:
         repair.removed_temp_files.append(path)
     if plan.temp_files:
         fs.sync_dir(directory, "recover.temp")
-    _finish_truncations(fs, plan, repair)
+    _finish_truncations(fs, plan, repair, coding)
     return repair
 
 
-def _finish_truncations(fs: FileSystem, plan: Plan, repair: Repair) -> None:
+def _finish_truncations(fs: FileSystem, plan: Plan, repair: Repair, coding: Coding) -> None:
     """Remove segments below the checkpoint and finish an interrupted truncate_after."""
     directory = plan.directory
     for path in plan.obsolete:
@@ -88,7 +96,7 @@ def _finish_truncations(fs: FileSystem, plan: Plan, repair: Repair) -> None:
     if rewind is None:
         return
     if plan.segments and plan.segments[-1].last_lsn > rewind:
-        plan.segments[-1] = rewrite_prefix(fs, directory, plan.segments[-1], rewind)
+        plan.segments[-1] = rewrite_prefix(fs, directory, plan.segments[-1], rewind, coding)
     plan.meta = plan.meta.with_(truncate_after=None)
     store_meta(fs, directory, plan.meta)
     repair.rewound_to = rewind

@@ -22,6 +22,8 @@ from segwal.errors import (
     SegmentHeaderError,
     UnsupportedFormatError,
 )
+from segwal.format.features import frame_length
+from segwal.format.frames import FrameEncoder
 from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
@@ -41,6 +43,7 @@ from segwal.format.layout import (
 from segwal.format.naming import segment_name, temp_name
 from segwal.format.records import stream_records
 from segwal.format.scanner import Status, Verdict, check
+from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
 from segwal.types import Record
@@ -122,8 +125,11 @@ class SegmentWriter:
         min_ts: int,
         max_ts: int,
         index: SparseIndex | None = None,
+        encoder: FrameEncoder | None = None,
     ) -> None:
         self.fs = fs
+        # Version 2 segments (compressed or encrypted frames); None: version 1 frames.
+        self.encoder = encoder
         self.index = index if index is not None else SparseIndex()
         self.synced = offset  # bytes a completed barrier covers (the writer starts synced)
         self.handle = handle
@@ -146,6 +152,7 @@ class SegmentWriter:
         created_us: int,
         max_record_bytes: int,
         prev_digest: bytes,
+        coding: Coding = PLAIN,
     ) -> SegmentWriter:
         """Create the next active segment: temp file, header, fdatasync, rename, dir fsync.
 
@@ -160,6 +167,7 @@ class SegmentWriter:
                 path=posixpath.join(directory, segment_name(first_lsn)),
                 lsn=first_lsn,
             )
+        compression_id, key = coding.new_segment(log_id, sequence, first_lsn)
         raw = encode_header(
             log_id=log_id,
             sequence=sequence,
@@ -167,6 +175,10 @@ class SegmentWriter:
             created_us=created_us,
             max_record_bytes=max_record_bytes,
             prev_digest=prev_digest,
+            compression_id=compression_id,
+            encryption_id=key.cipher_id if key is not None else 0,
+            key_id=key.key_id if key is not None else 0,
+            salt=key.salt if key is not None else bytes(16),
         )
         temp = posixpath.join(directory, temp_name(first_lsn))
         final = posixpath.join(directory, segment_name(first_lsn))
@@ -197,6 +209,7 @@ class SegmentWriter:
             last_lsn=first_lsn - 1,
             min_ts=0,
             max_ts=0,
+            encoder=coding.encoder(header, key, path=final),
         )
 
     @property
@@ -299,7 +312,7 @@ def iter_frames(
         if skip_before and rel + FRAME_HEAD_SIZE <= len(buf) and buf[rel + 4] == KIND_RECORDS:
             head = FRAME_HEAD.unpack_from(buf, rel)
             count, first = head[4], head[6]
-            length = FRAME_HEAD_SIZE + 4 * count + head[5]
+            length = frame_length(head[2], count, head[5])
             if (
                 count
                 and first == expected
@@ -311,7 +324,7 @@ def iter_frames(
                 expected += count
                 continue
             skip_before = 0
-        verdict = check(buf, rel, len(buf), seed, max_frame)
+        verdict = check(buf, rel, len(buf), seed, max_frame, header.flags)
         if verdict.status is Status.FRAME:
             yield FrameRef(buf, base, pos, verdict, expected)
             assert verdict.frame is not None
@@ -337,6 +350,7 @@ def iter_records(
     first_lsn: int,
     from_lsn: int,
     to_lsn: int,
+    coding: Coding = PLAIN,
 ) -> Iterator[Iterator[Record]]:
     """Stream the records with LSNs in ``[from_lsn, to_lsn]`` from frames in ``[start, end)``.
 
@@ -383,12 +397,16 @@ def iter_records(
         stop = min(count, to_lsn - lsn + 1)
         if stop <= skip:
             return
+        body: Buffer = ref.buf
+        table, body_end = frame.offset + FRAME_HEAD_SIZE, frame.end
+        if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
+            body, table, body_end = coding.plain_body(body, frame, header, handle.path, ref.offset)
         try:
             records = stream_records(
-                ref.buf,
-                frame.offset + FRAME_HEAD_SIZE,
+                body,
+                table,
                 count,
-                frame.end,
+                body_end,
                 lsn,
                 frame.record_type,
                 frame.timestamp_us,

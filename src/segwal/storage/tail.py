@@ -7,8 +7,11 @@ before a record in it is called durable or a next segment exists.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
+from segwal.format.features import HEADER_ENCRYPTED
 from segwal.format.layout import ZERO_DIGEST
+from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import build as build_index
 from segwal.storage.recovery import SegmentState
@@ -23,15 +26,19 @@ def start_writer(
     first_lsn: int,
     now_us: int,
     max_record_bytes: int,
+    coding: Coding = PLAIN,
     log_id: bytes | None = None,
 ) -> tuple[SegmentWriter, bool]:
     """The active segment's writer: the unsealed tail resumed, or a new segment.
 
+    Returns the writer and whether a new segment was created. A log opened with keys never
+    appends plaintext: an unencrypted tail is sealed and the next segment is encrypted.
     ``log_id`` is the id a log with no segment left takes (its KEYS is bound to it); by
-    default a fresh one. Returns the writer and whether a new segment was created.
+    default a fresh one.
     """
     tail = segments[-1] if segments else None
     if tail is not None and tail.seal is None:
+        encrypt = coding.keys is not None and not tail.header.flags & HEADER_ENCRYPTED
         handle = fs.open_write(tail.path)
         index = tail.index if tail.index is not None else build_index(handle, tail.end)
         writer = SegmentWriter(
@@ -43,11 +50,18 @@ def start_writer(
             min_ts=tail.min_ts,
             max_ts=tail.max_ts,
             index=index,
+            # A resumed segment keeps its header and salt; its key comes with a freshly
+            # drawn nonce prefix (writing=True), as the frames after the cut are new.
+            encoder=None if encrypt else coding.encoder(tail.header, path=tail.path),
         )
         # Records a killed process left in the page cache are durable only after this.
         writer.handle.sync("open.sync")
         fs.sync_dir(directory, "open.sync_dir")
-        return writer, False
+        if not encrypt:
+            return writer, False
+        # The caller's list names it sealed now, so it joins the sealed segments.
+        tail = segments[-1] = replace(tail, seal=writer.seal(now_us), size=writer.offset)
+        writer.close()
     if tail is None:
         log_id, sequence, prev_digest = log_id or uuid.uuid4().bytes, 0, ZERO_DIGEST
     elif tail.last_lsn < tail.header.first_lsn:
@@ -78,5 +92,6 @@ def start_writer(
         created_us=now_us,
         max_record_bytes=max_record_bytes,
         prev_digest=prev_digest,
+        coding=coding,
     )
     return writer, True

@@ -11,19 +11,29 @@ import errno
 import posixpath
 
 from segwal.errors import ChecksumError, StorageError
-from segwal.format.layout import FRAME_HEAD_SIZE, HEADER_SIZE, encode_frames
+from segwal.format.frames import FrameEncoder
+from segwal.format.layout import HEADER_SIZE, SegmentHeader, encode_frames
 from segwal.format.naming import temp_name
 from segwal.format.records import record_spans
-from segwal.format.scanner import Frame, Status
+from segwal.format.scanner import Status
+from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import remove as remove_index
 from segwal.storage.recovery import SegmentState
-from segwal.storage.segment import iter_frames
+from segwal.storage.segment import FrameRef, iter_frames
 
 
-def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int) -> SegmentState:
-    """Replace ``state``'s file by an unsealed copy holding only its records up to ``lsn``."""
+def rewrite_prefix(
+    fs: FileSystem, directory: str, state: SegmentState, lsn: int, coding: Coding = PLAIN
+) -> SegmentState:
+    """Replace ``state``'s file by an unsealed copy holding only its records up to ``lsn``.
+
+    The copy keeps the header (and so the salt): whole frames are copied as they are, and
+    a straddling batch is re-encoded by the segment's encoder, whose key has a freshly
+    drawn nonce prefix. The caller has checked the codec and key are at hand.
+    """
     header = state.header
+    encoder = coding.encoder(header, path=state.path)
     first = header.first_lsn
     temp = posixpath.join(directory, temp_name(first))
     try:
@@ -51,9 +61,9 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
                 if frame.last_lsn <= lsn:
                     data: bytes | bytearray = ref.buf[frame.offset : frame.end]
                     if not frame.commit and frame.last_lsn == lsn:
-                        data = _reencode(ref.buf, frame, lsn, header.seed)
+                        data = _reencode(ref, lsn, header, coding, encoder, state.path)
                 else:
-                    data = _reencode(ref.buf, frame, lsn, header.seed)
+                    data = _reencode(ref, lsn, header, coding, encoder, state.path)
                 target.pwrite(data, offset)
                 offset += len(data)
                 if last < first:
@@ -82,14 +92,33 @@ def rewrite_prefix(fs: FileSystem, directory: str, state: SegmentState, lsn: int
     )
 
 
-def _reencode(buf: bytes, frame: Frame, lsn: int, seed: int) -> bytearray:
+def _reencode(
+    ref: FrameRef,
+    lsn: int,
+    header: SegmentHeader,
+    coding: Coding,
+    encoder: FrameEncoder | None,
+    path: str,
+) -> bytearray:
     """The frame's records up to ``lsn`` as one committed frame."""
+    frame = ref.verdict.frame
+    assert frame is not None
     keep = lsn - frame.first_lsn + 1
-    spans = record_spans(buf, frame.offset + FRAME_HEAD_SIZE, frame.count, frame.end)[:keep]
-    payloads = [buf[start:end] for start, end in spans]
+    buf, table, end = coding.plain_body(ref.buf, frame, header, path, ref.offset)
+    spans = record_spans(buf, table, frame.count, end)[:keep]
+    payloads = [bytes(buf[start:end]) for start, end in spans]
     lengths = [end - start for start, end in spans]
+    if encoder is not None:
+        return encoder.encode(
+            first_lsn=frame.first_lsn,
+            record_type=frame.record_type,
+            timestamp_us=frame.timestamp_us,
+            durable_lsn=min(frame.durable_lsn, frame.first_lsn - 1),
+            payloads=payloads,
+            lengths=lengths,
+        )
     return encode_frames(
-        seed=seed,
+        seed=header.seed,
         first_lsn=frame.first_lsn,
         record_type=frame.record_type,
         timestamp_us=frame.timestamp_us,

@@ -1,0 +1,141 @@
+"""Frame encryption of format version 2: the contract between the bytes and the keys.
+
+This module owns what an encrypted frame looks like and how it is sealed and opened; the
+key ring (``segwal.crypto``, another module) owns where keys come from. The ring implements
+``SegmentKeys``: it hands the writer a ``SegmentKey`` for each new segment (a fresh salt,
+a derived key, a nonce source) and any reader the key of an existing segment from the key
+id and salt its header stores.
+
+An encrypted frame (``FRAME_ENCRYPTED``) is::
+
+    head (40)  | plain size u32 | nonce (12) | AEAD(lengths table + payloads, compressed
+                                                   first when that pays) + tag (16)
+
+The associated data is the segment's 128 header bytes followed by the frame's bytes from
+offset 4 up to the ciphertext (head without its CRC, plain size, nonce): a flipped type,
+timestamp or LSN, a frame moved to another segment or another place fails to authenticate.
+The frame CRC covers the stored ciphertext, so recovery, ``verify``, the BLAKE3 chain and
+the seal never need a key.
+
+The nonce is stored, never derived from the LSN or the offset: three paths write the same
+LSNs again with other bytes (the tail resumed after a recovery cut, ``truncate_after``'s
+rewrite, a replaced empty tail), and a derived nonce would repeat under the same key.
+``for_segment(..., writing=True)`` therefore gives a nonce source with a freshly drawn
+prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from segwal.format.features import (
+    CIPHER_AES_256_GCM,
+    CIPHER_CHACHA20_POLY1305,
+    NONCE_SIZE,
+    SALT_SIZE,
+    TAG_SIZE,
+)
+from segwal.format.layout import FormatError
+
+__all__ = [
+    "CIPHERS",
+    "CIPHER_AES_256_GCM",
+    "CIPHER_CHACHA20_POLY1305",
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "SALT_SIZE",
+    "TAG_SIZE",
+    "AuthenticationFailed",
+    "FrameAead",
+    "SegmentKey",
+    "SegmentKeys",
+    "open_body",
+    "seal_body",
+]
+
+CIPHERS: Final = {CIPHER_AES_256_GCM: "aes-256-gcm", CIPHER_CHACHA20_POLY1305: "chacha20-poly1305"}
+KEY_SIZE: Final = 32  # both ciphers take 256-bit keys
+
+
+class FrameAead(Protocol):
+    """An AEAD with a 12-byte nonce and a 16-byte tag appended to the ciphertext.
+
+    ``cryptography``'s ``AESGCM`` and ``ChaCha20Poly1305`` objects satisfy it; ``decrypt``
+    raises (any exception) when the tag does not authenticate.
+    """
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentKey:
+    """The key of one segment, as the writer or a reader of that segment uses it."""
+
+    cipher_id: int
+    key_id: int  # stored at header offset 96
+    salt: bytes  # 16 bytes, stored at header offset 100
+    aead: FrameAead
+    next_nonce: Callable[[], bytes]  # 12 fresh bytes per call, never repeating for this key
+
+    def __post_init__(self) -> None:
+        if self.cipher_id not in CIPHERS:
+            raise ValueError(f"unknown cipher id {self.cipher_id}")
+        if len(self.salt) != SALT_SIZE or not 0 <= self.key_id <= 0xFFFFFFFF:
+            raise ValueError("a segment key has a u32 key id and a 16-byte salt")
+
+
+class SegmentKeys(Protocol):
+    """The key ring as the format sees it (implemented by ``segwal.crypto``)."""
+
+    cipher_id: int
+
+    def for_new_segment(self, log_id: bytes, sequence: int, first_lsn: int) -> SegmentKey: ...
+
+    def for_segment(
+        self,
+        log_id: bytes,
+        sequence: int,
+        first_lsn: int,
+        key_id: int,
+        salt: bytes,
+        *,
+        writing: bool,
+    ) -> SegmentKey: ...
+
+
+class AuthenticationFailed(FormatError):
+    """A frame whose checksum is valid did not authenticate: tampering or the wrong key,
+    never a torn write (a torn write fails the CRC first)."""
+
+
+def seal_body(key: SegmentKey, associated: bytes, plain: bytes | bytearray) -> tuple[bytes, bytes]:
+    """``(nonce, ciphertext + tag)`` of one frame body under a fresh nonce.
+
+    ``associated`` is the associated data up to the nonce (header, frame head from offset 4,
+    plain size); the nonce is appended to it, as it is stored right after them.
+    """
+    nonce = key.next_nonce()
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError(f"a nonce source gave {len(nonce)} bytes, not {NONCE_SIZE}")
+    return nonce, key.aead.encrypt(nonce, bytes(plain), associated + nonce)
+
+
+def open_body(
+    key: SegmentKey, nonce: bytes, associated: bytes, sealed: bytes | memoryview
+) -> bytes:
+    """The plain body of one frame; AuthenticationFailed if it does not authenticate.
+
+    ``associated`` as for ``seal_body``: everything before the nonce.
+    """
+    if len(sealed) < TAG_SIZE:
+        raise FormatError(f"encrypted body of {len(sealed)} bytes is shorter than its tag")
+    try:
+        return key.aead.decrypt(nonce, bytes(sealed), associated + nonce)
+    except Exception:  # InvalidTag from cryptography; any AEAD's refusal means the same
+        raise AuthenticationFailed(
+            "frame does not authenticate (tampered, or another key)"
+        ) from None

@@ -1,0 +1,132 @@
+"""Frame compression codecs of format version 2: zstd and lz4, one frame at a time.
+
+Each frame is compressed alone (no dictionary, no state carried from one frame to the next),
+so a torn tail, a point read and a partial restore decode any frame by itself. Decompression
+is bounded by the plain size the frame stores, and the frame scanner has bounded that size
+by the segment's maximum frame size before anything here runs: a lying size or a
+decompression bomb raises ``FormatError`` after at most that many bytes, never allocates more.
+
+The codec libraries are optional: zstd is ``compression.zstd`` from Python 3.14 and
+``backports.zstd`` below it (``pip install 'segwal[zstd]'``), lz4 is ``lz4.block``
+(``pip install 'segwal[lz4]'``). A missing one raises ``UnsupportedFormatError`` with that
+hint, when a log is opened to write with it and when a frame needs it to be read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from types import ModuleType
+from typing import Any, Final, Protocol
+
+from segwal.errors import UnsupportedFormatError
+from segwal.format.features import COMPRESSION_LZ4, COMPRESSION_ZSTD
+from segwal.format.layout import FormatError
+
+NAMES: Final = {"zstd": COMPRESSION_ZSTD, "lz4": COMPRESSION_LZ4}
+IDS: Final = {v: k for k, v in NAMES.items()}
+# Levels each codec accepts, and the default: zstd level 1 is its fastest standard level
+# (measured in CODECS.md: ratio 3.3 on 64 JSON records of 1 KiB); lz4 0 is its fast mode,
+# 1..12 its high-compression levels.
+LEVELS: Final = {"zstd": (-7, 22, 1), "lz4": (0, 12, 0)}
+_MODULES: Final = {"zstd": ("compression.zstd", "backports.zstd"), "lz4": ("lz4.block",)}
+# Keep a compressed frame only when it saves this much: decompressing a frame that is a
+# few bytes smaller is a tax on every read for nothing.
+MIN_SAVING_FRACTION: Final = 8  # 1/8 of the plain body
+MIN_SAVING_BYTES: Final = 64
+
+
+class Compressor(Protocol):
+    """Compresses one frame body at a time, without state from one call to the next."""
+
+    codec_id: int
+
+    def compress(self, data: bytes | bytearray) -> bytes: ...
+
+
+def hint(name: str) -> str:
+    return f"pip install 'segwal[{name}]'"
+
+
+def _load(name: str, path: str | None = None) -> ModuleType:
+    for module in _MODULES[name]:
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    where = f"{path}: " if path else ""
+    raise UnsupportedFormatError(
+        f"{where}the {name} codec is not installed", path=path, hint=hint(name)
+    )
+
+
+class _Zstd:
+    codec_id = COMPRESSION_ZSTD
+
+    def __init__(self, level: int) -> None:
+        self._module = _load("zstd")
+        # One compressor reused for every frame (saves ~5 us a call); FLUSH_FRAME ends each
+        # call with a whole zstd frame and resets its state, so frames stay independent.
+        self._compressor = self._module.ZstdCompressor(level)
+        self._end = self._module.ZstdCompressor.FLUSH_FRAME
+        self._lock = threading.Lock()
+
+    def compress(self, data: bytes | bytearray) -> bytes:
+        with self._lock:
+            out: bytes = self._compressor.compress(data, self._end)
+        return out
+
+
+class _Lz4:
+    codec_id = COMPRESSION_LZ4
+
+    def __init__(self, level: int) -> None:
+        self._block = _load("lz4")
+        self._args: dict[str, Any] = (
+            {"mode": "high_compression", "compression": level} if level else {"mode": "default"}
+        )
+
+    def compress(self, data: bytes | bytearray) -> bytes:
+        out: bytes = self._block.compress(data, store_size=False, **self._args)
+        return out
+
+
+def compressor(name: str, level: int | None = None) -> Compressor:
+    """A compressor for ``name`` ("zstd" or "lz4"); raises UnsupportedFormatError if the
+    codec is not installed (so a log opened to write with it fails at open)."""
+    low, high, default = LEVELS[name]
+    level = default if level is None else level
+    if not low <= level <= high:
+        raise ValueError(f"{name} levels are {low}..{high}, not {level}")
+    return _Zstd(level) if name == "zstd" else _Lz4(level)
+
+
+def worth_it(plain: int, stored: int) -> bool:
+    """Whether a compressed body saves enough to be kept (else the frame is stored raw)."""
+    saved = plain - stored
+    return saved >= MIN_SAVING_BYTES and saved * MIN_SAVING_FRACTION >= plain
+
+
+def decompress(codec_id: int, data: bytes | memoryview, size: int, path: str | None) -> bytes:
+    """The ``size`` plain bytes of one compressed body; FormatError if it holds any other
+    amount (checked while decoding: at most ``size`` bytes are ever produced)."""
+    name = IDS.get(codec_id)
+    if name is None:
+        raise FormatError(f"unknown compression id {codec_id}", newer=True)
+    module = _load(name, path)
+    try:
+        if name == "lz4":
+            out: bytes = module.decompress(data, uncompressed_size=size)
+        else:
+            decompressor = module.ZstdDecompressor()
+            # max_length bounds the output buffer: a bomb stops at ``size`` bytes.
+            out = decompressor.decompress(data, max_length=size)
+            if not decompressor.eof or decompressor.unused_data:
+                raise FormatError(f"compressed body does not end after {size} plain bytes")
+    except FormatError:
+        raise
+    except Exception as exc:  # each library has its own error type for bad input
+        raise FormatError(f"compressed body does not decode ({name}: {exc})") from None
+    if len(out) != size:
+        raise FormatError(f"compressed body holds {len(out)} bytes, its frame says {size}")
+    return out

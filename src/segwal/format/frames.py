@@ -1,0 +1,179 @@
+"""Opaque frames of format version 2: encoding a batch compressed and/or encrypted, and
+getting a frame's plain body (lengths table + payloads) back.
+
+A plain frame's records lie in the segment buffer itself; an opaque frame's are decoded
+into a buffer of their own first and then handed to the same records decoder
+(``format.records``, C when built), so compression and encryption never change how records
+are found. The order is fixed: compress, then encrypt; decrypt, then decompress.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from segwal.format.cipher import SegmentKey, open_body, seal_body
+from segwal.format.codecs import Compressor, decompress, worth_it
+from segwal.format.features import (
+    FRAME_COMMIT,
+    FRAME_COMPRESSED,
+    FRAME_ENCRYPTED,
+    FRAME_OPAQUE,
+    NONCE_SIZE,
+    PLAIN_SIZE,
+    TAG_SIZE,
+    opaque_prefix,
+)
+from segwal.format.layout import (
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    FRAME_TARGET_BYTES,
+    MAX_FRAME_RECORDS,
+    FormatError,
+    SegmentHeader,
+    crc32c,
+    encode_frames,
+)
+from segwal.format.scanner import Frame
+
+Buffer = bytes | bytearray | memoryview
+_U32 = struct.Struct("<I")
+KIND_RECORDS: Final = 0x52
+
+
+class FrameEncoder:
+    """Encodes the batches of one segment whose header turns compression or encryption on.
+
+    Each frame is transformed alone, after batching: compressed when that saves at least an
+    eighth and 64 bytes (else stored raw, with no flag), then encrypted under a fresh nonce.
+    """
+
+    def __init__(
+        self, header: SegmentHeader, compressor: Compressor | None, key: SegmentKey | None
+    ) -> None:
+        if not header.raw:
+            raise ValueError("the encoder needs the header's bytes (decode_header gives them)")
+        self.header = header
+        self.compressor = compressor
+        self.key = key
+
+    def encode(
+        self,
+        *,
+        first_lsn: int,
+        record_type: int,
+        timestamp_us: int,
+        durable_lsn: int,
+        payloads: list[bytes],
+        lengths: list[int],
+    ) -> bytearray:
+        """Encode one batch as frames (the last carries COMMIT), split as version 1 splits."""
+        n = len(payloads)
+        if not n:
+            raise ValueError("a batch holds at least one record")
+        out = bytearray()
+        start = size = 0
+        for i in range(n + 1):
+            if i < n:
+                length = lengths[i]
+                if not (
+                    i > start
+                    and (size + length > FRAME_TARGET_BYTES or i - start >= MAX_FRAME_RECORDS)
+                ):
+                    size += length
+                    continue
+            out += self._frame(
+                first_lsn + start,
+                record_type,
+                timestamp_us,
+                durable_lsn,
+                payloads[start:i],
+                lengths[start:i],
+                i == n,
+            )
+            start, size = i, (lengths[i] if i < n else 0)
+        return out
+
+    def _frame(
+        self,
+        first_lsn: int,
+        record_type: int,
+        timestamp_us: int,
+        durable_lsn: int,
+        payloads: list[bytes],
+        lengths: list[int],
+        commit: bool,
+    ) -> bytearray:
+        n = len(payloads)
+        plain = bytearray().join((struct.pack(f"<{n}I", *lengths), *payloads))
+        if len(plain) != 4 * n + sum(lengths):
+            raise ValueError("payload lengths disagree with their bytes")
+        flags = FRAME_COMMIT if commit else 0
+        stored: bytes | bytearray = plain
+        if self.compressor is not None and len(plain) > 2 * 64:
+            packed = self.compressor.compress(plain)
+            if worth_it(len(plain), len(packed)):
+                stored, flags = packed, flags | FRAME_COMPRESSED
+        if self.key is None and not flags & FRAME_COMPRESSED:
+            # Not worth compressing and not encrypted: a version 1 frame, read as before.
+            return encode_frames(
+                seed=self.header.seed,
+                first_lsn=first_lsn,
+                record_type=record_type,
+                timestamp_us=timestamp_us,
+                durable_lsn=durable_lsn,
+                payloads=payloads,
+                lengths=lengths,
+            )
+        if self.key is not None:
+            flags |= FRAME_ENCRYPTED
+        body = opaque_prefix(flags) + len(stored) + (TAG_SIZE if self.key is not None else 0)
+        head = FRAME_HEAD.pack(
+            0, KIND_RECORDS, flags, record_type, n, body, first_lsn, timestamp_us, durable_lsn
+        )
+        frame = bytearray(head)
+        frame += PLAIN_SIZE.pack(len(plain))
+        if self.key is not None:
+            nonce, sealed = seal_body(self.key, self.header.raw + bytes(frame[4:]), stored)
+            frame += nonce
+            frame += sealed
+        else:
+            frame += stored
+        _U32.pack_into(frame, 0, crc32c(memoryview(frame)[4:], self.header.seed))
+        return frame
+
+
+def plain_body(
+    buf: Buffer,
+    frame: Frame,
+    header: SegmentHeader,
+    key: SegmentKey | None,
+    path: str | None = None,
+) -> tuple[Buffer, int, int]:
+    """``(buffer, table offset, end)`` of a checked frame's lengths table and payloads.
+
+    A plain frame's lie in ``buf``; an opaque frame's are decrypted and decompressed into a
+    new buffer. Raises FormatError (AuthenticationFailed when a frame does not authenticate).
+    The scanner has checked the CRC and bounded the plain size by the maximum frame size.
+    """
+    flags = frame.opaque
+    if not flags & FRAME_OPAQUE:
+        return buf, frame.offset + FRAME_HEAD_SIZE, frame.end
+    pos = frame.offset + FRAME_HEAD_SIZE
+    (size,) = PLAIN_SIZE.unpack_from(buf, pos)
+    pos += PLAIN_SIZE.size
+    view = memoryview(buf)
+    data: bytes | memoryview
+    if flags & FRAME_ENCRYPTED:
+        if key is None:
+            raise ValueError("an encrypted frame needs its segment's key")
+        nonce = bytes(view[pos : pos + NONCE_SIZE])
+        associated = header.raw + bytes(view[frame.offset + 4 : pos])
+        data = open_body(key, nonce, associated, view[pos + NONCE_SIZE : frame.end])
+    else:
+        data = view[pos : frame.end]
+    if flags & FRAME_COMPRESSED:
+        data = decompress(header.compression_id, data, size, path)
+    elif len(data) != size:
+        raise FormatError(f"frame body of {len(data)} bytes, its plain size says {size}")
+    return data, 0, len(data)
