@@ -214,8 +214,6 @@ class KeyRing:
     and a segment whose key is no longer in the ring raises ``MissingKeyError``.
     """
 
-    READ_CACHE = 64  # derived read keys kept, so reopening a segment skips HKDF
-
     def __init__(
         self,
         log_id: bytes,
@@ -235,8 +233,6 @@ class KeyRing:
         self.path = path
         self._random = random
         self._nonces = nonces
-        self._read: dict[tuple[bytes, int, int, int, bytes], FrameAead] = {}
-        self._read_lock = threading.Lock()  # readers in several threads share the cache
         for k in self.keys.values():
             cipher_name(k.cipher_id)
 
@@ -296,13 +292,6 @@ class KeyRing:
             # nonce prefix keeps it from repeating a nonce the earlier writer used.
             aead = self._segment_key(key, salt, log_id, sequence, first_lsn)
             return SegmentKey(key.cipher_id, key_id, salt, aead, self._nonces(salt, self._random))
-        cached = (log_id, sequence, first_lsn, key_id, salt)
-        with self._read_lock:
-            found = self._read.get(cached)
-        if found is None:
-            found = self._segment_key(key, salt, log_id, sequence, first_lsn)
-            with self._read_lock:
-                if len(self._read) >= self.READ_CACHE:
-                    self._read.pop(next(iter(self._read)))
-                self._read[cached] = found
-        return SegmentKey(key.cipher_id, key_id, salt, found, _no_nonce)
+        # Readers' keys are cached by the caller (storage.coding), one HKDF per segment.
+        aead = self._segment_key(key, salt, log_id, sequence, first_lsn)
+        return SegmentKey(key.cipher_id, key_id, salt, aead, _no_nonce)

@@ -28,7 +28,14 @@ from typing import Protocol, runtime_checkable
 
 from segwal.errors import ConfigError, ContinuityError, MissingKeyError
 from segwal.format import keys as keyfile
-from segwal.format.keyring import CIPHER_IDS, KEY_BYTES, KeyRing, RandomBytes
+from segwal.format.keyring import (
+    CIPHER_IDS,
+    KEY_BYTES,
+    KeyRing,
+    NoncePolicy,
+    RandomBytes,
+    fresh_nonces,
+)
 from segwal.storage import keys as keystore
 from segwal.storage.fileio import FileSystem
 
@@ -130,12 +137,14 @@ class Encryption:
     """Encryption options: the KEK's provider, and the cipher of log keys made from now on
     (``"aes-256-gcm"``, or ``"chacha20-poly1305"`` for CPUs without AES instructions).
 
-    ``random`` is the source of keys, salts and nonce prefixes (``os.urandom``); tests inject
-    one to see every draw."""
+    ``random`` is the source of keys, salts and nonce prefixes (``os.urandom``) and
+    ``nonces`` how a writer's nonces are made (a fresh prefix per writing key); tests inject
+    them to see every draw, and a broken policy to show the nonce-reuse test catches it."""
 
     kek: KeyProvider
     cipher: str = "aes-256-gcm"
     random: RandomBytes = field(default=os.urandom, repr=False)
+    nonces: NoncePolicy = field(default=fresh_nonces, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.kek, bytes | bytearray | memoryview):
@@ -197,7 +206,8 @@ def unlock(
                 path=path,
             )
         return OpenedKeys(raw, None)  # readonly: payloads stay sealed, the rest is readable
-    ring = keyfile.open_ring(options.kek.kek(), stored, path, random=options.random)
+    kek = options.kek.kek()
+    ring = keyfile.open_ring(kek, stored, path, random=options.random, nonces=options.nonces)
     _check_bound(ring, keystore.newest_log_id(fs, directory), directory)
     return OpenedKeys(raw, ring)
 
@@ -249,4 +259,5 @@ def ensure(
         FIRST_KEY_ID,
         path=keystore.keys_path(directory),
         random=options.random,
+        nonces=options.nonces,
     )
