@@ -524,3 +524,42 @@ def test_the_keys_command(encrypted: Path, tmp_path: Path) -> None:
         wal.append(b"x")
     code, _, err = run("keys", "list", str(plain))
     assert code == 2 and "not encrypted" in err
+
+
+def test_keys_as_format_md_specifies_it() -> None:
+    """An independent reader of FORMAT.md's "KEYS file" (struct and AESGCM only) opens what
+    segwal writes, and the segment key is the documented HKDF."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    data = keyfile.encode(_stored(2))
+    magic, log_id, current, count = struct.unpack_from("<8s16sII", data)
+    assert (magic, log_id, current, count) == (b"SWKEYS01", LOG_ID, 2, 2)
+    assert len(data) == 32 + 76 * count + 4
+    assert struct.unpack_from("<I", data, len(data) - 4)[0] == crc32c(data[:-4])
+    keys = {}
+    for i in range(count):
+        key_id, cipher, reserved, created, nonce, wrapped = struct.unpack_from(
+            "<IB3sQ12s48s", data, 32 + 76 * i
+        )
+        assert (cipher, reserved, created) == (1, bytes(3), 1000 * key_id)
+        ad = log_id + struct.pack("<I", key_id)
+        keys[key_id] = AESGCM(KEK).decrypt(nonce, wrapped, ad)
+    assert keys == {1: b"\1" * 32, 2: b"\2" * 32}
+    salt = bytes(range(16))
+    info = b"segwal v2 segment key" + LOG_ID + struct.pack("<BIQQ", 1, 2, 5, 100)
+    expected = HKDF(hashes.SHA256(), 32, salt, info).derive(keys[2])
+    assert expected == derive_segment_key(
+        keys[2], salt, log_id=LOG_ID, cipher_id=1, key_id=2, sequence=5, first_lsn=100
+    )
+
+
+def test_readonly_without_the_key_reads_everything_but_payloads(encrypted: Path) -> None:
+    with segwal.open(encrypted, readonly=True) as wal:
+        assert (wal.first_lsn, wal.last_lsn) == (1, 100)
+        assert segwal.verify(encrypted).ok
+        with pytest.raises(segwal.MissingKeyError):
+            wal.read(1)
+    with segwal.open(encrypted, readonly=True, encryption_key=KEK) as wal:
+        assert wal.read(100).payload == b"record 99" + bytes(40)
