@@ -133,13 +133,39 @@ class BaseConfig:
     segment_bytes: int
     retention_max_bytes: int
     prefill: int  # records appended (and the log closed) before the workload; -1: no log
+    coding: str = ""  # format v2: "zstd" (compressed frames) or "encrypted" (AES-256-GCM)
 
 
 BASES = {
     "new": BaseConfig("new", 512, 1536, -1),  # no directory yet: the opening creates the log
     "empty": BaseConfig("empty", 512, 1536, 0),
     "full": BaseConfig("full", 640, 1920, 14),  # three sealed segments and an active one
+    # Format v2 (a few seconds each in test_crash_states): the same promise when frames are
+    # compressed or encrypted, recovery cuts and rewinds re-encoding them.
+    "full-zstd": BaseConfig("full-zstd", 640, 1920, 14, "zstd"),
+    "full-encrypted": BaseConfig("full-encrypted", 700, 2100, 14, "encrypted"),
 }
+
+
+def coding_options(cfg: BaseConfig) -> dict[str, object]:
+    """The segwal.open options of a base's coding (the key ring is the tests' CounterKeys,
+    whose keys derive from a fixed secret, so every process opens every image)."""
+    if cfg.coding == "zstd":
+        return {"compression": "zstd"}
+    if cfg.coding == "encrypted":
+        from cipherkeys import CounterKeys
+
+        return {"keys": CounterKeys()}
+    return {}
+
+
+def _open_with(path: str, options: dict[str, object], **kw: object) -> segwal.Wal:
+    """segwal.open, or a Wal with a key ring (segwal.open takes keys as encryption options)."""
+    if "keys" not in options:
+        return segwal.open(path, **options, **kw)  # type: ignore[arg-type]
+    from segwal.log.config import WalConfig
+
+    return segwal.Wal(path, WalConfig(**options, **kw))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,8 +367,9 @@ class Runner:
 
     def open(self, *, retention: bool = True) -> segwal.Wal:
         cfg = self.config
-        return segwal.open(
+        return _open_with(
             PATH,
+            coding_options(cfg),
             filesystem=self.fs,
             clock=self.clock,
             sync=self.spec.mode,  # type: ignore[arg-type]
@@ -617,11 +644,13 @@ class Checker:
         self.policy = policy
         self.skip = skip
         self.calls: Counter[str] = Counter()  # barrier calls by site during recoveries
+        self.options: dict[str, object] = {}  # the coding of the spec being checked
 
     def open(self, image: MemoryFileSystem, segment_bytes: int) -> segwal.Wal:
         image.skip_sync_sites = set(self.skip)  # the library as built, without those barriers
-        return segwal.open(
+        return _open_with(
             PATH,
+            self.options,
             filesystem=image,
             recovery=self.policy.recovery,  # type: ignore[arg-type]
             sync="always",
@@ -809,6 +838,7 @@ class Enumerator:
             return
         self.recordings.add(same)
         segment_bytes = BASES[spec.base].segment_bytes
+        self.checker.options = coding_options(BASES[spec.base])
         seed = self.policy.seed * 1_000_003 + _hash(repr((spec.base, spec.steps, spec.focus)))
         focus = None if spec.focus is None else spec.focus + 1  # step 1 is the opening
         step, done = 0, True

@@ -8,6 +8,8 @@ The harness is ``tests/crashlib.py`` (its docstring says what is checked and how
   rotate, sync, close + reopen, truncate_before, truncate_after, apply_retention under a
   live reader, hold/release}, on an empty log and on a log of four segments, in every sync
   mode, with segments of 512-640 bytes so rotation and retention happen;
+- every sequence of up to two of {batch, close + reopen, truncate_after} on a log of
+  compressed (zstd) frames and on one of encrypted frames (format v2), sync "never";
 - seeded random workloads of 10-30 steps (those steps, records larger than a segment,
   prune_through, consumer cursors, random LSN arguments) until the run has checked
   ``TARGET`` distinct crash states;
@@ -91,6 +93,15 @@ def test_every_sequence_of_three_steps(group: str, base: str, half: int) -> None
     modes = MODE_GROUPS[group]
     specs = crashlib.exhaustive_specs(modes, (base,), depth=3, first=HALVES[half])
     _run(f"exhaustive/{group}/{base}/{half}", specs, chunk=len(modes) * 5)
+
+
+@pytest.mark.parametrize("coding", ["full-zstd", "full-encrypted"])
+def test_every_sequence_of_two_steps_on_a_v2_log(coding: str) -> None:
+    """Format v2: compressed or encrypted frames keep the promise through every pair of
+    steps (rewinds re-encode a batch, resumes draw a new nonce prefix)."""
+    steps = ("batch", "reopen", "trunc_after")  # the ones that write or re-encode frames
+    specs = crashlib.exhaustive_specs(("never",), (coding,), depth=2, alphabet=steps)
+    _run(f"exhaustive-v2/{coding}", specs, chunk=4)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -333,3 +333,47 @@ def test_a_frame_moved_to_another_segment_does_not_authenticate() -> None:
     with pytest.raises(AuthenticationFailed):
         plain_body(frame, parsed, other, key)
     assert plain_body(_encrypted(head, key), parsed, head, key)  # the untouched frame reads
+
+
+# -- golden files ---------------------------------------------------------------------------
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+def _make_golden() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "segwal_make_golden_v2", GOLDEN_DIR / "make_golden.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_golden_v2_header_by_hand() -> None:
+    raw = (GOLDEN_DIR / "header_v2.bin").read_bytes()
+    assert struct.unpack_from("<HHBBB", raw, 8) == (2, 0x0003, 1, 2, 1)
+    assert struct.unpack_from("<I", raw, 96) == (7,)
+    assert raw[100:116] == bytes(range(0x10, 0x20))
+    assert raw[116:124] == bytes(8)
+    head = decode_header(raw)
+    assert (head.version, head.key_id, head.compression_id, head.encryption_id) == (2, 7, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "compressed"),
+    [("frame_encrypted_v2.bin", False), ("frame_compressed_encrypted_v2.bin", True)],
+)
+def test_golden_v2_frames_decode(name: str, compressed: bool) -> None:
+    golden = _make_golden()
+    head = decode_header((GOLDEN_DIR / "header_v2.bin").read_bytes())
+    raw = (GOLDEN_DIR / name).read_bytes()
+    flags = raw[5]
+    assert flags & FRAME_ENCRYPTED and bool(flags & FRAME_COMPRESSED) == compressed
+    plain = 4 * 3 + sum(len(p) for p in golden.V2_PAYLOADS)
+    assert struct.unpack_from("<IQ", raw, 8)[0] == 3
+    assert struct.unpack_from("<I", raw, 40) == (plain,)
+    assert raw[44:56] == golden.V2_NONCE
+    assert struct.unpack_from("<I", raw, 12) == (len(raw) - 40,)
+    assert decode_all(raw, head, golden._v2_key()) == golden.V2_PAYLOADS

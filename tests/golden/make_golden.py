@@ -1,4 +1,4 @@
-"""Generate the golden files that pin on-disk format v1.
+"""Generate the golden files that pin on-disk formats v1 and v2.
 
 Run ``python tests/golden/make_golden.py`` to (re)write the files next to this script, or
 ``python tests/golden/make_golden.py --check`` to compare them without writing. The files
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import blake3
 
@@ -127,19 +128,73 @@ def segment_sealed_v1() -> bytes:
     return bytes(data)
 
 
+# Version 2. A fixed AES-256-GCM key and nonce make the encrypted frame deterministic;
+# compressed bytes depend on the codec library's version, so the compressed golden file is
+# pinned by decoding it (tests/test_format_v2.py), not by re-encoding it.
+V2_KEY = bytes(range(0x60, 0x80))
+V2_SALT = bytes(range(0x10, 0x20))
+V2_NONCE = bytes.fromhex("0102030405060708") + (0).to_bytes(4, "little")
+V2_PAYLOADS = [b'{"id": 1, "event": "click"}' * 8, b"", b'{"id": 2, "event": "view"}' * 8]
+HEADER_V2_ARGS = {**HEADER_ARGS, "compression_id": 2, "encryption_id": 1, "key_id": 7}
+
+
+def _v2_key() -> Any:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from segwal.format.cipher import SegmentKey
+
+    return SegmentKey(1, 7, V2_SALT, AESGCM(V2_KEY), lambda: V2_NONCE)
+
+
+def header_v2() -> bytes:
+    """Header v1's fields with lz4 (id 2) and AES-256-GCM (id 1), key id 7, salt 10..1f."""
+    return fmt.encode_header(salt=V2_SALT, **HEADER_V2_ARGS)  # type: ignore[arg-type]
+
+
+def _v2_batch(compressor: Any, key: Any) -> bytes:
+    from segwal.format.frames import FrameEncoder
+
+    head = fmt.decode_header(header_v2())
+    return bytes(
+        FrameEncoder(head, compressor, key).encode(
+            first_lsn=1001,
+            record_type=0xBEEF,
+            timestamp_us=T0 + 2,
+            durable_lsn=1000,
+            payloads=V2_PAYLOADS,
+            lengths=[len(p) for p in V2_PAYLOADS],
+        )
+    )
+
+
+def frame_encrypted_v2() -> bytes:
+    """The batch V2_PAYLOADS, LSNs 1001-1003, encrypted, not compressed."""
+    return _v2_batch(None, _v2_key())
+
+
+def frame_compressed_encrypted_v2() -> bytes:
+    """The same batch compressed with lz4, then encrypted (decode-only golden file)."""
+    from segwal.format.codecs import compressor
+
+    return _v2_batch(compressor("lz4"), _v2_key())
+
+
 GOLDEN = {
     "header_v1.bin": header_v1,
     "frame_single_v1.bin": frame_single_v1,
     "frame_batch_v1.bin": frame_batch_v1,
     "seal_v1.bin": seal_v1,
     "segment_sealed_v1.bin": segment_sealed_v1,
+    "header_v2.bin": header_v2,
+    "frame_encrypted_v2.bin": frame_encrypted_v2,
 }
+DECODE_ONLY = {"frame_compressed_encrypted_v2.bin": frame_compressed_encrypted_v2}
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     status = 0
-    for name, build in GOLDEN.items():
+    for name, build in {**GOLDEN, **DECODE_ONLY}.items():
         path = HERE / name
         data = build()
         if check:
