@@ -62,7 +62,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import segwal
 from segwal.errors import HoldError
@@ -144,18 +144,20 @@ BASES = {
     # compressed or encrypted, recovery cuts and rewinds re-encoding them.
     "full-zstd": BaseConfig("full-zstd", 640, 1920, 14, "zstd"),
     "full-encrypted": BaseConfig("full-encrypted", 700, 2100, 14, "encrypted"),
+    # The encrypted log's creation: KEYS made durable before its first segment exists.
+    "new-encrypted": BaseConfig("new-encrypted", 700, 2100, -1, "encrypted"),
 }
+KEK: Final = bytes(range(32))  # the encrypted bases' key-encryption key
 
 
 def coding_options(cfg: BaseConfig) -> dict[str, object]:
-    """The segwal.open options of a base's coding (the key ring is the tests' CounterKeys,
-    whose keys derive from a fixed secret, so every process opens every image)."""
+    """The segwal.open options of a base's coding. An encrypted base goes through KEYS like
+    any encrypted log (its log key is random and kept in KEYS, wrapped under ``KEK``), so
+    KEYS is in every crash image and every reopen unwraps it."""
     if cfg.coding == "zstd":
         return {"compression": "zstd"}
     if cfg.coding == "encrypted":
-        from cipherkeys import CounterKeys
-
-        return {"keys": CounterKeys()}
+        return {"encryption_key": KEK}
     return {}
 
 

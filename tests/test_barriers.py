@@ -71,12 +71,13 @@ NOT_REACHED: dict[str, str] = {
     "fail.undo": "runs only after an injected write or barrier failure (test_faults)",
     "keys.sync": (
         "KEYS is written only for encrypted logs, which these workloads do not open; "
-        "test_keys_crash enumerates KEYS's creation and rotation and shows that skipping "
-        "this barrier breaks them"
+        "test_keys_crash (creation and rotation) and the new-encrypted base of "
+        "test_crash_states enumerate it, and skipping this barrier breaks both"
     ),
     "keys.rename": (
-        "as `keys.sync`: test_keys_crash shows that a KEYS replace without its directory "
-        "fsync loses a rotation's new key under segments that use it"
+        "as `keys.sync`: test_keys_crash shows that a rotation without this directory fsync "
+        "is lost after it returned (the old KEK opens the log again); at creation the first "
+        "segment's directory fsync covers it before any frame is written"
     ),
 }
 

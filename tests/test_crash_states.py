@@ -9,7 +9,8 @@ The harness is ``tests/crashlib.py`` (its docstring says what is checked and how
   live reader, hold/release}, on an empty log and on a log of four segments, in every sync
   mode, with segments of 512-640 bytes so rotation and retention happen;
 - every sequence of up to two of {batch, close + reopen, truncate_after} on a log of
-  compressed (zstd) frames and on one of encrypted frames (format v2), sync "never";
+  compressed (zstd) frames and on one of encrypted frames (format v2), sync "never", and
+  from the creation of an encrypted log (its KEYS file first);
 - seeded random workloads of 10-30 steps (those steps, records larger than a segment,
   prune_through, consumer cursors, random LSN arguments) until the run has checked
   ``TARGET`` distinct crash states;
@@ -95,7 +96,7 @@ def test_every_sequence_of_three_steps(group: str, base: str, half: int) -> None
     _run(f"exhaustive/{group}/{base}/{half}", specs, chunk=len(modes) * 5)
 
 
-@pytest.mark.parametrize("coding", ["full-zstd", "full-encrypted"])
+@pytest.mark.parametrize("coding", ["full-zstd", "full-encrypted", "new-encrypted"])
 def test_every_sequence_of_two_steps_on_a_v2_log(coding: str) -> None:
     """Format v2: compressed or encrypted frames keep the promise through every pair of
     steps (rewinds re-encode a batch, resumes draw a new nonce prefix)."""
