@@ -563,3 +563,22 @@ def test_readonly_without_the_key_reads_everything_but_payloads(encrypted: Path)
             wal.read(1)
     with segwal.open(encrypted, readonly=True, encryption_key=KEK) as wal:
         assert wal.read(100).payload == b"record 99" + bytes(40)
+
+
+def test_a_lost_keys_file_is_never_replaced_by_new_keys(encrypted: Path) -> None:
+    """Encrypted segments without KEYS: a writer that made new keys would write frames no
+    reader could tell from forgeries. It refuses, and changes nothing."""
+    (encrypted / "KEYS").unlink()
+    before = _files(encrypted)
+    with pytest.raises(segwal.MissingKeyError, match="no KEYS"):
+        segwal.open(encrypted, encryption_key=KEK)
+    assert _files(encrypted) == before
+    assert not (encrypted / "KEYS").exists()
+
+
+def test_an_environment_variable_holds_a_key_not_a_passphrase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEGWAL_TEST_KEK", "correct horse battery staple 123")  # 32 characters
+    with pytest.raises(segwal.ConfigError):
+        segwal.EnvKey("SEGWAL_TEST_KEK").kek()

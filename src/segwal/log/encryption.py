@@ -28,6 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from segwal.errors import ConfigError, ContinuityError, MissingKeyError
 from segwal.format import keys as keyfile
+from segwal.format.features import HEADER_ENCRYPTED
 from segwal.format.keyring import (
     CIPHER_IDS,
     KEY_BYTES,
@@ -36,8 +37,10 @@ from segwal.format.keyring import (
     RandomBytes,
     fresh_nonces,
 )
+from segwal.format.layout import SegmentHeader
 from segwal.storage import keys as keystore
 from segwal.storage.fileio import FileSystem
+from segwal.storage.recovery import Plan
 
 FIRST_KEY_ID = 1
 
@@ -63,9 +66,10 @@ def _key_bytes(raw: object, source: str) -> bytes:
     return key
 
 
-def _decode_text(text: bytes, source: str) -> bytes:
-    """32 raw bytes, or 64 hex digits, or 44 characters of base64 (whitespace around ignored)."""
-    if len(text) == KEY_BYTES:
+def _decode_text(text: bytes, source: str, *, raw: bool) -> bytes:
+    """64 hex digits or base64 of 32 bytes (whitespace around ignored), or with ``raw`` (a
+    file) 32 raw bytes. Never 32 characters of text: a passphrase is not a key."""
+    if raw and len(text) == KEY_BYTES:
         return text
     stripped = text.strip()
     try:
@@ -74,7 +78,8 @@ def _decode_text(text: bytes, source: str) -> bytes:
         return _key_bytes(base64.b64decode(stripped, validate=True), source)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ConfigError(
-            f"{source} holds neither 32 raw bytes, 64 hex digits nor 32 bytes of base64",
+            f"{source} holds neither 64 hex digits nor 32 bytes in base64"
+            + (" nor 32 raw bytes" if raw else ""),
             option="encryption",
         ) from None
 
@@ -106,7 +111,7 @@ class KeyFile:
                 text = handle.read(4 * KEY_BYTES + 1)  # never more than a key can take
         except OSError as exc:
             raise MissingKeyError(f"{source}: {exc.strerror or exc}") from None
-        return _decode_text(text, source)
+        return _decode_text(text, source, raw=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,7 @@ class EnvKey:
         value = os.environ.get(self.name)
         if not value:
             raise MissingKeyError(f"environment variable {self.name} is not set")
-        return _decode_text(value.encode(), f"environment variable {self.name}")
+        return _decode_text(value.encode(), f"environment variable {self.name}", raw=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,9 @@ def unlock(
     UnsupportedFormatError); changes nothing."""
     raw = keystore.read_raw(fs, directory)
     if raw is None:
+        if writing:
+            newest = keystore.newest_segment(fs, directory)
+            _check_not_lost(directory, newest[0] if newest and _encrypted(newest[1]) else None)
         return OpenedKeys(None, None)
     path = keystore.keys_path(directory)
     stored = keyfile.decode(raw, path)
@@ -212,6 +220,19 @@ def unlock(
     return OpenedKeys(raw, ring)
 
 
+def _encrypted(header: SegmentHeader) -> bool:
+    return bool(header.flags & HEADER_ENCRYPTED)
+
+
+def _check_not_lost(directory: str, encrypted: str | None) -> None:
+    if encrypted is not None:
+        raise MissingKeyError(
+            f"{encrypted} is encrypted but the log has no {keystore.KEYS_NAME} file: restore "
+            "it from a copy of the log (nothing was changed)",
+            path=keystore.keys_path(directory),
+        )
+
+
 def _check_bound(ring: KeyRing | None, log_id: bytes | None, directory: str) -> None:
     if ring is not None and log_id is not None and ring.log_id != log_id:
         raise ContinuityError(
@@ -227,11 +248,16 @@ def recheck(
     options: Encryption | None,
     opened: OpenedKeys,
     log_id: bytes | None,
+    encrypted: str | None,
 ) -> OpenedKeys:
     """Step 2, under the writer lock: KEYS as it is now, and bound to the log ``log_id``
-    (the segments'; None for a log without segments)."""
+    (the segments'; None for a log without segments). ``encrypted`` names a segment whose
+    header says it is encrypted, if any: such a log without KEYS has lost its keys, and a
+    writer must not make new ones (its segments would then fail to authenticate)."""
     if keystore.read_raw(fs, directory) != opened.raw:
         opened = unlock(fs, directory, options, writing=True)
+    if opened.raw is None:
+        _check_not_lost(directory, encrypted)
     _check_bound(opened.ring, log_id, directory)
     return opened
 
@@ -261,3 +287,47 @@ def ensure(
         random=options.random,
         nonces=options.nonces,
     )
+
+
+class KeysAtOpen:
+    """The three steps for one open of a log, in order; all of them do nothing when the
+    caller brought a key ring of its own (``WalConfig.keys``: no KEYS file)."""
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        directory: str,
+        options: Encryption | None,
+        *,
+        own_ring: bool,
+        writing: bool,
+    ) -> None:
+        self.fs, self.directory, self.options = fs, directory, options
+        self.managed = not own_ring
+        self.opened = (
+            unlock(fs, directory, options, writing=writing)
+            if self.managed
+            else OpenedKeys(None, None)
+        )
+
+    @property
+    def ring(self) -> KeyRing | None:
+        return self.opened.ring
+
+    def under_lock(self, found: Plan) -> KeyRing | None:
+        """Step 2: the ring recovery may need (None: no KEYS yet, or a ring of the caller's)."""
+        if not self.managed:
+            return None
+        encrypted = next(
+            (s.path for s in found.segments if s.header.flags & HEADER_ENCRYPTED), None
+        )
+        self.opened = recheck(
+            self.fs, self.directory, self.options, self.opened, found.log_id, encrypted
+        )
+        return self.opened.ring
+
+    def ensure(self, log_id: bytes | None, now_us: int) -> KeyRing | None:
+        """Step 3: the ring new segments use, KEYS made for it if the log had none."""
+        if not self.managed:
+            return None
+        return ensure(self.fs, self.directory, self.options, self.opened, log_id, now_us)

@@ -130,7 +130,8 @@ def delete_keys(fs: FileSystem, directory: str, key_ids: Iterable[int]) -> tuple
                 f"key {stored.current} is the current key: rotate to a new log key first",
                 option="key_id",
             )
-        active = keystore.newest_header(fs, directory)
+        newest = keystore.newest_segment(fs, directory)
+        active = None if newest is None else newest[1]
         if active is not None and active.flags & HEADER_ENCRYPTED and active.key_id in doomed:
             # The writer resumes the active segment with the key it was begun with.
             raise ConfigError(

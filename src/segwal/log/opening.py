@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from segwal.errors import ContinuityError, CorruptionError, StorageError
 from segwal.events import RecoveryCut
-from segwal.log import encryption
+from segwal.log.encryption import KeysAtOpen
 from segwal.log.state import LogState, log
 from segwal.log.telemetry import event_extra
 from segwal.storage.fileio import FileHandle
@@ -41,14 +41,15 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
         # A killed writer may have made the directory without its parent's fsync.
         fs.sync_dir(posixpath.dirname(posixpath.abspath(path)), "make_dir")
     # A wrong or missing key is refused before anything, LOCK included, is written.
-    opened = encryption.unlock(fs, path, config.encryption, writing=True)
+    keys_at_open = KeysAtOpen(
+        fs, path, config.encryption, own_ring=config.keys is not None, writing=True
+    )
     lock_handle = take_lock(fs, path)
     try:
         found = plan(fs, path)
-        opened = encryption.recheck(fs, path, config.encryption, opened, found.log_id)
-        if opened.ring is not None:
+        if (ring := keys_at_open.under_lock(found)) is not None:
             # Before recovery acts: finishing a rewind may re-encode an encrypted batch.
-            state.coding = replace(state.coding, keys=opened.ring)
+            state.coding = replace(state.coding, keys=ring)
         damage = found.damage
         mode = config.recovery
         if damage is not None and (
@@ -80,7 +81,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             # and its checkpoint must say so before the first new segment exists.
             found.meta = found.meta.with_(first_lsn=first_lsn)
             store_meta(fs, path, found.meta)
-        keys = encryption.ensure(fs, path, config.encryption, opened, found.log_id, config.clock())
+        keys = keys_at_open.ensure(found.log_id, config.clock())
         if keys is not None:
             state.coding = replace(state.coding, keys=keys)
         writer, new_segment = start_writer(
@@ -148,7 +149,10 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
 
 def open_readonly(state: LogState) -> RecoveryReport:
     """Look at the log without changing it; a damaged tail is reported, not cut."""
-    opened = encryption.unlock(state.fs, state.path, state.config.encryption, writing=False)
+    config = state.config
+    opened = KeysAtOpen(
+        state.fs, state.path, config.encryption, own_ring=config.keys is not None, writing=False
+    )
     state.keys = opened.ring
     if opened.ring is not None:
         state.coding = replace(state.coding, keys=opened.ring)

@@ -55,12 +55,13 @@ def newest_log_id(fs: FileSystem, directory: str) -> bytes | None:
     """The log id in the header of the newest segment, if one is there and readable: the log
     a KEYS must belong to, checked before the writer lock is taken (recovery, which reads
     every header, checks it again under the lock)."""
-    header = newest_header(fs, directory)
-    return None if header is None else header.log_id
+    newest = newest_segment(fs, directory)
+    return None if newest is None else newest[1].log_id
 
 
-def newest_header(fs: FileSystem, directory: str) -> SegmentHeader | None:
-    """The header of the newest segment (the active one), if one is there and readable."""
+def newest_segment(fs: FileSystem, directory: str) -> tuple[str, SegmentHeader] | None:
+    """The path and header of the newest segment (the active one), if one is there and
+    its header is readable."""
     try:
         names = [e.name for e in fs.list_dir(directory) if e.is_file]
     except SegwalError:
@@ -69,9 +70,10 @@ def newest_header(fs: FileSystem, directory: str) -> SegmentHeader | None:
     if not segments:
         return None
     try:
-        handle = fs.open_read(posixpath.join(directory, segments[-1]))
+        path = posixpath.join(directory, segments[-1])
+        handle = fs.open_read(path)
         try:
-            return read_header(handle)
+            return path, read_header(handle)
         finally:
             handle.close()
     except SegwalError:
