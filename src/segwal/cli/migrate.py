@@ -145,7 +145,7 @@ def _compression_options(f: Any) -> Any:
         "--compression-level",
         "level",
         type=int,
-        help="The codec's level (zstd -7..22, default 1; lz4 0..12, default 0).",
+        help="The codec's level (zstd -7..22, default 3; lz4 0..12, default 0).",
     )(f)
     return click.option(
         "--compression",
