@@ -180,3 +180,16 @@ def test_missing_optional_packages_are_skipped_with_a_note(tmp_path: Path) -> No
     assert not plot.exists()
     report = out.read_text()
     assert "lmdb skipped" in report and "no plot: matplotlib is not installed" in report
+
+
+def test_codec_rows(tmp_path: Path) -> None:
+    """``segwal bench --codecs``: a row per codec x record kind x size, with the ratio."""
+    out = tmp_path / "codecs.md"
+    done = bench("--codecs", "--quick", "--repeat", "1", "--out", str(out), "--dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
+    body = [[cell.strip() for cell in row] for row in rows[1:]]
+    assert len(body) == 12
+    ratio = {(r[0], r[1], r[2]): float(r[7]) for r in body}
+    assert ratio[("zstd", "jsonish", "1024 B")] > 2 * ratio[("none", "jsonish", "1024 B")]
+    assert ratio[("lz4", "random", "1024 B")] == ratio[("none", "random", "1024 B")]

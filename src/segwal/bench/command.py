@@ -80,6 +80,12 @@ def _parent_dir(option: str | None) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write JSON.")
 @click.option("--keep", is_flag=True, help="Keep the benchmark files.")
 @click.option("--list", "list_only", is_flag=True, help="List the workloads and exit.")
+@click.option(
+    "--codecs",
+    "codec_rows",
+    is_flag=True,
+    help="Run the compression rows (zstd, lz4 against plain segwal) instead of the suite.",
+)
 def bench(
     out: str,
     plot_path: str,
@@ -90,12 +96,16 @@ def bench(
     json_path: str | None,
     keep: bool,
     list_only: bool,
+    codec_rows: bool = False,
 ) -> None:
     """Benchmark segwal against sqlite3, lmdb, RocksDB and raw write+fdatasync, side by side.
 
     Every workload runs every contender once per repetition, in rotating order; the report
     shows medians and segwal's paired ratio to each peer.
     """
+    if codec_rows:
+        _run_codecs(out, quick, repeat, directory)
+        return
     every = build_cases(quick)
     if list_only:
         for case in every:
@@ -169,3 +179,20 @@ def bench(
     if json_path:
         write_json(json_path, doc)
     _note(f"report written to {out}" + (f", JSON to {json_path}" if json_path else ""))
+
+
+def _run_codecs(out: str, quick: bool, repeat: int | None, directory: str | None) -> None:
+    """The compression rows alone: a table to --out and stdout."""
+    from segwal.bench import codecs
+
+    records = {100: 20_000, 1024: 5_000} if quick else {100: 200_000, 1024: 50_000}
+    repeat = repeat or (QUICK_REPEAT if quick else DEFAULT_REPEAT)
+    base = tempfile.mkdtemp(prefix="segwal-bench-", dir=_parent_dir(directory))
+    try:
+        results = codecs.run(base, records, repeat, _note)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    text = codecs.render(results, repeat)
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    click.echo(text)

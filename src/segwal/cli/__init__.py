@@ -35,6 +35,7 @@ from segwal.cli.democmd import demo, demo_child
 from segwal.cli.inspection import info, verify
 from segwal.cli.keys import keys
 from segwal.cli.maintenance import holds, prune, truncate
+from segwal.cli.migrate import import_, migrate
 from segwal.cli.records import dump, tail
 from segwal.cli.stats import stats
 
@@ -98,7 +99,8 @@ def main() -> None:
     info, stats, verify, dump and 'holds' (listing) are read-only. truncate and prune delete
     records: they show their plan and change nothing without --yes. 'holds --set' and
     'holds --release' change only holds, 'keys' lists and (with --yes) rotates an encrypted
-    log's keys, and 'demo' writes its own log.
+    log's keys, and 'demo' writes its own log. migrate and import write a new log in a new
+    directory.
 
     Exit codes: 0 ok, 1 corruption or verification failure, 2 usage error (also a change
     that needs --yes, an LSN out of range, a hold in the way, a log of a newer segwal),
@@ -106,5 +108,19 @@ def main() -> None:
     """
 
 
-for _command in (info, stats, verify, dump, tail, truncate, prune, holds, keys, demo, demo_child):
+for _command in (
+    info,
+    stats,
+    verify,
+    dump,
+    tail,
+    truncate,
+    prune,
+    holds,
+    keys,
+    migrate,
+    import_,
+    demo,
+    demo_child,
+):
     main.add_command(_command)
