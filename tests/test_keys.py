@@ -482,50 +482,6 @@ def test_verify_checks_keys(encrypted: Path, tmp_path: Path) -> None:
     assert not report.ok and report.problems[0].kind == "unsupported"
 
 
-def test_the_keys_command(encrypted: Path, tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from segwal.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        result = CliRunner().invoke(main, list(args))
-        return result.exit_code, result.stdout, result.stderr
-
-    kek, new = tmp_path / "kek", tmp_path / "new"
-    kek.write_bytes(KEK.hex().encode() + b"\n")
-    new.write_bytes(OTHER_KEK)
-    code, out, _ = run("keys", "list", str(encrypted), "--json")
-    assert code == 0
-    assert '"keys": [{"key_id": 1, "cipher": "aes-256-gcm"' in out
-    before = _files(encrypted)
-    code, _, err = run("keys", "rotate", str(encrypted), "--kek-file", str(kek), "--new-log-key")
-    assert code == 2 and "--yes" in err
-    code, _, err = run(
-        "keys", "rotate", str(encrypted), "--kek-file", str(new), "--new-log-key", "--yes"
-    )
-    assert code == 2 and "wrong key" in err
-    assert _files(encrypted) == before
-    code, out, _ = run(
-        "keys", "rotate", str(encrypted), "--kek-file", str(kek),
-        "--new-kek-file", str(new), "--new-log-key", "--yes",
-    )  # fmt: skip
-    assert code == 0, out
-    assert [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2"]
-    code, _, err = run("keys", "delete", str(encrypted), "--key-id", "2", "--yes")
-    assert code == 2 and "current key" in err
-    with segwal.open(encrypted, encryption=segwal.KeyFile(new), segment_bytes=4096) as wal:
-        assert wal.last_lsn == 100
-        for _ in range(100):
-            wal.append(bytes(48))
-    code, out, _ = run("keys", "delete", str(encrypted), "--key-id", "1", "--yes", "--json")
-    assert code == 0 and '"key_id": 2' in out and '"key_id": 1' not in out
-    plain = tmp_path / "plain"
-    with segwal.open(plain) as wal:
-        wal.append(b"x")
-    code, _, err = run("keys", "list", str(plain))
-    assert code == 2 and "not encrypted" in err
-
-
 def test_keys_as_format_md_specifies_it() -> None:
     """An independent reader of FORMAT.md's "KEYS file" (struct and AESGCM only) opens what
     segwal writes, and the segment key is the documented HKDF."""

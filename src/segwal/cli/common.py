@@ -251,3 +251,20 @@ class _Parsed(_ParamType):
 
 DURATION = _Parsed("duration", parse_duration)
 SIZE = _Parsed("size", parse_size)
+
+
+def kek_option(func: Callable[..., None]) -> Callable[..., None]:
+    """--kek-file (or SEGWAL_KEK_FILE): the key-encryption key of an encrypted log, for the
+    commands that read payloads or open the log as its writer."""
+    return click.option(
+        "--kek-file",
+        type=click.Path(dir_okay=False),
+        envvar="SEGWAL_KEK_FILE",
+        help="An encrypted log's key-encryption key, in a file (32 raw bytes, 64 hex digits "
+        "or base64); also SEGWAL_KEK_FILE.",
+    )(func)
+
+
+def key_options(kek_file: str | None) -> dict[str, Any]:
+    """segwal.open's options for ``--kek-file``."""
+    return {} if kek_file is None else {"encryption": segwal.KeyFile(kek_file)}

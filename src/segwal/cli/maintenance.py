@@ -19,6 +19,8 @@ from segwal.cli.common import (
     Failure,
     emit_json,
     errors,
+    kek_option,
+    key_options,
     lsn_range,
     render_table,
     rfc3339_or_none,
@@ -104,6 +106,7 @@ def _truncate_rows(plan: segwal.TruncatePlan) -> list[dict[str, Any]]:
     help="Rewind: records above LSN are deleted and the next append gets LSN + 1.",
 )
 @_write_options
+@kek_option
 def truncate(
     directory: str,
     before: int | None,
@@ -111,6 +114,7 @@ def truncate(
     dry_run: bool,
     yes: bool,
     as_json: bool,
+    kek_file: str | None,
 ) -> None:
     """Drop every record before (--before) or after (--after) an LSN; give exactly one.
 
@@ -131,7 +135,7 @@ def truncate(
         result: segwal.TruncateResult | None = None
         # The log plans (and refuses) the truncation itself: the dry run shows exactly what
         # the real run does, holds and cursors included.
-        with segwal.open(directory, readonly=not apply) as wal:
+        with segwal.open(directory, readonly=not apply, **key_options(kek_file)) as wal:
             plan = wal.truncate_plan(before=before, after=after)
             if apply:
                 if before is not None:
@@ -271,6 +275,7 @@ def _why(decision: segwal.Decision) -> str:
     help="Always keep the newest K sealed segments.",
 )
 @_write_options
+@kek_option
 def prune(
     directory: str,
     max_age: float | None,
@@ -279,6 +284,7 @@ def prune(
     dry_run: bool,
     yes: bool,
     as_json: bool,
+    kek_file: str | None,
 ) -> None:
     """Delete whole sealed segments by age (--max-age) or total size (--max-bytes).
 
@@ -300,7 +306,7 @@ def prune(
     with errors(directory):
         _require_log(directory)
         if apply:
-            with segwal.open(directory, **options) as wal:
+            with segwal.open(directory, **options, **key_options(kek_file)) as wal:
                 first, last = wal.first_lsn, wal.last_lsn
                 plan = wal.retention_plan()
                 result = wal.apply_retention()
@@ -399,12 +405,14 @@ def prune(
     "--yes", "-y", is_flag=True, help="Confirm deleting a consumer cursor (--release cursor:NAME)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a stable contract).")
+@kek_option
 def holds(
     directory: str,
     set_hold: tuple[str, int] | None,
     release: str | None,
     yes: bool,
     as_json: bool,
+    kek_file: str | None,
 ) -> None:
     """List what keeps records, or set (--set NAME LSN) or release (--release NAME) a hold.
 
@@ -431,7 +439,7 @@ def holds(
                 first, last = wal.first_lsn, wal.last_lsn
         else:
             _require_log(directory)
-            with segwal.open(directory) as wal:
+            with segwal.open(directory, **key_options(kek_file)) as wal:
                 if set_hold is not None:
                     wal.hold(set_hold[0], set_hold[1])
                     changed = True

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import click
 
 import segwal
-from segwal.cli.common import errors, parse_duration, rfc3339
+from segwal.cli.common import errors, kek_option, key_options, parse_duration, rfc3339
 
 _PREVIEW_BYTES = 20
 
@@ -61,6 +61,7 @@ def _record_line(record: segwal.Record) -> str:
     is_flag=True,
     help="Also print records a live writer has not made durable yet.",
 )
+@kek_option
 def dump(
     directory: str,
     from_lsn: int | None,
@@ -68,6 +69,7 @@ def dump(
     as_json: bool,
     since: str | None,
     unsynced: bool,
+    kek_file: str | None,
 ) -> None:
     """Print the records of a log, oldest first, without changing anything.
 
@@ -78,7 +80,8 @@ def dump(
         raise click.BadParameter(f"--to {to_lsn} is before --from {from_lsn}", param_hint="'--to'")
     since_us = None if since is None else _parse_time(since)
     fmt: Callable[[segwal.Record], str] = _record_json if as_json else _record_line
-    with errors(directory), segwal.open(directory, readonly=True) as wal:
+    options = key_options(kek_file)
+    with errors(directory), segwal.open(directory, readonly=True, **options) as wal:
         if since_us is not None:
             from_lsn = max(from_lsn or 1, wal.lsn_at(since_us, unsynced=unsynced))
         for record in wal.replay(from_lsn, to_lsn, unsynced=unsynced):
@@ -121,14 +124,23 @@ def _parse_time(text: str) -> int:
     help="How many of the newest records to start with (ignored with --from).",
 )
 @click.option("--json", "as_json", is_flag=True, help="NDJSON: one object per record.")
-def tail(directory: str, follow: bool, from_lsn: int | None, count: int, as_json: bool) -> None:
+@kek_option
+def tail(
+    directory: str,
+    follow: bool,
+    from_lsn: int | None,
+    count: int,
+    as_json: bool,
+    kek_file: str | None,
+) -> None:
     """Print the newest durable records, and with -f every new one as it becomes durable.
 
     Works beside a live writer in another process: it opens the log readonly and only
     ever shows records the writer has made durable. Stop following with Ctrl-C.
     """
     fmt: Callable[[segwal.Record], str] = _record_json if as_json else _record_line
-    with errors(directory), segwal.open(directory, readonly=True) as wal:
+    options = key_options(kek_file)
+    with errors(directory), segwal.open(directory, readonly=True, **options) as wal:
         start = (
             from_lsn if from_lsn is not None else max(wal.first_lsn, wal.durable_lsn - count + 1)
         )

@@ -1,0 +1,106 @@
+"""The command line on encrypted logs: 'segwal keys' (list, rotate, delete) and --kek-file
+(or SEGWAL_KEK_FILE) on the commands that read payloads or open the log as its writer."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import segwal
+from segwal.cli import main
+
+KEK = bytes(range(32))
+OTHER_KEK = bytes(range(1, 33))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _files(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+@pytest.fixture
+def encrypted(tmp_path: Path) -> Path:
+    path = tmp_path / "log"
+    with segwal.open(path, encryption_key=KEK, segment_bytes=4096) as wal:
+        for i in range(100):
+            wal.append(b"record %d" % i + bytes(40))
+    return path
+
+
+@pytest.fixture
+def kek(tmp_path: Path) -> Path:
+    path = tmp_path / "kek"
+    path.write_bytes(KEK.hex().encode() + b"\n")
+    return path
+
+
+def test_the_keys_command(encrypted: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from segwal.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(main, list(args))
+        return result.exit_code, result.stdout, result.stderr
+
+    kek, new = tmp_path / "kek", tmp_path / "new"
+    kek.write_bytes(KEK.hex().encode() + b"\n")
+    new.write_bytes(OTHER_KEK)
+    code, out, _ = run("keys", "list", str(encrypted), "--json")
+    assert code == 0
+    assert '"keys": [{"key_id": 1, "cipher": "aes-256-gcm"' in out
+    before = _files(encrypted)
+    code, _, err = run("keys", "rotate", str(encrypted), "--kek-file", str(kek), "--new-log-key")
+    assert code == 2 and "--yes" in err
+    code, _, err = run(
+        "keys", "rotate", str(encrypted), "--kek-file", str(new), "--new-log-key", "--yes"
+    )
+    assert code == 2 and "wrong key" in err
+    assert _files(encrypted) == before
+    code, out, _ = run(
+        "keys", "rotate", str(encrypted), "--kek-file", str(kek),
+        "--new-kek-file", str(new), "--new-log-key", "--yes",
+    )  # fmt: skip
+    assert code == 0, out
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2"]
+    code, _, err = run("keys", "delete", str(encrypted), "--key-id", "2", "--yes")
+    assert code == 2 and "current key" in err
+    with segwal.open(encrypted, encryption=segwal.KeyFile(new), segment_bytes=4096) as wal:
+        assert wal.last_lsn == 100
+        for _ in range(100):
+            wal.append(bytes(48))
+    code, out, _ = run("keys", "delete", str(encrypted), "--key-id", "1", "--yes", "--json")
+    assert code == 0 and '"key_id": 2' in out and '"key_id": 1' not in out
+    plain = tmp_path / "plain"
+    with segwal.open(plain) as wal:
+        wal.append(b"x")
+    code, _, err = run("keys", "list", str(plain))
+    assert code == 2 and "not encrypted" in err
+
+
+def test_reading_and_changing_an_encrypted_log_takes_kek_file(encrypted: Path, kek: Path) -> None:
+    code, _, err = run("dump", str(encrypted), "--from", "1", "--to", "1")
+    assert code == 2 and "--kek-file" in err
+    code, out, _ = run("dump", str(encrypted), "--from", "1", "--to", "1", "--kek-file", str(kek))
+    assert code == 0 and "record 0" in out
+    code, out, _ = run("tail", str(encrypted), "-n", "1", "--kek-file", str(kek))
+    assert code == 0 and "record 99" in out
+    before = _files(encrypted)
+    code, _, err = run("truncate", str(encrypted), "--after", "50", "--yes")
+    assert code == 2 and "encrypted" in err
+    assert _files(encrypted) == before
+    code, _, _ = run(
+        "truncate", str(encrypted), "--after", "50", "--yes", env={"SEGWAL_KEK_FILE": str(kek)}
+    )
+    assert code == 0
+    code, _, _ = run("holds", str(encrypted), "--set", "h", "10", "--kek-file", str(kek))
+    assert code == 0
+    with segwal.open(encrypted, encryption_key=KEK) as wal:
+        assert wal.last_lsn == 50 and wal.holds() == {"h": 10}
