@@ -538,3 +538,14 @@ def test_an_environment_variable_holds_a_key_not_a_passphrase(
     monkeypatch.setenv("SEGWAL_TEST_KEK", "correct horse battery staple 123")  # 32 characters
     with pytest.raises(segwal.ConfigError):
         segwal.EnvKey("SEGWAL_TEST_KEK").kek()
+
+
+def test_a_readonly_view_finds_log_keys_added_after_it_opened(encrypted: Path) -> None:
+    with segwal.open(encrypted, readonly=True, encryption_key=KEK) as view:
+        assert view.read(1).payload == b"record 0" + bytes(40)
+        segwal.rotate_keys(encrypted, KEK, new_log_key=True)
+        with segwal.open(encrypted, encryption_key=KEK, segment_bytes=4096) as wal:
+            for i in range(100):
+                wal.append(b"new %d" % i)
+        assert {p.read_bytes()[96] for p in encrypted.glob("*.wal")} == {1, 2}
+        assert [r.payload for r in view.replay(from_lsn=200)] == [b"new 99"]

@@ -229,6 +229,9 @@ class KeyRing:
         if current not in self.keys:
             raise MissingKeyError(f"current key {current} is not in the ring", key_id=current)
         self.current = current
+        # Where a readonly view finds log keys added since it opened (None: nowhere).
+        self.refresh: Callable[[], Iterable[LogKey]] | None = None
+        self._refresh_lock = threading.Lock()
         self.cipher_id = self.keys[current].cipher_id  # new segments' cipher: the current key's
         self.path = path
         self._random = random
@@ -237,15 +240,22 @@ class KeyRing:
             cipher_name(k.cipher_id)
 
     def _key(self, key_id: int) -> LogKey:
-        try:
-            return self.keys[key_id]
-        except KeyError:
+        found = self.keys.get(key_id)
+        if found is None and self.refresh is not None:
+            # A readonly view outlives rotations: a writer may have begun segments under a
+            # log key that was added after this view read KEYS.
+            with self._refresh_lock:
+                for k in self.refresh():
+                    self.keys.setdefault(k.key_id, k)
+            found = self.keys.get(key_id)
+        if found is None:
             raise MissingKeyError(
                 f"log key {key_id} is not in the key ring (held: {sorted(self.keys)}); a "
                 "deleted key makes the segments it encrypted unreadable",
                 path=self.path,
                 key_id=key_id,
-            ) from None
+            )
+        return found
 
     def _check_log(self, log_id: bytes) -> None:
         if log_id != self.log_id:

@@ -33,6 +33,7 @@ from segwal.format.keyring import (
     CIPHER_IDS,
     KEY_BYTES,
     KeyRing,
+    LogKey,
     NoncePolicy,
     RandomBytes,
     fresh_nonces,
@@ -217,7 +218,16 @@ def unlock(
     kek = options.kek.kek()
     ring = keyfile.open_ring(kek, stored, path, random=options.random, nonces=options.nonces)
     _check_bound(ring, keystore.newest_log_id(fs, directory), directory)
+    if not writing:
+        ring.refresh = lambda: _reread(fs, directory, kek)
     return OpenedKeys(raw, ring)
+
+
+def _reread(fs: FileSystem, directory: str, kek: bytes) -> list[LogKey]:
+    """The log keys KEYS holds now (a readonly view's refresh; the KEK it opened with)."""
+    stored = keystore.load(fs, directory)
+    path = keystore.keys_path(directory)
+    return [] if stored is None else keyfile.unseal(kek, stored, path)
 
 
 def _encrypted(header: SegmentHeader) -> bool:
