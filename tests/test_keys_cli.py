@@ -104,3 +104,16 @@ def test_reading_and_changing_an_encrypted_log_takes_kek_file(encrypted: Path, k
     assert code == 0
     with segwal.open(encrypted, encryption_key=KEK) as wal:
         assert wal.last_lsn == 50 and wal.holds() == {"h": 10}
+
+
+def test_info_says_whether_a_log_is_encrypted(encrypted: Path, tmp_path: Path) -> None:
+    code, out, _ = run("info", str(encrypted))
+    assert code == 0 and "encryption    aes-256-gcm, log key 1 current, 1 held" in out
+    code, out, _ = run("info", str(encrypted), "--json")
+    assert '"encryption": {"current_key_id": 1, "cipher": "aes-256-gcm", "key_ids": [1]}' in out
+    plain = tmp_path / "plain"
+    with segwal.open(plain) as wal:
+        wal.append(b"x")
+    code, out, _ = run("info", str(plain), "--json")
+    assert code == 0 and '"encryption": null' in out
+    assert "encryption" not in run("info", str(plain))[1]

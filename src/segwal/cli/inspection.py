@@ -85,6 +85,14 @@ def _recovery_dict(report: segwal.RecoveryReport) -> dict[str, Any]:
     }
 
 
+def _keys(directory: str) -> tuple[segwal.KeyInfo, ...]:
+    """The log keys of an encrypted log; () for a plaintext one."""
+    try:
+        return segwal.list_keys(directory)
+    except segwal.MissingKeyError:
+        return ()
+
+
 @click.command(short_help="Show LSNs, segments and what recovery would do.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a stable contract).")
@@ -98,6 +106,7 @@ def info(directory: str, as_json: bool) -> None:
         segments = wal.segments()
         report = wal.recovery
         first, last, durable = wal.first_lsn, wal.last_lsn, wal.durable_lsn
+        keys = _keys(directory)
     records = max(0, last - first + 1)
     if as_json:
         emit_json(
@@ -112,6 +121,13 @@ def info(directory: str, as_json: bool) -> None:
                 "size_bytes": sum(s.size_bytes for s in segments),
                 "segments": [_segment_dict(s) for s in segments],
                 "recovery": _recovery_dict(report),
+                "encryption": None
+                if not keys
+                else {
+                    "current_key_id": next(k.key_id for k in keys if k.current),
+                    "cipher": next(k.cipher for k in keys if k.current),
+                    "key_ids": [k.key_id for k in keys],
+                },
             }
         )
         return
@@ -125,6 +141,12 @@ def info(directory: str, as_json: bool) -> None:
     click.echo(f"last LSN      {last}")
     click.echo(f"durable LSN   {durable}")
     click.echo(f"segments      {len(segments)} ({sealed} sealed), {size} bytes")
+    if keys:
+        current = next(k for k in keys if k.current)
+        click.echo(
+            f"encryption    {current.cipher}, log key {current.key_id} current, "
+            f"{len(keys)} held (segwal keys list)"
+        )
     if report.cuts:
         for cut in report.cuts:
             click.echo(
