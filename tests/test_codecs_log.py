@@ -215,3 +215,34 @@ def test_compression_options_are_checked(
     with pytest.raises(error):
         segwal.open(wal_dir, **options)  # type: ignore[arg-type]
     assert not os.path.exists(wal_dir)
+
+
+def test_verify_authenticates_with_keys_and_checks_crcs_without(wal_dir: str) -> None:
+    from segwal.storage.coding import Coding
+    from segwal.storage.fileio import OsFileSystem
+    from segwal.storage.verify import verify_directory
+
+    keys = CounterKeys()
+    wal = open_log(wal_dir, keys=keys, compression="zstd")
+    wal.append_batch(records(64))
+    wal.close()
+    fs = OsFileSystem()
+    assert verify_directory(fs, wal_dir, Coding(keys=keys)).ok
+    segment = segment_files(wal_dir)[0]
+    _tamper(segment, 128, 100)
+    assert segwal.verify(wal_dir).ok  # the CRC is valid: without the key nothing shows
+    report = verify_directory(fs, wal_dir, Coding(keys=keys))
+    assert not report.ok
+    (problem,) = report.problems
+    assert (problem.path, problem.offset, problem.lsn) == (str(segment), 128, 1)
+    assert "authenticate" in problem.reason
+
+
+def test_verify_decompresses_compressed_frames(wal_dir: str) -> None:
+    wal = open_log(wal_dir, compression="lz4")
+    wal.append_batch(records(64))
+    wal.close()
+    segment = segment_files(wal_dir)[0]
+    _tamper(segment, 128, 40)  # a forged CRC over a plain size 64 bytes off
+    report = segwal.verify(wal_dir)
+    assert not report.ok and report.problems[0].offset == 128

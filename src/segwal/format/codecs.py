@@ -106,6 +106,17 @@ class _Lz4:
         return out
 
 
+def installed(codec_id: int) -> bool:
+    """Whether the library of this codec id can be imported."""
+    name = IDS.get(codec_id)
+    if name is None:
+        return False
+    modules = _MODULES[name]
+    if modules not in _found:
+        _found[modules] = _find(modules)
+    return _found[modules] is not None
+
+
 def compressor(name: str, level: int | None = None) -> Compressor:
     """A compressor for ``name`` ("zstd" or "lz4"); raises UnsupportedFormatError if the
     codec is not installed (so a log opened to write with it fails at open)."""
