@@ -287,16 +287,16 @@ CASES: dict[str, Case] = {
     "wrong magic": Case(_wrong_magic, open_log, SegmentHeaderError),
     "wrong magic, verify": Case(_wrong_magic, verify_reports, None),
     "newer format version": Case(
-        lambda tmp: _patched(tmp, version=2), open_log, UnsupportedFormatError
+        lambda tmp: _patched(tmp, version=3), open_log, UnsupportedFormatError
     ),
     "newer format version, readonly": Case(
-        lambda tmp: _patched(tmp, version=2), open_readonly, UnsupportedFormatError
+        lambda tmp: _patched(tmp, version=3), open_readonly, UnsupportedFormatError
     ),
     "newer format version, truncate": Case(
-        lambda tmp: _patched(tmp, version=2), open_truncate, UnsupportedFormatError
+        lambda tmp: _patched(tmp, version=3), open_truncate, UnsupportedFormatError
     ),
     "newer format version, verify": Case(
-        lambda tmp: _patched(tmp, version=2), verify_reports, None
+        lambda tmp: _patched(tmp, version=3), verify_reports, None
     ),
     "unknown compression id": Case(
         lambda tmp: _patched(tmp, compression_id=7), open_log, UnsupportedFormatError

@@ -83,7 +83,7 @@ def test_dump_into_a_closed_pipe_exits_quietly_with_141(tmp_path: Path) -> None:
 def test_a_newer_format_version_is_not_corruption(tmp_path: Path, as_json: bool) -> None:
     log = tmp_path / "log"
     build_log(log)
-    patch_header(segment_files(log)[-1], version=2)
+    patch_header(segment_files(log)[-1], version=3)
     report = segwal.verify(log)
     assert not report.ok
     assert [p.kind for p in report.problems] == ["unsupported"]
@@ -102,5 +102,5 @@ def test_a_newer_format_version_is_not_corruption(tmp_path: Path, as_json: bool)
 def test_opening_a_newer_format_version_exits_2(tmp_path: Path) -> None:
     log = tmp_path / "log"
     build_log(log)
-    patch_header(segment_files(log)[-1], version=2)
+    patch_header(segment_files(log)[-1], version=3)
     assert run("info", str(log)).exit_code == EXIT_USAGE

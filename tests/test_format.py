@@ -240,7 +240,7 @@ def test_newer_version_is_newer(version: int) -> None:
 
 def test_newer_version_needs_an_intact_checksum() -> None:
     # Every version keeps the CRC of bytes 0..124 at 124: without it, "newer" is damage.
-    data = patch(golden("header_v1.bin"), 8, struct.pack("<H", 2))
+    data = patch(golden("header_v1.bin"), 8, struct.pack("<H", 3))
     with pytest.raises(FormatError) as info:
         decode_header(bytes(data))
     assert not info.value.newer

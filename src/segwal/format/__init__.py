@@ -10,4 +10,7 @@ change between releases.
 - ``layout``: segment header, frames, seal; CRC32C checksum; encoding and decoding.
 - ``scanner``: frame verdicts over a buffer (frame, need more, torn, corrupt).
 - ``naming``: file-name grammar both ways (segments, temp, index, quarantine, META, LOCK).
+- ``features``: format version 2's header and frame flags; ``frames``: opaque (compressed,
+  encrypted) frames encoded and decoded; ``codecs``: zstd and lz4, bounded;
+  ``cipher``: the frame AEAD and the contract the key ring implements.
 """

@@ -49,12 +49,26 @@ def hint(name: str) -> str:
     return f"pip install 'segwal[{name}]'"
 
 
-def _load(name: str, path: str | None = None) -> ModuleType:
-    for module in _MODULES[name]:
+def _find(modules: tuple[str, ...]) -> ModuleType | None:
+    for module in modules:
         try:
             return importlib.import_module(module)
         except ImportError:
             continue
+    return None
+
+
+# Found once: a failed import searches the file system again on every call, per frame.
+_found: dict[tuple[str, ...], ModuleType | None] = {}
+
+
+def _load(name: str, path: str | None = None) -> ModuleType:
+    modules = _MODULES[name]
+    if modules not in _found:
+        _found[modules] = _find(modules)
+    found = _found[modules]
+    if found is not None:
+        return found
     where = f"{path}: " if path else ""
     raise UnsupportedFormatError(
         f"{where}the {name} codec is not installed", path=path, hint=hint(name)
@@ -90,6 +104,17 @@ class _Lz4:
     def compress(self, data: bytes | bytearray) -> bytes:
         out: bytes = self._block.compress(data, store_size=False, **self._args)
         return out
+
+
+def installed(codec_id: int) -> bool:
+    """Whether the library of this codec id can be imported."""
+    name = IDS.get(codec_id)
+    if name is None:
+        return False
+    modules = _MODULES[name]
+    if modules not in _found:
+        _found[modules] = _find(modules)
+    return _found[modules] is not None
 
 
 def compressor(name: str, level: int | None = None) -> Compressor:

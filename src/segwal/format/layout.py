@@ -178,7 +178,7 @@ def encode_header(
     Version 1 unless compression or encryption is on: then version 2 with their flags.
     """
     if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE or len(salt) != SALT_SIZE:
-        raise ValueError("log id and salt must be 16 bytes and the previous digest 32 bytes")
+        raise ValueError("log id must be 16 bytes, the previous digest 32 and the salt 16")
     flags = (compression_id and HEADER_COMPRESSED) | (encryption_id and HEADER_ENCRYPTED)
     if compression_id not in (0, *V2_COMPRESSIONS) or encryption_id not in (0, *V2_ENCRYPTIONS):
         raise ValueError(f"unknown compression {compression_id} or encryption {encryption_id}")

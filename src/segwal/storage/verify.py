@@ -16,15 +16,19 @@ import posixpath
 
 from segwal.errors import (
     CorruptionError,
+    MissingKeyError,
     NotRegularFileError,
     SegmentHeaderError,
     StorageError,
     UnsupportedFormatError,
 )
 from segwal.format import cursor as cursor_layout
+from segwal.format.codecs import installed
+from segwal.format.features import HEADER_COMPRESSED, HEADER_ENCRYPTED
 from segwal.format.layout import HEADER_SIZE, SegmentHeader
 from segwal.format.meta import Meta
 from segwal.format.naming import META_NAME, Kind, parse
+from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.keys import check as check_keys
 from segwal.storage.meta import load as load_meta
@@ -36,12 +40,17 @@ from segwal.storage.recovery import (
     scanned_state,
     written_after_durable,
 )
-from segwal.storage.segment import read_header
+from segwal.storage.segment import iter_records, read_header
 from segwal.types import Problem, SegmentCheck, VerifyReport
 
 
-def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
-    """Check every segment in ``directory``; the report says per segment clean or where not."""
+def verify_directory(fs: FileSystem, directory: str, coding: Coding = PLAIN) -> VerifyReport:
+    """Check every segment in ``directory``; the report says per segment clean or where not.
+
+    Checksums, seals and the chain need no key. With a key ring in ``coding``, every
+    encrypted frame is authenticated too, and every compressed frame whose codec is
+    installed is decompressed (format v2).
+    """
     entries = [(parse(e.name), e.is_file) for e in fs.list_dir(directory)]
     names = sorted(
         (item for item in entries if item[0].kind is Kind.SEGMENT),
@@ -62,6 +71,8 @@ def verify_directory(fs: FileSystem, directory: str) -> VerifyReport:
         closed = meta.closed if meta is not None else None
         durable_end = closed.end if closed is not None and closed.segment == name.name else None
         problem, state = _check(fs, path, name.first_lsn, is_file, last, prev, durable_end)
+        if problem is None and state is not None:
+            problem = _check_bodies(fs, state, coding)
         if problem is not None:
             problems.append(problem)
         if state is None:
@@ -175,6 +186,41 @@ def _check(
         return None, state
     finally:
         handle.close()
+
+
+def _check_bodies(fs: FileSystem, state: SegmentState, coding: Coding) -> Problem | None:
+    """Decode the opaque frames of a v2 segment the key ring and codecs at hand can open."""
+    header = state.header
+    if header.flags & HEADER_ENCRYPTED and coding.keys is None:
+        return None  # authenticated only with the key: the CRCs were checked
+    if header.flags & HEADER_COMPRESSED and not installed(header.compression_id):
+        return None
+    if (
+        not header.flags & (HEADER_ENCRYPTED | HEADER_COMPRESSED)
+        or state.last_lsn < header.first_lsn
+    ):
+        return None
+    handle = fs.open_read(state.path)
+    try:
+        for records in iter_records(
+            handle,
+            header,
+            start=HEADER_SIZE,
+            end=state.end,
+            first_lsn=header.first_lsn,
+            from_lsn=header.first_lsn,
+            to_lsn=state.last_lsn,
+            coding=coding,
+        ):
+            for _record in records:
+                pass
+    except CorruptionError as exc:
+        return Problem(path=state.path, offset=exc.offset, lsn=exc.lsn, reason=str(exc))
+    except (MissingKeyError, UnsupportedFormatError) as exc:
+        return Problem(path=state.path, offset=0, lsn=None, reason=str(exc), kind="unsupported")
+    finally:
+        handle.close()
+    return None
 
 
 def _unusable(exc: StorageError) -> bool:
