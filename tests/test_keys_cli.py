@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,26 @@ def test_info_says_whether_a_log_is_encrypted(encrypted: Path, tmp_path: Path) -
     code, out, _ = run("info", str(plain), "--json")
     assert code == 0 and '"encryption": null' in out
     assert "encryption" not in run("info", str(plain))[1]
+
+
+def test_verify_authenticates_frames_with_the_key(encrypted: Path, kek: Path) -> None:
+    from segwal.format.layout import FRAME_HEAD, crc32c, decode_header
+
+    assert run("verify", str(encrypted))[0] == 0  # checksums, seals, chain: no key needed
+    assert run("verify", str(encrypted), "--kek-file", str(kek))[0] == 0
+    # A ciphertext byte flipped and the frame's CRC made valid again, in the active segment
+    # (no seal digest covers it yet): only the key sees it.
+    first = sorted(encrypted.glob("*.wal"))[-1]
+    raw = bytearray(first.read_bytes())
+    seed = decode_header(bytes(raw[:128])).seed
+    length = FRAME_HEAD.unpack_from(raw, 128)[5] + 40
+    raw[128 + length - 20] ^= 0x40
+    struct.pack_into("<I", raw, 128, crc32c(bytes(raw[132 : 128 + length]), seed))
+    first.write_bytes(bytes(raw))
+    assert run("verify", str(encrypted))[0] == 0
+    code, out, _ = run("verify", str(encrypted), "--kek-file", str(kek), "--json")
+    assert code == 1 and "authenticate" in out
+    other = encrypted.parent / "other-kek"
+    other.write_bytes(OTHER_KEK)
+    code, _, err = run("verify", str(encrypted), "--kek-file", str(other))
+    assert code == 2 and "wrong key" in err

@@ -48,7 +48,16 @@ from segwal.format.records import IMPLEMENTATION as DECODER
 from segwal.log import keyadmin
 from segwal.log.config import Compression, RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
-from segwal.log.encryption import Encryption, EnvKey, KeyCallback, KeyFile, KeyProvider, RawKey
+from segwal.log.encryption import (
+    Encryption,
+    EnvKey,
+    KeyCallback,
+    KeyFile,
+    KeyProvider,
+    RawKey,
+    encryption_option,
+    unlock,
+)
 from segwal.log.plans import (
     Deletion,
     RetentionResult,
@@ -58,6 +67,7 @@ from segwal.log.plans import (
 )
 from segwal.log.retention import Decision
 from segwal.log.wal import Wal
+from segwal.storage.coding import Coding
 from segwal.storage.fileio import FileSystem, OsFileSystem
 from segwal.storage.verify import verify_directory
 from segwal.types import (
@@ -204,11 +214,24 @@ def open(  # the natural name, as lmdb.open and shelve.open
 
 
 def verify(
-    path: str | bytes | PathLike[str] | PathLike[bytes], *, filesystem: FileSystem | None = None
+    path: str | bytes | PathLike[str] | PathLike[bytes],
+    *,
+    filesystem: FileSystem | None = None,
+    encryption_key: bytes | None = None,
+    encryption: bytes | KeyProvider | Encryption | None = None,
 ) -> VerifyReport:
-    """Read every byte of the log in ``path`` and report problems; never writes."""
+    """Read every byte of the log in ``path`` and report problems; never writes.
+
+    Checksums, seals and the chain need no key; with the log's key-encryption key
+    (``encryption_key`` or ``encryption``, as for :func:`open`) every encrypted frame is
+    authenticated too. A wrong key raises ``WrongKeyError``."""
     directory = _directory(path, resolve=filesystem is None)
-    return verify_directory(filesystem or OsFileSystem(), directory)
+    fs = filesystem or OsFileSystem()
+    if encryption_key is not None:
+        encryption = RawKey(encryption_key)
+    options = encryption_option(encryption)
+    ring = None if options is None else unlock(fs, directory, options, writing=False).ring
+    return verify_directory(fs, directory, Coding(None, ring))
 
 
 def list_keys(

@@ -18,6 +18,8 @@ from segwal.cli.common import (
     Failure,
     emit_json,
     errors,
+    kek_option,
+    key_options,
     lsn_range,
     quiet_stdout,
     render_table,
@@ -280,8 +282,11 @@ def _print_report(
 @click.command(short_help="Check every checksum, seal and digest of a log.")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (a stable contract).")
-def verify(directory: str, as_json: bool) -> None:
-    """Read every byte of a log and check every checksum, seal and digest.
+@kek_option
+def verify(directory: str, as_json: bool, kek_file: str | None) -> None:
+    """Read every byte of a log and check every checksum, seal and digest; with
+    --kek-file, authenticate every encrypted frame too (without, an encrypted log's
+    checksums, seals and chain are still checked).
 
     Prints per segment "clean" or the first bad offset, then a summary. Exits 1 when a
     segment, META or a cursor file is corrupt; 2 when a segment needs a newer segwal (not
@@ -289,7 +294,7 @@ def verify(directory: str, as_json: bool) -> None:
     code is the verdict even when stdout is closed early (verify | head -1).
     """
     with errors(directory), _spinner(f"verifying {directory}"):
-        report = segwal.verify(directory)
+        report = segwal.verify(directory, **key_options(kek_file))
     kinds = _problem_kinds(report)
     torn = [p for p in report.problems if p.kind == "torn_tail"]
     newer = [p for p in report.problems if p.kind == "unsupported"]
