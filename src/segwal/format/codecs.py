@@ -80,15 +80,19 @@ class _Zstd:
 
     def __init__(self, level: int) -> None:
         self._module = _load("zstd")
-        # One compressor reused for every frame (saves ~5 us a call); FLUSH_FRAME ends each
-        # call with a whole zstd frame and resets its state, so frames stay independent.
-        self._compressor = self._module.ZstdCompressor(level)
+        self._level = level
         self._end = self._module.ZstdCompressor.FLUSH_FRAME
-        self._lock = threading.Lock()
+        # One compressor per thread, reused for every frame (saves ~5 us a call): writers
+        # compress before taking the log lock, so threads must not share one. FLUSH_FRAME
+        # ends each call with a whole zstd frame and resets the state: frames stay
+        # independent.
+        self._local = threading.local()
 
     def compress(self, data: bytes | bytearray) -> bytes:
-        with self._lock:
-            out: bytes = self._compressor.compress(data, self._end)
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = self._module.ZstdCompressor(self._level)
+        out: bytes = compressor.compress(data, self._end)
         return out
 
 

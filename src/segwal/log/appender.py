@@ -1,10 +1,9 @@
 """The write side of an open log: appends, the append buffer's flushes, rotation, barriers.
 
-The appender owns the active segment's writer (kept in ``LogState.writer`` so readers and
-maintenance can see it). Appends take the log's lock while they assign LSNs and write;
-durability is shared among concurrent appenders by the group commit, which calls back into
-``barrier`` here. After any failed write or barrier the log fails closed.
-"""
+The appender owns the active segment's writer (``LogState.writer``, seen by readers and
+maintenance). Appends take the log's lock to assign LSNs and write (a batch is compressed
+before); the group commit shares durability and calls back into ``barrier`` here. After
+any failed write or barrier the log fails closed."""
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from segwal.errors import (
 )
 from segwal.events import Durable, Synced
 from segwal.format.features import OPAQUE_OVERHEAD
+from segwal.format.frames import Prepared
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.format.meta import Closed
 from segwal.log import arguments
@@ -205,6 +205,7 @@ class Appender:
             items = [to_payload(p, i) for i, p in enumerate(items)]
             lengths = list(map(len, items))
         self._check_sizes(lengths)  # before anything is encoded
+        prepared = state.coding.prepare(items, lengths)  # compressed outside the lock
         with state.lock:
             writer = self.settle()
             first = writer.last_lsn + 1
@@ -215,7 +216,7 @@ class Appender:
                 raise exhausted()
             ts = self.stamp()
             try:
-                data = self._encode_batch(writer, first, type, ts, items, lengths)
+                data = self._encode_batch(writer, first, type, ts, items, lengths, prepared)
             except (TypeError, ValueError):
                 items = [to_payload(p, i) for i, p in enumerate(items)]
                 lengths = list(map(len, items))
@@ -324,6 +325,7 @@ class Appender:
         ts: int,
         items: list[bytes],
         lengths: list[int],
+        prepared: Prepared | None = None,
     ) -> bytearray:
         if writer.encoder is not None:  # format v2: compressed or encrypted frames
             return writer.encoder.encode(
@@ -333,6 +335,7 @@ class Appender:
                 durable_lsn=self._state.commit.durable_lsn,
                 payloads=items,
                 lengths=lengths,
+                prepared=prepared,
             )
         return encode_frames(
             seed=writer.header.seed,

@@ -20,7 +20,7 @@ from segwal.errors import (
 from segwal.format.cipher import AuthenticationFailed, SegmentKey, SegmentKeys
 from segwal.format.codecs import IDS, Compressor, compressor
 from segwal.format.features import HEADER_COMPRESSED, HEADER_ENCRYPTED
-from segwal.format.frames import Buffer, FrameEncoder, plain_body
+from segwal.format.frames import Buffer, FrameEncoder, Prepared, plain_body, prepare
 from segwal.format.layout import FormatError, SegmentHeader
 from segwal.format.scanner import Frame
 
@@ -67,6 +67,16 @@ class Coding:
             # Another codec than this segment's: frames of this segment are stored raw.
             packer = None
         return FrameEncoder(header, packer, key)
+
+    def prepare(self, payloads: list[bytes], lengths: list[int]) -> Prepared | None:
+        """The batch split and compressed, before the log lock (None: nothing to do, or
+        payloads the encoder will refuse under the lock with the right error)."""
+        if self.compressor is None or not payloads:
+            return None
+        try:
+            return prepare(self.compressor, payloads, lengths)
+        except (TypeError, ValueError):
+            return None
 
     def check_rewrite(self, header: SegmentHeader, path: str) -> None:
         """Raise the typed error that re-encoding frames of this segment would raise (a
