@@ -141,3 +141,38 @@ def test_verify_authenticates_frames_with_the_key(encrypted: Path, kek: Path) ->
     other.write_bytes(OTHER_KEK)
     code, _, err = run("verify", str(encrypted), "--kek-file", str(other))
     assert code == 2 and "wrong key" in err
+
+
+def test_migrate_encrypts_decrypts_and_reencrypts(tmp_path: Path, kek: Path) -> None:
+    plain = tmp_path / "plain"
+    with segwal.open(plain, segment_bytes=4096) as wal:
+        for i in range(50):
+            wal.append(b"secret %d" % i)
+    sealed, back, other = tmp_path / "sealed", tmp_path / "back", tmp_path / "other"
+    code, _, err = run("migrate", str(plain), str(sealed), "--encrypt-kek-file", str(kek))
+    assert code == 0, err
+    assert all(b"secret" not in p.read_bytes() for p in sealed.glob("*.wal"))
+    with segwal.open(sealed, readonly=True, encryption_key=KEK) as wal:
+        assert [r.payload for r in wal.replay()] == [b"secret %d" % i for i in range(50)]
+    code, _, err = run("migrate", str(sealed), str(back))
+    assert code == 2 and "--kek-file" in err and not back.exists()
+    assert run("migrate", str(sealed), str(back), "--kek-file", str(kek))[0] == 0
+    assert not (back / "KEYS").exists()
+    new_kek = tmp_path / "new-kek"
+    new_kek.write_bytes(OTHER_KEK)
+    code, _, err = run(
+        "migrate", str(sealed), str(other), "--kek-file", str(kek), "--encrypt-kek-file",
+        str(new_kek),
+    )  # fmt: skip
+    assert code == 0, err
+    with segwal.open(other, readonly=True, encryption_key=OTHER_KEK) as wal:
+        assert wal.read(50).payload == b"secret 49"
+    dump = tmp_path / "dump.ndjson"
+    dump.write_text(run("dump", str(back), "--json")[1])
+    imported = tmp_path / "imported"
+    code, _, err = run(
+        "import", str(imported), "--ndjson", str(dump), "--encrypt-kek-file", str(kek)
+    )
+    assert code == 0, err
+    with segwal.open(imported, readonly=True, encryption_key=KEK) as wal:
+        assert wal.read(1).payload == b"secret 0"

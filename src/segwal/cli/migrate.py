@@ -23,7 +23,14 @@ from typing import IO, Any, Final
 import click
 
 import segwal
-from segwal.cli.common import EXIT_CORRUPT, EXIT_USAGE, Failure, errors
+from segwal.cli.common import (
+    EXIT_CORRUPT,
+    EXIT_USAGE,
+    Failure,
+    errors,
+    kek_option,
+    key_options,
+)
 
 BATCH_RECORDS: Final = 4096
 BATCH_BYTES: Final = 4 << 20
@@ -72,10 +79,18 @@ def _batches(items: Iterable[Item]) -> Iterator[list[Item]]:
         yield batch
 
 
-def _write(directory: str, items: Iterable[Item], compression: str, level: int | None) -> int:
-    """Append ``items`` (consecutive LSNs) to a new log; returns the number of records."""
+def _write(
+    directory: str,
+    items: Iterable[Item],
+    compression: str,
+    level: int | None,
+    encrypt: str | None = None,
+) -> int:
+    """Append ``items`` (consecutive LSNs) to a new log (encrypted under the KEK in the file
+    ``encrypt``, if given); returns the number of records."""
     clock = _Clock(0)
     options: dict[str, Any] = {"compression": None if compression == "none" else compression}
+    options.update(key_options(encrypt))
     if level is not None:
         options["compression_level"] = level
     count = 0
@@ -120,12 +135,13 @@ def _start_at(wal: segwal.Wal, first_lsn: int) -> None:
     wal.truncate_before(first_lsn)
 
 
-def _compare(source: Iterable[Item], directory: str) -> None:
-    """Read the new log back and require the same records (verify first: checksums, chain)."""
-    report = segwal.verify(directory)
+def _compare(source: Iterable[Item], directory: str, encrypt: str | None = None) -> None:
+    """Read the new log back and require the same records (verify first: checksums, chain,
+    and every encrypted frame authenticated)."""
+    report = segwal.verify(directory, **key_options(encrypt))
     if not report.ok:
         raise Failure(f"the new log in {directory} does not verify", exit_code=EXIT_CORRUPT)
-    with segwal.open(directory, readonly=True) as wal:
+    with segwal.open(directory, readonly=True, **key_options(encrypt)) as wal:
         copied = ((r.lsn, r.type, r.timestamp_us, r.payload) for r in wal.replay())
         for want, got in zip_longest(source, copied):
             if want != got:
@@ -156,25 +172,46 @@ def _compression_options(f: Any) -> Any:
     )(f)
 
 
+def _encrypt_option(f: Any) -> Any:
+    return click.option(
+        "--encrypt-kek-file",
+        "encrypt",
+        type=click.Path(dir_okay=False),
+        help="Encrypt the new log under the key-encryption key in this file (32 raw bytes, "
+        "64 hex digits or base64; see docs/SECURITY.md).",
+    )(f)
+
+
 @click.command(short_help="Rewrite a log into a new directory (e.g. compressed).")
 @click.argument("source", type=click.Path(file_okay=False, exists=True, path_type=str))
 @click.argument("target", type=click.Path(path_type=str))
 @_compression_options
-def migrate(source: str, target: str, compression: str, level: int | None) -> None:
+@_encrypt_option
+@kek_option
+def migrate(
+    source: str,
+    target: str,
+    compression: str,
+    level: int | None,
+    encrypt: str | None,
+    kek_file: str | None,
+) -> None:
     """Copy every record of SOURCE into a new log in TARGET, then verify it.
 
     LSNs, types and timestamps are kept; the new log's segments are written with this
-    segwal's format (version 2 when --compression is set). SOURCE is only read; TARGET must
-    not exist or be empty. Holds and cursors are not copied.
+    segwal's format (version 2 when --compression or --encrypt-kek-file is set). SOURCE is
+    only read (--kek-file: its key, when it is encrypted); TARGET must not exist or be
+    empty. Holds and cursors are not copied; neither are SOURCE's keys: an encrypted TARGET
+    gets log keys of its own under the KEK of --encrypt-kek-file.
     """
     _target(target)
     created = not os.path.exists(target)
     try:
-        with errors(source), segwal.open(source, readonly=True) as src:
+        with errors(source), segwal.open(source, readonly=True, **key_options(kek_file)) as src:
             with errors(target):
-                count = _write(target, _records(src), compression, level)
+                count = _write(target, _records(src), compression, level, encrypt)
             with errors(target):
-                _compare(_records(src), target)
+                _compare(_records(src), target, encrypt)
     except BaseException:
         if created:
             shutil.rmtree(target, ignore_errors=True)
@@ -214,14 +251,17 @@ def _parse(stream: IO[str]) -> Iterator[Item]:
     help="The records, one JSON object a line, as 'segwal dump --json' prints ('-': stdin).",
 )
 @_compression_options
-def import_(target: str, ndjson: IO[str], compression: str, level: int | None) -> None:
+@_encrypt_option
+def import_(
+    target: str, ndjson: IO[str], compression: str, level: int | None, encrypt: str | None
+) -> None:
     """Append the records of an NDJSON file to a new log in TARGET, keeping LSNs, types
     and timestamps. TARGET must not exist or be empty; on any error it is removed."""
     _target(target)
     created = not os.path.exists(target)
     try:
         with errors(target):
-            count = _write(target, _parse(ndjson), compression, level)
+            count = _write(target, _parse(ndjson), compression, level, encrypt)
     except BaseException:
         if created:
             shutil.rmtree(target, ignore_errors=True)
