@@ -269,6 +269,8 @@ def recheck(
     if opened.raw is None:
         _check_not_lost(directory, encrypted)
     _check_bound(opened.ring, log_id, directory)
+    if opened.raw is not None:
+        keystore.settle(fs, directory)
     return opened
 
 

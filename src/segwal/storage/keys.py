@@ -51,6 +51,14 @@ def store(fs: FileSystem, directory: str, keys: KeysFile) -> None:
     )
 
 
+def settle(fs: FileSystem, directory: str) -> None:
+    """Make the KEYS a writer found durable before it encrypts anything under it: a writer
+    killed between KEYS's rename and its directory fsync leaves the new name in the page
+    cache only, and a power loss could then bring back the old KEYS (or none) under
+    segments the new one's keys encrypted. Its bytes were made durable before the rename."""
+    fs.sync_dir(directory, "open.sync_dir")
+
+
 def newest_log_id(fs: FileSystem, directory: str) -> bytes | None:
     """The log id in the header of the newest segment, if one is there and readable: the log
     a KEYS must belong to, checked before the writer lock is taken (recovery, which reads
