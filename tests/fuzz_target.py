@@ -23,6 +23,9 @@ Reference logs are written by segwal itself on a MemoryFileSystem (1 KiB segment
 re-keyed to a fixed log id so their bytes are the same on every run, and given a hand-made
 tail batch of several frames (the writer splits a batch only past 1 MiB; readers must not
 depend on where frames split). They are built once per process.
+
+``fuzz_v2_one(data)`` runs the same programs on format v2 logs (``v2_reference``: zstd
+frames, and zstd frames encrypted with the tests' key ring), opened with the key ring.
 """
 
 from __future__ import annotations
@@ -587,12 +590,15 @@ OPCODES: Final = (
 )  # fmt: skip
 
 
-def decode(data: bytes) -> Program:
-    """Turn fuzz bytes into a program (pure; every byte string is valid)."""
+def decode(data: bytes, start: tuple[str, Tree] | None = None) -> Program:
+    """Turn fuzz bytes into a program (pure; every byte string is valid). ``start``: the
+    flavour and files to mutate instead of the one the first byte picks."""
     r = Reader(data)
     choice = r.u8()
     flavour = (*FLAVOURS, "empty")[choice % 5]
     files: Tree = dict(reference_logs()[flavour].files) if flavour != "empty" else {}
+    if start is not None:
+        flavour, files = start[0], dict(start[1])
     opts = r.u8()
     modes = ["tolerate_tail"]
     if opts & 1:
@@ -974,7 +980,23 @@ class Result:
     first_last: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
+# The key ring the checks open with: set by fuzz_v2_one for an encrypted reference log.
+_KEYS: list[object] = []
+
+
 def open_log(fs: MemoryFileSystem, mode: str, *, readonly: bool = False) -> segwal.Wal:
+    if _KEYS:
+        from segwal.log.config import WalConfig
+
+        config = WalConfig(
+            segment_bytes=SEGMENT_BYTES,
+            recovery=mode,  # type: ignore[arg-type]
+            readonly=readonly,
+            filesystem=fs,
+            clock=Clock(T0 + 10**9),
+            keys=_KEYS[0],  # type: ignore[arg-type]
+        )
+        return segwal.Wal(LOG, config)
     return segwal.open(
         LOG,
         segment_bytes=SEGMENT_BYTES,
@@ -1217,6 +1239,63 @@ def fuzz_one(data: bytes) -> None:
         append=prog.append,
         reads=prog.reads,
     )
+
+
+V2_FLAVOURS: Final = ("zstd", "zstd+aes")
+
+
+@functools.cache
+def v2_reference(flavour: str) -> dict[str, bytes | None]:
+    """A format v2 log written by segwal: compressed (zstd) frames, encrypted too for
+    "zstd+aes" (the tests' key ring, keys derived from a fixed secret); three sealed 1 KiB
+    segments, JSON-like batches and single appends, the last two batches unsynced."""
+    from cipherkeys import CounterKeys
+    from segwal.log.config import WalConfig
+
+    fs = MemoryFileSystem()
+    keys = CounterKeys() if "aes" in flavour else None
+    config = WalConfig(
+        segment_bytes=SEGMENT_BYTES,
+        sync="never",
+        filesystem=fs,
+        clock=Clock(),
+        compression="zstd",
+        keys=keys,  # type: ignore[arg-type]
+    )
+    wal = segwal.Wal(LOG, config)
+    step = 0
+    while len(wal.segments()) < 4:
+        step += 1
+        batch = [b'{"step": %d, "i": %d, "pad": "%s"}' % (step, i, b"ab" * 20) for i in range(6)]
+        wal.append_batch(batch, type=step % 3)
+        wal.append(ref_payload(wal.last_lsn + 1), type=1)
+        if len(wal.segments()) == 4:
+            wal.sync()
+    wal.append_batch([b'{"tail": %d}' % i * 9 for i in range(5)])
+    wal.append(b"last")
+    tree = fs.tree(LOG)
+    del wal  # as a killed writer leaves it: no clean-close mark
+    return {
+        posixpath.basename(p): c
+        for p, c in tree.items()
+        if c is not None and SEGMENT_RE.match(posixpath.basename(p))
+    }
+
+
+def fuzz_v2_one(data: bytes) -> None:
+    """The fuzz target on a format v2 log: the first byte picks the flavour, the rest is a
+    program as for ``fuzz_one`` (the same mutations and checks, opened with the key ring
+    when the log is encrypted)."""
+    flavour = V2_FLAVOURS[data[0] % len(V2_FLAVOURS)] if data else V2_FLAVOURS[0]
+    prog = decode(data, (flavour, v2_reference(flavour)))
+    if "aes" in flavour:
+        from cipherkeys import CounterKeys
+
+        _KEYS.append(CounterKeys())
+    try:
+        run(prog.files, modes=prog.modes, readonly=prog.readonly, append=prog.append)
+    finally:
+        _KEYS.clear()
 
 
 def describe(data: bytes) -> str:

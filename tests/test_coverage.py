@@ -22,6 +22,7 @@ TEST_FILES = (
     "tests/test_format.py",
     "tests/test_scanner.py",
     "tests/test_recovery_branches.py",
+    "tests/test_format_v2.py",  # version 2 headers and opaque frames
 )
 MODULES = (
     "src/segwal/format/layout.py",

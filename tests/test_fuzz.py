@@ -37,6 +37,7 @@ from fuzz_target import (
     describe,
     encode_op,
     fuzz_one,
+    fuzz_v2_one,
     known_finding,
     reference_logs,
 )
@@ -220,3 +221,17 @@ def test_zz_fuzz_counts(capsys: pytest.CaptureFixture[str]) -> None:
             f"slowest input {SLOWEST[0] * 1000:.0f} ms; traced peak over {len(PEAKS)} sampled "
             f"inputs {max(PEAKS, default=0) / 2**20:.1f} MiB"
         )
+
+
+@pytest.mark.timeout(900)
+@settings(FUZZ, max_examples=max(50, EXAMPLES // 10))
+@given(programs())
+def test_fuzz_v2_programs(data: bytes) -> None:
+    """The same programs on a compressed log and on a compressed and encrypted one."""
+    STATS["inputs"] += 1
+    start = time.perf_counter()
+    try:
+        fuzz_v2_one(data)
+    except Exception as exc:
+        raise AssertionError(f"fuzz finding (v2): {exc!r}\n  input (hex): {data.hex()}") from exc
+    assert time.perf_counter() - start < TIME_LIMIT, f"slow input: {data.hex()}"

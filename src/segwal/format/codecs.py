@@ -35,6 +35,7 @@ _MODULES: Final = {"zstd": ("compression.zstd", "backports.zstd"), "lz4": ("lz4.
 # few bytes smaller is a tax on every read for nothing.
 MIN_SAVING_FRACTION: Final = 8  # 1/8 of the plain body
 MIN_SAVING_BYTES: Final = 64
+MIN_INPUT_BYTES: Final = 2 * MIN_SAVING_BYTES  # smaller bodies are not even tried
 
 
 class Compressor(Protocol):

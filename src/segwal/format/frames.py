@@ -13,7 +13,7 @@ import struct
 from typing import Final, NamedTuple
 
 from segwal.format.cipher import SegmentKey, open_body, seal_body
-from segwal.format.codecs import Compressor, decompress, worth_it
+from segwal.format.codecs import MIN_INPUT_BYTES, Compressor, decompress, worth_it
 from segwal.format.features import (
     FRAME_COMMIT,
     FRAME_COMPRESSED,
@@ -56,6 +56,11 @@ class FrameEncoder:
         self.header = header
         self.compressor = compressor
         self.key = key
+
+    def stores_raw(self, size: int) -> bool:
+        """Whether a one-record batch of ``size`` bytes gets a version 1 frame (too small
+        to compress, not encrypted): the appender then takes its fast path."""
+        return self.key is None and 4 + size <= MIN_INPUT_BYTES
 
     def encode(
         self,
@@ -166,7 +171,7 @@ def prepare(compressor: Compressor | None, payloads: list[bytes], lengths: list[
             raise ValueError("payload lengths disagree with their bytes")
         stored: bytes | bytearray = plain
         compressed = False
-        if compressor is not None and len(plain) > 2 * 64:
+        if compressor is not None and len(plain) > MIN_INPUT_BYTES:
             packed = compressor.compress(plain)
             if worth_it(len(plain), len(packed)):
                 stored, compressed = packed, True

@@ -130,7 +130,7 @@ class Appender:
             frame_len = FRAME_HEAD_SIZE + 4 + size + (OPAQUE_OVERHEAD if writer.encoder else 0)
             if self.rotation.due(writer, frame_len, size, ts):
                 writer = self.rotation.for_append(writer, frame_len, size, ts)
-            if writer.encoder is None:
+            if writer.encoder is None or writer.encoder.stores_raw(size):
                 frame = encode_record(
                     writer.header.seed, lsn, type, ts, state.commit.durable_lsn, data
                 )
