@@ -549,3 +549,23 @@ def test_a_readonly_view_finds_log_keys_added_after_it_opened(encrypted: Path) -
                 wal.append(b"new %d" % i)
         assert {p.read_bytes()[96] for p in encrypted.glob("*.wal")} == {1, 2}
         assert [r.payload for r in view.replay(from_lsn=200)] == [b"new 99"]
+
+
+def test_nonces_drawn_from_many_threads_never_repeat() -> None:
+    import threading
+
+    source = NonceSource(limit=5000)  # a few redraws happen while the threads race
+    drawn: list[list[bytes]] = [[] for _ in range(4)]
+
+    def draw(out: list[bytes]) -> None:
+        for _ in range(5000):
+            out.append(source())
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [n for out in drawn for n in out]
+    assert len(every) == len(set(every)) == 20_000
+    assert len(source.prefixes) == 4 and len(set(source.prefixes)) == 4
