@@ -25,7 +25,6 @@ from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.frames import Prepared
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.format.meta import Closed
-from segwal.log import arguments
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
@@ -349,10 +348,7 @@ class Appender:
 
     def stamp(self) -> int:
         # Timestamps never decrease within a log, even when the clock steps back.
-        now = self._config.clock()
-        if now.__class__ is not int:
-            now = arguments.integer(now, "the clock's value (microseconds)")
-        now = max(now, self._last_ts)
+        now = max(self._config.now_us(), self._last_ts)
         self._last_ts = now
         return now
 

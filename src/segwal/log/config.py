@@ -94,12 +94,7 @@ class WalConfig:
         _positive("slow_fsync_seconds", self.slow_fsync_seconds)
         if not callable(self.clock):
             raise ArgumentTypeError("clock must be a callable", option="clock")
-        now = self.clock()  # a clock of seconds or floats would fail deep in an encoder
-        if isinstance(now, bool) or not isinstance(now, int):
-            raise ArgumentTypeError(
-                f"clock() must return integer microseconds since the epoch, not {now!r}",
-                option="clock",
-            )
+        self.now_us()  # a clock of seconds or floats is refused here, not deep in an encoder
         if not all(callable(o) for o in self.observers):
             raise ConfigError("observers must be callables", option="observers")
         object.__setattr__(self, "encryption", encryption_option(self.encryption))
@@ -113,6 +108,19 @@ class WalConfig:
             raise ConfigError("readonly must be True or False", option="readonly")
         _check_compression(self.compression, self.compression_level)
         assert self.max_record_bytes <= MAX_U32
+
+    def now_us(self) -> int:
+        """The clock's value, refused with a typed error unless it is integer microseconds:
+        headers, seals, key stamps and record timestamps all read the clock through here."""
+        now = self.clock()
+        if now.__class__ is int:
+            return now
+        if isinstance(now, bool) or not isinstance(now, int):
+            raise ArgumentTypeError(
+                f"clock() must return integer microseconds since the epoch, not {now!r}",
+                option="clock",
+            )
+        return int(now)
 
     def coding(self) -> Coding:
         """The compressor and key ring of the log's writer; raises UnsupportedFormatError

@@ -44,7 +44,7 @@ class IntervalFlusher:
                             writer is not None
                             and not state.closed
                             and state.failure is None
-                            and appender.rotation.aged(writer, config.clock())
+                            and appender.rotation.aged(writer, config.now_us())
                         ):
                             appender.rotate_locked("age")
             except Exception:  # the failure is recorded; appenders see WalFailedError

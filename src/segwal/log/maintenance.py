@@ -80,7 +80,7 @@ class Maintenance:
     def _decide(self, rules: Rules) -> list[Decision]:
         state = self._state
         return decide(
-            self._state.segment_infos(), rules, now_us=state.config.clock(), holds=self.holds()
+            self._state.segment_infos(), rules, now_us=state.config.now_us(), holds=self.holds()
         )
 
     def retention_plan(self) -> list[Decision]:
@@ -274,7 +274,7 @@ class Maintenance:
             directory,
             keep,
             first_lsn=lsn + 1,
-            now_us=state.config.clock(),
+            now_us=state.config.now_us(),
             max_record_bytes=state.config.max_record_bytes,
             coding=state.coding,
         )

@@ -81,7 +81,8 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             # and its checkpoint must say so before the first new segment exists.
             found.meta = found.meta.with_(first_lsn=first_lsn)
             store_meta(fs, path, found.meta)
-        keys = keys_at_open.ensure(found.log_id, config.clock())
+        now_us = config.now_us()  # one reading: KEYS and the new segment share a stamp
+        keys = keys_at_open.ensure(found.log_id, now_us)
         if keys is not None:
             state.coding = replace(state.coding, keys=keys)
         writer, new_segment = start_writer(
@@ -89,7 +90,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
             path,
             found.segments,
             first_lsn=first_lsn,
-            now_us=config.clock(),
+            now_us=now_us,
             max_record_bytes=config.max_record_bytes,
             coding=state.coding,
             log_id=None if keys is None else keys.log_id,

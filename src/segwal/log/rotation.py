@@ -68,7 +68,7 @@ class Rotation:
                     sealed = None
                     sequence, prev = writer.header.sequence, writer.header.prev_digest
                 else:
-                    seal = writer.seal(config.clock())
+                    seal = writer.seal(config.now_us())
                     state.io["fsyncs"] += 1
                     state.io["written_bytes"] += SEAL_SIZE
                     sealed = SegmentState(
@@ -93,7 +93,7 @@ class Rotation:
                     log_id=writer.header.log_id,
                     sequence=sequence,
                     first_lsn=writer.last_lsn + 1,
-                    created_us=config.clock(),
+                    created_us=config.now_us(),
                     max_record_bytes=config.max_record_bytes,
                     prev_digest=prev,
                     coding=state.coding,
