@@ -14,11 +14,27 @@ a torn tail is cut and reported, and corruption anywhere else is raised, never s
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 
 from segwal import events
+from segwal.archive.archived import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_SEGMENT_AGE,
+    ArchivedWal,
+    ArchiveOptions,
+    resolve_store,
+)
+from segwal.archive.store import ObjectInfo, ObjectStore
+from segwal.archive.uploader import ArchiveStatus
 from segwal.errors import (
+    ArchiveAccessError,
+    ArchiveConflictError,
+    ArchiveCorruptError,
+    ArchiveDivergedError,
+    ArchiveError,
+    ArchiveNotFoundError,
+    ArchiveUnavailableError,
     ArgumentTypeError,
     ChecksumError,
     ClosedError,
@@ -34,6 +50,7 @@ from segwal.errors import (
     ReaderFellBehindError,
     ReadOnlyError,
     RecordTooLargeError,
+    RestoreTargetError,
     SealError,
     SegmentHeaderError,
     SegwalError,
@@ -71,6 +88,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DECODER",
+    "ArchiveAccessError",
+    "ArchiveConflictError",
+    "ArchiveCorruptError",
+    "ArchiveDivergedError",
+    "ArchiveError",
+    "ArchiveNotFoundError",
+    "ArchiveStatus",
+    "ArchiveUnavailableError",
+    "ArchivedWal",
     "ArgumentTypeError",
     "Batch",
     "ChecksumError",
@@ -89,6 +115,8 @@ __all__ = [
     "LockError",
     "NotFoundError",
     "NotRegularFileError",
+    "ObjectInfo",
+    "ObjectStore",
     "OsFileSystem",
     "Problem",
     "ReadOnlyError",
@@ -97,6 +125,7 @@ __all__ = [
     "RecordTooLargeError",
     "RecoveryMode",
     "RecoveryReport",
+    "RestoreTargetError",
     "RetentionResult",
     "SealError",
     "SegmentAction",
@@ -139,12 +168,27 @@ def open(  # the natural name, as lmdb.open and shelve.open
     clock: Callable[[], int] | None = None,
     slow_fsync_seconds: float = 1.0,
     observers: Iterable[events.Observer] = (),
+    archive: str | ObjectStore | None = None,
+    archive_options: Mapping[str, object] | None = None,
+    archive_max_segment_age: float = DEFAULT_MAX_SEGMENT_AGE,
+    archive_close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    archive_poll_interval: float = 1.0,
+    archive_probe: bool = True,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
+
+    With ``archive`` (a URL such as ``s3://bucket/prefix`` or ``file:///dir``, or an
+    ObjectStore) sealed segments are uploaded in the background and the result is an
+    :class:`ArchivedWal` (``archive_status()``, ``wait_archived()``); ``archive_options``
+    go to the store (endpoint, credentials, ...). Unless ``max_segment_age`` is given, a
+    segment is sealed ``archive_max_segment_age`` seconds after its first record, which
+    bounds what a lost machine loses from the archive. See docs/ARCHIVE.md.
 
     See the README for what each option means and its default.
     """
     options: dict[str, object] = {}
+    if archive is not None and max_segment_age is None:
+        max_segment_age = archive_max_segment_age
     if filesystem is not None:
         options["filesystem"] = filesystem
     if clock is not None:
@@ -165,7 +209,19 @@ def open(  # the natural name, as lmdb.open and shelve.open
         observers=tuple(observers),
         **options,  # type: ignore[arg-type]
     )
-    return Wal(_directory(path, resolve=filesystem is None), config)
+    directory = _directory(path, resolve=filesystem is None)
+    if archive is None:
+        return Wal(directory, config)
+    if filesystem is not None:
+        raise ConfigError("archive= works on the real file system only", option="archive")
+    uploads = ArchiveOptions(
+        max_segment_age=archive_max_segment_age,
+        close_timeout=archive_close_timeout,
+        poll_interval=archive_poll_interval,
+        probe=archive_probe,
+    )
+    store = resolve_store(archive, dict(archive_options or {}))
+    return ArchivedWal(directory, config, store, uploads)
 
 
 def verify(
