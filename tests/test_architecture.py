@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 
 import segwal
 from segwal import events
+from segwal.archive.archived import ArchiveOptions
 from segwal.cli import main
 from segwal.log.catalog import Sealed, SegmentCatalog, parts_for
 from segwal.log.config import WalConfig
@@ -139,9 +140,16 @@ def test_release_of_a_cursor_hold_deletes_the_cursor(tmp_path: Path) -> None:
 def test_open_defaults_are_walconfig_defaults() -> None:
     fields = {f.name: f for f in dataclasses.fields(WalConfig)}
     parameters = inspect.signature(segwal.open).parameters
-    assert set(parameters) - {"path"} == set(fields)
+    archive = {n for n in parameters if n.startswith("archive")}
+    assert set(parameters) - {"path"} - archive == set(fields)
+    uploads = {f.name: f.default for f in dataclasses.fields(ArchiveOptions)}
+    assert archive - {"archive", "archive_options"} <= {f"archive_{n}" for n in uploads}
     for name, parameter in parameters.items():
         if name == "path":
+            continue
+        if name in archive:
+            short = name.removeprefix("archive_")
+            assert parameter.default == uploads.get(short), name
             continue
         field = fields[name]
         if name == "observers":

@@ -8,12 +8,12 @@ a new generation), and bounds how long ``close()`` waits for an upload in progre
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Final
 
 from segwal.archive.store import ObjectStore
 from segwal.archive.uploader import ArchiveStatus, Uploader
+from segwal.archive.urls import open_store
 from segwal.errors import ClosedError, ConfigError
 from segwal.log.config import WalConfig
 from segwal.log.plans import TruncateResult
@@ -52,9 +52,7 @@ def resolve_store(
 ) -> ObjectStore:
     """The store an ``archive=`` value names: a store as is, a URL through ``open_store``."""
     if isinstance(archive, str):
-        urls = importlib.import_module("segwal.archive.urls")
-        store: ObjectStore = urls.open_store(archive, **(options or {}))
-        return store
+        return open_store(archive, **(options or {}))
     if not isinstance(archive, ObjectStore):
         raise ConfigError("archive must be a URL or an ObjectStore", option="archive")
     return archive
