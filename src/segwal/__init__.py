@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from os import PathLike
 
 from segwal import events
@@ -25,6 +26,8 @@ from segwal.archive.archived import (
     ArchiveOptions,
     resolve_store,
 )
+from segwal.archive.restore import RestoreResult
+from segwal.archive.restore import restore as restore_archive
 from segwal.archive.store import ObjectInfo, ObjectStore
 from segwal.archive.uploader import ArchiveStatus
 from segwal.errors import (
@@ -125,6 +128,7 @@ __all__ = [
     "RecordTooLargeError",
     "RecoveryMode",
     "RecoveryReport",
+    "RestoreResult",
     "RestoreTargetError",
     "RetentionResult",
     "SealError",
@@ -146,6 +150,7 @@ __all__ = [
     "__version__",
     "events",
     "open",
+    "restore",
     "verify",
 ]
 
@@ -221,7 +226,53 @@ def open(  # the natural name, as lmdb.open and shelve.open
         probe=archive_probe,
     )
     store = resolve_store(archive, dict(archive_options or {}))
-    return ArchivedWal(directory, config, store, uploads)
+    return ArchivedWal(directory, config, store, uploads, owns_store=isinstance(archive, str))
+
+
+def restore(
+    archive: str | ObjectStore,
+    path: str | PathLike[str],
+    *,
+    to_lsn: int | None = None,
+    to_time: datetime | float | None = None,
+    generation: str | None = None,
+    archive_options: Mapping[str, object] | None = None,
+    parallel: int = 4,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> RestoreResult:
+    """Rebuild a log from the archive ``archive`` (a URL or an ObjectStore) in ``path``,
+    which must not exist or be empty: to the newest archived record, to ``to_lsn``, or to
+    ``to_time`` (a datetime or seconds since the epoch: the records appended at or before
+    it). ``generation`` picks a generation; the default is the newest holding the point.
+    Every object is checked; an interrupted restore resumes when run again with the same
+    arguments. ``progress(segments_done, segments_total, bytes_done)`` is called as it goes.
+    """
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return restore_archive(
+            store,
+            _directory(path, resolve=True),
+            to_lsn=to_lsn,
+            to_time_us=_time_us(to_time),
+            generation=generation,
+            parallel=parallel,
+            progress=progress,
+        )
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def _time_us(value: datetime | float | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigError("to_time needs a timezone (use UTC)", option="to_time")
+        return int(value.timestamp() * 1_000_000)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ArgumentTypeError("to_time must be a datetime or seconds", option="to_time")
+    return int(value * 1_000_000)
 
 
 def verify(

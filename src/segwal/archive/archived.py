@@ -62,12 +62,19 @@ class ArchivedWal(Wal):
     """A ``Wal`` that archives its sealed segments (see the module)."""
 
     def __init__(
-        self, path: str, config: WalConfig, store: ObjectStore, options: ArchiveOptions
+        self,
+        path: str,
+        config: WalConfig,
+        store: ObjectStore,
+        options: ArchiveOptions,
+        *,
+        owns_store: bool = False,
     ) -> None:
         if config.readonly:
             raise ConfigError("archive= needs a writable log", option="archive")
         super().__init__(path, config)
         self._archive_options = options
+        self._owns_store = owns_store  # a store opened from a URL is closed with the log
         try:
             uploader = self._uploader = Uploader(
                 self,
@@ -116,5 +123,5 @@ class ArchivedWal(Wal):
             return
         finished = self._uploader.stop(self._archive_options.close_timeout)
         super().close()
-        if finished:
+        if finished and self._owns_store:
             self._uploader.store.close()
