@@ -84,6 +84,16 @@ class MemoryStore:
         with self._lock:
             self._hide_newest += times
 
+    def clear_faults(self) -> None:
+        """Forget every queued fault (the store recovers)."""
+        with self._lock:
+            for queue in self._failures.values():
+                queue.clear()
+            self._cut_puts.clear()
+            self._short_gets.clear()
+            self._hide_newest = 0
+            self._refusal = None
+
     def expire_credentials(self) -> None:
         with self._lock:
             self._refusal = "ExpiredToken: the provided token has expired"
@@ -111,7 +121,7 @@ class MemoryStore:
             if self._refusal is not None:
                 raise ArchiveAccessError(self._refusal, url=self.url, key=key)
             queue = self._failures[op]
-            if queue:
+            if queue and not (op == "put" and self._cut_puts):  # a queued cut comes first
                 status = queue.pop(0)
                 raise ArchiveUnavailableError(
                     f"HTTP {status} {_MESSAGES.get(status, 'error')}",
