@@ -26,6 +26,12 @@ from segwal.archive.archived import (
     ArchiveOptions,
     resolve_store,
 )
+from segwal.archive.catalog import ArchiveProblem, ArchiveReport, Listing, read_listing
+from segwal.archive.catalog import verify_archive as check_archive
+from segwal.archive.mirror import DEFAULT_POLL_INTERVAL, MirrorResult
+from segwal.archive.mirror import mirror as mirror_archive
+from segwal.archive.operations import local_status
+from segwal.archive.operations import push as push_log
 from segwal.archive.restore import RestoreResult
 from segwal.archive.restore import restore as restore_archive
 from segwal.archive.store import ObjectInfo, ObjectStore
@@ -97,6 +103,8 @@ __all__ = [
     "ArchiveDivergedError",
     "ArchiveError",
     "ArchiveNotFoundError",
+    "ArchiveProblem",
+    "ArchiveReport",
     "ArchiveStatus",
     "ArchiveUnavailableError",
     "ArchivedWal",
@@ -115,7 +123,9 @@ __all__ = [
     "ForkedError",
     "HoldError",
     "InvalidPayloadError",
+    "Listing",
     "LockError",
+    "MirrorResult",
     "NotFoundError",
     "NotRegularFileError",
     "ObjectInfo",
@@ -148,10 +158,15 @@ __all__ = [
     "WalConfig",
     "WalFailedError",
     "__version__",
+    "archive_status",
     "events",
+    "list_archive",
+    "mirror",
     "open",
+    "push",
     "restore",
     "verify",
+    "verify_archive",
 ]
 
 
@@ -258,6 +273,87 @@ def restore(
             parallel=parallel,
             progress=progress,
         )
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def mirror(
+    archive: str | ObjectStore,
+    path: str | PathLike[str],
+    *,
+    follow: bool = False,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    archive_options: Mapping[str, object] | None = None,
+    stop: Callable[[], bool] | None = None,
+    on_update: Callable[[MirrorResult], None] | None = None,
+) -> MirrorResult:
+    """Keep a local read-only copy of an archived log in ``path`` (created when missing or
+    empty): every verified sealed segment, in order, so ``open(path, readonly=True)``,
+    ``replay``, ``follow`` and cursors work on another machine. One pass, or with
+    ``follow`` one LIST every ``poll_interval`` seconds until ``stop()`` returns true.
+    Raises ArchiveDivergedError when the archive was pruned past the copy or a newer
+    generation rewrote records it holds."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return mirror_archive(
+            store,
+            _directory(path, resolve=True),
+            follow=follow,
+            poll_interval=poll_interval,
+            stop=stop or (lambda: False),
+            on_update=on_update,
+        )
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def push(
+    path: str | PathLike[str],
+    archive: str | ObjectStore,
+    *,
+    archive_options: Mapping[str, object] | None = None,
+) -> ArchiveStatus:
+    """Upload the sealed segments of the log in ``path`` that are not archived yet, once.
+    It opens the log readonly (a live writer may keep writing) and keeps its place in the
+    consumer cursor ``archive``, which holds retention until segments are archived."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return push_log(_directory(path, resolve=True), store)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def archive_status(path: str | PathLike[str]) -> ArchiveStatus:
+    """The archive status the log directory ``path`` records (no request to the store)."""
+    return local_status(_directory(path, resolve=True))
+
+
+def list_archive(
+    archive: str | ObjectStore, *, archive_options: Mapping[str, object] | None = None
+) -> Listing:
+    """The generations and segment objects of an archive (one LIST, a GET per generation)."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return read_listing(store)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def verify_archive(
+    archive: str | ObjectStore,
+    *,
+    archive_options: Mapping[str, object] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ArchiveReport:
+    """Read and check every object of an archive; problems are named (object, LSN range,
+    reason), never raised."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return check_archive(store, progress=progress)
     finally:
         if isinstance(archive, str):
             store.close()

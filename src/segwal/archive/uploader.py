@@ -203,7 +203,7 @@ class Uploader:
             finally:
                 store.delete(key)
         except ArchiveUnavailableError as exc:
-            self._failed(exc)
+            self.record_error(exc)
 
     def check_archive(self) -> None:
         """``ARCHIVE`` names this log, or is created naming it (once, conditionally)."""
@@ -258,10 +258,10 @@ class Uploader:
                 delay = self.base_delay
                 wait = self.poll_interval
             except (ArchiveUnavailableError, ArchiveAccessError) as exc:
-                self._failed(exc)
+                self.record_error(exc)
                 wait, delay = delay, min(delay * 2, self.max_delay)
             except ArchiveError as exc:  # a conflict or a damaged local segment: stop
-                self._failed(exc)
+                self.record_error(exc)
                 self.stopped = str(exc)
                 self._notify()
                 return
@@ -377,7 +377,7 @@ class Uploader:
 
     # -- status ---------------------------------------------------------------------------
 
-    def _failed(self, exc: ArchiveError) -> None:
+    def record_error(self, exc: ArchiveError) -> None:
         self.retries += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_error_at = time.time()
