@@ -34,6 +34,7 @@ from segwal.errors import (
     ArchiveCorruptError,
     ArchiveError,
     ArchiveNotFoundError,
+    ArchiveUnavailableError,
 )
 
 
@@ -97,12 +98,11 @@ class Fetcher:
             if info is None:
                 raise ArchiveNotFoundError("the object is gone", url=store.url, key=key)
             data = store.get(key)
-            if len(data) != info.size:
-                raise ArchiveCorruptError(
+            if len(data) != info.size:  # a body ended early: retried like a cut connection
+                raise ArchiveUnavailableError(
                     f"the body has {len(data)} bytes, the object {info.size} (cut short)",
                     url=store.url,
                     key=key,
-                    first_lsn=segment.first_lsn,
                 )
             return data, dict(info.metadata)
 

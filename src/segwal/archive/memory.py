@@ -8,7 +8,8 @@ adds, on request:
   ``ArchiveUnavailableError`` (500, 503, or 503 SlowDown), as a loaded store does;
 - ``cut_put(stored=...)``: the next PUT's connection is cut mid-body: the object is stored
   (the answer was lost) or not, and the caller sees ``ArchiveUnavailableError`` either way;
-- ``truncate_get(keep, silent=False)``: the next GET's body ends after ``keep`` bytes; a
+- ``truncate_get(keep, silent=False)``: the next GET of a body longer than ``keep`` bytes
+  ends after ``keep`` bytes; a
   conforming client raises (the default), ``silent=True`` returns the short body, as a
   broken proxy or client would, so callers' size checks are tested too;
 - ``hide_newest(times)``: the next ``times`` listings miss their newest (last) key, as an
@@ -75,7 +76,8 @@ class MemoryStore:
             self._cut_puts.append(stored)
 
     def truncate_get(self, keep: int, *, silent: bool = False) -> None:
-        """The next GET's body stops after ``keep`` bytes (raised, or returned if silent)."""
+        """The next GET of more than ``keep`` bytes stops there (raised, or returned if
+        silent)."""
         with self._lock:
             self._short_gets.append((keep, silent))
 
@@ -163,14 +165,13 @@ class MemoryStore:
             if found is None:
                 raise ArchiveNotFoundError("no such object", url=self.url, key=key)
             body = found.data[start:end]
-            if self._short_gets:
+            if self._short_gets and self._short_gets[0][0] < len(body):
                 keep, silent = self._short_gets.pop(0)
-                if keep < len(body):
-                    if silent:
-                        return body[:keep]
-                    raise ArchiveUnavailableError(
-                        f"body ended after {keep} of {len(body)} bytes", url=self.url, key=key
-                    )
+                if silent:
+                    return body[:keep]
+                raise ArchiveUnavailableError(
+                    f"body ended after {keep} of {len(body)} bytes", url=self.url, key=key
+                )
             return body
 
     def head(self, key: str) -> ObjectInfo | None:

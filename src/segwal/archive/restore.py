@@ -263,13 +263,16 @@ def _download(
 
     results: list[SegmentFacts] = []
     fetched = total_bytes = 0
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    try:
         for facts, new in pool.map(one, chain):
             results.append(facts)
             fetched += new
             total_bytes += facts.size
             if progress is not None:
                 progress(len(results), len(chain), total_bytes)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # an interrupted restore stops soon
     sync_dir(work)
     return results, fetched
 

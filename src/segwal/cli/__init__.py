@@ -17,6 +17,7 @@ from __future__ import annotations
 import click
 
 import segwal
+from segwal.cli.archive import archive, mirror, restore
 from segwal.cli.common import (
     DURATION,
     EXIT_CORRUPT,
@@ -46,15 +47,18 @@ __all__ = [
     "EXIT_USAGE",
     "SIZE",
     "Failure",
+    "archive",
     "demo",
     "demo_child",
     "dump",
     "holds",
     "info",
     "main",
+    "mirror",
     "parse_duration",
     "parse_size",
     "prune",
+    "restore",
     "rfc3339",
     "stats",
     "tail",
@@ -103,5 +107,6 @@ def main() -> None:
     """
 
 
-for _command in (info, stats, verify, dump, tail, truncate, prune, holds, demo, demo_child):
+_COMMANDS = (info, stats, verify, dump, tail, truncate, prune, holds, demo, demo_child)
+for _command in (*_COMMANDS, restore, mirror, archive):
     main.add_command(_command)
