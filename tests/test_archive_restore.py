@@ -116,7 +116,7 @@ def test_damaged_objects_are_named_by_restore_and_verify(tmp_path: Path, damage:
 
 
 def test_short_and_failed_gets_are_retried(tmp_path: Path) -> None:
-    store, keys = archived_log(tmp_path, 100)
+    store, _keys = archived_log(tmp_path, 100)
     # Bodies end after 1,000 bytes (the small ARCHIVE and GEN records are whole).
     store.truncate_get(1000, silent=True)  # a proxy that ends the body early, silently
     store.truncate_get(1000)  # a client that notices
@@ -128,7 +128,7 @@ def test_short_and_failed_gets_are_retried(tmp_path: Path) -> None:
 
 
 def test_a_listing_missing_the_newest_key_restores_a_consistent_prefix(tmp_path: Path) -> None:
-    store, keys = archived_log(tmp_path)
+    store, _keys = archived_log(tmp_path)
     store.hide_newest(1)
     result = segwal.restore(store, tmp_path / "r")
     full = records(tmp_path / "log")
