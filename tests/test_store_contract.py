@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from ceph_fixture import CephS3
 from segwal.archive.local import LocalStore
 from segwal.archive.store import ObjectInfo, ObjectStore
 from segwal.archive.urls import open_store
 from segwal.errors import ArchiveAccessError, ArchiveError, ArchiveNotFoundError, ConfigError
 
-STORES = ["local"]
+# The memory store joins here once it is on main ("memory" and a branch in ``store``).
+STORES = ["local", "ceph-plain", "ceph-tls"]
 
 
 @pytest.fixture(params=STORES)
@@ -30,6 +32,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStor
     made: ObjectStore
     if request.param == "local":
         made = open_store((tmp_path / "archive").as_uri())
+    elif request.param.startswith("ceph-"):
+        ceph: CephS3 = request.getfixturevalue(request.param.replace("-", "_s3_"))
+        made = open_store(ceph.url, **ceph.options)
     else:
         raise AssertionError(f"no store named {request.param}")
     try:
