@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 
 from segwal.archive.store import ObjectInfo
 from segwal.errors import (
@@ -113,8 +114,9 @@ class S3Store:
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}"
         try:
-            session = boto3.session.Session(profile_name=profile)
-            endpoint = endpoint_url or session.get_config_variable("endpoint_url")
+            core = botocore.session.get_session()
+            session = boto3.session.Session(botocore_session=core, profile_name=profile)
+            endpoint = endpoint_url or core.get_config_variable("endpoint_url")
             config = botocore.config.Config(
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
