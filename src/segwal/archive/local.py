@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ DATA = "data"
 META = "meta"
 # A file name holds at most 255 bytes on Linux file systems; quoting can triple a key.
 MAX_QUOTED_KEY = 255
+STALE_SECONDS = 3600.0
 
 
 def _fsync_dir(path: str) -> None:
@@ -72,10 +74,26 @@ class LocalStore:
             if create:
                 os.makedirs(self._objects, exist_ok=True)
                 os.makedirs(self._tmp, exist_ok=True)
+                # The directories themselves must survive a power loss before any put is
+                # acknowledged in them.
+                for directory in (self.root, os.path.dirname(self.root)):
+                    _fsync_dir(directory)
             elif not os.path.isdir(self._objects) or not os.path.isdir(self._tmp):
                 raise ArchiveAccessError("not an archive directory (create=False)", url=self.url)
+            self._sweep()
         except OSError as exc:
             raise self._error(exc, "cannot prepare the archive directory") from exc
+
+    def _sweep(self) -> None:
+        """Remove what a crash left in tmp/ (objects half built or half deleted), if older
+        than STALE_SECONDS: a younger one may belong to a put running in another process."""
+        now = time.time()
+        for entry in os.scandir(self._tmp):
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except FileNotFoundError:
+                continue
 
     # -- helpers ---------------------------------------------------------------------
 

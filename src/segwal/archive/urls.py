@@ -8,6 +8,7 @@ install.
 from __future__ import annotations
 
 import importlib
+import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -71,3 +72,35 @@ def open_store(url: str, **options: Any) -> ObjectStore:
         store: ObjectStore = s3.S3Store(bucket, prefix, **options)
         return store
     raise ConfigError(f"unknown archive URL scheme (use {' or '.join(SCHEMES)}): {url}")
+
+
+PROBE_PREFIX = ".segwal-probe/"
+
+
+def probe(store: ObjectStore) -> None:
+    """Check at open that ``store`` can hold an archive, or raise a typed error.
+
+    Puts, reads back and deletes a small object under ``.segwal-probe/``, and makes sure a
+    second conditional create of the same key is refused: a store that ignores
+    ``If-None-Match`` would let two segments overwrite each other, so it is refused with
+    ``ArchiveAccessError("conditional writes ignored")``. Missing credentials, a missing
+    bucket or no permission raise ``ArchiveAccessError``; a store that is down raises
+    ``ArchiveUnavailableError`` (the caller decides whether to open anyway).
+    """
+    key = PROBE_PREFIX + uuid.uuid4().hex
+    body = b"segwal probe " + key.encode()
+    if not store.put_if_absent(key, body, {"probe": "1"}):
+        raise ArchiveAccessError(
+            "a new probe object already exists: conditional writes misreported", url=store.url
+        )
+    try:
+        if store.get(key) != body:
+            raise ArchiveAccessError("the probe object reads back different", url=store.url)
+        if store.put_if_absent(key, b"second", {"probe": "2"}):
+            raise ArchiveAccessError(
+                "conditional writes ignored (If-None-Match: * overwrote an object)",
+                url=store.url,
+                key=key,
+            )
+    finally:
+        store.delete(key)
