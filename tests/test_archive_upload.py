@@ -220,7 +220,7 @@ def test_retention_deletes_only_archived_segments(tmp_path: Path) -> None:
 def test_a_conditional_write_ignoring_store_is_refused(tmp_path: Path) -> None:
     store = MemoryStore()
     store.ignore_conditions = True
-    with pytest.raises(segwal.ArchiveAccessError, match="ignores conditional"):
+    with pytest.raises(segwal.ArchiveAccessError, match="conditional writes ignored"):
         segwal.open(tmp_path / "log", archive=store, **FAST)
 
 

@@ -20,19 +20,21 @@ import pytest
 
 from ceph_fixture import CephS3
 from segwal.archive.local import STALE_SECONDS, LocalStore
+from segwal.archive.memory import MemoryStore
 from segwal.archive.store import ObjectInfo, ObjectStore
 from segwal.archive.urls import open_store
 from segwal.errors import ArchiveAccessError, ArchiveError, ArchiveNotFoundError, ConfigError
 
-# The memory store joins here once it is on main ("memory" and a branch in ``store``).
-STORES = ["local", "ceph-plain", "ceph-tls"]
+STORES = ["memory", "local", "ceph-plain", "ceph-tls"]
 
 
 @pytest.fixture(params=STORES)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     """A new, empty store of each kind."""
     made: ObjectStore
-    if request.param == "local":
+    if request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "local":
         made = open_store((tmp_path / "archive").as_uri())
     elif request.param.startswith("ceph-"):
         ceph: CephS3 = request.getfixturevalue(request.param.replace("-", "_s3_"))

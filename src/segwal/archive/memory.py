@@ -31,7 +31,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from segwal.archive.store import ObjectInfo
-from segwal.errors import ArchiveAccessError, ArchiveNotFoundError, ArchiveUnavailableError
+from segwal.errors import (
+    ArchiveAccessError,
+    ArchiveError,
+    ArchiveNotFoundError,
+    ArchiveUnavailableError,
+)
 
 OPERATIONS = ("put", "get", "head", "list", "delete")
 _MESSAGES = {500: "InternalError", 503: "SlowDown"}
@@ -160,6 +165,8 @@ class MemoryStore:
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         self._enter("get", key)
+        if start < 0 or (end is not None and end < start):
+            raise ArchiveError(f"invalid range {start}..{end}", url=self.url, key=key)
         with self._lock:
             found = self.objects.get(key)
             if found is None:

@@ -38,6 +38,7 @@ from segwal.archive.objects import (
 )
 from segwal.archive.state import UploadState, load_state, store_state
 from segwal.archive.store import ObjectStore
+from segwal.archive.urls import probe
 from segwal.errors import (
     ArchiveAccessError,
     ArchiveConflictError,
@@ -184,24 +185,7 @@ class Uploader:
         A store that is down is not misconfigured: that is only recorded."""
         try:
             self.check_archive()
-            key = f"probe/{new_generation()}"
-            store = self.store
-            if not store.put_if_absent(key, b"probe"):
-                raise ArchiveAccessError("a fresh probe object already exists", url=store.url)
-            try:
-                if store.put_if_absent(key, b"probe, again"):
-                    raise ArchiveAccessError(
-                        "the store ignores conditional creates (If-None-Match: *): archived "
-                        "segments could be overwritten",
-                        url=store.url,
-                        key=key,
-                    )
-                if store.get(key) != b"probe":
-                    raise ArchiveAccessError(
-                        "the store returned other bytes than written", url=store.url, key=key
-                    )
-            finally:
-                store.delete(key)
+            probe(self.store)  # put, read back, a second conditional create, delete
         except ArchiveUnavailableError as exc:
             self.record_error(exc)
 
