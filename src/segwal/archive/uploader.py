@@ -259,11 +259,19 @@ class Uploader:
         self.check_archive()
         self._rotate_if_aged()
         done = 0
-        for info in self.wal.segments():
+        pending = [
+            s
+            for s in self.wal.segments()
+            if s.sealed and s.last_lsn > self.archived and s.record_count
+        ]
+        if pending:
+            # One durable mark for the whole batch: an upper bound of what may reach the
+            # store is as safe as the exact value (a rewind below it starts a generation).
+            with self.busy:
+                self._mark_in_flight(pending[-1].last_lsn)
+        for info in pending:
             if self._stop.is_set() and self._thread is not None:
                 break
-            if not info.sealed or info.last_lsn <= self.archived or info.record_count == 0:
-                continue
             with self.busy:
                 if info.last_lsn <= self.archived:
                     continue  # a rewind moved things while we waited
@@ -304,9 +312,7 @@ class Uploader:
         assert state.generation is not None
         key = segment_key(state.generation, info.first_lsn)
         facts = check_segment(data, key=info.path, url=store.url, first_lsn=info.first_lsn)
-        if facts.last_lsn > state.in_flight:
-            state.in_flight = facts.last_lsn
-            store_state(self.wal.path, state)
+        self._mark_in_flight(facts.last_lsn)
         created = store.put_if_absent(key, data, metadata_of(facts))
         if not created and store.get(key) != data:
             raise ArchiveConflictError(
@@ -322,6 +328,13 @@ class Uploader:
             self.uploads += 1
             self.uploaded_bytes += len(data)
             self._changed.notify_all()
+
+    def _mark_in_flight(self, lsn: int) -> None:
+        """Record durably, before any PUT, that LSNs up to ``lsn`` may be in the store."""
+        state = self.state
+        if lsn > state.in_flight:
+            state.in_flight = lsn
+            store_state(self.wal.path, state)
 
     def _ensure_generation(self) -> None:
         state = self.state
