@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,23 @@ def test_mirror_and_push_beside_a_live_writer(ceph_s3: CephS3, tmp_path: Path) -
     assert dump(tmp_path / "m") == dump(tmp_path / "log")
     with segwal.open(tmp_path / "m", readonly=True) as view:
         assert [r.lsn for r in view.follow(290, timeout=0.1)][-1] == 300
+
+
+def test_archive_retention_on_ceph(ceph_s3: CephS3, tmp_path: Path) -> None:
+    opts = {"archive_options": ceph_s3.options, "archive_poll_interval": 0.05}
+    with segwal.open(tmp_path / "log", archive=ceph_s3.url, segment_bytes=4096, **opts) as wal:
+        for lsn in range(1, 201):
+            wal.append(payload(lsn, 100))
+        wal.rotate()
+        assert wal.wait_archived(200, timeout=60)
+    args = ("archive", "prune", ceph_s3.url, "--max-bytes", "10K", "--delay", "2s", "--json")
+    planned = json.loads(run(ceph_s3, *args).stdout)
+    assert planned["planned"] and not planned["deleted"]
+    first = segwal.restore(ceph_s3.url, tmp_path / "r1", archive_options=ceph_s3.options)
+    assert first.first_lsn == 1  # planned is not deleted
+    time.sleep(2.1)
+    done = json.loads(run(ceph_s3, *args).stdout)
+    assert done["deleted"] == planned["planned"]
+    assert json.loads(run(ceph_s3, "archive", "verify", ceph_s3.url, "--json").stdout)["ok"]
+    restored = segwal.restore(ceph_s3.url, tmp_path / "r2", archive_options=ceph_s3.options)
+    assert restored.last_lsn == 200 and restored.first_lsn > 1

@@ -12,6 +12,7 @@ import segwal
 from conftest import payload
 from segwal.archive.memory import MemoryStore
 from segwal.archive.objects import parse_segment_key
+from segwal.archive.retention import prune_archive as prune_store
 
 FAST = {"archive_poll_interval": 0.02, "segment_bytes": 4096}
 
@@ -202,3 +203,27 @@ def test_mirror_names_an_archive_pruned_past_it(tmp_path: Path) -> None:
     del store.objects[newer[0]]  # pruned (or lost) right after the mirror's position
     with pytest.raises(segwal.ArchiveDivergedError, match="no longer holds"):
         segwal.mirror(store, tmp_path / "m")
+
+
+def test_archive_retention_plans_then_deletes_and_restore_still_works(tmp_path: Path) -> None:
+    store, keys = archived_log(tmp_path)
+    with pytest.raises(segwal.ConfigError):
+        segwal.prune_archive(store)
+    total = sum(len(store.objects[k].data) for k in keys)
+    first = segwal.prune_archive(store, max_bytes=total // 2, delay=3600)
+    assert first.planned == keys[: len(first.planned)] and first.planned and not first.deleted
+    assert all(k in store.objects for k in keys)  # phase one deletes nothing
+    again = segwal.prune_archive(store, max_bytes=total // 2, delay=3600)
+    assert not again.planned and again.pending == 1  # already planned: no second manifest
+    assert first.not_before_us is not None  # an hour later:
+    done = prune_store(store, max_bytes=total // 2, delay=0, now_us=first.not_before_us)
+    assert set(first.planned) <= set(done.deleted)
+    assert keys[-1] in store.objects  # never the newest segment
+    everything = segwal.prune_archive(store, max_bytes=1, delay=0)
+    later = segwal.prune_archive(store, max_bytes=1, delay=0)
+    assert keys[-1] in store.objects and keys[-1] not in everything.planned + later.deleted
+    assert segwal.verify_archive(store).ok
+    survivors = [k for k in keys if k in store.objects]
+    restored = segwal.restore(store, tmp_path / "r")
+    assert restored.first_lsn == int(survivors[0].rsplit("/", 1)[1][:20])
+    assert records(restored.path) == records(tmp_path / "log")[restored.first_lsn - 1 :]

@@ -34,6 +34,8 @@ from segwal.archive.operations import local_status
 from segwal.archive.operations import push as push_log
 from segwal.archive.restore import RestoreResult
 from segwal.archive.restore import restore as restore_archive
+from segwal.archive.retention import PruneResult
+from segwal.archive.retention import prune_archive as prune_store
 from segwal.archive.store import ObjectInfo, ObjectStore
 from segwal.archive.uploader import ArchiveStatus
 from segwal.errors import (
@@ -132,6 +134,7 @@ __all__ = [
     "ObjectStore",
     "OsFileSystem",
     "Problem",
+    "PruneResult",
     "ReadOnlyError",
     "ReaderFellBehindError",
     "Record",
@@ -163,6 +166,7 @@ __all__ = [
     "list_archive",
     "mirror",
     "open",
+    "prune_archive",
     "push",
     "restore",
     "verify",
@@ -354,6 +358,26 @@ def verify_archive(
     store = resolve_store(archive, dict(archive_options or {}))
     try:
         return check_archive(store, progress=progress)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def prune_archive(
+    archive: str | ObjectStore,
+    *,
+    max_age: float | None = None,
+    max_bytes: int | None = None,
+    delay: float = 3600.0,
+    archive_options: Mapping[str, object] | None = None,
+) -> PruneResult:
+    """Archive retention in two phases: delete what earlier runs planned once their
+    ``delay`` (seconds) has passed, then plan the oldest segments of the newest
+    generation's history older than ``max_age`` seconds or beyond ``max_bytes`` (never the
+    newest segment) in a manifest. See docs/ARCHIVE.md."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return prune_store(store, max_age=max_age, max_bytes=max_bytes, delay=delay)
     finally:
         if isinstance(archive, str):
             store.close()

@@ -249,7 +249,9 @@ def _chain_problems(
     listing: Listing, name: str, gen: Generation, results: dict[str, SegmentFacts]
 ) -> Iterator[ArchiveProblem]:
     own = listing.segments.get(name, [])
-    if own and own[0].first_lsn != gen.fork_lsn + 1 and gen.parent is not None:
+    inherited = [s for s in listing.chain(name) if s.generation != name]
+    # (with nothing inherited left, archive retention removed the start of the history)
+    if own and own[0].first_lsn != gen.fork_lsn + 1 and inherited:
         yield ArchiveProblem(
             own[0].key,
             gen.fork_lsn + 1,

@@ -19,7 +19,16 @@ from typing import Any
 import click
 
 import segwal
-from segwal.cli.common import EXIT_CORRUPT, EXIT_IO, EXIT_USAGE, Failure, emit_json, errors
+from segwal.cli.common import (
+    DURATION,
+    EXIT_CORRUPT,
+    EXIT_IO,
+    EXIT_USAGE,
+    SIZE,
+    Failure,
+    emit_json,
+    errors,
+)
 
 URL_HELP = "s3://bucket/prefix or file:///directory (AWS_* variables give endpoint and keys)"
 
@@ -251,3 +260,30 @@ def verify(url: str, as_json: bool) -> None:
         )
     if not report.ok:
         raise SystemExit(EXIT_CORRUPT)
+
+
+@archive.command(name="prune", short_help="Archive retention: plan, then delete after a delay.")
+@click.argument("url")
+@click.option("--max-age", type=DURATION, help="Plan segments whose records are all older.")
+@click.option("--max-bytes", type=SIZE, help="Plan the oldest segments beyond this total.")
+@click.option(
+    "--delay", type=DURATION, default="1h", show_default=True, help="Wait before deleting."
+)
+@click.option("--json", "as_json", is_flag=True)
+def prune(
+    url: str, max_age: float | None, max_bytes: int | None, delay: float, as_json: bool
+) -> None:
+    """Delete the objects earlier runs planned once their delay passed, then plan the
+    oldest segments of the newest generation's history by age or size (never the newest
+    segment) for deletion after --delay, so a restore or mirror in progress can finish."""
+    if max_age is None and max_bytes is None:
+        raise Failure("give --max-age or --max-bytes", exit_code=EXIT_USAGE)
+    with archive_errors(url):
+        result = segwal.prune_archive(url, max_age=max_age, max_bytes=max_bytes, delay=delay)
+    if as_json:
+        emit_json(asdict(result))
+        return
+    click.echo(
+        f"archive prune: deleted {len(result.deleted)} objects, planned {len(result.planned)}, "
+        f"{result.pending} manifests waiting"
+    )
