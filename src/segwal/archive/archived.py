@@ -97,10 +97,11 @@ class ArchivedWal(Wal):
         return self._uploader.status()
 
     def wait_archived(self, lsn: int, timeout: float | None = None) -> bool:
-        """Wait until every record up to ``lsn`` is in the archive; False when ``timeout``
-        seconds passed first. Records reach the archive when their segment is sealed (by
-        size, by ``archive_max_segment_age``, or by ``rotate()``). Raises
-        ArchiveConflictError if uploading stopped on a conflict."""
+        """Wait until every record up to ``lsn`` is in the archive and META records it (so
+        local retention may delete it); False when ``timeout`` seconds passed first.
+        Records reach the archive when their segment is sealed (by size, by
+        ``archive_max_segment_age``, or by ``rotate()``). Raises ArchiveConflictError if
+        uploading stopped on a conflict."""
         self._check_open()
         return self._uploader.wait(lsn, timeout)
 

@@ -9,9 +9,9 @@ Per segment (``Uploader._upload``; docs/DURABILITY.md, "Archive"):
 3. ``put_if_absent`` under ``g/<generation>/seg/<first:020d>.wal``; a 412 downloads the
    object and compares: equal bytes are an earlier upload whose answer was lost (success),
    other bytes are ``ArchiveConflictError`` (uploading stops, local data is kept);
-4. advance the position (``keep``): for a log opened with ``archive=``, the ``archive``
-   hold in META (one atomic, fsynced META replace), so retention deletes a segment only
-   once META says it is archived.
+4. advance the position: for a log opened with ``archive=``, the ``archive`` hold in
+   META (one atomic, fsynced META replace), after each batch and every ``SAVE_EVERY``
+   seconds within one, so retention deletes a segment only once META says it is archived.
 
 A crash between 3 and 4 repeats the PUT at the next open and gets the equal-content 412.
 Store failures never reach the log: they are counted, shown in ``status()`` and retried
@@ -52,6 +52,8 @@ from segwal.events import Sealed
 from segwal.format.layout import HEADER_SIZE, decode_header
 from segwal.log.wal import Wal
 from segwal.types import SegmentInfo
+
+SAVE_EVERY = 0.5  # seconds between hold advances within a batch of uploads
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +136,7 @@ class Uploader:
         self.state = self._initial_state()
         if not cursor:
             self.position.save(self.archived)  # the hold exists before anything is deleted
+        self._saved_lsn, self._saved_at = self.archived, time.monotonic()
 
     # -- state ----------------------------------------------------------------------------
 
@@ -269,14 +272,18 @@ class Uploader:
             # store is as safe as the exact value (a rewind below it starts a generation).
             with self.busy:
                 self._mark_in_flight(pending[-1].last_lsn)
-        for info in pending:
-            if self._stop.is_set() and self._thread is not None:
-                break
+        try:
+            for info in pending:
+                if self._stop.is_set() and self._thread is not None:
+                    break
+                with self.busy:
+                    if info.last_lsn <= self.archived:
+                        continue  # a rewind moved things while we waited
+                    self._upload(info)
+                done += 1
+        finally:
             with self.busy:
-                if info.last_lsn <= self.archived:
-                    continue  # a rewind moved things while we waited
-                self._upload(info)
-            done += 1
+                self._save_position(force=True)
         return done
 
     def _rotate_if_aged(self) -> None:
@@ -322,12 +329,23 @@ class Uploader:
                 url=store.url,
                 key=key,
             )
-        self.position.save(facts.last_lsn)
         with self._changed:
             self.archived = facts.last_lsn
             self.uploads += 1
             self.uploaded_bytes += len(data)
             self._changed.notify_all()
+        self._save_position(force=False)
+
+    def _save_position(self, *, force: bool) -> None:
+        """Advance the ``archive`` hold (a META replace) to what the store holds: after a
+        batch, and every ``SAVE_EVERY`` seconds within one. Behind the store is safe (a
+        crash repeats those PUTs into equal 412s); ahead of it never happens."""
+        now = time.monotonic()
+        if self.archived > self._saved_lsn and (force or now - self._saved_at >= SAVE_EVERY):
+            self.position.save(self.archived)
+            with self._changed:
+                self._saved_lsn, self._saved_at = self.archived, now
+                self._changed.notify_all()
 
     def _mark_in_flight(self, lsn: int) -> None:
         """Record durably, before any PUT, that LSNs up to ``lsn`` may be in the store."""
@@ -368,7 +386,7 @@ class Uploader:
             state.parent = state.generation if state.generation is not None else state.parent
             state.generation = None
             state.fork_lsn = state.in_flight = fork
-            self.archived = fork
+            self.archived = self._saved_lsn = fork
             self.position.save(fork)
         store_state(wal.path, state)
 
@@ -386,7 +404,7 @@ class Uploader:
     def wait(self, lsn: int, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
-            while self.archived < lsn:
+            while self._saved_lsn < lsn:
                 if self.stopped is not None:
                     raise ArchiveConflictError(self.stopped, url=self.store.url)
                 left = None if deadline is None else deadline - time.monotonic()
