@@ -43,18 +43,20 @@ def dump(path: Path) -> list[object]:
 
 
 def test_archive_many_segments_then_restore_anywhere(ceph_s3: CephS3, tmp_path: Path) -> None:
-    """1,000 small segments up (two records each; 200 over TLS, slower here), then restore
+    """1,000 small segments up (one record each; 300 over TLS, slower here), then restore
     to the newest, an LSN and a time, by
     the API and the command line; each restored dump equals the original's prefix."""
     opts = {"archive_options": ceph_s3.options, "archive_poll_interval": 0.05}
-    with segwal.open(tmp_path / "log", archive=ceph_s3.url, segment_bytes=512, **opts) as wal:
-        count = 400 if ceph_s3.tls else 2000
+    with segwal.open(
+        tmp_path / "log", archive=ceph_s3.url, segment_bytes=512, sync="never", **opts
+    ) as wal:
+        count = 300 if ceph_s3.tls else 1000
         for lsn in range(1, count + 1):
             wal.append(payload(lsn, 100))
         wal.rotate()
         assert wal.wait_archived(count, timeout=300), wal.archive_status()
         status = wal.archive_status()
-        assert status.last_error is None and status.uploads >= count // 2
+        assert status.last_error is None and status.uploads == count
         moment = wal.read(count * 3 // 4).timestamp_us
     original = dump(tmp_path / "log")
     result = segwal.restore(ceph_s3.url, tmp_path / "latest", archive_options=ceph_s3.options)
