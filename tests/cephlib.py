@@ -85,6 +85,11 @@ rgw frontends = beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{htt
 ssl_certificate={dir}/tls/cert.pem ssl_private_key={dir}/tls/key.pem
 rgw data = {dir}/rgw
 rgw thread pool size = 64
+# Deleted objects' tails (beyond the first 4 MiB) are freed by garbage collection, by default
+# after two hours: the memory store would fill up (and a full OSD blocks writes, no error).
+rgw gc obj min wait = 1
+rgw gc processor period = 2
+rgw gc processor max time = 2
 """
 
 
