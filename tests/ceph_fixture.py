@@ -126,7 +126,7 @@ def ceph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cephlib.Cluster]:
         import boto3  # noqa: F401
     except ImportError:
         _unavailable("boto3 is not installed: pip install -e '.[dev]'")
-    cluster = cephlib.start(tmp_path_factory.mktemp("ceph"))
+    cluster = cephlib.start(tmp_path_factory.mktemp("ceph"), watchdog=True)
     try:
         yield cluster
     finally:
