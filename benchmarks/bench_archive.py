@@ -146,7 +146,12 @@ def run_endpoint(
     plans: list[tuple[str, Callable[[str], None], str, Callable[[str], None] | None]] = [
         ("store.put_if_absent", store_put, "store.get", store_get),
         ("client.put_object", client_put, "", None),
-        ("client.upload_file (aws s3 cp)", client_upload, "client.download_file", client_download),
+        (
+            "client.upload_file (aws s3 cp)",
+            client_upload,
+            "client.download_file (aws s3 cp)",
+            client_download,
+        ),
     ]
     samples: dict[str, list[float]] = {}
     for rep in range(repeat):

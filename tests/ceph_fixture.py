@@ -126,7 +126,12 @@ def ceph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cephlib.Cluster]:
         import boto3  # noqa: F401
     except ImportError:
         _unavailable("boto3 is not installed: pip install -e '.[dev]'")
-    cluster = cephlib.start(tmp_path_factory.mktemp("ceph"))
+    try:
+        cluster = cephlib.start(tmp_path_factory.mktemp("ceph"), watchdog=True)
+    except cephlib.CephError:
+        # Once more on fresh ports: a free port found at start may be taken before the
+        # gateway binds it (other test runs share the machine).
+        cluster = cephlib.start(tmp_path_factory.mktemp("ceph"), watchdog=True)
     try:
         yield cluster
     finally:

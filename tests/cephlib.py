@@ -43,6 +43,19 @@ SECRET_KEY = "segwal-test-secret-key-0123456789abcdefgh"
 START_TIMEOUT = 30.0
 # The processes this interpreter started, to reap them when stopped.
 _PROCESSES: dict[int, subprocess.Popen[bytes]] = {}
+# A watchdog per cluster started with ``watchdog=True``: it reads the daemons' pids on a pipe
+# and SIGKILLs them when the pipe closes, so a test run killed with SIGKILL (a CI timeout)
+# leaves no Ceph behind.
+WATCHDOG = """
+import os, signal, sys
+pids = [int(line) for line in sys.stdin]
+for pid in pids:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+_WATCHDOGS: dict[str, subprocess.Popen[bytes]] = {}
 
 CONF = """\
 [global]
@@ -85,6 +98,11 @@ rgw frontends = beast endpoint=127.0.0.1:{http_port} ssl_endpoint=127.0.0.1:{htt
 ssl_certificate={dir}/tls/cert.pem ssl_private_key={dir}/tls/key.pem
 rgw data = {dir}/rgw
 rgw thread pool size = 64
+# Deleted objects' tails (beyond the first 4 MiB) are freed by garbage collection, by default
+# after two hours: the memory store would fill up (and a full OSD blocks writes, no error).
+rgw gc obj min wait = 1
+rgw gc processor period = 2
+rgw gc processor max time = 2
 """
 
 
@@ -180,8 +198,12 @@ def _wait_http(url: str, deadline: float, log: Path, context: object = None) -> 
             time.sleep(0.1)
 
 
-def start(directory: str | Path, memstore_bytes: int = 4 << 30) -> Cluster:
-    """Start a cluster in ``directory`` (created; must not hold one) and wait for S3."""
+def start(
+    directory: str | Path, memstore_bytes: int = 4 << 30, *, watchdog: bool = False
+) -> Cluster:
+    """Start a cluster in ``directory`` (created; must not hold one) and wait for S3.
+
+    With ``watchdog`` the cluster dies with this process, however it ends."""
     if absent := missing():
         raise CephError(f"not installed: {', '.join(absent)} (install: {INSTALL_HINT})")
     root = Path(directory).resolve()
@@ -208,6 +230,10 @@ def start(directory: str | Path, memstore_bytes: int = 4 << 30) -> Cluster:
         https=f"https://127.0.0.1:{https_port}",
         ca_bundle=str(root / "tls" / "cert.pem"),
     )
+    if watchdog:
+        _WATCHDOGS[cluster.dir] = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG], stdin=subprocess.PIPE, start_new_session=True
+        )
     deadline = time.monotonic() + START_TIMEOUT
     try:
         _run(conf, "ceph-mon", "--mkfs", "-i", "a")
@@ -246,12 +272,20 @@ def _spawn(cluster: Cluster, conf: Path, *args: str) -> None:
             start_new_session=True,  # a Ctrl-C of the tests does not reach it; stop() does
         )
     _PROCESSES[process.pid] = process
+    if (guard := _WATCHDOGS.get(cluster.dir)) is not None and guard.stdin is not None:
+        guard.stdin.write(b"%d\n" % process.pid)
+        guard.stdin.flush()
     cluster.pids.append(process.pid)
     cluster.save()
 
 
 def stop(cluster: Cluster) -> None:
     """SIGKILL every process of the cluster and wait for them (no zombies)."""
+    if (guard := _WATCHDOGS.pop(cluster.dir, None)) is not None:
+        guard.kill()  # first: once the daemons are reaped, their pids may be reused
+        guard.wait()
+        if guard.stdin is not None:
+            guard.stdin.close()
     for pid in reversed(cluster.pids):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

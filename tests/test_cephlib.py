@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,33 @@ def test_missing_programs_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         cephlib.start(tmp_path / "c")
     assert not (tmp_path / "c").exists()
     assert os.environ["PATH"] == str(tmp_path)
+
+
+def test_the_watchdog_kills_a_cluster_whose_owner_was_killed(
+    ceph: cephlib.Cluster, tmp_path: Path
+) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(Path(__file__).resolve().parent), str(tmp_path / "c")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    pids = [int(pid) for pid in owner.stdout.readline().split()]
+    assert len(pids) == 3 and all(alive(pid) for pid in pids)
+    owner.kill()
+    owner.wait()
+    owner.stdout.close()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+OWNER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import cephlib
+cluster = cephlib.start(sys.argv[2], watchdog=True)
+print(*cluster.pids, flush=True)
+time.sleep(600)
+"""
