@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# A real S3 server (Ceph RGW) for the archive tests: fixtures ceph, ceph_s3, ceph_s3_plain/tls.
+pytest_plugins = ["ceph_fixture"]
+
 
 def payload(lsn: int, size: int | None = None) -> bytes:
     """The payload the tests write at ``lsn``: deterministic, distinct per LSN, any size.

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 
 import segwal
 from segwal import events
+from segwal.archive.archived import ArchiveOptions
 from segwal.cli import main
 from segwal.log.catalog import Sealed, SegmentCatalog, parts_for
 from segwal.log.config import WalConfig
@@ -142,9 +143,16 @@ def test_open_defaults_are_walconfig_defaults() -> None:
     parameters = inspect.signature(segwal.open).parameters
     # encryption_key is the short form of encryption= (32 bytes), not an option of its own.
     assert parameters["encryption_key"].default is None
-    assert set(parameters) - {"path", "encryption_key"} == set(fields)
+    archive = {n for n in parameters if n.startswith("archive")}
+    assert set(parameters) - {"path", "encryption_key"} - archive == set(fields)
+    uploads = {f.name: f.default for f in dataclasses.fields(ArchiveOptions)}
+    assert archive - {"archive", "archive_options"} <= {f"archive_{n}" for n in uploads}
     for name, parameter in parameters.items():
         if name in ("path", "encryption_key"):
+            continue
+        if name in archive:
+            short = name.removeprefix("archive_")
+            assert parameter.default == uploads.get(short), name
             continue
         field = fields[name]
         if name == "observers":

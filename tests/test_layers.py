@@ -9,6 +9,8 @@ folder (``../shared/DESIGN.md``), and a layer may import only the layers listed 
     storage  segwal/storage/                    I/O seam, segments, recovery, repair, verify
     log      segwal/log/                        the Wal facade and its parts
     testing  segwal/testing/                    in-memory file system, crash imaging
+    archive  segwal/archive/                    object store, uploader, restore, mirror;
+                                                it uses the Wal's public methods only
     api      segwal/__init__.py                 the public API
     edge     segwal/cli/, segwal/bench/, ...    programs over the public API only
 
@@ -33,11 +35,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "storage": frozenset({"base", "format", "storage"}),
     "log": frozenset({"base", "format", "storage", "log"}),
     "testing": frozenset({"base", "format", "storage", "testing"}),
-    "api": frozenset({"base", "format", "storage", "log", "api"}),
+    # format: to check the headers, seals and chain of downloaded segments.
+    "archive": frozenset({"base", "format", "log", "archive"}),
+    "api": frozenset({"base", "format", "storage", "log", "archive", "api"}),
     "edge": frozenset({"base", "api", "edge"}),  # base: errors, types, events are public
 }
 BASE_MODULES = {"segwal.errors", "segwal.types", "segwal.events"}
-LOWER_PACKAGES = ("format", "storage", "log", "testing")
+LOWER_PACKAGES = ("format", "storage", "log", "testing", "archive")
 
 
 def layer_of(module: str) -> str:

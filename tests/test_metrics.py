@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,46 @@ def test_corruption_errors_raised_by_reads_are_counted(wal_dir: str) -> None:
         with pytest.raises(segwal.CorruptionError):
             list(wal.replay())
         assert wal.stats().corruption_errors == 1
+
+
+def test_archive_lag_errors_and_uploads_are_exported(tmp_path: Path) -> None:
+    from segwal.archive.memory import MemoryStore
+
+    store = MemoryStore()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with segwal.open(
+        tmp_path / "a", archive=store, segment_bytes=2048, archive_poll_interval=0.02
+    ) as wal:
+        for _ in range(40):
+            wal.append(b"z" * 100)
+        wal.rotate()
+        assert wal.wait_archived(wal.last_lsn, timeout=30)
+        store.expire_credentials()
+        for _ in range(40):
+            wal.append(b"z" * 100)
+        wal.rotate()
+        status = wal.archive_status()
+        deadline = time.monotonic() + 30
+        while wal.archive_status().retries == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the uploader meets the expired credentials
+        registry = prometheus_client.CollectorRegistry()
+        registry.register(segwal.metrics.PrometheusCollector(wal, names=["a"]))
+        got = samples(registry)
+        label = (("log", "a"),)
+        assert got["segwal_archive_archived_lsn", label] == status.archived_lsn
+        assert got["segwal_archive_uploads_total", label] == status.uploads > 0
+        assert got["segwal_archive_errors_total", label] >= 1
+        assert got["segwal_archive_lag_segments", label] >= 1
+        assert got["segwal_archive_stopped", label] == 0
+        otel = segwal.metrics.OtelMetrics(wal, meter_provider=provider)
+        data = reader.get_metrics_data()
+        assert data is not None
+        names = {
+            m.name: m for r in data.resource_metrics for sc in r.scope_metrics for m in sc.metrics
+        }
+        assert names["segwal.archive.uploads"].data.data_points[0].value == status.uploads
+        assert names["segwal.archive.lag_bytes"].data.data_points[0].value > 0
+        otel.close()
+        store.renew_credentials()
+    provider.shutdown()

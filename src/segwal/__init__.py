@@ -15,11 +15,38 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from os import PathLike
 
 from segwal import events
+from segwal.archive.archived import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_SEGMENT_AGE,
+    ArchivedWal,
+    ArchiveOptions,
+    resolve_store,
+)
+from segwal.archive.catalog import ArchiveProblem, ArchiveReport, Listing, read_listing
+from segwal.archive.catalog import verify_archive as check_archive
+from segwal.archive.mirror import DEFAULT_POLL_INTERVAL, MirrorResult
+from segwal.archive.mirror import mirror as mirror_archive
+from segwal.archive.operations import local_status
+from segwal.archive.operations import push as push_log
+from segwal.archive.restore import RestoreResult
+from segwal.archive.restore import restore as restore_archive
+from segwal.archive.retention import PruneResult
+from segwal.archive.retention import prune_archive as prune_store
+from segwal.archive.store import ObjectInfo, ObjectStore
+from segwal.archive.uploader import ArchiveStatus
 from segwal.errors import (
+    ArchiveAccessError,
+    ArchiveConflictError,
+    ArchiveCorruptError,
+    ArchiveDivergedError,
+    ArchiveError,
+    ArchiveNotFoundError,
+    ArchiveUnavailableError,
     ArgumentTypeError,
     ChecksumError,
     ClosedError,
@@ -36,6 +63,7 @@ from segwal.errors import (
     ReaderFellBehindError,
     ReadOnlyError,
     RecordTooLargeError,
+    RestoreTargetError,
     SealError,
     SegmentHeaderError,
     SegwalError,
@@ -87,6 +115,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DECODER",
+    "ArchiveAccessError",
+    "ArchiveConflictError",
+    "ArchiveCorruptError",
+    "ArchiveDivergedError",
+    "ArchiveError",
+    "ArchiveNotFoundError",
+    "ArchiveProblem",
+    "ArchiveReport",
+    "ArchiveStatus",
+    "ArchiveUnavailableError",
+    "ArchivedWal",
     "ArgumentTypeError",
     "Batch",
     "ChecksumError",
@@ -109,12 +148,17 @@ __all__ = [
     "KeyFile",
     "KeyInfo",
     "KeyProvider",
+    "Listing",
     "LockError",
+    "MirrorResult",
     "MissingKeyError",
     "NotFoundError",
     "NotRegularFileError",
+    "ObjectInfo",
+    "ObjectStore",
     "OsFileSystem",
     "Problem",
+    "PruneResult",
     "RawKey",
     "ReadOnlyError",
     "ReaderFellBehindError",
@@ -122,6 +166,8 @@ __all__ = [
     "RecordTooLargeError",
     "RecoveryMode",
     "RecoveryReport",
+    "RestoreResult",
+    "RestoreTargetError",
     "RetentionResult",
     "SealError",
     "SegmentAction",
@@ -141,12 +187,19 @@ __all__ = [
     "WalFailedError",
     "WrongKeyError",
     "__version__",
+    "archive_status",
     "delete_keys",
     "events",
+    "list_archive",
     "list_keys",
+    "mirror",
     "open",
+    "prune_archive",
+    "push",
+    "restore",
     "rotate_keys",
     "verify",
+    "verify_archive",
 ]
 
 
@@ -172,13 +225,27 @@ def open(  # the natural name, as lmdb.open and shelve.open
     compression_level: int | None = None,
     encryption_key: bytes | None = None,
     encryption: bytes | KeyProvider | Encryption | None = None,
+    archive: str | ObjectStore | None = None,
+    archive_options: Mapping[str, object] | None = None,
+    archive_max_segment_age: float = DEFAULT_MAX_SEGMENT_AGE,
+    archive_close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    archive_poll_interval: float = 1.0,
+    archive_probe: bool = True,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
     ``encryption_key`` (32 bytes) is the key-encryption key of an encrypted log, the short
     form of ``encryption=`` (a key provider such as ``KeyFile``, or ``Encryption`` for the
-    cipher too); see docs/SECURITY.md. See the README for what each option means and its
-    default.
+    cipher too); see docs/SECURITY.md.
+
+    With ``archive`` (a URL such as ``s3://bucket/prefix`` or ``file:///dir``, or an
+    ObjectStore) sealed segments are uploaded in the background and the result is an
+    :class:`ArchivedWal` (``archive_status()``, ``wait_archived()``); ``archive_options``
+    go to the store (endpoint, credentials, ...). Unless ``max_segment_age`` is given, a
+    segment is sealed ``archive_max_segment_age`` seconds after its first record, which
+    bounds what a lost machine loses from the archive. See docs/ARCHIVE.md.
+
+    See the README for what each option means and its default.
     """
     if encryption_key is not None:
         if encryption is not None:
@@ -187,6 +254,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
             )
         encryption = RawKey(encryption_key)
     options: dict[str, object] = {}
+    if archive is not None and max_segment_age is None:
+        max_segment_age = archive_max_segment_age
     if filesystem is not None:
         options["filesystem"] = filesystem
     if clock is not None:
@@ -210,7 +279,166 @@ def open(  # the natural name, as lmdb.open and shelve.open
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         **options,  # type: ignore[arg-type]
     )
-    return Wal(_directory(path, resolve=filesystem is None), config)
+    directory = _directory(path, resolve=filesystem is None)
+    if archive is None:
+        return Wal(directory, config)
+    if filesystem is not None:
+        raise ConfigError("archive= works on the real file system only", option="archive")
+    uploads = ArchiveOptions(
+        max_segment_age=archive_max_segment_age,
+        close_timeout=archive_close_timeout,
+        poll_interval=archive_poll_interval,
+        probe=archive_probe,
+    )
+    store = resolve_store(archive, dict(archive_options or {}))
+    return ArchivedWal(directory, config, store, uploads, owns_store=isinstance(archive, str))
+
+
+def restore(
+    archive: str | ObjectStore,
+    path: str | PathLike[str],
+    *,
+    to_lsn: int | None = None,
+    to_time: datetime | float | None = None,
+    generation: str | None = None,
+    archive_options: Mapping[str, object] | None = None,
+    parallel: int = 4,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> RestoreResult:
+    """Rebuild a log from the archive ``archive`` (a URL or an ObjectStore) in ``path``,
+    which must not exist or be empty: to the newest archived record, to ``to_lsn``, or to
+    ``to_time`` (a datetime or seconds since the epoch: the records appended at or before
+    it). ``generation`` picks a generation; the default is the newest holding the point.
+    Every object is checked; an interrupted restore resumes when run again with the same
+    arguments. ``progress(segments_done, segments_total, bytes_done)`` is called as it goes.
+    """
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return restore_archive(
+            store,
+            _directory(path, resolve=True),
+            to_lsn=to_lsn,
+            to_time_us=_time_us(to_time),
+            generation=generation,
+            parallel=parallel,
+            progress=progress,
+        )
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def mirror(
+    archive: str | ObjectStore,
+    path: str | PathLike[str],
+    *,
+    follow: bool = False,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    archive_options: Mapping[str, object] | None = None,
+    stop: Callable[[], bool] | None = None,
+    on_update: Callable[[MirrorResult], None] | None = None,
+) -> MirrorResult:
+    """Keep a local read-only copy of an archived log in ``path`` (created when missing or
+    empty): every verified sealed segment, in order, so ``open(path, readonly=True)``,
+    ``replay``, ``follow`` and cursors work on another machine. One pass, or with
+    ``follow`` one LIST every ``poll_interval`` seconds until ``stop()`` returns true.
+    Raises ArchiveDivergedError when the archive was pruned past the copy or a newer
+    generation rewrote records it holds."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return mirror_archive(
+            store,
+            _directory(path, resolve=True),
+            follow=follow,
+            poll_interval=poll_interval,
+            stop=stop or (lambda: False),
+            on_update=on_update,
+        )
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def push(
+    path: str | PathLike[str],
+    archive: str | ObjectStore,
+    *,
+    archive_options: Mapping[str, object] | None = None,
+) -> ArchiveStatus:
+    """Upload the sealed segments of the log in ``path`` that are not archived yet, once.
+    It opens the log readonly (a live writer may keep writing) and keeps its place in the
+    consumer cursor ``archive``, which holds retention until segments are archived."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return push_log(_directory(path, resolve=True), store)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def archive_status(path: str | PathLike[str]) -> ArchiveStatus:
+    """The archive status the log directory ``path`` records (no request to the store)."""
+    return local_status(_directory(path, resolve=True))
+
+
+def list_archive(
+    archive: str | ObjectStore, *, archive_options: Mapping[str, object] | None = None
+) -> Listing:
+    """The generations and segment objects of an archive (one LIST, a GET per generation)."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return read_listing(store)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def verify_archive(
+    archive: str | ObjectStore,
+    *,
+    archive_options: Mapping[str, object] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ArchiveReport:
+    """Read and check every object of an archive; problems are named (object, LSN range,
+    reason), never raised."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return check_archive(store, progress=progress)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def prune_archive(
+    archive: str | ObjectStore,
+    *,
+    max_age: float | None = None,
+    max_bytes: int | None = None,
+    delay: float = 3600.0,
+    archive_options: Mapping[str, object] | None = None,
+) -> PruneResult:
+    """Archive retention in two phases: delete what earlier runs planned once their
+    ``delay`` (seconds) has passed, then plan the oldest segments of the newest
+    generation's history older than ``max_age`` seconds or beyond ``max_bytes`` (never the
+    newest segment) in a manifest. See docs/ARCHIVE.md."""
+    store = resolve_store(archive, dict(archive_options or {}))
+    try:
+        return prune_store(store, max_age=max_age, max_bytes=max_bytes, delay=delay)
+    finally:
+        if isinstance(archive, str):
+            store.close()
+
+
+def _time_us(value: datetime | float | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ConfigError("to_time needs a timezone (use UTC)", option="to_time")
+        return int(value.timestamp() * 1_000_000)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ArgumentTypeError("to_time must be a datetime or seconds", option="to_time")
+    return int(value * 1_000_000)
 
 
 def verify(

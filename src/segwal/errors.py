@@ -300,3 +300,43 @@ class ArchiveNotFoundError(ArchiveError, LookupError):
 class ArchiveConflictError(ArchiveError):
     """Two different contents claim one archive position (an object exists with other bytes),
     or the prefix belongs to another log. Uploading stops; local data is kept."""
+
+
+class ArchiveCorruptError(ArchiveError):
+    """An archived object is damaged, missing from the chain or does not match its seal or
+    metadata. ``first_lsn``/``last_lsn`` give the LSN range concerned (when known) and
+    ``reason`` says what is wrong."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        url: str | None = None,
+        key: str | None = None,
+        first_lsn: int | None = None,
+        last_lsn: int | None = None,
+    ) -> None:
+        span = f" (LSNs {first_lsn}..{last_lsn})" if first_lsn is not None else ""
+        super().__init__(f"{reason}{span}", url=url, key=key)
+        self.reason = reason
+        self.first_lsn = first_lsn
+        self.last_lsn = last_lsn
+
+
+class ArchiveDivergedError(ArchiveError):
+    """A mirror can no longer follow the archive: it was pruned past the mirror's position
+    or a newer generation rewrote LSNs the mirror already holds. ``lsn`` is the mirror's
+    next LSN."""
+
+    def __init__(self, message: str, *, url: str | None = None, lsn: int | None = None) -> None:
+        super().__init__(message, url=url)
+        self.lsn = lsn
+
+
+class RestoreTargetError(SegwalError):
+    """A restore or mirror target cannot be used (not empty, not a directory, or holding an
+    unfinished restore with other parameters); nothing was written to it. ``path`` names it."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(f"{message}: {path}")
+        self.path = path

@@ -32,7 +32,18 @@ Prometheus name                         type      OpenTelemetry instrument
 ``segwal_first_lsn`` / ``_last_lsn``    gauge     ``segwal.first_lsn`` / ``segwal.last_lsn``
 ``segwal_log_bytes``                    gauge     ``segwal.log_bytes`` (By)
 ``segwal_segments``                     gauge     ``segwal.segments``
+``segwal_archive_archived_lsn``         gauge     ``segwal.archive.archived_lsn``
+``segwal_archive_lag_segments``         gauge     ``segwal.archive.lag_segments``
+``segwal_archive_lag_bytes``            gauge     ``segwal.archive.lag_bytes`` (By)
+``segwal_archive_lag_seconds``          gauge     ``segwal.archive.lag_seconds`` (s)
+``segwal_archive_uploads_total``        counter   ``segwal.archive.uploads``
+``segwal_archive_errors_total``         counter   ``segwal.archive.errors`` (failed requests)
+``segwal_archive_stopped``              gauge     ``segwal.archive.stopped`` (1: a conflict)
 ====================================== ========= =================================
+
+The ``archive`` series exist only for logs opened with ``archive=``; alert on a growing
+``lag_seconds`` and on ``errors_total`` rising (credentials and permissions fail loudly
+there instead of silently in a background thread).
 
 Every series carries ``log``; rotations also ``reason`` (size, age, forced, limit): both
 bounded. Counters count since the log was opened (a reopen is a counter reset, which both
@@ -44,11 +55,11 @@ also counts seals and new-segment headers. A closed log's series disappear.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import segwal
-from segwal import Stats, Wal, events
+from segwal import ArchivedWal, ArchiveStatus, Stats, Wal, events
 from segwal.aio import AsyncWal
 
 if TYPE_CHECKING:
@@ -89,6 +100,42 @@ _GAUGES = (
 )
 
 
+# (name, help, ArchiveStatus field or callable, unit, counter?) of the archive's series.
+_ARCHIVE: tuple[tuple[str, str, Callable[[ArchiveStatus], float], str, bool], ...] = (
+    (
+        "archived_lsn",
+        "every record up to this LSN is in the archive",
+        lambda a: a.archived_lsn,
+        "",
+        False,
+    ),
+    (
+        "lag_segments",
+        "sealed segments not yet archived",
+        lambda a: a.lag_segments,
+        "{segment}",
+        False,
+    ),
+    ("lag_bytes", "bytes of sealed segments not yet archived", lambda a: a.lag_bytes, "By", False),
+    (
+        "lag_seconds",
+        "age of the oldest record not yet archived",
+        lambda a: a.lag_seconds,
+        "s",
+        False,
+    ),
+    ("uploads", "segments uploaded since open", lambda a: a.uploads, "{segment}", True),
+    ("errors", "failed archive requests since open", lambda a: a.retries, "{request}", True),
+    (
+        "stopped",
+        "1 when uploading stopped on a conflict",
+        lambda a: int(a.stopped is not None),
+        "",
+        False,
+    ),
+)
+
+
 def _blocking(wal: AnyWal) -> Wal:
     return wal.wal if isinstance(wal, AsyncWal) else wal
 
@@ -123,6 +170,13 @@ class _Logs:
         for label, wal in items:
             if not wal.closed:
                 yield label, wal.stats()
+
+    def archives(self) -> Iterator[tuple[str, ArchiveStatus]]:
+        with self._lock:
+            items = list(self._by_name.items())
+        for label, wal in items:
+            if isinstance(wal, ArchivedWal) and not wal.closed:
+                yield label, wal.archive_status()
 
 
 class PrometheusCollector:
@@ -162,10 +216,21 @@ class PrometheusCollector:
         return list(self._families([]))
 
     def collect(self) -> list[Metric]:
-        return list(self._families(list(self._logs.stats())))
+        archives = list(self._logs.archives())
+        return list(self._families(list(self._logs.stats()), archives))
 
-    def _families(self, logs: list[tuple[str, Stats]]) -> Iterator[Metric]:
+    def _families(
+        self,
+        logs: list[tuple[str, Stats]],
+        archives: Sequence[tuple[str, ArchiveStatus]] = (),
+    ) -> Iterator[Metric]:
         core = self._core
+        for name, text, read, _unit, is_counter in _ARCHIVE:
+            kind = core.CounterMetricFamily if is_counter else core.GaugeMetricFamily
+            family = kind(f"segwal_archive_{name}", f"{text}.", labels=["log"])
+            for label, status in archives:
+                family.add_metric([label], read(status))
+            yield family
         for name, text, field, _unit in _COUNTERS:
             counter = core.CounterMetricFamily(f"segwal_{name}", f"{text}.", labels=["log"])
             for label, stats in logs:
@@ -238,6 +303,16 @@ class OtelMetrics:
             unit="{segment}",
             description="segments sealed, by reason",
         )
+        for name, text, read, unit, is_counter in _ARCHIVE:
+            create = (
+                meter.create_observable_counter if is_counter else meter.create_observable_gauge
+            )
+            create(
+                f"segwal.archive.{name}",
+                callbacks=[self._archive_observer(read)],
+                unit=unit,
+                description=text,
+            )
         self._histogram = meter.create_histogram(
             "segwal.fsync.duration",
             unit="s",
@@ -280,6 +355,16 @@ class OtelMetrics:
                 observation(getattr(stats, field), {"log": label})
                 for label, stats in self._logs.stats()
             ]
+
+        return observe
+
+    def _archive_observer(
+        self, read: Callable[[ArchiveStatus], float]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        observation = self._otel.Observation
+
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            return [observation(read(a), {"log": label}) for label, a in self._logs.archives()]
 
         return observe
 

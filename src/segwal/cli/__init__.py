@@ -17,6 +17,7 @@ from __future__ import annotations
 import click
 
 import segwal
+from segwal.cli.archive import archive, mirror, restore
 from segwal.cli.common import (
     DURATION,
     EXIT_CORRUPT,
@@ -48,6 +49,7 @@ __all__ = [
     "EXIT_USAGE",
     "SIZE",
     "Failure",
+    "archive",
     "demo",
     "demo_child",
     "dump",
@@ -55,9 +57,11 @@ __all__ = [
     "info",
     "keys",
     "main",
+    "mirror",
     "parse_duration",
     "parse_size",
     "prune",
+    "restore",
     "rfc3339",
     "stats",
     "tail",
@@ -108,19 +112,6 @@ def main() -> None:
     """
 
 
-for _command in (
-    info,
-    stats,
-    verify,
-    dump,
-    tail,
-    truncate,
-    prune,
-    holds,
-    keys,
-    migrate,
-    import_,
-    demo,
-    demo_child,
-):
+_COMMANDS = (info, stats, verify, dump, tail, truncate, prune, holds, keys, migrate, import_)
+for _command in (*_COMMANDS, restore, mirror, archive, demo, demo_child):
     main.add_command(_command)

@@ -1,0 +1,301 @@
+"""Restore: rebuild a log from the archive, to the newest record, an LSN or a time.
+
+Steps (docs/DURABILITY.md, "Archive"), all in ``<parent>/.<name>.restore`` beside the
+target, so the target is either absent/empty or a whole log:
+
+1. refuse a target that exists and is not an empty directory (nothing is written);
+2. record the request in ``RESTORE.plan`` (a rerun with other parameters is refused);
+3. pick the generation: the one asked for, else the newest whose history holds the point;
+4. download its chain with bounded parallelism and retries, each object checked (size,
+   metadata, digest against its seal, first LSN against its name) and written as
+   ``*.wal.tmp``, fsynced, renamed to ``*.wal``: a rerun keeps what is already there;
+5. check the chain (log id, no gap, no overlap, each previous digest), write META (the log
+   starts at the first restored LSN), fsync the directory;
+6. open the result as a log: its recovery checks every segment again, ``truncate_after``
+   cuts at the requested LSN (the log's own crash-safe rewind), the ``archive`` hold and
+   ``ARCHIVE.state`` say the next upload starts a new generation forked from this one;
+7. rename the directory into place and fsync the parent (the rename survives a crash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from segwal.archive.catalog import (
+    ArchivedSegment,
+    Fetcher,
+    Listing,
+    conflict_or_corrupt,
+    read_listing,
+)
+from segwal.archive.objects import SegmentFacts, chain_problem, check_segment
+from segwal.archive.state import UploadState, store_state, sync_dir, write_atomic
+from segwal.archive.store import ObjectStore
+from segwal.errors import ArchiveCorruptError, ArchiveNotFoundError, ConfigError, RestoreTargetError
+from segwal.format.meta import Meta
+from segwal.format.meta import encode as encode_meta
+from segwal.format.naming import META_NAME, segment_name
+from segwal.log.config import WalConfig
+from segwal.log.wal import Wal
+
+PLAN_NAME = "RESTORE.plan"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreResult:
+    """What a restore built."""
+
+    path: str
+    url: str
+    generation: str
+    reason: str  # why this generation
+    first_lsn: int
+    last_lsn: int
+    segments: int
+    bytes: int
+    downloaded: int  # segments fetched by this run (the rest were kept from an earlier one)
+    retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    generation: str
+    reason: str
+    chain: list[ArchivedSegment]
+
+
+def check_target(directory: str) -> None:
+    if os.path.lexists(directory) and (
+        not os.path.isdir(directory) or os.path.islink(directory) or os.listdir(directory)
+    ):
+        raise RestoreTargetError(
+            "the restore target exists and is not an empty directory", path=directory
+        )
+
+
+def choose(
+    listing: Listing,
+    fetcher: Fetcher,
+    *,
+    to_lsn: int | None,
+    to_time_us: int | None,
+    generation: str | None,
+) -> Choice:
+    """The generation to restore and why: the one asked for, else the newest whose history
+    holds the point (one HEAD per generation looked at)."""
+    url = fetcher.store.url
+    names = [generation] if generation is not None else list(reversed(listing.generations))
+    if generation is not None and generation not in listing.generations:
+        raise ArchiveNotFoundError(f"no generation {generation}", url=url)
+    point = (
+        f"LSN {to_lsn}"
+        if to_lsn is not None
+        else f"time {to_time_us} us"
+        if to_time_us is not None
+        else "the newest record"
+    )
+    skipped = []
+    for name in names:
+        chain = listing.chain(name)
+        if not chain:
+            skipped.append(f"{name} holds no segment")
+            continue
+        last = fetcher.last_facts(chain[-1])
+        first = fetcher.last_facts(chain[0]) if to_time_us is not None else {}
+        last_lsn = int(last.get("last-lsn", "-1"))
+        if to_lsn is not None and not chain[0].first_lsn <= to_lsn <= last_lsn:
+            skipped.append(f"{name} holds LSNs {chain[0].first_lsn}..{last_lsn}")
+            continue
+        if to_time_us is not None and not (int(first.get("min-ts", "0")) <= to_time_us):
+            skipped.append(f"{name} starts after that time")
+            continue
+        if generation is not None:
+            reason = f"generation {name} was asked for"
+        else:
+            reason = (
+                f"generation {name} is the newest of {len(listing.generations)} holding {point}"
+            )
+        if skipped:
+            reason += f" (newer ones skipped: {'; '.join(skipped)})"
+        return Choice(name, reason, chain)
+    raise ArchiveNotFoundError(
+        f"no generation holds {point}: {'; '.join(skipped) or 'the archive is empty'}", url=url
+    )
+
+
+def restore(
+    store: ObjectStore,
+    directory: str,
+    *,
+    to_lsn: int | None = None,
+    to_time_us: int | None = None,
+    generation: str | None = None,
+    parallel: int = 4,
+    attempts: int = 6,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> RestoreResult:
+    """Rebuild the log of ``store`` in ``directory`` (see the module for the steps)."""
+    if to_lsn is not None and to_time_us is not None:
+        raise ConfigError("give to_lsn or to_time, not both", option="to_lsn")
+    if not 1 <= parallel <= 64:
+        raise ConfigError("parallel must be between 1 and 64", option="parallel")
+    directory = os.path.abspath(directory)
+    check_target(directory)
+    parent, name = os.path.split(directory)
+    work = os.path.join(parent, f".{name}.restore")
+    plan = json.dumps(
+        {"url": store.url, "to_lsn": to_lsn, "to_time_us": to_time_us, "generation": generation},
+        sort_keys=True,
+    ).encode()
+    os.makedirs(work, exist_ok=True)
+    plan_path = os.path.join(work, PLAN_NAME)
+    if os.path.exists(plan_path):
+        with open(plan_path, "rb") as handle:
+            if handle.read() != plan:
+                raise RestoreTargetError(
+                    "an unfinished restore with other parameters is there; rerun it as it "
+                    "was, or delete the directory",
+                    path=work,
+                )
+    else:
+        write_atomic(work, PLAN_NAME, plan)
+    fetcher = Fetcher(store, attempts=attempts)
+    listing = read_listing(store, fetcher)
+    choice = choose(listing, fetcher, to_lsn=to_lsn, to_time_us=to_time_us, generation=generation)
+    chain = choice.chain
+    if to_lsn is not None:
+        chain = [s for s in chain if s.first_lsn <= to_lsn]
+    downloaded = 0
+    if not os.path.exists(os.path.join(work, META_NAME)):
+        facts, downloaded = _download(work, chain, fetcher, parallel, progress)
+        if to_time_us is not None:  # segments wholly after the time are not needed
+            keep = [f for f in facts if f.min_ts <= to_time_us] or facts[:1]
+            for gone in facts[len(keep) :]:
+                os.unlink(os.path.join(work, segment_name(gone.first_lsn)))
+            facts = keep
+        _check_chain(facts, listing, chain, store.url)
+        write_atomic(work, META_NAME, encode_meta(Meta(first_lsn=facts[0].first_lsn)))
+    wal = Wal(work, WalConfig())
+    try:
+        cut = to_lsn
+        if to_time_us is not None:
+            cut = wal.lsn_at(to_time_us + 1) - 1
+        if cut is not None and cut < wal.last_lsn:
+            wal.truncate_after(max(cut, wal.first_lsn - 1))
+        fork = wal.first_lsn - 1
+        for info in wal.segments():
+            if info.sealed and info.record_count:
+                fork = info.last_lsn
+        wal.hold("archive", fork + 1)
+        store_state(
+            work,
+            UploadState(
+                url=store.url,
+                generation=None,
+                parent=choice.generation,
+                fork_lsn=fork,
+                in_flight=fork,
+                rewinds=wal.rewinds,
+            ),
+        )
+        first, last = wal.first_lsn, wal.last_lsn
+        segments = wal.segments()
+    finally:
+        wal.close()
+    os.unlink(plan_path)
+    sync_dir(work)
+    if os.path.isdir(directory):
+        os.rmdir(directory)  # empty, checked above
+    os.rename(work, directory)
+    sync_dir(parent)
+    return RestoreResult(
+        path=directory,
+        url=store.url,
+        generation=choice.generation,
+        reason=choice.reason,
+        first_lsn=first,
+        last_lsn=last,
+        segments=sum(1 for s in segments if s.record_count),
+        bytes=sum(s.size_bytes for s in segments),
+        downloaded=downloaded,
+        retries=fetcher.retries,
+    )
+
+
+def _download(
+    work: str,
+    chain: list[ArchivedSegment],
+    fetcher: Fetcher,
+    parallel: int,
+    progress: Callable[[int, int, int], None] | None,
+) -> tuple[list[SegmentFacts], int]:
+    """Every segment of ``chain`` checked in ``work``; already-complete ones are kept."""
+    if not chain:
+        raise ArchiveNotFoundError("nothing to restore", url=fetcher.store.url)
+
+    def one(segment: ArchivedSegment) -> tuple[SegmentFacts, bool]:
+        path = os.path.join(work, segment_name(segment.first_lsn))
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                data = handle.read()
+            try:
+                return check_segment(
+                    data, key=path, url=fetcher.store.url, first_lsn=segment.first_lsn
+                ), False
+            except ArchiveCorruptError:
+                pass  # fetched again below
+        data, facts = fetcher.fetch(segment)
+        temp = f"{path}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)  # the bytes are on disk before the name says the file is complete
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        return facts, True
+
+    results: list[SegmentFacts] = []
+    fetched = total_bytes = 0
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    try:
+        for facts, new in pool.map(one, chain):
+            results.append(facts)
+            fetched += new
+            total_bytes += facts.size
+            if progress is not None:
+                progress(len(results), len(chain), total_bytes)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # an interrupted restore stops soon
+    sync_dir(work)
+    return results, fetched
+
+
+def _check_chain(
+    facts: list[SegmentFacts], listing: Listing, chain: list[ArchivedSegment], url: str
+) -> None:
+    for index, found in enumerate(facts):
+        if listing.log_id is not None and found.header.log_id != listing.log_id:
+            raise ArchiveCorruptError(
+                "the segment belongs to another log (log id)",
+                url=url,
+                key=chain[index].key,
+                first_lsn=found.first_lsn,
+                last_lsn=found.last_lsn,
+            )
+        if index:
+            problem = chain_problem(facts[index - 1], found)
+            if problem is not None:
+                raise conflict_or_corrupt(
+                    problem,
+                    url=url,
+                    key=chain[index].key,
+                    first_lsn=found.first_lsn,
+                    last_lsn=found.last_lsn,
+                )

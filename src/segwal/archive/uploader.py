@@ -1,0 +1,441 @@
+"""The uploader: sealed segments to the archive, in LSN order, in the background.
+
+Per segment (``Uploader._upload``; docs/DURABILITY.md, "Archive"):
+
+1. re-read the sealed file and re-check its seal digest (a segment damaged on disk is
+   never archived as if it were good);
+2. raise ``in_flight`` in ``ARCHIVE.state`` durably if this segment goes past it, so a
+   rewind later knows these LSNs may be in the store even if the answer is lost;
+3. ``put_if_absent`` under ``g/<generation>/seg/<first:020d>.wal``; a 412 downloads the
+   object and compares: equal bytes are an earlier upload whose answer was lost (success),
+   other bytes are ``ArchiveConflictError`` (uploading stops, local data is kept);
+4. advance the position: for a log opened with ``archive=``, the ``archive`` hold in
+   META (one atomic, fsynced META replace), after each batch and every ``SAVE_EVERY``
+   seconds within one, so retention deletes a segment only once META says it is archived.
+
+A crash between 3 and 4 repeats the PUT at the next open and gets the equal-content 412.
+Store failures never reach the log: they are counted, shown in ``status()`` and retried
+with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from segwal.archive.objects import (
+    ARCHIVE_KEY,
+    archive_body,
+    check_segment,
+    gen_body,
+    gen_key,
+    metadata_of,
+    new_generation,
+    parse_archive,
+    segment_key,
+)
+from segwal.archive.state import UploadState, load_state, store_state
+from segwal.archive.store import ObjectStore
+from segwal.archive.urls import probe
+from segwal.errors import (
+    ArchiveAccessError,
+    ArchiveConflictError,
+    ArchiveCorruptError,
+    ArchiveError,
+    ArchiveNotFoundError,
+    ArchiveUnavailableError,
+    ClosedError,
+)
+from segwal.events import Sealed
+from segwal.format.layout import HEADER_SIZE, decode_header
+from segwal.log.wal import Wal
+from segwal.types import SegmentInfo
+
+SAVE_EVERY = 0.5  # seconds between hold advances within a batch of uploads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveStatus:
+    """Where the archive of an open log stands (``wal.archive_status()``)."""
+
+    url: str
+    generation: str | None
+    archived_lsn: int  # every record up to here is in the archive
+    last_lsn: int
+    lag_segments: int  # sealed segments not yet archived
+    lag_bytes: int  # their bytes
+    lag_seconds: float  # age of the oldest record not yet archived (0 when none)
+    uploads: int  # segments uploaded since open
+    uploaded_bytes: int
+    retries: int  # failed store requests since open
+    last_error: str | None
+    last_error_at: float | None  # time.time() of the last error
+    stopped: str | None  # why uploading stopped for good (a conflict), else None
+    running: bool
+
+
+class Position:
+    """Where the archived LSN is kept: the ``archive`` hold of a writable log (META), or a
+    consumer cursor beside a live writer (``segwal archive push``)."""
+
+    def __init__(self, wal: Wal, *, cursor: bool) -> None:
+        self._wal = wal
+        self._cursor = wal.cursor("archive", start=wal.first_lsn) if cursor else None
+
+    def load(self) -> int:
+        if self._cursor is not None:
+            return self._cursor.position - 1
+        hold = self._wal.holds().get("archive")
+        return self._wal.first_lsn - 1 if hold is None else hold - 1
+
+    def save(self, lsn: int) -> None:
+        if self._cursor is not None:
+            self._cursor.commit(lsn)
+        else:
+            self._wal.hold("archive", lsn + 1)
+
+
+class Uploader:
+    """Uploads a log's sealed segments to one store (see the module)."""
+
+    def __init__(
+        self,
+        wal: Wal,
+        store: ObjectStore,
+        *,
+        cursor: bool = False,
+        max_segment_age: float | None = None,
+        poll_interval: float = 1.0,
+        base_delay: float = 0.2,
+        max_delay: float = 30.0,
+    ) -> None:
+        self.wal = wal
+        self.store = store
+        self.position = Position(wal, cursor=cursor)
+        self.max_segment_age = max_segment_age
+        self.poll_interval = poll_interval
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.busy = threading.Lock()  # held for one upload attempt; a rewind waits for it
+        self._changed = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._archive_checked = False
+        self._gen_created = False
+        self._active_since: tuple[int, float] | None = None
+        self.archived = self.position.load()
+        self.uploads = 0
+        self.uploaded_bytes = 0
+        self.retries = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.stopped: str | None = None
+        self.state = self._initial_state()
+        if not cursor:
+            self.position.save(self.archived)  # the hold exists before anything is deleted
+        self._saved_lsn, self._saved_at = self.archived, time.monotonic()
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _initial_state(self) -> UploadState:
+        wal = self.wal
+        state = load_state(wal.path)
+        if state is None or state.url != self.store.url:
+            # A log not archived here before: everything it holds goes to a new generation.
+            self.archived = wal.first_lsn - 1
+            state = UploadState(
+                url=self.store.url,
+                generation=None,
+                parent=None,
+                fork_lsn=self.archived,
+                in_flight=self.archived,
+                rewinds=wal.rewinds,
+            )
+            if not self.position_is_cursor:
+                self.position.save(self.archived)
+            store_state(wal.path, state)
+            return state
+        if state.rewinds != wal.rewinds:
+            # Rewound while no archiver ran (``segwal truncate``): as if it ran now.
+            lowest = wal.rewound_below(state.rewinds, state.in_flight)
+            self.state = state
+            if lowest is not None:
+                self._rewound(lowest)
+            else:
+                state.rewinds = wal.rewinds
+                store_state(wal.path, state)
+        return state
+
+    @property
+    def position_is_cursor(self) -> bool:
+        return self.position._cursor is not None
+
+    def log_id(self) -> bytes | None:
+        segments = self.wal.segments()
+        if not segments:
+            return None
+        with open(segments[0].path, "rb") as handle:
+            return decode_header(handle.read(HEADER_SIZE)).log_id
+
+    # -- checks at open -------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Fail at open on clear misconfiguration: no credentials or bucket (access errors
+        pass through), a store that ignores conditional creates, a prefix of another log.
+        A store that is down is not misconfigured: that is only recorded."""
+        try:
+            self.check_archive()
+            probe(self.store)  # put, read back, a second conditional create, delete
+        except ArchiveUnavailableError as exc:
+            self.record_error(exc)
+
+    def check_archive(self) -> None:
+        """``ARCHIVE`` names this log, or is created naming it (once, conditionally)."""
+        if self._archive_checked:
+            return
+        log_id = self.log_id()
+        if log_id is None:
+            return
+        store = self.store
+        try:
+            found = parse_archive(store.get(ARCHIVE_KEY), store.url)
+        except ArchiveNotFoundError:
+            if store.put_if_absent(ARCHIVE_KEY, archive_body(log_id)):
+                self._archive_checked = True
+                return
+            found = parse_archive(store.get(ARCHIVE_KEY), store.url)
+        if found != log_id:
+            raise ArchiveConflictError(
+                f"the prefix belongs to another log (log id {found.hex()}, this log is "
+                f"{log_id.hex()})",
+                url=store.url,
+                key=ARCHIVE_KEY,
+            )
+        self._archive_checked = True
+
+    # -- the worker -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        unsubscribe = self.wal.observe(self._on_event)
+        self._unsubscribe = unsubscribe
+        self._thread = threading.Thread(target=self._run, name="segwal-archive", daemon=True)
+        self._thread.start()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, Sealed):
+            self._wake.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the worker; True when it ended within ``timeout`` seconds."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        delay = self.base_delay
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                delay = self.base_delay
+                wait = self.poll_interval
+            except (ArchiveUnavailableError, ArchiveAccessError) as exc:
+                self.record_error(exc)
+                wait, delay = delay, min(delay * 2, self.max_delay)
+            except ArchiveError as exc:  # a conflict or a damaged local segment: stop
+                self.record_error(exc)
+                self.stopped = str(exc)
+                self._notify()
+                return
+            except ClosedError:
+                return
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def run_once(self) -> int:
+        """Upload every sealed segment not yet archived; the number uploaded."""
+        self.check_archive()
+        self._rotate_if_aged()
+        done = 0
+        pending = [
+            s
+            for s in self.wal.segments()
+            if s.sealed and s.last_lsn > self.archived and s.record_count
+        ]
+        if pending:
+            # One durable mark for the whole batch: an upper bound of what may reach the
+            # store is as safe as the exact value (a rewind below it starts a generation).
+            with self.busy:
+                self._mark_in_flight(pending[-1].last_lsn)
+        try:
+            for info in pending:
+                if self._stop.is_set() and self._thread is not None:
+                    break
+                with self.busy:
+                    if info.last_lsn <= self.archived:
+                        continue  # a rewind moved things while we waited
+                    self._upload(info)
+                done += 1
+        finally:
+            with self.busy:
+                self._save_position(force=True)
+        return done
+
+    def _rotate_if_aged(self) -> None:
+        """Seal a quiet active segment once its first record is ``max_segment_age`` old, so
+        the archive's recovery point stays bounded (the log rotates on age only when it
+        appends)."""
+        if self.max_segment_age is None or self.wal.readonly:
+            return
+        segments = self.wal.segments()
+        active = segments[-1] if segments else None
+        if active is None or active.sealed or active.record_count == 0:
+            self._active_since = None
+            return
+        now = time.monotonic()
+        if self._active_since is None or self._active_since[0] != active.first_lsn:
+            self._active_since = (active.first_lsn, now)
+        elif now - self._active_since[1] >= self.max_segment_age:
+            self.wal.rotate()
+
+    def _upload(self, info: SegmentInfo) -> None:
+        store, state = self.store, self.state
+        if info.first_lsn != self.archived + 1:
+            raise ArchiveCorruptError(
+                f"the next segment to archive starts at LSN {info.first_lsn}, not "
+                f"{self.archived + 1}",
+                url=store.url,
+                first_lsn=info.first_lsn,
+                last_lsn=info.last_lsn,
+            )
+        with open(info.path, "rb") as handle:
+            data = handle.read()
+        self._ensure_generation()
+        assert state.generation is not None
+        key = segment_key(state.generation, info.first_lsn)
+        facts = check_segment(data, key=info.path, url=store.url, first_lsn=info.first_lsn)
+        self._mark_in_flight(facts.last_lsn)
+        created = store.put_if_absent(key, data, metadata_of(facts))
+        if not created and store.get(key) != data:
+            raise ArchiveConflictError(
+                f"another segment is archived for LSN {info.first_lsn} of generation "
+                f"{state.generation} (two writers on one prefix, or a rewound log "
+                "reusing names); uploading stopped, the local segment is kept",
+                url=store.url,
+                key=key,
+            )
+        with self._changed:
+            self.archived = facts.last_lsn
+            self.uploads += 1
+            self.uploaded_bytes += len(data)
+            self._changed.notify_all()
+        self._save_position(force=False)
+
+    def _save_position(self, *, force: bool) -> None:
+        """Advance the ``archive`` hold (a META replace) to what the store holds: after a
+        batch, and every ``SAVE_EVERY`` seconds within one. Behind the store is safe (a
+        crash repeats those PUTs into equal 412s); ahead of it never happens."""
+        now = time.monotonic()
+        if self.archived > self._saved_lsn and (force or now - self._saved_at >= SAVE_EVERY):
+            self.position.save(self.archived)
+            with self._changed:
+                self._saved_lsn, self._saved_at = self.archived, now
+                self._changed.notify_all()
+
+    def _mark_in_flight(self, lsn: int) -> None:
+        """Record durably, before any PUT, that LSNs up to ``lsn`` may be in the store."""
+        state = self.state
+        if lsn > state.in_flight:
+            state.in_flight = lsn
+            store_state(self.wal.path, state)
+
+    def _ensure_generation(self) -> None:
+        state = self.state
+        if state.generation is None:
+            state.generation = new_generation()  # durable before its GEN object exists
+            state.in_flight = max(state.in_flight, state.fork_lsn)
+            store_state(self.wal.path, state)
+            self._gen_created = False
+        if not self._gen_created:
+            self.store.put_if_absent(
+                gen_key(state.generation), gen_body(state.parent, state.fork_lsn)
+            )
+            self._gen_created = True
+
+    # -- rewinds --------------------------------------------------------------------------
+
+    def rewound(self, lsn: int) -> None:
+        """After ``truncate_after(lsn)`` (call with ``busy`` held): LSNs above ``lsn`` that
+        may be in the store now name other bytes, so the next upload starts a generation."""
+        self._rewound(lsn)
+
+    def _rewound(self, lsn: int) -> None:
+        state, wal = self.state, self.wal
+        state.rewinds = wal.rewinds
+        if lsn < state.in_flight:
+            boundary = wal.first_lsn - 1
+            for info in wal.segments():
+                if info.sealed and info.last_lsn <= lsn:
+                    boundary = info.last_lsn
+            fork = min(self.archived, boundary)  # a segment end both sides agree on
+            state.parent = state.generation if state.generation is not None else state.parent
+            state.generation = None
+            state.fork_lsn = state.in_flight = fork
+            self.archived = self._saved_lsn = fork
+            self.position.save(fork)
+        store_state(wal.path, state)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def record_error(self, exc: ArchiveError) -> None:
+        self.retries += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_error_at = time.time()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, lsn: int, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._saved_lsn < lsn:
+                if self.stopped is not None:
+                    raise ArchiveConflictError(self.stopped, url=self.store.url)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left if left is not None else 1.0)
+        return True
+
+    def status(self, now: Callable[[], float] = time.time) -> ArchiveStatus:
+        archived = self.archived
+        pending = [s for s in self.wal.segments() if s.last_lsn > archived and s.record_count]
+        sealed = [s for s in pending if s.sealed]
+        oldest = 0.0
+        if pending:
+            first = pending[0]
+            stamp = first.min_timestamp_us if first.sealed else first.created_us
+            oldest = max(0.0, now() - stamp / 1e6)
+        thread = self._thread
+        return ArchiveStatus(
+            url=self.store.url,
+            generation=self.state.generation,
+            archived_lsn=archived,
+            last_lsn=self.wal.last_lsn,
+            lag_segments=len(sealed),
+            lag_bytes=sum(s.size_bytes for s in sealed),
+            lag_seconds=oldest,
+            uploads=self.uploads,
+            uploaded_bytes=self.uploaded_bytes,
+            retries=self.retries,
+            last_error=self.last_error,
+            last_error_at=self.last_error_at,
+            stopped=self.stopped,
+            running=thread is not None and thread.is_alive(),
+        )
