@@ -9,6 +9,7 @@ writer in this process.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import segwal
 from conftest import payload
 from segwal.format import lock
+from segwal.format.layout import crc32c
 from segwal.storage.fileio import OsFileSystem
 
 
@@ -138,3 +140,27 @@ def test_explicit_refresh_always_plans(wal_dir: str) -> None:
         ro.refresh()
         assert fs.listings == 2
     assert os.path.exists(path := os.path.join(wal_dir, "LOCK")) and os.path.getsize(path) == 116
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (1, 2, 3, (1, 2, 3, 4, 5, 6), 7),
+        (0, 0, 0, lock.NO_COUNTERS, 0),
+        (5, 2**64 - 1, 9, (2**64 + 5, 0, 0, 0, 0, 1), 2**64 - 1),  # a counter that wrapped
+    ],
+)
+def test_lock_bytes_are_the_documented_fields(args: tuple) -> None:  # type: ignore[type-arg]
+    """encode packs the fixed part in one go; the bytes are still field by field."""
+    pid, durable, rewinds, counters, generation = args
+    mask = (1 << 64) - 1
+    body = struct.pack("<6Q", *(c & mask for c in counters))
+    expected = (
+        struct.pack(
+            "<8sQQQQQ", b"SWLOCK01", pid, durable, ~durable & mask, rewinds, ~rewinds & mask
+        )
+        + body
+        + struct.pack("<I", crc32c(body))
+        + struct.pack("<QQ", generation & mask, ~generation & mask)
+    )
+    assert lock.encode(*args) == expected

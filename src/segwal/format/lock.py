@@ -44,6 +44,9 @@ GENERATION = struct.Struct("<QQ")
 MAGIC: Final = b"SWLOCK01"
 GENERATION_OFFSET: Final = LAYOUT.size + EXTENSION.size + COUNTERS.size + COUNTERS_CRC.size
 SIZE: Final = GENERATION_OFFSET + GENERATION.size
+_HEAD = struct.Struct("<8sQQQQQ6Q")  # the fields before the counters' CRC, in one pack
+_TAIL = struct.Struct("<IQQ")  # the counters' CRC, the generation and its complement
+_COUNTERS_AT: Final = LAYOUT.size + EXTENSION.size
 NO_COUNTERS: Final = (0, 0, 0, 0, 0, 0)
 _MASK: Final = (1 << 64) - 1
 
@@ -65,15 +68,19 @@ def encode(
     generation: int = 0,
 ) -> bytes:
     """The file's bytes; ``generation`` 0 publishes none (readers then plan every time)."""
-    raw = COUNTERS.pack(*(c & _MASK for c in counters))
+    # Once per fdatasync: one pack for the fixed part, the counters masked only when one
+    # outgrew 64 bits (they wrap, as u64 counters do).
+    try:
+        head = _HEAD.pack(
+            MAGIC, pid, durable_lsn, ~durable_lsn & _MASK, rewinds, ~rewinds & _MASK, *counters
+        )
+    except struct.error:
+        masked = (c & _MASK for c in counters)
+        head = _HEAD.pack(
+            MAGIC, pid, durable_lsn, ~durable_lsn & _MASK, rewinds, ~rewinds & _MASK, *masked
+        )
     generation &= _MASK
-    return (
-        LAYOUT.pack(MAGIC, pid, durable_lsn, ~durable_lsn & _MASK)
-        + EXTENSION.pack(rewinds, ~rewinds & _MASK)
-        + raw
-        + COUNTERS_CRC.pack(crc32c(raw))
-        + GENERATION.pack(generation, ~generation & _MASK)
-    )
+    return head + _TAIL.pack(crc32c(head[_COUNTERS_AT:]), generation, ~generation & _MASK)
 
 
 def decode(raw: bytes) -> Published | None:

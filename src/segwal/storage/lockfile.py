@@ -14,6 +14,11 @@ from segwal.format import lock
 from segwal.format.naming import LOCK_NAME
 from segwal.storage.fileio import FileHandle, FileSystem
 
+# This process's pid, read once (and again in a forked child): getpid is a system call, and
+# publishing runs once per fdatasync.
+_pid = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 
 def take_lock(fs: FileSystem, directory: str) -> FileHandle:
     """Take the writer lock and publish this process's pid in it."""
@@ -49,7 +54,7 @@ def publish_durable(
     A closed log publishes pid 0: everything in its files is durable. Otherwise readers trust
     only the published durable LSN, whether the writer is alive or was killed.
     """
-    pid = 0 if closed else os.getpid()
+    pid = 0 if closed else _pid[0]
     handle.pwrite(lock.encode(pid, durable_lsn, rewinds, counters, generation), 0)
 
 
