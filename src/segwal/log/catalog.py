@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 from segwal.format.layout import SegmentHeader
 from segwal.storage.fileio import FileSystem
@@ -119,21 +120,36 @@ def writer_state(writer: SegmentWriter) -> SegmentState:
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """An immutable generation of the sealed segments, with their first LSNs for bisecting."""
+    """An immutable generation of the sealed segments, with their first LSNs and latest
+    timestamps for bisecting."""
 
     states: tuple[SegmentState, ...]
     parts: tuple[Part, ...]
     firsts: tuple[int, ...]
+    # The latest timestamp in parts[0..i]: non-decreasing even past an empty segment.
+    ceilings: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, states: Iterable[SegmentState]) -> Sealed:
         kept = tuple(states)
         parts = tuple(map(sealed_part, kept))
-        return cls(kept, parts, tuple(p.first_lsn for p in parts))
+        ceilings = tuple(accumulate((p.max_ts for p in parts), max))
+        return cls(kept, parts, tuple(p.first_lsn for p in parts), ceilings)
 
     def plus(self, state: SegmentState) -> Sealed:
         part = sealed_part(state)
-        return Sealed((*self.states, state), (*self.parts, part), (*self.firsts, part.first_lsn))
+        ceiling = max(self.ceilings[-1], part.max_ts) if self.ceilings else part.max_ts
+        return Sealed(
+            (*self.states, state),
+            (*self.parts, part),
+            (*self.firsts, part.first_lsn),
+            (*self.ceilings, ceiling),
+        )
+
+    def from_time(self, timestamp_us: int) -> int:
+        """The index of the first part with a record stamped at or after ``timestamp_us``
+        (``len(parts)`` when none): parts before it are all earlier."""
+        return bisect_left(self.ceilings, timestamp_us)
 
 
 def parts_for(sealed: Sealed, active: Part | None, start: int, stop: int) -> list[Part]:

@@ -151,8 +151,11 @@ class Reader:
         search: segments by time range, then the sparse index, then one index interval."""
         timestamp_us = arguments.integer(timestamp_us, "timestamp_us")
         snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
-        parts = [*snap.sealed.parts, *([snap.active] if snap.active is not None else [])]
-        for part in parts:
+        # One bisect over the sealed segments (a log of 4,000 costs what one of 200 does).
+        sealed = snap.sealed.parts
+        start = snap.sealed.from_time(timestamp_us)
+        later = (sealed[i] for i in range(start, len(sealed)))
+        for part in chain(later, [snap.active] if snap.active is not None else []):
             if part.last_lsn < part.first_lsn or part.max_ts < timestamp_us:
                 continue
             _first, offset = self._index_of(part).seek_time(timestamp_us, part.first_lsn)
