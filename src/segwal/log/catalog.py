@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from segwal.format.layout import SegmentHeader
+from segwal.log.handles import HandleCache
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import remove as remove_index
@@ -186,10 +187,12 @@ class SegmentCatalog:
         self._closed = False
         self.sealed = Sealed((), (), ())
         self.tail: SegmentState | None = None
+        self.handles = HandleCache(fs)  # open read handles of sealed segments
 
     def replace(self, sealed: Iterable[SegmentState], tail: SegmentState | None = None) -> None:
         self.sealed = Sealed.of(sealed)
         self.tail = tail
+        self.handles.keep_only(self.sealed.states)
 
     def add_sealed(self, state: SegmentState) -> None:
         self.sealed = self.sealed.plus(state)
@@ -197,6 +200,7 @@ class SegmentCatalog:
     def drop(self, paths: set[str]) -> None:
         """Forget sealed segments the log no longer holds (their files are handled apart)."""
         self.sealed = Sealed.of(s for s in self.sealed.states if s.path not in paths)
+        self.handles.forget(paths)
 
     def infos(self) -> list[SegmentInfo]:
         infos = [segment_info(s) for s in self.sealed.states]
@@ -209,6 +213,7 @@ class SegmentCatalog:
 
         The caller has made the log's new first LSN durable, and fsyncs the directory.
         """
+        self.handles.forget({path})  # an open handle would keep the file's space
         with self._lock:
             if self._readers.get(path, 0) > 0:
                 self._retired.add(path)
@@ -249,5 +254,6 @@ class SegmentCatalog:
 
     def close(self) -> None:
         """Retired files still read stay for the next open to remove (they are below META)."""
+        self.handles.close()
         with self._lock:
             self._closed = True

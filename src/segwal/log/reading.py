@@ -269,7 +269,7 @@ class Reader:
                 if state.rewinds != snap.rewinds:
                     raise _rewound(state, snap.rewinds, max(start, part.first_lsn), stop)
                 try:
-                    handle = self._fs.open_read(part.path)
+                    loan = catalog.handles.take(part.path, part.state)
                 except StorageError as exc:
                     if exc.errno != errno.ENOENT:
                         raise
@@ -279,6 +279,7 @@ class Reader:
                         lsn=max(start, part.first_lsn),
                         first_lsn=state.first_lsn,
                     ) from exc
+                handle = loan.handle
                 offset, first = HEADER_SIZE, part.first_lsn
                 if start > first:
                     first, offset = self._index_of(part).seek_lsn(start, first)
@@ -310,7 +311,7 @@ class Reader:
                     state.telemetry.corruption()  # counted for segwal_corruption_errors_total
                     raise
                 finally:
-                    handle.close()
+                    catalog.handles.give(loan)
                 catalog.release(part.path)
                 chosen = chosen[1:]
         finally:
