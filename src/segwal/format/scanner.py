@@ -8,7 +8,6 @@ is checked against the maximum frame size and the bytes at hand before anything 
 
 from __future__ import annotations
 
-import struct
 from enum import Enum
 from typing import Final, NamedTuple
 
@@ -25,6 +24,7 @@ from segwal.format.layout import (
     crc32c,
     decode_seal,
 )
+from segwal.format.records import length_total as _length_total
 from segwal.format.records import record_spans as _record_spans
 
 _KIND_OFFSET: Final = 4
@@ -114,7 +114,7 @@ def check(
         return Verdict(Status.SHORT, reason=f"frame of {length} bytes is cut short", needed=length)
     if crc32c(memoryview(buf)[pos + 4 : pos + length], seed) != crc:
         return Verdict(Status.BAD, reason="frame checksum mismatch")
-    if sum(struct.unpack_from(f"<{count}I", buf, pos + FRAME_HEAD_SIZE)) != body_len:
+    if _length_total(buf, pos + FRAME_HEAD_SIZE, count) != body_len:
         return Verdict(Status.BAD, reason="record lengths disagree with the frame's body size")
     return Verdict(
         Status.FRAME,
