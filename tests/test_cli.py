@@ -269,6 +269,31 @@ def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert segwal.__version__ in result.stdout
+    assert f"decoder: {segwal.DECODER}" in result.stdout
+
+
+@pytest.mark.parametrize(("pure", "expected"), [("1", "decoder: python, pure Python"), ("0", "")])
+def test_version_names_the_decoder_a_fresh_process_chose(pure: str, expected: str) -> None:
+    """SEGWAL_PURE_PYTHON=1 forces the pure decoder, and --version says so; without it the
+    compiled one is named when it is built (it is, wherever the package was installed)."""
+    env = {**os.environ, "SEGWAL_PURE_PYTHON": pure}
+    env.pop("SEGWAL_PURE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "segwal", "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.startswith(f"segwal {segwal.__version__} (decoder: ")
+    if expected:
+        assert expected in result.stdout
+    else:
+        from segwal.format import records
+
+        name = "c, compiled" if records.decode_records_c is not None else "python, pure Python"
+        assert name in result.stdout
 
 
 # -- truncate, prune, holds --------------------------------------------------------------

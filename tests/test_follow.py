@@ -303,11 +303,20 @@ def test_readonly_follower_survives_retention_racing_its_directory_listing(
             ahead = ro.follow(250, timeout=0.1)
             behind = ro.follow(5, timeout=0.1)
             fs.hook = lambda: wal.truncate_before(200)
+            changed(wal)  # a readonly view plans again (and lists) only after a change
             # The follower at 250 lost nothing it needs: it reads on.
             assert [r.lsn for r in ahead] == list(range(250, 301))
             fs.hook = lambda: wal.truncate_before(220)
+            changed(wal)
             with pytest.raises(segwal.ReaderFellBehindError):
                 next(behind)
+            assert fs.hook is None  # both truncations ran inside a listing
+
+
+def changed(wal: segwal.Wal) -> None:
+    """A change that readonly views see in LOCK, and that moves no LSN."""
+    wal.hold("nudge", wal.last_lsn)
+    wal.release("nudge")
 
 
 # -- another process ------------------------------------------------------------------------

@@ -313,7 +313,38 @@ decode_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObje
     return decode_records_impl(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
 }
 
+/* length_total(buf, table, count) -> int: the sum of the `count` u32 lengths at `table`,
+ * for the frame check (scanner.check), which otherwise builds a tuple of `count` ints to add
+ * them up on every read of a frame. ValueError when the table is not inside the buffer. */
+static PyObject *
+length_total(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "length_total() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    Py_ssize_t table, count;
+    if (as_ssize(args[1], &table) < 0 || as_ssize(args[2], &count) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (table < 0 || count < 0 || table > view.len || count > (view.len - table) / 4) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "length table is not inside the buffer");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)view.buf + table;
+    uint64_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++, p += 4)
+        total += load_u32le(p);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(total);
+}
+
 static PyMethodDef methods[] = {
+    {"length_total", (PyCFunction)(void (*)(void))length_total, METH_FASTCALL,
+     "length_total(buf, table, count) -> the sum of count u32 lengths at table."},
     {"bind", (PyCFunction)bind, METH_VARARGS,
      "bind(Record, FormatError, MAX_LSN): the types and limit the functions use."},
     {"record_spans", (PyCFunction)(void (*)(void))record_spans, METH_FASTCALL,

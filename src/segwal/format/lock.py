@@ -12,10 +12,21 @@ Layout (little-endian)::
     48 48  counters    6 x u64 since the writer opened the log (since segwal 0.2):
                        appends, records, payload bytes, written bytes, fsyncs, dir fsyncs
     96  4  check       u32, CRC-32C of the counters
+    100 8  generation  u64, bumped when a writer opens the log and at every change readers
+                       see that moves no LSN (since segwal 0.3); never 0
+    108 8  check       u64, the bitwise complement of generation
 
 The first 32 bytes keep their meaning; a reader of only those ignores the rest. The file is
 never fsynced: it tells live readers in other processes how far the log is durable;
 recovery never reads it.
+
+The writer rewrites the whole file whenever what readers see may have changed (the durable
+LSN, a rewind, META replaced: a checkpoint, retention, holds), and each such rewrite differs
+from the one before: the durable LSN or the rewind count moved, or the generation. A writer
+continues the generation it finds in LOCK (within one boot LOCK's content survives every
+writer; readers do not survive a machine crash), so two writers' sessions never publish the
+same bytes. A readonly reader whose view was planned from the directory after it read bytes
+B may therefore keep that view while LOCK still holds B, if B has a generation.
 """
 
 from __future__ import annotations
@@ -29,8 +40,13 @@ LAYOUT = struct.Struct("<8sQQQ")
 EXTENSION = struct.Struct("<QQ")
 COUNTERS = struct.Struct("<6Q")
 COUNTERS_CRC = struct.Struct("<I")
+GENERATION = struct.Struct("<QQ")
 MAGIC: Final = b"SWLOCK01"
-SIZE: Final = LAYOUT.size + EXTENSION.size + COUNTERS.size + COUNTERS_CRC.size
+GENERATION_OFFSET: Final = LAYOUT.size + EXTENSION.size + COUNTERS.size + COUNTERS_CRC.size
+SIZE: Final = GENERATION_OFFSET + GENERATION.size
+_HEAD = struct.Struct("<8sQQQQQ6Q")  # the fields before the counters' CRC, in one pack
+_TAIL = struct.Struct("<IQQ")  # the counters' CRC, the generation and its complement
+_COUNTERS_AT: Final = LAYOUT.size + EXTENSION.size
 NO_COUNTERS: Final = (0, 0, 0, 0, 0, 0)
 _MASK: Final = (1 << 64) - 1
 
@@ -41,18 +57,30 @@ class Published(NamedTuple):
     rewinds: int | None  # None: an older writer, or a torn read of the extension
     # appends, records, payload bytes, written bytes, fsyncs, dir fsyncs; None: unknown
     counters: tuple[int, ...] | None = None
+    generation: int | None = None  # None: a writer before segwal 0.3, or a torn read
 
 
 def encode(
-    pid: int, durable_lsn: int, rewinds: int, counters: tuple[int, ...] = NO_COUNTERS
+    pid: int,
+    durable_lsn: int,
+    rewinds: int,
+    counters: tuple[int, ...] = NO_COUNTERS,
+    generation: int = 0,
 ) -> bytes:
-    raw = COUNTERS.pack(*(c & _MASK for c in counters))
-    return (
-        LAYOUT.pack(MAGIC, pid, durable_lsn, ~durable_lsn & _MASK)
-        + EXTENSION.pack(rewinds, ~rewinds & _MASK)
-        + raw
-        + COUNTERS_CRC.pack(crc32c(raw))
-    )
+    """The file's bytes; ``generation`` 0 publishes none (readers then plan every time)."""
+    # Once per fdatasync: one pack for the fixed part, the counters masked only when one
+    # outgrew 64 bits (they wrap, as u64 counters do).
+    try:
+        head = _HEAD.pack(
+            MAGIC, pid, durable_lsn, ~durable_lsn & _MASK, rewinds, ~rewinds & _MASK, *counters
+        )
+    except struct.error:
+        masked = (c & _MASK for c in counters)
+        head = _HEAD.pack(
+            MAGIC, pid, durable_lsn, ~durable_lsn & _MASK, rewinds, ~rewinds & _MASK, *masked
+        )
+    generation &= _MASK
+    return head + _TAIL.pack(crc32c(head[_COUNTERS_AT:]), generation, ~generation & _MASK)
 
 
 def decode(raw: bytes) -> Published | None:
@@ -69,8 +97,13 @@ def decode(raw: bytes) -> Published | None:
         if count_check == ~count & _MASK:
             rewinds = count
     start = LAYOUT.size + EXTENSION.size
-    if len(raw) >= SIZE:
+    if len(raw) >= GENERATION_OFFSET:
         body = raw[start : start + COUNTERS.size]
         if COUNTERS_CRC.unpack_from(raw, start + COUNTERS.size)[0] == crc32c(body):
             counters = COUNTERS.unpack(body)
-    return Published(pid, durable, rewinds, counters)
+    generation = None
+    if len(raw) >= SIZE:
+        value, value_check = GENERATION.unpack_from(raw, GENERATION_OFFSET)
+        if value and value_check == ~value & _MASK:
+            generation = value
+    return Published(pid, durable, rewinds, counters, generation)

@@ -212,3 +212,33 @@ else:
 # The compiled functions even when the pure path is chosen, for the tests that compare them.
 record_spans_c: Final = _COMPILED[0] if _COMPILED is not None else None
 decode_records_c: Final = _COMPILED[1] if _COMPILED is not None else None
+
+
+def length_total_py(buf: Buffer, table: int, count: int) -> int:
+    """The sum of the ``count`` u32 lengths at ``table`` in ``buf``: what the frame check
+    (``scanner.check``) compares with the frame's body size."""
+    table, count = index(table), index(count)
+    size = memoryview(buf).nbytes
+    if table < 0 or count < 0 or table > size or count > (size - table) // 4:
+        raise ValueError("length table is not inside the buffer")
+    return int(sum(struct.unpack_from(f"<{count}I", buf, table)))
+
+
+def _length_total_c() -> LengthTotal | None:
+    if _COMPILED is None:
+        return None
+    from segwal.format import _speedups
+
+    # None from a module built before the function existed: the pure one serves.
+    found: LengthTotal | None = getattr(_speedups, "length_total", None)
+    return found
+
+
+class LengthTotal(Protocol):
+    def __call__(self, buf: Buffer, table: int, count: int, /) -> int: ...
+
+
+length_total_c: Final = _length_total_c()
+length_total: LengthTotal = (
+    length_total_c if length_total_c is not None and IMPLEMENTATION == "c" else length_total_py
+)

@@ -8,7 +8,6 @@ is checked against the maximum frame size and the bytes at hand before anything 
 
 from __future__ import annotations
 
-import struct
 from enum import Enum
 from typing import Final, NamedTuple
 
@@ -35,6 +34,7 @@ from segwal.format.layout import (
     crc32c,
     decode_seal,
 )
+from segwal.format.records import length_total as _length_total
 from segwal.format.records import record_spans as _record_spans
 
 _KIND_OFFSET: Final = 4
@@ -142,7 +142,7 @@ def check(
         reason = _opaque_sizes(buf, pos, flags, count, body_len, max_frame)
         if reason:
             return Verdict(Status.BAD, reason=reason)
-    elif sum(struct.unpack_from(f"<{count}I", buf, pos + FRAME_HEAD_SIZE)) != body_len:
+    elif _length_total(buf, pos + FRAME_HEAD_SIZE, count) != body_len:
         return Verdict(Status.BAD, reason="record lengths disagree with the frame's body size")
     return Verdict(
         Status.FRAME,

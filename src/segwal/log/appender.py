@@ -28,7 +28,7 @@ from segwal.format.meta import Closed
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
-from segwal.storage.lockfile import publish_durable
+from segwal.storage.lockfile import generation_of, publish_durable
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
@@ -94,6 +94,7 @@ class Appender:
         self._max_record_bytes = state.config.max_record_bytes
         self._published = 0
         self._publish_lock = threading.Lock()
+        self._generation = generation_of(lock_handle)  # bumped by announce (format/lock.py)
         self._last_ts = 0
 
     # -- appending ------------------------------------------------------------------------
@@ -405,26 +406,36 @@ class Appender:
             if lsn <= self._published:
                 return
             self._published = lsn
-            try:
-                publish_durable(
-                    self._lock_handle, lsn, self._state.rewinds, self._state.published_counters()
-                )
-            except OSError as exc:
-                log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+            self._publish_locked(lsn)
         if self._state.observed:
             self._state.emit(Durable(lsn=lsn))
+
+    def _publish_locked(self, lsn: int) -> None:
+        state = self._state
+        try:
+            publish_durable(
+                self._lock_handle,
+                lsn,
+                state.rewinds,
+                state.published_counters(),
+                generation=self._generation,
+            )
+        except OSError as exc:
+            log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+
+    def announce(self) -> None:
+        """Rewrite LOCK after a change readers see that moves no LSN (META replaced by a
+        checkpoint, retention or a hold), so readonly views in other processes look again."""
+        with self._publish_lock:
+            self._generation += 1
+            self._publish_locked(self._published)
 
     def republish(self, lsn: int) -> None:
         """After a rewind: publish the lower durable LSN and the new rewind count, so readers
         in other processes never take the rewound LSNs' new records for durable ones."""
         with self._publish_lock:
             self._published = lsn
-            try:
-                publish_durable(
-                    self._lock_handle, lsn, self._state.rewinds, self._state.published_counters()
-                )
-            except OSError as exc:
-                log.warning("could not publish the rewind to LSN %d to readers: %s", lsn, exc)
+            self._publish_locked(lsn)
 
     def ensure_durable(self, lsn: int) -> None:
         commit = self._state.commit
@@ -490,6 +501,7 @@ class Appender:
                     state.rewinds,
                     state.published_counters(),
                     closed=True,
+                    generation=self._generation,
                 )
         finally:
             if writer is not None:

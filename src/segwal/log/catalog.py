@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 
 from segwal.format.layout import SegmentHeader
+from segwal.log.handles import HandleCache
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import remove as remove_index
@@ -119,21 +121,36 @@ def writer_state(writer: SegmentWriter) -> SegmentState:
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """An immutable generation of the sealed segments, with their first LSNs for bisecting."""
+    """An immutable generation of the sealed segments, with their first LSNs and latest
+    timestamps for bisecting."""
 
     states: tuple[SegmentState, ...]
     parts: tuple[Part, ...]
     firsts: tuple[int, ...]
+    # The latest timestamp in parts[0..i]: non-decreasing even past an empty segment.
+    ceilings: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, states: Iterable[SegmentState]) -> Sealed:
         kept = tuple(states)
         parts = tuple(map(sealed_part, kept))
-        return cls(kept, parts, tuple(p.first_lsn for p in parts))
+        ceilings = tuple(accumulate((p.max_ts for p in parts), max))
+        return cls(kept, parts, tuple(p.first_lsn for p in parts), ceilings)
 
     def plus(self, state: SegmentState) -> Sealed:
         part = sealed_part(state)
-        return Sealed((*self.states, state), (*self.parts, part), (*self.firsts, part.first_lsn))
+        ceiling = max(self.ceilings[-1], part.max_ts) if self.ceilings else part.max_ts
+        return Sealed(
+            (*self.states, state),
+            (*self.parts, part),
+            (*self.firsts, part.first_lsn),
+            (*self.ceilings, ceiling),
+        )
+
+    def from_time(self, timestamp_us: int) -> int:
+        """The index of the first part with a record stamped at or after ``timestamp_us``
+        (``len(parts)`` when none): parts before it are all earlier."""
+        return bisect_left(self.ceilings, timestamp_us)
 
 
 def parts_for(sealed: Sealed, active: Part | None, start: int, stop: int) -> list[Part]:
@@ -170,10 +187,12 @@ class SegmentCatalog:
         self._closed = False
         self.sealed = Sealed((), (), ())
         self.tail: SegmentState | None = None
+        self.handles = HandleCache(fs)  # open read handles of sealed segments
 
     def replace(self, sealed: Iterable[SegmentState], tail: SegmentState | None = None) -> None:
         self.sealed = Sealed.of(sealed)
         self.tail = tail
+        self.handles.keep_only(self.sealed.states)
 
     def add_sealed(self, state: SegmentState) -> None:
         self.sealed = self.sealed.plus(state)
@@ -181,6 +200,7 @@ class SegmentCatalog:
     def drop(self, paths: set[str]) -> None:
         """Forget sealed segments the log no longer holds (their files are handled apart)."""
         self.sealed = Sealed.of(s for s in self.sealed.states if s.path not in paths)
+        self.handles.forget(paths)
 
     def infos(self) -> list[SegmentInfo]:
         infos = [segment_info(s) for s in self.sealed.states]
@@ -193,6 +213,7 @@ class SegmentCatalog:
 
         The caller has made the log's new first LSN durable, and fsyncs the directory.
         """
+        self.handles.forget({path})  # an open handle would keep the file's space
         with self._lock:
             if self._readers.get(path, 0) > 0:
                 self._retired.add(path)
@@ -233,5 +254,6 @@ class SegmentCatalog:
 
     def close(self) -> None:
         """Retired files still read stay for the next open to remove (they are below META)."""
+        self.handles.close()
         with self._lock:
             self._closed = True

@@ -2,19 +2,28 @@
 
 The first thread that needs a barrier becomes the leader: it notes how far the segment has
 been written, runs the fdatasync without holding any lock, then publishes the new durable
-LSN and wakes the followers. Threads that arrive while a barrier runs wait for it and, if
-it did not cover them, one of them leads the next. Rotation takes the barrier for itself
-(``exclusive``) so no fdatasync ever runs on a segment that is being sealed and closed.
+LSN. Threads that arrive while a barrier runs queue up, each on a lock of its own. When a
+barrier ends, the leader wakes exactly the waiters it covered and, when some are left, the
+lowest of them to lead the next barrier (it is woken first, so the next fdatasync starts
+before the covered threads run): no thread is woken only to find it must sleep again, as
+with a condition's ``notify_all``. Rotation takes the barrier for itself (``exclusive``) so
+no fdatasync ever runs on a segment that is being sealed and closed.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import count
 from time import monotonic
 
 from segwal.errors import WalFailedError
+
+# A queued waiter: its LSN, an arrival number (ties), whether it may lead, and the lock it
+# sleeps on (held until a barrier covers it, or it is chosen to lead, or the log fails).
+_Waiter = tuple[int, int, bool, threading.Lock]
 
 
 class GroupCommit:
@@ -28,7 +37,9 @@ class GroupCommit:
         on_durable: Callable[[int], None],
         on_failure: Callable[[BaseException], None],
     ) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        # Rare waits (exclusive, wait_beyond) sleep on this condition over the same mutex.
+        self._cond = threading.Condition(self._mutex)
         self._barrier = barrier  # fdatasync of the active segment
         self._on_durable = on_durable  # called with the new durable LSN, under no lock
         self._on_failure = on_failure
@@ -37,7 +48,9 @@ class GroupCommit:
         self._busy = False
         self._failed: BaseException | None = None
         self._closed = False
-        self._watchers = 0  # followers waiting for any new write
+        self._watchers = 0  # threads in wait_beyond or exclusive, on the condition
+        self._queue: list[_Waiter] = []  # a heap by LSN: threads in wait_durable
+        self._arrivals = count()
         self.barriers = 0
 
     def wrote(self, lsn: int) -> None:
@@ -77,16 +90,16 @@ class GroupCommit:
 
     def reset(self, lsn: int) -> None:
         """Set both watermarks, for a log whose tail was rewound to ``lsn``."""
-        with self._cond:
+        with self._mutex:
             self.written_lsn = lsn
             self.durable_lsn = lsn
 
     def fail(self, exc: BaseException) -> None:
         """Mark the log failed and wake every waiter so it raises."""
-        with self._cond:
+        with self._mutex:
             if self._failed is None:
                 self._failed = exc
-            self._cond.notify_all()
+            self._wake_all()
 
     def wait_durable(self, lsn: int, *, lead: bool, timeout: float | None = None) -> bool:
         """Block until ``lsn`` is durable; True when it is, False when ``timeout`` passed.
@@ -95,7 +108,9 @@ class GroupCommit:
         without it, the caller only waits (for the interval flusher or another thread).
         """
         deadline = None if timeout is None else monotonic() + timeout
-        with self._cond:
+        mutex = self._mutex
+        mutex.acquire()
+        try:
             while self.durable_lsn < lsn:
                 if self._failed is not None:
                     raise WalFailedError(self._failed)
@@ -104,45 +119,100 @@ class GroupCommit:
                     continue
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
+                    self._pass_on()
                     return False
-                self._cond.wait(remaining)
+                sleeper = threading.Lock()
+                sleeper.acquire()
+                entry = (lsn, next(self._arrivals), lead, sleeper)
+                heapq.heappush(self._queue, entry)
+                mutex.release()
+                woken = False
+                try:
+                    woken = sleeper.acquire(True, -1 if remaining is None else remaining)
+                finally:
+                    mutex.acquire()
+                    if not woken:  # timed out or interrupted, unless a wake-up raced it
+                        self._dequeue(entry)
             return True
+        finally:
+            mutex.release()
+
+    def _dequeue(self, entry: _Waiter) -> None:
+        try:
+            self._queue.remove(entry)
+        except ValueError:
+            # A wake-up took it off the queue meanwhile: it may have chosen this thread to
+            # lead, so hand that on to another waiter before leaving.
+            self._pass_on()
+            return
+        heapq.heapify(self._queue)
+
+    def _pass_on(self) -> None:
+        """A waiter leaves without leading: wake another to lead if one is left (mutex held)."""
+        if not self._busy and self._failed is None:
+            self._wake_covered()
+
+    def _wake_covered(self) -> None:
+        """Wake the waiters the durable LSN covers, and one left over to lead (mutex held)."""
+        queue = self._queue
+        durable = self.durable_lsn
+        leader = None
+        if not self._busy:
+            # The lowest waiter not covered leads the next barrier: woken before the others
+            # so that the fdatasync starts as soon as possible.
+            for entry in queue:
+                if entry[0] > durable and entry[2]:
+                    leader = entry
+                    break
+        if leader is not None:
+            queue.remove(leader)
+            heapq.heapify(queue)
+            leader[3].release()
+        while queue and queue[0][0] <= durable:
+            heapq.heappop(queue)[3].release()
+        if self._watchers:
+            self._cond.notify_all()
+
+    def _wake_all(self) -> None:
+        queue = self._queue
+        self._queue = []
+        for entry in queue:
+            entry[3].release()
+        self._cond.notify_all()
 
     def _lead(self) -> None:
-        # Called with the condition held; releases it around the barrier itself.
+        # Called with the mutex held; releases it around the barrier itself.
         target = self.written_lsn
         self._busy = True
-        self._cond.release()
+        self._mutex.release()
         error: BaseException | None = None
         try:
             self._barrier()
         except BaseException as exc:
             error = exc
         finally:
-            self._cond.acquire()
+            self._mutex.acquire()
             self._busy = False
             self.barriers += 1
             if error is None:
                 self.durable_lsn = max(self.durable_lsn, target)
-            elif self._failed is None:
-                self._failed = error
-            self._cond.notify_all()
-        if error is not None:
-            self._cond.release()
-            try:
-                self._on_failure(error)
-            finally:
-                self._cond.acquire()
-            raise error
-        self._cond.release()
+                self._wake_covered()
+            else:
+                if self._failed is None:
+                    self._failed = error
+                self._wake_all()
+        self._mutex.release()
         try:
+            if error is not None:
+                self._on_failure(error)
+                raise error
             self._on_durable(target)
         finally:
-            self._cond.acquire()
+            self._mutex.acquire()
 
     def flush(self) -> None:
         """Run one barrier now if anything written is not durable (the interval flusher)."""
-        with self._cond:
+        with self._mutex:
             if self._failed is not None or self._busy or self.durable_lsn >= self.written_lsn:
                 return
             self._lead()
@@ -155,19 +225,23 @@ class GroupCommit:
         leaving, waiters re-check the durable LSN.
         """
         with self._cond:
-            while self._busy:
-                self._cond.wait()
+            self._watchers += 1
+            try:
+                while self._busy:
+                    self._cond.wait()
+            finally:
+                self._watchers -= 1
             self._busy = True
         try:
             yield
         finally:
-            with self._cond:
+            with self._mutex:
                 self._busy = False
-                self._cond.notify_all()
+                self._wake_covered()
 
     def publish(self, lsn: int) -> None:
         """Declare ``lsn`` durable after a barrier the caller ran itself (seal, sync at open)."""
-        with self._cond:
+        with self._mutex:
             self.durable_lsn = max(self.durable_lsn, lsn)
-            self._cond.notify_all()
+            self._wake_covered()
         self._on_durable(lsn)

@@ -417,6 +417,8 @@ class Maintenance:
             raise
         state.meta = meta
         state.io["meta_stores"] += 1
+        if self._appender is not None:
+            self._appender.announce()  # readonly views elsewhere: look again
 
 
 def _result(plan: TruncatePlan, deleted: int, reclaimed: int) -> TruncateResult:

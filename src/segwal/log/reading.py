@@ -151,8 +151,11 @@ class Reader:
         search: segments by time range, then the sparse index, then one index interval."""
         timestamp_us = arguments.integer(timestamp_us, "timestamp_us")
         snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
-        parts = [*snap.sealed.parts, *([snap.active] if snap.active is not None else [])]
-        for part in parts:
+        # One bisect over the sealed segments (a log of 4,000 costs what one of 200 does).
+        sealed = snap.sealed.parts
+        start = snap.sealed.from_time(timestamp_us)
+        later = (sealed[i] for i in range(start, len(sealed)))
+        for part in chain(later, [snap.active] if snap.active is not None else []):
             if part.last_lsn < part.first_lsn or part.max_ts < timestamp_us:
                 continue
             _first, offset = self._index_of(part).seek_time(timestamp_us, part.first_lsn)
@@ -266,7 +269,7 @@ class Reader:
                 if state.rewinds != snap.rewinds:
                     raise _rewound(state, snap.rewinds, max(start, part.first_lsn), stop)
                 try:
-                    handle = self._fs.open_read(part.path)
+                    loan = catalog.handles.take(part.path, part.state)
                 except StorageError as exc:
                     if exc.errno != errno.ENOENT:
                         raise
@@ -276,6 +279,7 @@ class Reader:
                         lsn=max(start, part.first_lsn),
                         first_lsn=state.first_lsn,
                     ) from exc
+                handle = loan.handle
                 offset, first = HEADER_SIZE, part.first_lsn
                 if start > first:
                     first, offset = self._index_of(part).seek_lsn(start, first)
@@ -308,7 +312,7 @@ class Reader:
                     state.telemetry.corruption()  # counted for segwal_corruption_errors_total
                     raise
                 finally:
-                    handle.close()
+                    catalog.handles.give(loan)
                 catalog.release(part.path)
                 chosen = chosen[1:]
         finally:

@@ -10,11 +10,13 @@ delegates everything else. It is thread-safe.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from segwal.errors import NotFoundError
 from segwal.events import Observer
+from segwal.format import lock
 from segwal.log import arguments
 from segwal.log.appender import Appender
 from segwal.log.commit import GroupCommit
@@ -27,7 +29,17 @@ from segwal.log.plans import RetentionResult, TruncatePlan, TruncateResult
 from segwal.log.reading import Reader
 from segwal.log.retention import Decision
 from segwal.log.state import LogState
+from segwal.storage.lockfile import read_raw
 from segwal.types import Batch, Record, RecoveryReport, SegmentInfo, Stats
+
+
+def _view_key(raw: bytes | None) -> bytes | None:
+    """LOCK's bytes when they can vouch that nothing changed while they stay the same."""
+    if raw is None:
+        return None
+    found = lock.decode(raw)
+    return raw if found is not None and found.generation is not None else None
+
 
 _writers: weakref.WeakSet[LogState] = weakref.WeakSet()  # open writable logs, for forks
 
@@ -51,9 +63,12 @@ class Wal:
             state.commit = GroupCommit(
                 durable_lsn=0, barrier=_no_barrier, on_durable=_ignore, on_failure=_ignore
             )
-            self._reader = Reader(state, flush_buffer=None, refresh_view=self._refresh_view)
+            self._reader = Reader(state, flush_buffer=None, refresh_view=self._look)
             self._maintenance = Maintenance(state, None)
+            self._view_lock = threading.Lock()
+            seen = read_raw(state.fs, state.path)  # before the plan: a change after it shows
             self._report = open_readonly(state)
+            self._view_key = _view_key(seen)
             return
         lock_handle, self._report, last_ts = open_writer(state)
         appender = self._appender = Appender(state, lock_handle, self._retain_after_seal)
@@ -74,7 +89,24 @@ class Wal:
         self._flusher = IntervalFlusher(state, appender) if config.sync == "interval" else None
 
     def _refresh_view(self) -> None:
-        load_view(self._state)
+        """Readonly: plan the view from the directory again."""
+        state = self._state
+        with self._view_lock:
+            seen = read_raw(state.fs, state.path)
+            load_view(state)
+            self._view_key = _view_key(seen)
+
+    def _look(self) -> None:
+        """Readonly reads: plan the view again only when LOCK's bytes changed since the last
+        plan. The writer rewrites them on every change a reader sees (format/lock.py); LOCK
+        without a generation (a writer before 0.3, no LOCK) means planning every time."""
+        state = self._state
+        with self._view_lock:
+            seen = read_raw(state.fs, state.path)
+            if seen is not None and seen == self._view_key:
+                return
+            load_view(state)
+            self._view_key = _view_key(seen)
 
     def _retain_after_seal(self) -> None:
         self._maintenance.retain_after_seal()

@@ -169,10 +169,13 @@ class OsFile:
             os.ftruncate(self._fd, size)
 
     def sync(self, site: str) -> None:
-        with _storage("fdatasync", self._path):
+        # Once per durable append: plain try/except, as in pread.
+        try:
             if self._fd < 0:  # os.fdatasync(-1) raises ValueError, not EBADF
                 raise OSError(errno.EBADF, "file is closed")
             os.fdatasync(self._fd)
+        except OSError as exc:
+            raise StorageError("fdatasync", self._path, exc) from exc
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
