@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import segwal
-from segwal.format.codecs import NAMES, installed
 
 BATCH: Final = 64
 SIZES: Final = (100, 1024)
@@ -111,15 +110,25 @@ def _one(base: str, codec: str, work: list[list[bytes]]) -> tuple[float, float, 
         shutil.rmtree(path, ignore_errors=True)
 
 
+_LIBRARIES: Final = {"zstd": ("compression.zstd", "backports.zstd"), "lz4": ("lz4.block",)}
+
+
+def _found(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
 def available(note: Callable[[str], None]) -> tuple[str, ...]:
     """The rows whose libraries are installed; a one-line note for each one skipped."""
     names = []
     for name, options in CODECS.items():
         missing = []
         codec = options.get("compression")
-        if codec is not None and not installed(NAMES[codec]):
+        if codec is not None and not any(map(_found, _LIBRARIES[codec])):
             missing.append(codec)
-        if "encryption_key" in options and importlib.util.find_spec("cryptography") is None:
+        if "encryption_key" in options and not _found("cryptography"):
             missing.append("crypto")
         if missing:
             note(f"codecs: {name} skipped (pip install 'segwal[{','.join(missing)}]')")
