@@ -248,8 +248,9 @@ def plain_body(
     if flags & FRAME_ENCRYPTED:
         if key is None:
             raise ValueError("an encrypted frame needs its segment's key")
-        nonce = bytes(view[pos : pos + NONCE_SIZE])
-        associated = header.raw + bytes(view[frame.offset + 4 : pos])
+        # Small slices (nonce, associated data) as bytes; the body is read in place.
+        nonce = bytes(buf[pos : pos + NONCE_SIZE])
+        associated = header.raw + buf[frame.offset + 4 : pos]
         data = open_body(key, nonce, associated, view[pos + NONCE_SIZE : frame.end])
     else:
         data = view[pos : frame.end]
