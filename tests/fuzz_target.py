@@ -36,7 +36,7 @@ import json
 import posixpath
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -56,6 +56,7 @@ from segwal.format.layout import (
     ZERO_DIGEST,
     crc32c,
 )
+from segwal.log.config import WalConfig
 from segwal.testing import MemoryFileSystem
 
 LOG: Final = "/log"
@@ -67,6 +68,7 @@ SEGMENT_RE: Final = re.compile(r"^\d{20}\.wal$")
 U64: Final = (1 << 64) - 1
 U32: Final = (1 << 32) - 1
 FLAVOURS: Final = ("always", "never", "empty_active", "sealed_tail")
+OPAQUE_FLAGS: Final = 0x06  # frame flags COMPRESSED | ENCRYPTED (format v2)
 
 # -- encoders, from docs/FORMAT.md ----------------------------------------------------------
 
@@ -178,17 +180,22 @@ def encode_seal(
     return struct.pack("<I", crc32c(body[4:], seed)) + body[4:]
 
 
-def frame_length(data: bytes, pos: int) -> int | None:
-    """The length a frame head at ``pos`` claims, or None when no head fits there."""
+def frame_length(data: bytes, pos: int, *, v2: bool = False) -> int | None:
+    """The length a frame head at ``pos`` claims, or None when no head fits there. In a
+    version 2 segment (``v2``) a frame flagged COMPRESSED or ENCRYPTED is opaque: its body
+    bytes count everything after the head."""
     if pos + FRAME_HEAD_SIZE > len(data):
         return None
     count, body = struct.unpack_from("<II", data, pos + 8)
+    if v2 and data[pos + 5] & OPAQUE_FLAGS:
+        return int(FRAME_HEAD_SIZE + body)
     return int(FRAME_HEAD_SIZE + 4 * count + body)
 
 
 def walk(data: bytes) -> list[tuple[int, int, int]]:
     """(offset, end, kind byte) of each frame or seal from 128 on, as far as lengths parse."""
     out = []
+    v2 = len(data) > 8 and data[8] == 2  # the header's version
     pos = HEADER_SIZE
     while pos + 5 <= len(data):
         kind = data[pos + 4]
@@ -196,7 +203,7 @@ def walk(data: bytes) -> list[tuple[int, int, int]]:
             out.append((pos, pos + SEAL_SIZE, kind))
             pos += SEAL_SIZE
             continue
-        length = frame_length(data, pos)
+        length = frame_length(data, pos, v2=v2)
         if kind != KIND_RECORDS or length is None or pos + length > len(data):
             break
         out.append((pos, pos + length, kind))
@@ -368,15 +375,24 @@ class Clock:
         return self.now
 
 
-def _write_reference(key: str) -> tuple[list[tuple[str, bytes]], int]:
-    """Write a log with segwal itself; returns its segments and the LSN last made durable."""
+def _write_reference(
+    key: str, payload: Callable[[int], bytes] = ref_payload, tail: int = 7, **coding: object
+) -> tuple[list[tuple[str, bytes]], int]:
+    """Write a log with segwal itself; returns its segments and the LSN last made durable.
+    ``tail``: steps into the active segment; ``coding``: WalConfig's compression and keys,
+    for a format v2 log."""
     fs = MemoryFileSystem()
-    sync: Literal["always", "never"] = "never" if key == "never" else "always"
+    sync: Literal["always", "never"] = "never" if key.endswith("never") else "always"
     sealed = 2 if key in ("empty_active", "sealed_tail") else 3
     synced = 0
-    with segwal.open(
-        LOG, segment_bytes=SEGMENT_BYTES, sync=sync, filesystem=fs, clock=Clock()
-    ) as wal:
+    config = WalConfig(
+        segment_bytes=SEGMENT_BYTES,
+        sync=sync,
+        filesystem=fs,
+        clock=Clock(),
+        **coding,  # type: ignore[arg-type]
+    )
+    with segwal.Wal(LOG, config) as wal:
         step = 0
 
         def one_step() -> None:
@@ -384,15 +400,15 @@ def _write_reference(key: str) -> tuple[list[tuple[str, bytes]], int]:
             step += 1
             nxt = wal.last_lsn + 1
             if step % 4 == 3:
-                got = wal.append_batch([ref_payload(nxt + i) for i in range(2 + step % 3)], step)
+                got = wal.append_batch([payload(nxt + i) for i in range(2 + step % 3)], step)
                 assert got.start == nxt
             else:
-                assert wal.append(ref_payload(nxt), type=step % 3) == nxt
+                assert wal.append(payload(nxt), type=step % 3) == nxt
 
         while len(wal.segments()) <= sealed:
             one_step()
-        for i in range(7):
-            if key == "never" and i == 3:
+        for i in range(tail):
+            if sync == "never" and i == min(3, tail - 2):
                 synced = wal.sync()
             one_step()
         assert len(wal.segments()) == sealed + 1, "the active segment rotated: shrink the script"
@@ -480,6 +496,57 @@ def _window(segments: tuple[RefSegment, ...]) -> int:
         if all(d < unit.batch_lsn for d in later):
             window = min(window, unit.batch_lsn)
     return window
+
+
+# Format v2 reference logs for the corruption matrix: like "always" and "never", written
+# with zstd (and zstd + AES-256-GCM under the tests' key ring, ``cipherkeys.CounterKeys``).
+# They keep segwal's random log id, salts and nonces (re-keying would break the
+# authentication), so their bytes differ between processes; the matrix builds them once,
+# before its workers fork.
+V2_REF_FLAVOURS: Final = ("zstd.always", "zstd+aes.never")
+
+
+def v2_payload(lsn: int) -> bytes:
+    """JSON-like, so that batches and the larger single records compress."""
+    size = 0 if lsn % 11 == 0 else (lsn * 37) % 167
+    text = b'{"lsn": %d, "event": "append", "text": "%s"}' % (lsn, b"alpha beta " * 20)
+    return text[:size]
+
+
+def keys_for(flavour: str) -> object | None:
+    """The key ring a v2 reference log is read with (None: not encrypted)."""
+    if "aes" not in flavour:
+        return None
+    from cipherkeys import CounterKeys
+
+    return CounterKeys()
+
+
+@functools.cache
+def v2_reference_logs() -> dict[str, RefLog]:
+    out: dict[str, RefLog] = {}
+    for key in V2_REF_FLAVOURS:
+        keys = keys_for(key)
+        segments, _ = _write_reference(key, v2_payload, 4, compression="zstd", keys=keys)
+        segs = tuple(parse_segment(key, i, n, d) for i, (n, d) in enumerate(segments))
+        assert any(d[8] == 2 for _, d in segments), f"{key}: no version 2 segment"
+        assert any(
+            d[u.offset + 5] & OPAQUE_FLAGS for s in segs for u in s.frames for d in [s.data]
+        ), f"{key}: no frame was compressed"
+        # The records, read back by segwal (the frames are compressed, or encrypted).
+        fs = make_fs(dict(segments))
+        config = WalConfig(segment_bytes=SEGMENT_BYTES, readonly=True, filesystem=fs, keys=keys)  # type: ignore[arg-type]
+        with segwal.Wal(LOG, config) as wal:
+            read = {
+                r.lsn: (r.lsn, r.type, r.timestamp_us, r.payload) for r in wal.replay(unsynced=True)
+            }
+        records = {lsn: read[lsn] for lsn in range(1, segs[-1].last_lsn + 1)}
+        for lsn, rec in records.items():
+            assert rec[3] == v2_payload(lsn), f"{key}: payload of LSN {lsn}"
+        out[key] = RefLog(
+            key, "never" if key.endswith("never") else "always", segs, records, _window(segs)
+        )
+    return out
 
 
 @functools.cache
@@ -980,14 +1047,13 @@ class Result:
     first_last: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-# The key ring the checks open with: set by fuzz_v2_one for an encrypted reference log.
+# The key ring the checks open with: set by fuzz_v2_one and by the corruption matrix for an
+# encrypted reference log.
 _KEYS: list[object] = []
 
 
 def open_log(fs: MemoryFileSystem, mode: str, *, readonly: bool = False) -> segwal.Wal:
     if _KEYS:
-        from segwal.log.config import WalConfig
-
         config = WalConfig(
             segment_bytes=SEGMENT_BYTES,
             recovery=mode,  # type: ignore[arg-type]
@@ -1250,7 +1316,6 @@ def v2_reference(flavour: str) -> dict[str, bytes | None]:
     "zstd+aes" (the tests' key ring, keys derived from a fixed secret); three sealed 1 KiB
     segments, JSON-like batches and single appends, the last two batches unsynced."""
     from cipherkeys import CounterKeys
-    from segwal.log.config import WalConfig
 
     fs = MemoryFileSystem()
     keys = CounterKeys() if "aes" in flavour else None
@@ -1260,7 +1325,7 @@ def v2_reference(flavour: str) -> dict[str, bytes | None]:
         filesystem=fs,
         clock=Clock(),
         compression="zstd",
-        keys=keys,  # type: ignore[arg-type]
+        keys=keys,
     )
     wal = segwal.Wal(LOG, config)
     step = 0

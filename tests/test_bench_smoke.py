@@ -183,13 +183,19 @@ def test_missing_optional_packages_are_skipped_with_a_note(tmp_path: Path) -> No
 
 
 def test_codec_rows(tmp_path: Path) -> None:
-    """``segwal bench --codecs``: a row per codec x record kind x size, with the ratio."""
+    """``segwal bench --codecs``: a row per codec (encrypted ones too) x record kind x size,
+    with the ratio."""
     out = tmp_path / "codecs.md"
     done = bench("--codecs", "--quick", "--repeat", "1", "--out", str(out), "--dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
     body = [[cell.strip() for cell in row] for row in rows[1:]]
-    assert len(body) == 12
+    assert len(body) == 20
     ratio = {(r[0], r[1], r[2]): float(r[7]) for r in body}
     assert ratio[("zstd", "jsonish", "1024 B")] > 2 * ratio[("none", "jsonish", "1024 B")]
     assert ratio[("lz4", "random", "1024 B")] == ratio[("none", "random", "1024 B")]
+    # Encrypted frames carry a plain size, a nonce and a tag: a little bigger than plain.
+    assert ratio[("aes-gcm", "random", "100 B")] < ratio[("none", "random", "100 B")]
+    both = ratio[("zstd+aes-gcm", "jsonish", "1024 B")]
+    assert ratio[("zstd", "jsonish", "1024 B")] > both > 2 * ratio[("none", "jsonish", "1024 B")]
+    assert {r[0] for r in body} == {"none", "zstd", "lz4", "aes-gcm", "zstd+aes-gcm"}

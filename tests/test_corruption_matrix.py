@@ -29,15 +29,23 @@ report every fault outside the window (ok False, file, offset), and replay must 
 reference prefix byte for byte. A sample of cases also runs the "strict", "truncate" and
 readonly opens.
 
+The same faults and oracle run on two format v2 logs (``fuzz_target.v2_reference_logs``): a
+zstd log written with sync="always" and a zstd + AES-256-GCM log written with sync="never",
+opened with its key ring; every ``V2_EVERY``-th case. The frame CRC covers the stored
+(compressed, encrypted) bytes, so the predictions are the version 1 ones, and replay must
+give back the reference records through the codec and the key.
+
 The counts per outcome are printed by the last test (visible with ``-s`` or not: it writes
 through ``capsys.disabled()``); ``docs/DURABILITY.md`` publishes them.
 
 Environment: ``SEGWAL_MATRIX_EVERY=n`` runs every n-th case only (quick local runs);
-``SEGWAL_MATRIX_WORKERS`` sets the number of worker processes (default 2).
+``SEGWAL_MATRIX_WORKERS`` sets the number of worker processes (default 2);
+``SEGWAL_MATRIX_V2_EVERY`` the stride of the format v2 logs (default 5).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -51,18 +59,22 @@ from dataclasses import dataclass, field
 
 import pytest
 
+import fuzz_target
 import segwal
 from fuzz_target import (
     FLAVOURS,
     LOG,
+    V2_REF_FLAVOURS,
     RefLog,
     RefSegment,
     header_index,
+    keys_for,
     make_fs,
     open_log,
     reference_logs,
     replay_all,
     seg_name,
+    v2_reference_logs,
 )
 from segwal import ContinuityError, CorruptionError, SealError, SegmentHeaderError
 from segwal.format.layout import FRAME_HEAD_SIZE, HEADER_SIZE, SEAL_SIZE
@@ -72,6 +84,9 @@ EVERY = int(os.environ.get("SEGWAL_MATRIX_EVERY", "1"))
 WORKERS = int(os.environ.get("SEGWAL_MATRIX_WORKERS", "2"))
 SIDE_MODES_EVERY = 4  # every 4th case also runs strict, truncate and readonly (in turn)
 MAX_FAILURES = 40
+# The format v2 logs run every V2_EVERY-th case (a fixed stride, so each run checks the same
+# cases): about 4,800 per log, 8 s each on two workers.
+V2_EVERY = int(os.environ.get("SEGWAL_MATRIX_V2_EVERY", "5"))
 
 Files = dict[str, bytes]
 
@@ -219,6 +234,23 @@ class Scan:
     sealed: bool = False  # the scan ends at an intact seal that ends the file
 
 
+@functools.cache
+def refs() -> dict[str, RefLog]:
+    """Every reference log: the version 1 flavours, "other", and the format v2 ones."""
+    return {**reference_logs(), **v2_reference_logs()}
+
+
+@functools.cache
+def _index() -> dict[bytes, RefSegment]:
+    """Every reference segment by its header bytes, the format v2 logs' too."""
+    out = dict(header_index())
+    for log in v2_reference_logs().values():
+        for seg in log.segments:
+            assert seg.data[:HEADER_SIZE] not in out
+            out[seg.data[:HEADER_SIZE]] = seg
+    return out
+
+
 def first_diff(data: bytes, ref: bytes) -> int | None:
     if data == ref:
         return None
@@ -311,7 +343,7 @@ class Expect:
 
 
 def _records(src: RefSegment, upto: int) -> list[tuple[int, int, int, bytes]]:
-    recs = reference_logs()[src.log].records
+    recs = refs()[src.log].records
     return [recs[lsn] for lsn in range(src.first_lsn, upto + 1)]
 
 
@@ -336,7 +368,7 @@ class Seen:
 
 
 def _see(name: str, data: bytes, prev: RefSegment | None) -> Seen:
-    src = header_index().get(data[:HEADER_SIZE]) if len(data) >= HEADER_SIZE else None
+    src = _index().get(data[:HEADER_SIZE]) if len(data) >= HEADER_SIZE else None
     if src is None or src.first_lsn != int(name[:20]):
         return Seen(name, src, (SegmentHeaderError, 0, 0))
     if prev is not None and not _chain_ok(prev, src):
@@ -620,7 +652,7 @@ def _check_latent(
         except segwal.NotFoundError as exc:
             out.append(f"F4.read-notfound: read({lsn}) after damage in {name} raised {exc!r}")
             continue
-        if must_raise or tuple(got) != reference_logs()[log].records.get(lsn):
+        if must_raise or tuple(got) != refs()[log].records.get(lsn):
             out.append(f"read({lsn}) over damage in {name} returned {tuple(got)[:2]}")
     return out
 
@@ -662,31 +694,42 @@ class Tally:
 
 def run_shard(args: tuple[str, int, int]) -> Tally:
     flavour, shard, shards = args
-    ref = reference_logs()[flavour]
+    ref = refs()[flavour]
+    every = EVERY * V2_EVERY if flavour in V2_REF_FLAVOURS else EVERY
     tally = Tally()
     start = time.perf_counter()
     sides = ("strict", "truncate", "readonly")
-    for i, case in enumerate(generate(ref)):
-        if i % (shards * EVERY) != shard * EVERY:
-            continue
-        exp = predict(ref, case.files)
-        side = sides[(i // SIDE_MODES_EVERY) % 3] if i % SIDE_MODES_EVERY == 0 else None
-        try:
-            problems = check(ref, case, exp, side)
-        except Exception as exc:  # a non-segwal exception escaping is a finding too
-            problems = [f"unexpected {type(exc).__name__}: {exc}"]
-        tally.cases += 1
-        tally.families[case.family] += 1
-        tally.outcomes[exp.category] += 1
-        tally.window += exp.in_window
-        for problem in problems:
-            known = next((k for k in KNOWN if k in problem), None)
-            if known is not None:
-                tally.known[known] += 1
-            elif len(tally.failures) < MAX_FAILURES:
-                tally.failures.append(f"[{ref.key} {case.family} {case.detail}] {problem}")
+    keys = keys_for(flavour)
+    if keys is not None:
+        fuzz_target._KEYS.append(keys)  # open_log opens with the key ring
+    try:
+        for i, case in enumerate(generate(ref)):
+            if i % (shards * every) != shard * every:
+                continue
+            _run_case(ref, case, i, sides, tally)
+    finally:
+        fuzz_target._KEYS.clear()
     tally.seconds = time.perf_counter() - start
     return tally
+
+
+def _run_case(ref: RefLog, case: Case, i: int, sides: tuple[str, ...], tally: Tally) -> None:
+    exp = predict(ref, case.files)
+    side = sides[(i // SIDE_MODES_EVERY) % 3] if i % SIDE_MODES_EVERY == 0 else None
+    try:
+        problems = check(ref, case, exp, side)
+    except Exception as exc:  # a non-segwal exception escaping is a finding too
+        problems = [f"unexpected {type(exc).__name__}: {exc}"]
+    tally.cases += 1
+    tally.families[case.family] += 1
+    tally.outcomes[exp.category] += 1
+    tally.window += exp.in_window
+    for problem in problems:
+        known = next((k for k in KNOWN if k in problem), None)
+        if known is not None:
+            tally.known[known] += 1
+        elif len(tally.failures) < MAX_FAILURES:
+            tally.failures.append(f"[{ref.key} {case.family} {case.detail}] {problem}")
 
 
 _RESULTS: dict[str, Tally] = {}
@@ -706,7 +749,8 @@ def _quiet() -> Iterator[None]:
 
 def matrix(flavour: str) -> Tally:
     if flavour not in _RESULTS:
-        reference_logs()  # built before the fork, shared by the workers
+        refs()  # built before the fork, shared by the workers
+        _index()
         shards = max(1, WORKERS)
         jobs = [(flavour, s, shards) for s in range(shards)]
         start = time.perf_counter()
@@ -735,9 +779,21 @@ def test_single_faults(flavour: str) -> None:
     assert not tally.failures, "\n".join(tally.failures)
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("flavour", V2_REF_FLAVOURS)
+def test_single_faults_compressed_and_encrypted(flavour: str) -> None:
+    """The same faults and the same oracle on format v2 logs: a zstd log written with
+    sync="always", and a zstd + AES-256-GCM log written with sync="never" (opened with its
+    key ring). Checksums cover the stored bytes, so every prediction is the version 1 one."""
+    pytest.importorskip("cryptography")
+    tally = matrix(flavour)
+    assert tally.cases >= 22_500 // (V2_EVERY * EVERY)  # 4,500 at the defaults
+    assert not tally.failures, "\n".join(tally.failures)
+
+
 def test_oracle_sees_the_reference_logs_clean() -> None:
-    for key in FLAVOURS:
-        ref = reference_logs()[key]
+    for key in (*FLAVOURS, *V2_REF_FLAVOURS):
+        ref = refs()[key]
         exp = predict(ref, ref.files)
         assert exp.category == "noop" and exp.error is None and exp.cut is None
         assert exp.records == [ref.records[lsn] for lsn in sorted(ref.records)]
@@ -782,7 +838,7 @@ def test_zz_counts(capsys: pytest.CaptureFixture[str]) -> None:
         "  families: " + ", ".join(f"{k} {v}" for k, v in sorted(total.families.items())),
     ]
     for key, tally in _RESULTS.items():
-        ref = reference_logs()[key]
+        ref = refs()[key]
         window = (
             f"LSNs {ref.window_lsn}..{ref.last_lsn} of {ref.first_lsn}..{ref.last_lsn}"
             if ref.window_lsn <= ref.last_lsn

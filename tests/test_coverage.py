@@ -28,6 +28,7 @@ MODULES = (
     "src/segwal/format/layout.py",
     "src/segwal/format/scanner.py",
     "src/segwal/storage/recovery.py",
+    "src/segwal/storage/tailscan.py",
 )
 TIMEOUT = 240
 

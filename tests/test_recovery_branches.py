@@ -51,7 +51,8 @@ from segwal.format.meta import Closed, Meta
 from segwal.format.meta import encode as encode_meta
 from segwal.format.scanner import check
 from segwal.storage.fileio import OsFileSystem
-from segwal.storage.recovery import SEARCH_WINDOW, Damage, Plan, SegmentState, plan
+from segwal.storage.recovery import Damage, Plan, SegmentState, plan
+from segwal.storage.tailscan import SEARCH_WINDOW
 
 FS = OsFileSystem()
 LOG_ID = b"\x42" * 16

@@ -1,7 +1,8 @@
-"""``segwal bench --codecs``: what compression costs and saves, against plain segwal in
-the same run.
+"""``segwal bench --codecs``: what compression and encryption cost and save, against plain
+segwal in the same run.
 
-Rows: zstd and lz4 (and plain segwal, the baseline) x 100 B and 1 KiB records x JSON-like
+Rows: zstd, lz4, AES-256-GCM and zstd + AES-256-GCM (and plain segwal, the baseline) x
+100 B and 1 KiB records x JSON-like
 (``jsonish``, a generator kept here so every run uses the same text) and random records,
 appended in batches of 64 with ``sync="never"`` and one ``sync()`` at the end (like the
 buffered batch rows), then replayed in full (warm cache). Each row reports the append and
@@ -13,6 +14,7 @@ the append and replay rates relative to plain segwal on the same records in the 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import random
 import shutil
@@ -21,13 +23,21 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import segwal
 
 BATCH: Final = 64
 SIZES: Final = (100, 1024)
-CODECS: Final = (None, "zstd", "lz4")
+# The rows: name, and the options of segwal.open that write (and read) that way.
+_KEK: Final = bytes(range(32))  # a fixed key-encryption key: a benchmark protects nothing
+CODECS: Final[dict[str, dict[str, Any]]] = {
+    "none": {},
+    "zstd": {"compression": "zstd"},
+    "lz4": {"compression": "lz4"},
+    "aes-gcm": {"encryption_key": _KEK},
+    "zstd+aes-gcm": {"compression": "zstd", "encryption_key": _KEK},
+}
 _WORDS: Final = [
     *("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"),
     *("juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo"),
@@ -72,11 +82,13 @@ def _disk_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if ".wal" in f)
 
 
-def _one(base: str, codec: str | None, work: list[list[bytes]]) -> tuple[float, float, int]:
+def _one(base: str, codec: str, work: list[list[bytes]]) -> tuple[float, float, int]:
     path = tempfile.mkdtemp(prefix="codec-", dir=base)
     n = sum(map(len, work))
+    options = CODECS[codec]
+    key = {"encryption_key": options["encryption_key"]} if "encryption_key" in options else {}
     try:
-        wal = segwal.open(path, sync="never", compression=codec)  # type: ignore[arg-type]
+        wal = segwal.open(path, sync="never", **options)
         append: Callable[[list[bytes]], object] = wal.append_batch
         gc.collect()
         t0 = time.perf_counter()
@@ -86,7 +98,7 @@ def _one(base: str, codec: str | None, work: list[list[bytes]]) -> tuple[float, 
         appended = time.perf_counter() - t0
         wal.close()
         disk = _disk_bytes(path)
-        with segwal.open(path, sync="never", readonly=True) as reader:
+        with segwal.open(path, sync="never", readonly=True, **key) as reader:
             gc.collect()
             t0 = time.perf_counter()
             count = sum(1 for _ in reader.replay())
@@ -98,28 +110,63 @@ def _one(base: str, codec: str | None, work: list[list[bytes]]) -> tuple[float, 
         shutil.rmtree(path, ignore_errors=True)
 
 
+_LIBRARIES: Final = {"zstd": ("compression.zstd", "backports.zstd"), "lz4": ("lz4.block",)}
+
+
+def _found(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
+def available(note: Callable[[str], None]) -> tuple[str, ...]:
+    """The rows whose libraries are installed; a one-line note for each one skipped."""
+    names = []
+    for name, options in CODECS.items():
+        missing = []
+        codec = options.get("compression")
+        if codec is not None and not any(map(_found, _LIBRARIES[codec])):
+            missing.append(codec)
+        if "encryption_key" in options and not _found("cryptography"):
+            missing.append("crypto")
+        if missing:
+            note(f"codecs: {name} skipped (pip install 'segwal[{','.join(missing)}]')")
+        else:
+            names.append(name)
+    return tuple(names)
+
+
 def run(
-    base: str, records: dict[int, int], repeat: int, note: Callable[[str], None]
+    base: str,
+    records: dict[int, int],
+    repeat: int,
+    note: Callable[[str], None],
+    codecs: tuple[str, ...] = tuple(CODECS),
 ) -> list[Result]:
-    """Every row, repetitions interleaved over the codecs so drift hits them alike."""
+    """Every row, repetitions interleaved over the codecs so drift hits them alike
+    (``codecs``: names of ``CODECS``; "none", the baseline, is always run)."""
+    codecs = ("none", *(c for c in codecs if c != "none"))
     results: list[Result] = []
     for size, n in records.items():
         for kind in ("jsonish", "random"):
             data = payloads(kind, size, n)
             work = [data[i : i + BATCH] for i in range(0, n, BATCH)]
-            runs: dict[str | None, list[tuple[float, float, int]]] = {c: [] for c in CODECS}
+            names = list(codecs)
+            runs: dict[str, list[tuple[float, float, int]]] = {c: [] for c in names}
             for r in range(repeat):
-                for codec in CODECS[r % 3 :] + CODECS[: r % 3]:
+                turn = r % len(names)
+                for codec in names[turn:] + names[:turn]:
                     runs[codec].append(_one(base, codec, work))
-            plain_append = statistics.median(x[0] for x in runs[None])
-            plain_replay = statistics.median(x[1] for x in runs[None])
-            for codec in CODECS:
+            plain_append = statistics.median(x[0] for x in runs["none"])
+            plain_replay = statistics.median(x[1] for x in runs["none"])
+            for codec in names:
                 append = statistics.median(x[0] for x in runs[codec])
                 replay = statistics.median(x[1] for x in runs[codec])
                 disk = statistics.median(x[2] for x in runs[codec])
                 results.append(
                     Result(
-                        codec or "none",
+                        codec,
                         kind,
                         size,
                         append,
@@ -135,7 +182,7 @@ def run(
 
 def render(results: list[Result], repeat: int) -> str:
     lines = [
-        "## Compression (format v2): batches of 64, sync once at the end",
+        "## Compression and encryption (format v2): batches of 64, sync once at the end",
         "",
         f"Median of {repeat} interleaved runs. ratio = payload bytes / bytes on disk "
         "(headers, frames and seals included); 'vs plain' = rate / plain segwal's rate on "

@@ -189,7 +189,7 @@ def _run_codecs(out: str, quick: bool, repeat: int | None, directory: str | None
     repeat = repeat or (QUICK_REPEAT if quick else DEFAULT_REPEAT)
     base = tempfile.mkdtemp(prefix="segwal-bench-", dir=_parent_dir(directory))
     try:
-        results = codecs.run(base, records, repeat, _note)
+        results = codecs.run(base, records, repeat, _note, codecs.available(_note))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     text = codecs.render(results, repeat)

@@ -52,7 +52,7 @@ __all__ = [
     "SegmentKey",
     "SegmentKeys",
     "open_body",
-    "seal_body",
+    "seal_into",
 ]
 
 CIPHERS: Final = {CIPHER_AES_256_GCM: "aes-256-gcm", CIPHER_CHACHA20_POLY1305: "chacha20-poly1305"}
@@ -66,9 +66,13 @@ class FrameAead(Protocol):
     raises (any exception) when the tag does not authenticate.
     """
 
-    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def encrypt(
+        self, nonce: bytes, data: bytes | bytearray, associated_data: bytes | None
+    ) -> bytes: ...
 
-    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def decrypt(
+        self, nonce: bytes, data: bytes | memoryview, associated_data: bytes | None
+    ) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +116,32 @@ class AuthenticationFailed(FormatError):
     never a torn write (a torn write fails the CRC first)."""
 
 
-def seal_body(key: SegmentKey, associated: bytes, plain: bytes | bytearray) -> tuple[bytes, bytes]:
-    """``(nonce, ciphertext + tag)`` of one frame body under a fresh nonce.
+def seal_into(
+    key: SegmentKey, header: bytes, frame: bytearray, at: int, plain: bytes | bytearray
+) -> None:
+    """Seal one frame body in place: a fresh nonce is stored at ``frame[at:]`` and the
+    ciphertext and tag fill the rest of ``frame`` (sized for them by the caller).
 
-    ``associated`` is the associated data up to the nonce (header, frame head from offset 4,
-    plain size); the nonce is appended to it, as it is stored right after them.
+    The associated data is ``header`` followed by ``frame[4:at]`` (the head without its
+    CRC, the plain size) and the nonce; an AEAD with ``encrypt_into`` (cryptography 45 and
+    later) writes the ciphertext into the frame without a copy.
     """
+    nonce = _nonce(key)
+    end = at + NONCE_SIZE
+    frame[at:end] = nonce
+    associated = header + frame[4:end]
+    into = getattr(key.aead, "encrypt_into", None)
+    if into is not None:
+        into(nonce, plain, associated, memoryview(frame)[end:])
+    else:
+        frame[end:] = key.aead.encrypt(nonce, plain, associated)
+
+
+def _nonce(key: SegmentKey) -> bytes:
     nonce = key.next_nonce()
     if len(nonce) != NONCE_SIZE:
         raise ValueError(f"a nonce source gave {len(nonce)} bytes, not {NONCE_SIZE}")
-    return nonce, key.aead.encrypt(nonce, bytes(plain), associated + nonce)
+    return nonce
 
 
 def open_body(
@@ -129,12 +149,12 @@ def open_body(
 ) -> bytes:
     """The plain body of one frame; AuthenticationFailed if it does not authenticate.
 
-    ``associated`` as for ``seal_body``: everything before the nonce.
+    ``associated``: the header and the frame's bytes from offset 4 up to the nonce.
     """
     if len(sealed) < TAG_SIZE:
         raise FormatError(f"encrypted body of {len(sealed)} bytes is shorter than its tag")
     try:
-        return key.aead.decrypt(nonce, bytes(sealed), associated + nonce)
+        return key.aead.decrypt(nonce, sealed, associated + nonce)
     except Exception:  # InvalidTag from cryptography; any AEAD's refusal means the same
         raise AuthenticationFailed(
             "frame does not authenticate (tampered, or another key)"

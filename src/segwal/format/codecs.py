@@ -27,8 +27,9 @@ NAMES: Final = {"zstd": COMPRESSION_ZSTD, "lz4": COMPRESSION_LZ4}
 IDS: Final = {v: k for k, v in NAMES.items()}
 # Levels each codec accepts, and the default. zstd 3 (its own default): on 64 JSON-like
 # records of 1 KiB it measured both faster than level 1 (96 vs 115 us a frame) and smaller
-# (ratio 5.0 vs 4.5) with backports.zstd 1.8 here. lz4 0 is its fast mode, 1..12 its
-# high-compression levels.
+# (ratio 5.0 vs 4.5) with backports.zstd 1.8 here; the fast levels -1..-7 were slower still
+# on that text (136-167 us) and smaller ratios (4.3-3.9): benchmarks/README.md. lz4 0 is
+# its fast mode, 1..12 its high-compression levels.
 LEVELS: Final = {"zstd": (-7, 22, 3), "lz4": (0, 12, 0)}
 _MODULES: Final = {"zstd": ("compression.zstd", "backports.zstd"), "lz4": ("lz4.block",)}
 # Keep a compressed frame only when it saves this much: decompressing a frame that is a

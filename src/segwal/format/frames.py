@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final, NamedTuple
 
-from segwal.format.cipher import SegmentKey, open_body, seal_body
+from segwal.format.cipher import SegmentKey, open_body, seal_into
 from segwal.format.codecs import MIN_INPUT_BYTES, Compressor, decompress, worth_it
 from segwal.format.features import (
     FRAME_COMMIT,
@@ -22,7 +22,6 @@ from segwal.format.features import (
     NONCE_SIZE,
     PLAIN_SIZE,
     TAG_SIZE,
-    opaque_prefix,
 )
 from segwal.format.layout import (
     FRAME_HEAD,
@@ -81,9 +80,23 @@ class FrameEncoder:
         codec = self.compressor.codec_id if self.compressor is not None else 0
         if prepared is None or prepared.codec_id != codec:
             prepared = prepare(self.compressor, payloads, lengths)
+        bodies = prepared.bodies
+        if len(bodies) == 1:  # one frame: no copy into a joined buffer
+            _, _, body, compressed = bodies[0]
+            return self._frame(
+                first_lsn,
+                record_type,
+                timestamp_us,
+                durable_lsn,
+                payloads,
+                lengths,
+                True,
+                body,
+                compressed,
+            )
         out = bytearray()
-        last = len(prepared.bodies) - 1
-        for i, (start, stop, body, compressed) in enumerate(prepared.bodies):
+        last = len(bodies) - 1
+        for i, (start, stop, body, compressed) in enumerate(bodies):
             out += self._frame(
                 first_lsn + start,
                 record_type,
@@ -122,21 +135,35 @@ class FrameEncoder:
                 payloads=payloads,
                 lengths=lengths,
             )
-        if self.key is not None:
-            flags |= FRAME_ENCRYPTED
         plain_size = 4 * n + sum(lengths)
-        body = opaque_prefix(flags) + len(stored) + (TAG_SIZE if self.key is not None else 0)
-        head = FRAME_HEAD.pack(
-            0, KIND_RECORDS, flags, record_type, n, body, first_lsn, timestamp_us, durable_lsn
-        )
-        frame = bytearray(head)
-        frame += PLAIN_SIZE.pack(plain_size)
-        if self.key is not None:
-            nonce, sealed = seal_body(self.key, self.header.raw + bytes(frame[4:]), stored)
-            frame += nonce
-            frame += sealed
+        key = self.key
+        if key is None:
+            body = PLAIN_SIZE.size + len(stored)
+            frame = bytearray(FRAME_HEAD_SIZE + body)
+            frame[FRAME_HEAD_SIZE + PLAIN_SIZE.size :] = stored
         else:
-            frame += stored
+            # Sealed in place: the head, plain size and nonce are written into the frame
+            # first, the associated data is read back from it, and the ciphertext and tag
+            # go straight into the frame's buffer (no copy of the body, no joined bytes).
+            flags |= FRAME_ENCRYPTED
+            body = PLAIN_SIZE.size + NONCE_SIZE + len(stored) + TAG_SIZE
+            frame = bytearray(FRAME_HEAD_SIZE + body)
+        FRAME_HEAD.pack_into(
+            frame,
+            0,
+            0,
+            KIND_RECORDS,
+            flags,
+            record_type,
+            n,
+            body,
+            first_lsn,
+            timestamp_us,
+            durable_lsn,
+        )
+        PLAIN_SIZE.pack_into(frame, FRAME_HEAD_SIZE, plain_size)
+        if key is not None:
+            seal_into(key, self.header.raw, frame, FRAME_HEAD_SIZE + PLAIN_SIZE.size, stored)
         _U32.pack_into(frame, 0, crc32c(memoryview(frame)[4:], self.header.seed))
         return frame
 
@@ -155,6 +182,11 @@ def prepare(compressor: Compressor | None, payloads: list[bytes], lengths: list[
     n = len(payloads)
     if not n:
         raise ValueError("a batch holds at least one record")
+    codec = compressor.codec_id if compressor is not None else 0
+    total = sum(lengths)
+    if n <= MAX_FRAME_RECORDS and total <= FRAME_TARGET_BYTES:
+        # The common batch: one frame, no walk over the records to find where to split.
+        return Prepared(codec, [_body(compressor, payloads, lengths, 0, n, total)])
     bodies: list[tuple[int, int, bytes | bytearray, bool]] = []
     start = size = 0
     for i in range(n + 1):
@@ -165,19 +197,31 @@ def prepare(compressor: Compressor | None, payloads: list[bytes], lengths: list[
             ):
                 size += length
                 continue
-        count = i - start
-        plain = bytearray().join((struct.pack(f"<{count}I", *lengths[start:i]), *payloads[start:i]))
-        if len(plain) != 4 * count + sum(lengths[start:i]):
-            raise ValueError("payload lengths disagree with their bytes")
-        stored: bytes | bytearray = plain
-        compressed = False
-        if compressor is not None and len(plain) > MIN_INPUT_BYTES:
-            packed = compressor.compress(plain)
-            if worth_it(len(plain), len(packed)):
-                stored, compressed = packed, True
-        bodies.append((start, i, stored, compressed))
+        bodies.append(
+            _body(compressor, payloads[start:i], lengths[start:i], start, i, sum(lengths[start:i]))
+        )
         start, size = i, (lengths[i] if i < n else 0)
-    return Prepared(compressor.codec_id if compressor is not None else 0, bodies)
+    return Prepared(codec, bodies)
+
+
+def _body(
+    compressor: Compressor | None,
+    payloads: list[bytes],
+    lengths: list[int],
+    start: int,
+    stop: int,
+    total: int,
+) -> tuple[int, int, bytes | bytearray, bool]:
+    """One frame's lengths table and payloads, compressed when that pays."""
+    count = stop - start
+    plain = b"".join((struct.pack(f"<{count}I", *lengths), *payloads))
+    if len(plain) != 4 * count + total:
+        raise ValueError("payload lengths disagree with their bytes")
+    if compressor is not None and len(plain) > MIN_INPUT_BYTES:
+        packed = compressor.compress(plain)
+        if worth_it(len(plain), len(packed)):
+            return start, stop, packed, True
+    return start, stop, plain, False
 
 
 def plain_body(
@@ -204,8 +248,9 @@ def plain_body(
     if flags & FRAME_ENCRYPTED:
         if key is None:
             raise ValueError("an encrypted frame needs its segment's key")
-        nonce = bytes(view[pos : pos + NONCE_SIZE])
-        associated = header.raw + bytes(view[frame.offset + 4 : pos])
+        # Small slices (nonce, associated data) as bytes; the body is read in place.
+        nonce = bytes(buf[pos : pos + NONCE_SIZE])
+        associated = header.raw + buf[frame.offset + 4 : pos]
         data = open_body(key, nonce, associated, view[pos + NONCE_SIZE : frame.end])
     else:
         data = view[pos : frame.end]

@@ -13,18 +13,13 @@ from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
-from segwal.errors import (
-    ArgumentTypeError,
-    ConfigError,
-    ForkedError,
-    InvalidPayloadError,
-    RecordTooLargeError,
-)
+from segwal.errors import ForkedError, RecordTooLargeError
 from segwal.events import Durable, Synced
 from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.frames import Prepared
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.format.meta import Closed
+from segwal.log.arguments import MAX_TYPE, check_type, exhausted, payload_list, to_payload
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
@@ -32,53 +27,6 @@ from segwal.storage.lockfile import generation_of, publish_durable
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
-
-MAX_TYPE = 0xFFFF
-
-
-def to_payload(data: Any, index: int | None = None) -> bytes:
-    """``data`` as bytes (a copy of a mutable buffer), or InvalidPayloadError."""
-    if type(data) is bytes:
-        return data
-    if isinstance(data, str | int | float) or data is None:
-        raise InvalidPayloadError(
-            f"payload must be bytes-like, not {type(data).__name__}", index=index
-        )
-    try:
-        return memoryview(data).tobytes()
-    except TypeError:
-        raise InvalidPayloadError(
-            f"payload must be bytes-like, not {type(data).__name__}", index=index
-        ) from None
-
-
-def payload_list(payloads: Any) -> list[Any]:
-    """The payloads of a batch as a list; one payload alone is refused, not split in bytes."""
-    if isinstance(payloads, bytes | bytearray | memoryview | str) or payloads is None:
-        raise InvalidPayloadError(
-            "append_batch takes an iterable of payloads, not "
-            f"{type(payloads).__name__} (wrap a single payload in a list)"
-        )
-    try:
-        return list(payloads)
-    except TypeError:
-        raise InvalidPayloadError(
-            f"append_batch takes an iterable of payloads, not {type(payloads).__name__}"
-        ) from None
-
-
-def exhausted() -> ConfigError:
-    return ConfigError(f"the log has used every LSN up to {MAX_LSN}", option="lsn")
-
-
-def check_type(record_type: Any) -> int:
-    if isinstance(record_type, bool) or not isinstance(record_type, int):
-        raise ArgumentTypeError(f"type must be an integer, not {record_type!r}", option="type")
-    if not 0 <= record_type <= MAX_TYPE:
-        raise ConfigError(
-            f"type must be between 0 and {MAX_TYPE}, not {record_type}", option="type"
-        )
-    return record_type
 
 
 class Appender:
@@ -109,6 +57,9 @@ class Appender:
         if size > self._max_record_bytes:
             raise RecordTooLargeError(size, self._max_record_bytes)
         buffer = state.buffer
+        prepared = None
+        if state.coding.compressor is not None and not buffer.limit:
+            prepared = state.coding.prepare([data], [size])  # compressed outside the lock
         if buffer.limit:
             with state.lock:
                 # The hot path: a burst of one type on a healthy log (buffered records mean
@@ -135,7 +86,7 @@ class Appender:
                     writer.header.seed, lsn, type, ts, state.commit.durable_lsn, data
                 )
             else:
-                frame = self._encode_batch(writer, lsn, type, ts, [data], [size])
+                frame = self._encode_batch(writer, lsn, type, ts, [data], [size], prepared)
             self._write(writer, frame, lsn, ts)
             counters = state.counters
             counters["appends"] += 1
@@ -222,7 +173,7 @@ class Appender:
                 lengths = list(map(len, items))
                 self._check_sizes(lengths)
                 data = self._encode_batch(writer, first, type, ts, items, lengths)
-            self._write_batch(writer, data, first, type, ts, items, lengths)
+            self._write_batch(writer, data, first, type, ts, items, lengths, prepared)
             counters = state.counters
             counters["appends"] += 1
             counters["records"] += len(items)
@@ -244,6 +195,18 @@ class Appender:
         """
         state = self._state
         results: list[range | Exception] = []
+        # Checked and compressed before the lock is taken.
+        checked: list[tuple[list[bytes], int, list[int], Prepared | None] | Exception] = []
+        for payloads, record_type in requests:
+            try:
+                items = [to_payload(p, i) for i, p in enumerate(payload_list(payloads))]
+                check_type(record_type)
+                lengths = list(map(len, items))
+                self._check_sizes(lengths)
+            except (TypeError, ValueError) as exc:  # InvalidPayload-, RecordTooLarge-, Config-
+                checked.append(exc)
+                continue
+            checked.append((items, record_type, lengths, state.coding.prepare(items, lengths)))
         with state.lock:
             writer = self.settle()
             ts = self.stamp()
@@ -252,23 +215,22 @@ class Appender:
             next_lsn = writer.last_lsn + 1
             limit = self._config.segment_bytes
             counters = state.counters
-            for payloads, record_type in requests:
-                try:
-                    items = [to_payload(p, i) for i, p in enumerate(payload_list(payloads))]
-                    check_type(record_type)
-                    lengths = list(map(len, items))
-                    self._check_sizes(lengths)
-                    last = next_lsn + len(items) - 1
-                    if last > MAX_LSN:
-                        raise exhausted()
-                except (TypeError, ValueError) as exc:  # InvalidPayload-, RecordTooLarge-, Config-
-                    results.append(exc)
+            for entry in checked:
+                if isinstance(entry, Exception):
+                    results.append(entry)
+                    continue
+                items, record_type, lengths, prepared = entry
+                last = next_lsn + len(items) - 1
+                if last > MAX_LSN:
+                    results.append(exhausted())
                     continue
                 if not items:
                     results.append(range(next_lsn, next_lsn))
                     continue
                 largest = max(lengths)
-                data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
+                data = self._encode_batch(
+                    writer, next_lsn, record_type, ts, items, lengths, prepared
+                )
                 if chunks and (
                     largest > writer.header.max_record_bytes
                     or writer.offset + pending + len(data) + SEAL_SIZE > limit
@@ -278,7 +240,9 @@ class Appender:
                     chunks, pending = [], 0
                 if not chunks and self.rotation.due(writer, len(data), largest, ts):
                     writer = self.rotation.for_append(writer, len(data), largest, ts)
-                    data = self._encode_batch(writer, next_lsn, record_type, ts, items, lengths)
+                    data = self._encode_batch(
+                        writer, next_lsn, record_type, ts, items, lengths, prepared
+                    )
                 chunks.append(data)
                 pending += len(data)
                 results.append(range(next_lsn, last + 1))
@@ -302,13 +266,14 @@ class Appender:
         ts: int,
         items: list[bytes],
         lengths: list[int],
+        prepared: Prepared | None = None,
     ) -> None:
         """Write the batch ``data`` (``items`` encoded from LSN ``first``), rotating first
         and encoding again when it does not fit the active segment."""
         largest = max(lengths)
         if self.rotation.due(writer, len(data), largest, ts):
             writer = self.rotation.for_append(writer, len(data), largest, ts)
-            data = self._encode_batch(writer, first, record_type, ts, items, lengths)
+            data = self._encode_batch(writer, first, record_type, ts, items, lengths, prepared)
         self._write(writer, data, first + len(items) - 1, ts)
 
     def _check_sizes(self, lengths: list[int]) -> None:

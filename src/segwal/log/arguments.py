@@ -10,8 +10,10 @@ public boundary sees an argument these checks did not pass.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from segwal.errors import ArgumentTypeError, ConfigError
+from segwal.errors import ArgumentTypeError, ConfigError, InvalidPayloadError
+from segwal.format.layout import MAX_LSN
 
 
 def _name_of(value: object) -> str:
@@ -64,3 +66,53 @@ def flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise ArgumentTypeError(f"{name} must be True or False, not {_name_of(value)}", option=name)
     return value
+
+
+# -- what an append takes (checked before the log's lock) ---------------------------------
+
+MAX_TYPE = 0xFFFF
+
+
+def to_payload(data: Any, index: int | None = None) -> bytes:
+    """``data`` as bytes (a copy of a mutable buffer), or InvalidPayloadError."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str | int | float) or data is None:
+        raise InvalidPayloadError(
+            f"payload must be bytes-like, not {type(data).__name__}", index=index
+        )
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise InvalidPayloadError(
+            f"payload must be bytes-like, not {type(data).__name__}", index=index
+        ) from None
+
+
+def payload_list(payloads: Any) -> list[Any]:
+    """The payloads of a batch as a list; one payload alone is refused, not split in bytes."""
+    if isinstance(payloads, bytes | bytearray | memoryview | str) or payloads is None:
+        raise InvalidPayloadError(
+            "append_batch takes an iterable of payloads, not "
+            f"{type(payloads).__name__} (wrap a single payload in a list)"
+        )
+    try:
+        return list(payloads)
+    except TypeError:
+        raise InvalidPayloadError(
+            f"append_batch takes an iterable of payloads, not {type(payloads).__name__}"
+        ) from None
+
+
+def exhausted() -> ConfigError:
+    return ConfigError(f"the log has used every LSN up to {MAX_LSN}", option="lsn")
+
+
+def check_type(record_type: Any) -> int:
+    if isinstance(record_type, bool) or not isinstance(record_type, int):
+        raise ArgumentTypeError(f"type must be an integer, not {record_type!r}", option="type")
+    if not 0 <= record_type <= MAX_TYPE:
+        raise ConfigError(
+            f"type must be between 0 and {MAX_TYPE}, not {record_type}", option="type"
+        )
+    return record_type

@@ -18,7 +18,7 @@ from segwal.errors import (
     UnsupportedFormatError,
 )
 from segwal.format.cipher import AuthenticationFailed, SegmentKey, SegmentKeys
-from segwal.format.codecs import IDS, Compressor, compressor
+from segwal.format.codecs import IDS, MIN_INPUT_BYTES, Compressor, compressor
 from segwal.format.features import HEADER_COMPRESSED, HEADER_ENCRYPTED
 from segwal.format.frames import Buffer, FrameEncoder, Prepared, plain_body, prepare
 from segwal.format.layout import FormatError, SegmentHeader
@@ -73,6 +73,8 @@ class Coding:
         payloads the encoder will refuse under the lock with the right error)."""
         if self.compressor is None or not payloads:
             return None
+        if len(payloads) == 1 and 4 + lengths[0] <= MIN_INPUT_BYTES:
+            return None  # too small to try: stored raw (a version 1 frame)
         try:
             return prepare(self.compressor, payloads, lengths)
         except (TypeError, ValueError):

@@ -16,8 +16,9 @@ from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import remove as remove_index
 from segwal.storage.meta import store as store_meta
-from segwal.storage.recovery import Plan, SegmentState, scan_tail, scanned_state
+from segwal.storage.recovery import Plan, SegmentState, scanned_state
 from segwal.storage.segment import read_header
+from segwal.storage.tailscan import scan_tail
 from segwal.storage.truncation import rewrite_prefix
 from segwal.types import Cut
 

@@ -36,11 +36,10 @@ from segwal.storage.recovery import (
     SegmentState,
     continuity_problem,
     first_segment_problem,
-    scan_tail,
     scanned_state,
-    written_after_durable,
 )
 from segwal.storage.segment import iter_records, read_header
+from segwal.storage.tailscan import scan_tail, written_after_durable
 from segwal.types import Problem, SegmentCheck, VerifyReport
 
 
