@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from segwal.errors import MissingKeyError
 from segwal.format.cipher import CIPHER_AES_256_GCM, CIPHER_CHACHA20_POLY1305, SegmentKey
 
 
@@ -76,7 +77,8 @@ class CounterKeys:
         writing: bool,
     ) -> SegmentKey:
         if key_id != self.key_id:
-            raise LookupError(f"no log key {key_id}")
+            # As the real key ring does (segwal.format.keyring): a typed, named error.
+            raise MissingKeyError(f"no log key {key_id}", key_id=key_id)
         self.writing_calls += writing
         return self._key(log_id, sequence, first_lsn, key_id, salt)
 
