@@ -6,7 +6,8 @@ This file holds what META has no field for: the URL, the current generation (or 
 parent and fork LSN of the one the next upload starts), the highest LSN ever put in flight
 in this generation (a PUT whose answer was lost counts: its bytes may be in the store), and
 the log's rewind count when this was last written, so a ``truncate_after`` run while the
-archiver was not running is noticed at the next open.
+archiver was not running is noticed at the next open, and, for an encrypted log, the digest
+of the ``KEYS`` last uploaded (a rewrap or a new log key changes it, and is uploaded).
 
 Replaced whole: temp file, fsync, rename, fsync of the directory (a crash leaves the old
 file or the new one). Written before every PUT that raises ``in_flight``.
@@ -33,6 +34,7 @@ class UploadState:
     fork_lsn: int  # LSNs up to here come from the parent
     in_flight: int  # the highest LSN ever sent to this generation (or fork_lsn)
     rewinds: int  # the log's rewind count when this was written
+    keys: str | None = None  # digest of the KEYS last uploaded (``keys/<digest>.keys``)
 
 
 def load_state(directory: str) -> UploadState | None:
@@ -45,7 +47,11 @@ def load_state(directory: str) -> UploadState | None:
     try:
         body = json.loads(raw)
         state = UploadState(**body)
-        if not isinstance(state.url, str) or type(state.in_flight) is not int:
+        if (
+            not isinstance(state.url, str)
+            or type(state.in_flight) is not int
+            or not isinstance(state.keys, str | None)
+        ):
             raise TypeError("fields")
     except (ValueError, TypeError):
         raise CorruptionError(f"{STATE_NAME} is unreadable", path=path, offset=0) from None

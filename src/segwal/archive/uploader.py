@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from segwal.archive import keyobjects
 from segwal.archive.objects import (
     ARCHIVE_KEY,
     archive_body,
     check_segment,
+    digest_of,
     gen_body,
     gen_key,
     metadata_of,
@@ -267,6 +269,8 @@ class Uploader:
             for s in self.wal.segments()
             if s.sealed and s.last_lsn > self.archived and s.record_count
         ]
+        with self.busy:
+            self._sync_keys()  # a rewrap or a new log key reaches the archive by itself
         if pending:
             # One durable mark for the whole batch: an upper bound of what may reach the
             # store is as safe as the exact value (a rewind below it starts a generation).
@@ -319,8 +323,12 @@ class Uploader:
         assert state.generation is not None
         key = segment_key(state.generation, info.first_lsn)
         facts = check_segment(data, key=info.path, url=store.url, first_lsn=info.first_lsn)
+        metadata = metadata_of(facts)
+        if facts.header.key_id:
+            # The wrapped keys go first: a segment in the archive is never without them.
+            metadata["keys"] = self._sync_keys()
         self._mark_in_flight(facts.last_lsn)
-        created = store.put_if_absent(key, data, metadata_of(facts))
+        created = store.put_if_absent(key, data, metadata)
         if not created and store.get(key) != data:
             raise ArchiveConflictError(
                 f"another segment is archived for LSN {info.first_lsn} of generation "
@@ -353,6 +361,22 @@ class Uploader:
         if lsn > state.in_flight:
             state.in_flight = lsn
             store_state(self.wal.path, state)
+
+    def _sync_keys(self) -> str:
+        """Upload the log's ``KEYS`` as ``keys/<digest>.keys`` unless ``ARCHIVE.state`` says
+        that digest is already there (call with ``busy`` held); the digest ("" for a log
+        that is not encrypted). The object exists before the state says so: a crash between
+        repeats the conditional create into an equal 412."""
+        data = keyobjects.read_local(self.wal.path)
+        if data is None:
+            return ""
+        digest = digest_of(data).hex()
+        state = self.state
+        if state.keys != digest:
+            keyobjects.upload(self.store, data)
+            state.keys = digest
+            store_state(self.wal.path, state)
+        return digest
 
     def _ensure_generation(self) -> None:
         state = self.state
