@@ -40,7 +40,7 @@ from segwal.errors import (
     UnsupportedFormatError,
 )
 from segwal.format import keys as keyfile
-from segwal.format.naming import KEYS_NAME
+from segwal.format.naming import KEYS_NAME, KEYS_TEMP_NAME
 
 KEYS_PREFIX: Final = "keys/"
 _KEYS_KEY = re.compile(r"keys/([0-9a-f]{64})\.keys", re.ASCII)
@@ -68,7 +68,7 @@ def read_local(directory: str) -> bytes | None:
 def install(directory: str, data: bytes) -> None:
     """Write ``data`` as the directory's ``KEYS``, durably (temp file, fsync, rename,
     directory fsync), before any segment that needs it is written."""
-    write_atomic(directory, KEYS_NAME, data)
+    write_atomic(directory, KEYS_NAME, data, temp_name=KEYS_TEMP_NAME)  # as storage.keys
 
 
 @dataclass(frozen=True, slots=True)

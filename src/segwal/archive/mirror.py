@@ -52,9 +52,9 @@ from segwal.errors import (
 from segwal.format.keys import decode as decode_keys
 from segwal.format.meta import Meta
 from segwal.format.meta import encode as encode_meta
-from segwal.format.naming import META_NAME, Kind, parse, segment_name
+from segwal.format.naming import META_NAME, MIRROR_STATE_NAME, Kind, parse, segment_name
 
-STATE_NAME = "MIRROR.state"
+STATE_NAME = MIRROR_STATE_NAME
 DEFAULT_POLL_INTERVAL = 10.0
 
 

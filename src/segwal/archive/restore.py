@@ -45,12 +45,19 @@ from segwal.errors import (
 )
 from segwal.format.meta import Meta
 from segwal.format.meta import encode as encode_meta
-from segwal.format.naming import KEYS_NAME, META_NAME, Kind, parse, segment_name
+from segwal.format.naming import (
+    KEYS_NAME,
+    META_NAME,
+    RESTORE_PLAN_NAME,
+    Kind,
+    parse,
+    segment_name,
+)
 from segwal.log.config import WalConfig
 from segwal.log.encryption import Encryption, KeyProvider
 from segwal.log.wal import Wal
 
-PLAN_NAME = "RESTORE.plan"
+PLAN_NAME = RESTORE_PLAN_NAME
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Final
 
 from segwal.errors import CorruptionError
+from segwal.format import naming
 
-STATE_NAME: Final = "ARCHIVE.state"
+STATE_NAME: Final = naming.ARCHIVE_STATE_NAME
 MAX_STATE_BYTES: Final = 1 << 16
 
 
@@ -62,12 +63,13 @@ def store_state(directory: str, state: UploadState) -> None:
     write_atomic(directory, STATE_NAME, json.dumps(asdict(state), sort_keys=True).encode())
 
 
-def write_atomic(directory: str, name: str, data: bytes) -> None:
+def write_atomic(directory: str, name: str, data: bytes, *, temp_name: str | None = None) -> None:
     """Replace ``directory/name`` durably: the data is fsynced before the rename (so the
     new name never points at unwritten bytes), the directory after it (so the rename
-    survives a power loss)."""
+    survives a power loss). The temp file is ``{name}.{pid}.tmp`` (``format.naming`` knows
+    it) unless ``temp_name`` is given."""
     path = os.path.join(directory, name)
-    temp = f"{path}.{os.getpid()}.tmp"
+    temp = os.path.join(directory, temp_name) if temp_name else f"{path}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)
