@@ -135,6 +135,10 @@ class Uploader:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.stopped: str | None = None
+        # ARCHIVE.state is written only under this lock and never once close() gave up on
+        # the worker (``abandon``): a reopened log's uploader owns the file from then on.
+        self._state_lock = threading.Lock()
+        self._abandoned = False
         self.state = self._initial_state()
         if not cursor:
             self.position.save(self.archived)  # the hold exists before anything is deleted
@@ -328,6 +332,7 @@ class Uploader:
             # The wrapped keys go first: a segment in the archive is never without them.
             metadata["keys"] = self._sync_keys()
         self._mark_in_flight(facts.last_lsn)
+        self._check_live()  # a request that hung past close() sends nothing more
         created = store.put_if_absent(key, data, metadata)
         if not created and store.get(key) != data:
             raise ArchiveConflictError(
@@ -360,7 +365,7 @@ class Uploader:
         state = self.state
         if lsn > state.in_flight:
             state.in_flight = lsn
-            store_state(self.wal.path, state)
+            self._store_state()
 
     def _sync_keys(self) -> str:
         """Upload the log's ``KEYS`` as ``keys/<digest>.keys`` unless ``ARCHIVE.state`` says
@@ -375,15 +380,37 @@ class Uploader:
         if state.keys != digest:
             keyobjects.upload(self.store, data)
             state.keys = digest
-            store_state(self.wal.path, state)
+            self._store_state()
         return digest
+
+    def _store_state(self) -> None:
+        """Replace ``ARCHIVE.state`` with ``self.state``, unless close() gave up on this
+        uploader: then ClosedError, which ends the worker without writing."""
+        with self._state_lock:
+            self._check_live()
+            store_state(self.wal.path, self.state)
+
+    def _check_live(self) -> None:
+        if self._abandoned:
+            raise ClosedError(
+                f"the log {self.wal.path} was closed during this upload; its next open repeats it"
+            )
+
+    def abandon(self) -> None:
+        """From now on this uploader writes nothing (``close()``, after waiting for it at
+        most ``archive_close_timeout``): a worker still stuck in a request may return after
+        the log was closed and reopened, and must not replace the new uploader's
+        ``ARCHIVE.state`` with its stale one (nor META: the closed Wal refuses its hold).
+        Waits only for a state write in progress, a local file replace."""
+        with self._state_lock:
+            self._abandoned = True
 
     def _ensure_generation(self) -> None:
         state = self.state
         if state.generation is None:
             state.generation = new_generation()  # durable before its GEN object exists
             state.in_flight = max(state.in_flight, state.fork_lsn)
-            store_state(self.wal.path, state)
+            self._store_state()
             self._gen_created = False
         if not self._gen_created:
             self.store.put_if_absent(
@@ -412,7 +439,7 @@ class Uploader:
             state.fork_lsn = state.in_flight = fork
             self.archived = self._saved_lsn = fork
             self.position.save(fork)
-        store_state(wal.path, state)
+        self._store_state()
 
     # -- status ---------------------------------------------------------------------------
 
