@@ -282,8 +282,6 @@ def open(  # the natural name, as lmdb.open and shelve.open
     directory = _directory(path, resolve=filesystem is None)
     if archive is None:
         return Wal(directory, config)
-    if filesystem is not None:
-        raise ConfigError("archive= works on the real file system only", option="archive")
     uploads = ArchiveOptions(
         max_segment_age=archive_max_segment_age,
         close_timeout=archive_close_timeout,

@@ -23,7 +23,7 @@ shows when the restored log is opened (``WrongKeyError``).
 
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 import time
 from dataclasses import dataclass
@@ -41,6 +41,8 @@ from segwal.errors import (
 )
 from segwal.format import keys as keyfile
 from segwal.format.naming import KEYS_NAME, KEYS_TEMP_NAME
+from segwal.storage.fileio import FileSystem, OsFileSystem
+from segwal.storage.replace import read_file
 
 KEYS_PREFIX: Final = "keys/"
 _KEYS_KEY = re.compile(r"keys/([0-9a-f]{64})\.keys", re.ASCII)
@@ -56,13 +58,10 @@ def parse_keys_key(key: str) -> str | None:
     return None if found is None else found[1]
 
 
-def read_local(directory: str) -> bytes | None:
-    """The log directory's ``KEYS`` bytes, or None for a log that is not encrypted."""
-    try:
-        with open(os.path.join(directory, KEYS_NAME), "rb") as handle:
-            return handle.read(keyfile.MAX_SIZE + 1)
-    except FileNotFoundError:
-        return None
+def read_local(directory: str, fs: FileSystem | None = None) -> bytes | None:
+    """The log directory's ``KEYS`` bytes (through ``fs``, the log's file system), or None
+    for a log that is not encrypted."""
+    return read_file(fs or OsFileSystem(), posixpath.join(directory, KEYS_NAME), keyfile.MAX_SIZE)
 
 
 def install(directory: str, data: bytes) -> None:

@@ -10,18 +10,24 @@ archiver was not running is noticed at the next open, and, for an encrypted log,
 of the ``KEYS`` last uploaded (a rewrap or a new log key changes it, and is uploaded).
 
 Replaced whole: temp file, fsync, rename, fsync of the directory (a crash leaves the old
-file or the new one). Written before every PUT that raises ``in_flight``.
+file or the new one), through the log's file system (``Wal.filesystem``), so the crash-state
+enumeration with the in-memory file system covers it. Written before every PUT that raises
+``in_flight``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import asdict, dataclass
 from typing import Final
 
 from segwal.errors import CorruptionError
 from segwal.format import naming
+from segwal.log.wal import Wal
+from segwal.storage.fileio import FileSystem, OsFileSystem
+from segwal.storage.replace import read_file, replace_file
 
 STATE_NAME: Final = naming.ARCHIVE_STATE_NAME
 MAX_STATE_BYTES: Final = 1 << 16
@@ -38,12 +44,12 @@ class UploadState:
     keys: str | None = None  # digest of the KEYS last uploaded (``keys/<digest>.keys``)
 
 
-def load_state(directory: str) -> UploadState | None:
-    path = os.path.join(directory, STATE_NAME)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
+def load_state(directory: str, fs: FileSystem | None = None) -> UploadState | None:
+    """The ``ARCHIVE.state`` of ``directory`` (read through ``fs``, the log's file system),
+    or None when there is none."""
+    path = posixpath.join(directory, STATE_NAME)
+    raw = read_file(fs or OsFileSystem(), path, MAX_STATE_BYTES)
+    if raw is None:
         return None
     try:
         body = json.loads(raw)
@@ -59,8 +65,21 @@ def load_state(directory: str) -> UploadState | None:
     return state
 
 
-def store_state(directory: str, state: UploadState) -> None:
-    write_atomic(directory, STATE_NAME, json.dumps(asdict(state), sort_keys=True).encode())
+def store_state(directory: str, state: UploadState, fs: FileSystem | None = None) -> None:
+    """Replace ``ARCHIVE.state`` through ``fs`` (the log's file system, so the crash-state
+    enumeration covers it): temp file, fsync (barrier ``archive.sync``), rename, directory
+    fsync (``archive.rename``). The temp name carries the pid: ``segwal archive push``
+    beside a live writer must not collide with it."""
+    fs = fs or OsFileSystem()
+    path = posixpath.join(directory, STATE_NAME)
+    replace_file(
+        fs,
+        path,
+        json.dumps(asdict(state), sort_keys=True).encode(),
+        temp=f"{path}.{os.getpid()}.tmp",
+        sync=lambda handle: handle.sync("archive.sync"),
+        sync_dir=lambda: fs.sync_dir(directory, "archive.rename"),
+    )
 
 
 def write_atomic(directory: str, name: str, data: bytes, *, temp_name: str | None = None) -> None:
@@ -86,3 +105,24 @@ def sync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Position:
+    """Where the archived LSN is kept: the ``archive`` hold of a writable log (META), or a
+    consumer cursor beside a live writer (``segwal archive push``)."""
+
+    def __init__(self, wal: Wal, *, cursor: bool) -> None:
+        self._wal = wal
+        self._cursor = wal.cursor("archive", start=wal.first_lsn) if cursor else None
+
+    def load(self) -> int:
+        if self._cursor is not None:
+            return self._cursor.position - 1
+        hold = self._wal.holds().get("archive")
+        return self._wal.first_lsn - 1 if hold is None else hold - 1
+
+    def save(self, lsn: int) -> None:
+        if self._cursor is not None:
+            self._cursor.commit(lsn)
+        else:
+            self._wal.hold("archive", lsn + 1)

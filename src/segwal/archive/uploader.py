@@ -38,7 +38,7 @@ from segwal.archive.objects import (
     parse_archive,
     segment_key,
 )
-from segwal.archive.state import UploadState, load_state, store_state
+from segwal.archive.state import Position, UploadState, load_state, store_state
 from segwal.archive.store import ObjectStore
 from segwal.archive.urls import probe
 from segwal.errors import (
@@ -76,27 +76,6 @@ class ArchiveStatus:
     last_error_at: float | None  # time.time() of the last error
     stopped: str | None  # why uploading stopped for good (a conflict), else None
     running: bool
-
-
-class Position:
-    """Where the archived LSN is kept: the ``archive`` hold of a writable log (META), or a
-    consumer cursor beside a live writer (``segwal archive push``)."""
-
-    def __init__(self, wal: Wal, *, cursor: bool) -> None:
-        self._wal = wal
-        self._cursor = wal.cursor("archive", start=wal.first_lsn) if cursor else None
-
-    def load(self) -> int:
-        if self._cursor is not None:
-            return self._cursor.position - 1
-        hold = self._wal.holds().get("archive")
-        return self._wal.first_lsn - 1 if hold is None else hold - 1
-
-    def save(self, lsn: int) -> None:
-        if self._cursor is not None:
-            self._cursor.commit(lsn)
-        else:
-            self._wal.hold("archive", lsn + 1)
 
 
 class Uploader:
@@ -148,7 +127,7 @@ class Uploader:
 
     def _initial_state(self) -> UploadState:
         wal = self.wal
-        state = load_state(wal.path)
+        state = load_state(wal.path, wal.filesystem)
         if state is None or state.url != self.store.url:
             # A log not archived here before: everything it holds goes to a new generation.
             self.archived = wal.first_lsn - 1
@@ -162,7 +141,7 @@ class Uploader:
             )
             if not self.position_is_cursor:
                 self.position.save(self.archived)
-            store_state(wal.path, state)
+            store_state(wal.path, state, wal.filesystem)
             return state
         if state.rewinds != wal.rewinds:
             # Rewound while no archiver ran (``segwal truncate``): as if it ran now.
@@ -172,7 +151,7 @@ class Uploader:
                 self._rewound(lowest)
             else:
                 state.rewinds = wal.rewinds
-                store_state(wal.path, state)
+                store_state(wal.path, state, wal.filesystem)
         return state
 
     @property
@@ -183,8 +162,16 @@ class Uploader:
         segments = self.wal.segments()
         if not segments:
             return None
-        with open(segments[0].path, "rb") as handle:
-            return decode_header(handle.read(HEADER_SIZE)).log_id
+        return decode_header(self._read(segments[0].path, HEADER_SIZE)).log_id
+
+    def _read(self, path: str, size: int | None = None) -> bytes:
+        """A file of the log (all of it, or its first ``size`` bytes), through the log's
+        file system."""
+        handle = self.wal.filesystem.open_read(path)
+        try:
+            return handle.pread(handle.size() if size is None else size, 0)
+        finally:
+            handle.close()
 
     # -- checks at open -------------------------------------------------------------------
 
@@ -321,8 +308,7 @@ class Uploader:
                 first_lsn=info.first_lsn,
                 last_lsn=info.last_lsn,
             )
-        with open(info.path, "rb") as handle:
-            data = handle.read()
+        data = self._read(info.path)
         self._ensure_generation()
         assert state.generation is not None
         key = segment_key(state.generation, info.first_lsn)
@@ -372,7 +358,7 @@ class Uploader:
         that digest is already there (call with ``busy`` held); the digest ("" for a log
         that is not encrypted). The object exists before the state says so: a crash between
         repeats the conditional create into an equal 412."""
-        data = keyobjects.read_local(self.wal.path)
+        data = keyobjects.read_local(self.wal.path, self.wal.filesystem)
         if data is None:
             return ""
         digest = digest_of(data).hex()
@@ -388,7 +374,7 @@ class Uploader:
         uploader: then ClosedError, which ends the worker without writing."""
         with self._state_lock:
             self._check_live()
-            store_state(self.wal.path, self.state)
+            store_state(self.wal.path, self.state, self.wal.filesystem)
 
     def _check_live(self) -> None:
         if self._abandoned:
@@ -434,7 +420,11 @@ class Uploader:
                 if info.sealed and info.last_lsn <= lsn:
                     boundary = info.last_lsn
             fork = min(self.archived, boundary)  # a segment end both sides agree on
-            state.parent = state.generation if state.generation is not None else state.parent
+            if state.generation is not None and fork > state.fork_lsn:
+                # The new generation takes LSNs from this one. Otherwise it takes none (and
+                # this one's GEN may never have been created: a crash between naming it in
+                # ARCHIVE.state and its PUT), so its parent stays this one's parent.
+                state.parent = state.generation
             state.generation = None
             state.fork_lsn = state.in_flight = fork
             self.archived = self._saved_lsn = fork
