@@ -214,3 +214,19 @@ def test_encrypted_archive_on_ceph(ceph_s3: CephS3, tmp_path: Path) -> None:
     segwal.restore(ceph_s3.url, tmp_path / "r2", archive_options=ceph_s3.options)
     assert records(tmp_path / "r2", KEK2) == records(log, KEK2)
     assert os.listdir(tmp_path / "r2").count("KEYS") == 1
+
+
+def test_push_of_an_encrypted_log_needs_no_key_and_uploads_its_keys(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    with segwal.open(log, encryption_key=KEK, segment_bytes=4096) as wal:
+        for lsn in range(1, 151):
+            wal.append(payload(lsn, 100))
+        wal.rotate()
+    store = OrderedStore()
+    status = segwal.push(log, store)  # beside a writer, with no key
+    assert status.archived_lsn == 150
+    (keyset,) = key_sets(store)
+    assert store.objects[keyset].data == (log / "KEYS").read_bytes()
+    assert store.created.index(keyset) < min(store.created.index(k) for k in segments(store))
+    segwal.restore(store, tmp_path / "r")
+    assert records(tmp_path / "r", KEK) == records(log, KEK)
