@@ -41,8 +41,7 @@ from segwal.errors import (
 )
 from segwal.format import keys as keyfile
 from segwal.format.naming import KEYS_NAME, KEYS_TEMP_NAME
-from segwal.storage.fileio import FileSystem, OsFileSystem
-from segwal.storage.replace import read_file
+from segwal.log.sidefiles import FileSystem, read_small
 
 KEYS_PREFIX: Final = "keys/"
 _KEYS_KEY = re.compile(r"keys/([0-9a-f]{64})\.keys", re.ASCII)
@@ -61,7 +60,7 @@ def parse_keys_key(key: str) -> str | None:
 def read_local(directory: str, fs: FileSystem | None = None) -> bytes | None:
     """The log directory's ``KEYS`` bytes (through ``fs``, the log's file system), or None
     for a log that is not encrypted."""
-    return read_file(fs or OsFileSystem(), posixpath.join(directory, KEYS_NAME), keyfile.MAX_SIZE)
+    return read_small(fs, posixpath.join(directory, KEYS_NAME), keyfile.MAX_SIZE)
 
 
 def install(directory: str, data: bytes) -> None:

@@ -25,9 +25,8 @@ from typing import Final
 
 from segwal.errors import CorruptionError
 from segwal.format import naming
+from segwal.log.sidefiles import FileSystem, read_small, replace_small
 from segwal.log.wal import Wal
-from segwal.storage.fileio import FileSystem, OsFileSystem
-from segwal.storage.replace import read_file, replace_file
 
 STATE_NAME: Final = naming.ARCHIVE_STATE_NAME
 MAX_STATE_BYTES: Final = 1 << 16
@@ -48,7 +47,7 @@ def load_state(directory: str, fs: FileSystem | None = None) -> UploadState | No
     """The ``ARCHIVE.state`` of ``directory`` (read through ``fs``, the log's file system),
     or None when there is none."""
     path = posixpath.join(directory, STATE_NAME)
-    raw = read_file(fs or OsFileSystem(), path, MAX_STATE_BYTES)
+    raw = read_small(fs, path, MAX_STATE_BYTES)
     if raw is None:
         return None
     try:
@@ -70,15 +69,14 @@ def store_state(directory: str, state: UploadState, fs: FileSystem | None = None
     enumeration covers it): temp file, fsync (barrier ``archive.sync``), rename, directory
     fsync (``archive.rename``). The temp name carries the pid: ``segwal archive push``
     beside a live writer must not collide with it."""
-    fs = fs or OsFileSystem()
-    path = posixpath.join(directory, STATE_NAME)
-    replace_file(
+    replace_small(
         fs,
-        path,
+        directory,
+        STATE_NAME,
         json.dumps(asdict(state), sort_keys=True).encode(),
-        temp=f"{path}.{os.getpid()}.tmp",
+        temp_name=f"{STATE_NAME}.{os.getpid()}.tmp",
         sync=lambda handle: handle.sync("archive.sync"),
-        sync_dir=lambda: fs.sync_dir(directory, "archive.rename"),
+        sync_dir=lambda files: files.sync_dir(directory, "archive.rename"),
     )
 
 
