@@ -7,6 +7,8 @@ Rows, in one run on a throwaway Ceph (``tests/cephlib.py``), plain HTTP and TLS:
   code path (read, re-check the seal digest, conditional PUT, the hold in META, fsynced);
 - ``client.upload_file (aws s3 cp)``: the same segment files through the same boto3
   client's transfer manager, sequentially: the floor;
+- with ``--encrypted``, the same rows for an encrypted log (its key set uploaded before the
+  first segment; restore writes it as KEYS and needs no key);
 - ``restore``: ``segwal.restore`` of that archive (4 parallel downloads, every object
   checked, renamed into place) and ``client.download_file`` of the same keys, sequentially.
 
@@ -68,22 +70,28 @@ def client_for(cluster: cephlib.Cluster, tls: bool) -> Any:
     )
 
 
-def make_log(path: Path, segments: int, segment_bytes: int) -> list[Path]:
+KEK = bytes(range(32))  # --encrypted: the logs' key-encryption key
+
+
+def make_log(path: Path, segments: int, segment_bytes: int, encrypted: bool) -> list[Path]:
     record = os.urandom(64 * 1024)
-    with segwal.open(path, segment_bytes=segment_bytes, sync="never") as wal:
+    key = {"encryption_key": KEK} if encrypted else {}
+    with segwal.open(path, segment_bytes=segment_bytes, sync="never", **key) as wal:  # type: ignore[arg-type]
         while len([s for s in wal.segments() if s.sealed]) < segments:
             wal.append(record)
         wal.rotate()
         return [Path(s.path) for s in wal.segments() if s.sealed][:segments]
 
 
-def throughput(cluster: cephlib.Cluster, tls: bool, work: Path, segments: int, size: int) -> None:
+def throughput(
+    cluster: cephlib.Cluster, tls: bool, work: Path, segments: int, size: int, encrypted: bool
+) -> None:
     from segwal.archive.s3 import S3Store
 
-    scheme = "https" if tls else "http"
+    scheme = ("https" if tls else "http") + (" encrypted" if encrypted else "")
     client = client_for(cluster, tls)
-    log = work / f"log-{scheme}"
-    files = make_log(log, segments, size)
+    log = work / f"log-{scheme.replace(' ', '-')}"
+    files = make_log(log, segments, size, encrypted)
     total = sum(p.stat().st_size for p in files)
     bucket = f"bench-{uuid.uuid4().hex[:10]}"
     client.create_bucket(Bucket=bucket)
@@ -99,7 +107,7 @@ def throughput(cluster: cephlib.Cluster, tls: bool, work: Path, segments: int, s
         client.upload_file(str(path), floor_bucket, path.name)
     floor_up = time.perf_counter() - start
     start = time.perf_counter()
-    result = segwal.restore(store, work / f"restored-{scheme}")
+    result = segwal.restore(store, work / f"restored-{scheme.replace(' ', '-')}")
     down = time.perf_counter() - start
     start = time.perf_counter()
     for path in files:
@@ -114,7 +122,7 @@ def throughput(cluster: cephlib.Cluster, tls: bool, work: Path, segments: int, s
     ]
     for label, seconds, count in rows:
         print(
-            f"| {scheme} {label:<36} | {mb / seconds:8.1f} | {count / seconds:9.2f} |",
+            f"| {scheme + ' ' + label:<52} | {mb / seconds:8.1f} | {count / seconds:9.2f} |",
             flush=True,
         )
     store.close()
@@ -188,6 +196,11 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=10.0, help="the follower's poll interval")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between appends")
     parser.add_argument("--dir", default="/var/tmp")
+    parser.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="also encrypted logs (AES-256-GCM): their key set goes up first, restore needs no key",
+    )
     args = parser.parse_args()
     if absent := cephlib.missing():
         print(f"needs Ceph: {', '.join(absent)} missing ({cephlib.INSTALL_HINT})", file=sys.stderr)
@@ -200,10 +213,11 @@ def main() -> int:
         )
         try:
             print(f"{args.segments} segments of {args.segment_mib:g} MiB, Ceph RGW (memstore)")
-            print(f"| {'row':<42} | {'MB/s':>8} | {'segs/s':>9} |")
-            print(f"|{'-' * 44}|{'-' * 10}|{'-' * 11}|")
-            for tls in (False, True):
-                throughput(cluster, tls, work, args.segments, size)
+            print(f"| {'row':<52} | {'MB/s':>8} | {'segs/s':>9} |")
+            print(f"|{'-' * 54}|{'-' * 10}|{'-' * 11}|")
+            for encrypted in (False, True) if args.encrypted else (False,):
+                for tls in (False, True):
+                    throughput(cluster, tls, work, args.segments, size, encrypted)
             if args.lag_seconds > 0:
                 lag(cluster, work, args.lag_seconds, args.age, args.poll, args.interval)
         finally:

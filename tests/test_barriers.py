@@ -74,6 +74,11 @@ NOT_REACHED: dict[str, str] = {
         "test_keys_crash (creation and rotation) and the new-encrypted base of "
         "test_crash_states enumerate it, and skipping this barrier breaks both"
     ),
+    "archive.sync": (
+        "ARCHIVE.state is written only by the archive's uploader, which these workloads do "
+        "not run; test_archive_crash_states enumerates its crash states with the memory store"
+    ),
+    "archive.rename": "as `archive.sync`: test_archive_crash_states covers it",
     "keys.rename": (
         "as `keys.sync`: test_keys_crash shows that a rotation without this directory fsync "
         "is lost after it returned (the old KEK opens the log again); at creation the first "

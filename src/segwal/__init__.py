@@ -282,8 +282,6 @@ def open(  # the natural name, as lmdb.open and shelve.open
     directory = _directory(path, resolve=filesystem is None)
     if archive is None:
         return Wal(directory, config)
-    if filesystem is not None:
-        raise ConfigError("archive= works on the real file system only", option="archive")
     uploads = ArchiveOptions(
         max_segment_age=archive_max_segment_age,
         close_timeout=archive_close_timeout,
@@ -304,6 +302,8 @@ def restore(
     archive_options: Mapping[str, object] | None = None,
     parallel: int = 4,
     progress: Callable[[int, int, int], None] | None = None,
+    encryption_key: bytes | None = None,
+    encryption: bytes | KeyProvider | Encryption | None = None,
 ) -> RestoreResult:
     """Rebuild a log from the archive ``archive`` (a URL or an ObjectStore) in ``path``,
     which must not exist or be empty: to the newest archived record, to ``to_lsn``, or to
@@ -311,7 +311,17 @@ def restore(
     it). ``generation`` picks a generation; the default is the newest holding the point.
     Every object is checked; an interrupted restore resumes when run again with the same
     arguments. ``progress(segments_done, segments_total, bytes_done)`` is called as it goes.
+
+    An encrypted log's wrapped keys come from the archive and are written as ``KEYS``: the
+    result opens with the key-encryption key alone. Restoring needs no key, except for a
+    cut inside a segment (``encryption_key``/``encryption``, as for ``open``).
     """
+    if encryption_key is not None:
+        if encryption is not None:
+            raise ConfigError(
+                "give encryption_key or encryption, not both", option="encryption_key"
+            )
+        encryption = RawKey(encryption_key)
     store = resolve_store(archive, dict(archive_options or {}))
     try:
         return restore_archive(
@@ -322,6 +332,7 @@ def restore(
             generation=generation,
             parallel=parallel,
             progress=progress,
+            encryption=encryption,
         )
     finally:
         if isinstance(archive, str):

@@ -123,6 +123,7 @@ class ArchivedWal(Wal):
         if self.closed:
             return
         finished = self._uploader.stop(self._archive_options.close_timeout)
+        self._uploader.abandon()  # a worker still running writes nothing from here on
         super().close()
         if finished and self._owns_store:
             self._uploader.store.close()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from segwal.archive import keyobjects
 from segwal.archive.objects import (
     ARCHIVE_KEY,
     GENERATIONS,
@@ -91,6 +92,14 @@ class Fetcher:
     def fetch(self, segment: ArchivedSegment) -> tuple[bytes, SegmentFacts]:
         """The object's bytes, checked: size and metadata (HEAD) against the bytes, the
         digest against the seal, the first LSN against the name."""
+        data, facts, _metadata = self.fetch_with_metadata(segment)
+        return data, facts
+
+    def fetch_with_metadata(
+        self, segment: ArchivedSegment
+    ) -> tuple[bytes, SegmentFacts, dict[str, str]]:
+        """As ``fetch``, with the object's metadata (``keys`` names an encrypted
+        segment's key set)."""
         store, key = self.store, segment.key
 
         def head_and_get() -> tuple[bytes, dict[str, str]]:
@@ -115,7 +124,7 @@ class Fetcher:
             raise ArchiveCorruptError(
                 problem, url=store.url, key=key, first_lsn=facts.first_lsn, last_lsn=facts.last_lsn
             )
-        return data, facts
+        return data, facts, metadata
 
     def last_facts(self, segment: ArchivedSegment) -> dict[str, str]:
         """The metadata of an object (one HEAD), for choosing a generation."""
@@ -203,8 +212,9 @@ def verify_archive(
     parallel: int = 4,
     progress: Callable[[int, int], None] | None = None,
 ) -> ArchiveReport:
-    """Read and check every segment object: size, metadata, seal digest, log id, and the
-    chain within each generation (a gap, an overlap, a broken previous digest)."""
+    """Read and check every segment object: size, metadata, seal digest, log id, the
+    chain within each generation (a gap, an overlap, a broken previous digest), and, for an
+    encrypted log, its key sets (digest, CRC, log id) and that each segment's key is in one."""
     fetcher = Fetcher(store)
     listing = read_listing(store, fetcher)
     report = ArchiveReport(url=store.url, generations=len(listing.generations))
@@ -242,7 +252,33 @@ def verify_archive(
             results[segment.key] = found
     for name, gen in listing.generations.items():
         report.problems.extend(_chain_problems(listing, name, gen, results))
+    report.problems.extend(_key_problems(store, listing, every, results))
     return report
+
+
+def _key_problems(
+    store: ObjectStore,
+    listing: Listing,
+    every: list[ArchivedSegment],
+    results: dict[str, SegmentFacts],
+) -> Iterator[ArchiveProblem]:
+    """Every key set (``keys/``) readable and of this log, and every encrypted segment's
+    log key in one of them. No key-encryption key is needed: nothing is unwrapped."""
+    keysets, bad = keyobjects.list_keys(store, log_id=listing.log_id)
+    for exc in bad:
+        yield ArchiveProblem(exc.key or keyobjects.KEYS_PREFIX, None, None, exc.reason, "corrupt")
+    held = {key_id for keyset in keysets for key_id in keyset.key_ids}
+    for segment in every:
+        found = results.get(segment.key)
+        if found is not None and found.header.key_id and found.header.key_id not in held:
+            yield ArchiveProblem(
+                segment.key,
+                found.first_lsn,
+                found.last_lsn,
+                f"encrypted under log key {found.header.key_id}, which no key set in the "
+                "archive holds",
+                "missing",
+            )
 
 
 def _chain_problems(

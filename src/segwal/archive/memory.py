@@ -17,7 +17,9 @@ adds, on request:
 - ``expire_credentials()`` / ``renew_credentials()``, ``drop_bucket()``: every request is
   refused with ``ArchiveAccessError`` until undone;
 - ``ignore_conditions``: conditional creates overwrite, as some stores silently do;
-- ``latency``: seconds each request takes (a slow store).
+- ``latency``: seconds each request takes (a slow store);
+- ``hang(op)``: the next call of ``op`` blocks until the returned event is set (a request
+  that does not answer), then goes on as usual.
 
 ``requests`` counts calls per operation, faults included, to check backoff and costs.
 """
@@ -63,6 +65,7 @@ class MemoryStore:
         self._short_gets: list[tuple[int, bool]] = []
         self._hide_newest = 0
         self._refusal: str | None = None
+        self._hangs: dict[str, list[threading.Event]] = {op: [] for op in OPERATIONS}
         self.closed = False
 
     # -- faults ---------------------------------------------------------------------------
@@ -74,6 +77,15 @@ class MemoryStore:
             raise ValueError(f"unknown operation {op!r}")
         with self._lock:
             self._failures[op].extend([status] * times)
+
+    def hang(self, op: str) -> threading.Event:
+        """The next call of ``op`` blocks until the returned event is set."""
+        if op not in OPERATIONS:
+            raise ValueError(f"unknown operation {op!r}")
+        release = threading.Event()
+        with self._lock:
+            self._hangs[op].append(release)
+        return release
 
     def cut_put(self, *, stored: bool) -> None:
         """The next PUT is cut mid-body: stored or not, the caller never hears."""
@@ -121,6 +133,10 @@ class MemoryStore:
         """Count the request, sleep its latency, and raise the fault queued for it."""
         if self.latency:
             time.sleep(self.latency)
+        with self._lock:
+            hung = self._hangs[op].pop(0) if self._hangs[op] else None
+        if hung is not None:
+            hung.wait()
         with self._lock:
             self.requests[op] += 1
             if self.closed:

@@ -26,12 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from segwal.archive import keyobjects
 from segwal.archive.catalog import ArchivedSegment, Fetcher, read_listing
 from segwal.archive.objects import (
     GENERATIONS,
     SegmentFacts,
     chain_problem,
     check_segment,
+    digest_of,
     gen_key,
     parse_gen,
     parse_gen_key,
@@ -47,11 +49,12 @@ from segwal.errors import (
     ArchiveNotFoundError,
     RestoreTargetError,
 )
+from segwal.format.keys import decode as decode_keys
 from segwal.format.meta import Meta
 from segwal.format.meta import encode as encode_meta
-from segwal.format.naming import META_NAME, Kind, parse, segment_name
+from segwal.format.naming import META_NAME, MIRROR_STATE_NAME, Kind, parse, segment_name
 
-STATE_NAME = "MIRROR.state"
+STATE_NAME = MIRROR_STATE_NAME
 DEFAULT_POLL_INTERVAL = 10.0
 
 
@@ -181,7 +184,7 @@ class Mirror:
                 url=self.store.url,
                 lsn=last.last_lsn + 1,
             )
-        data, facts = self.fetcher.fetch(segment)
+        data, facts, metadata = self.fetcher.fetch_with_metadata(segment)
         if last is not None:
             problem = chain_problem(last, facts)
             if problem is not None:
@@ -192,6 +195,8 @@ class Mirror:
                     first_lsn=facts.first_lsn,
                     last_lsn=facts.last_lsn,
                 )
+        if facts.header.key_id:
+            self._keys_for(segment, facts, metadata.get("keys"))
         path = os.path.join(self.directory, segment_name(facts.first_lsn))
         temp = f"{path}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -206,6 +211,34 @@ class Mirror:
         sync_dir(self.directory)  # the name survives a crash before the next one is added
         self.last = facts
         self.added += 1
+
+    def _keys_for(self, segment: ArchivedSegment, facts: SegmentFacts, named: str | None) -> None:
+        """Make the local ``KEYS`` the key set the segment was uploaded with (its metadata
+        names it; a rewrap or a new log key changes it), or else one holding its key id,
+        durably before the segment is written: a reader never meets a segment whose key
+        the mirror lacks."""
+        local = keyobjects.read_local(self.directory)
+        local_digest = None if local is None else digest_of(local).hex()
+        key_id, log_id = facts.header.key_id, facts.header.log_id
+        if named is not None and named == local_digest:
+            return
+        chosen = None
+        if named is not None and keyobjects.parse_keys_key(keyobjects.keys_key(named)):
+            try:
+                chosen = keyobjects.load(self.store, keyobjects.keys_key(named), log_id=log_id)
+            except ArchiveNotFoundError:
+                chosen = None  # gone: any key set that holds the key will do
+            if chosen is not None and key_id not in chosen.key_ids:
+                chosen = None
+        if chosen is None:
+            if local is not None and key_id in {
+                e.key_id for e in decode_keys(local, "KEYS").entries
+            }:
+                return
+            chosen = keyobjects.fetch_for(
+                self.store, {key_id}, log_id=log_id, where=f"segment {segment.key}"
+            )
+        keyobjects.install(self.directory, chosen.data)
 
     def result(self) -> MirrorResult:
         assert self.generation is not None and self.last is not None

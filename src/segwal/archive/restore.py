@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from segwal.archive import keyobjects
 from segwal.archive.catalog import (
     ArchivedSegment,
     Fetcher,
@@ -35,14 +36,28 @@ from segwal.archive.catalog import (
 from segwal.archive.objects import SegmentFacts, chain_problem, check_segment
 from segwal.archive.state import UploadState, store_state, sync_dir, write_atomic
 from segwal.archive.store import ObjectStore
-from segwal.errors import ArchiveCorruptError, ArchiveNotFoundError, ConfigError, RestoreTargetError
+from segwal.errors import (
+    ArchiveCorruptError,
+    ArchiveNotFoundError,
+    ConfigError,
+    MissingKeyError,
+    RestoreTargetError,
+)
 from segwal.format.meta import Meta
 from segwal.format.meta import encode as encode_meta
-from segwal.format.naming import META_NAME, segment_name
+from segwal.format.naming import (
+    KEYS_NAME,
+    META_NAME,
+    RESTORE_PLAN_NAME,
+    Kind,
+    parse,
+    segment_name,
+)
 from segwal.log.config import WalConfig
+from segwal.log.encryption import Encryption, KeyProvider
 from segwal.log.wal import Wal
 
-PLAN_NAME = "RESTORE.plan"
+PLAN_NAME = RESTORE_PLAN_NAME
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,8 +152,13 @@ def restore(
     parallel: int = 4,
     attempts: int = 6,
     progress: Callable[[int, int, int], None] | None = None,
+    encryption: bytes | KeyProvider | Encryption | None = None,
 ) -> RestoreResult:
-    """Rebuild the log of ``store`` in ``directory`` (see the module for the steps)."""
+    """Rebuild the log of ``store`` in ``directory`` (see the module for the steps).
+
+    An encrypted log's key set (``keys/``) is written as ``KEYS`` before META; no key is
+    needed to restore it whole or to a segment boundary (every object is still checked),
+    and ``encryption`` (its key-encryption key) only to cut inside a segment."""
     if to_lsn is not None and to_time_us is not None:
         raise ConfigError("give to_lsn or to_time, not both", option="to_lsn")
     if not 1 <= parallel <= 64:
@@ -178,8 +198,22 @@ def restore(
                 os.unlink(os.path.join(work, segment_name(gone.first_lsn)))
             facts = keep
         _check_chain(facts, listing, chain, store.url)
+        needed = {f.header.key_id for f in facts if f.header.key_id}
+        if needed:  # the wrapped keys, durable before META says the segments are a log
+            keys = keyobjects.fetch_for(
+                store,
+                needed,
+                log_id=listing.log_id or facts[0].header.log_id,
+                where=f"generation {choice.generation}",
+            )
+            keyobjects.install(work, keys.data)
         write_atomic(work, META_NAME, encode_meta(Meta(first_lsn=facts[0].first_lsn)))
-    wal = Wal(work, WalConfig())
+    if encryption is None and os.path.exists(os.path.join(work, KEYS_NAME)):
+        return _finish_without_key(
+            store, work, directory, plan_path, choice, downloaded, fetcher.retries,
+            to_lsn=to_lsn, to_time_us=to_time_us,
+        )  # fmt: skip
+    wal = Wal(work, WalConfig(encryption=encryption))  # type: ignore[arg-type]
     try:
         cut = to_lsn
         if to_time_us is not None:
@@ -206,12 +240,7 @@ def restore(
         segments = wal.segments()
     finally:
         wal.close()
-    os.unlink(plan_path)
-    sync_dir(work)
-    if os.path.isdir(directory):
-        os.rmdir(directory)  # empty, checked above
-    os.rename(work, directory)
-    sync_dir(parent)
+    _into_place(work, directory, plan_path)
     return RestoreResult(
         path=directory,
         url=store.url,
@@ -223,6 +252,74 @@ def restore(
         bytes=sum(s.size_bytes for s in segments),
         downloaded=downloaded,
         retries=fetcher.retries,
+    )
+
+
+def _into_place(work: str, directory: str, plan_path: str) -> None:
+    os.unlink(plan_path)
+    sync_dir(work)
+    if os.path.isdir(directory):
+        os.rmdir(directory)  # empty, checked above
+    os.rename(work, directory)
+    sync_dir(os.path.dirname(directory))
+
+
+def _finish_without_key(
+    store: ObjectStore,
+    work: str,
+    directory: str,
+    plan_path: str,
+    choice: Choice,
+    downloaded: int,
+    retries: int,
+    *,
+    to_lsn: int | None,
+    to_time_us: int | None,
+) -> RestoreResult:
+    """Step 6 for an encrypted log restored without its key-encryption key: the log is
+    not opened (that needs the key); the verified segments are the log, so META gets the
+    ``archive`` hold directly. A cut inside a segment would rewrite it: MissingKeyError."""
+    facts = []
+    for name in sorted(
+        (n for n in map(parse, os.listdir(work)) if n.kind is Kind.SEGMENT),
+        key=lambda n: n.first_lsn,
+    ):
+        with open(os.path.join(work, name.name), "rb") as handle:
+            facts.append(check_segment(handle.read(), key=name.name, url=store.url))
+    last = facts[-1]
+    if (to_lsn is not None and to_lsn < last.last_lsn) or (
+        to_time_us is not None and last.max_ts > to_time_us
+    ):
+        raise MissingKeyError(
+            "the cut falls inside an encrypted segment: rewriting it needs the "
+            "key-encryption key (encryption=); restoring whole segments does not",
+            path=work,
+        )
+    meta = Meta(first_lsn=facts[0].first_lsn, holds={"archive": last.last_lsn + 1})
+    write_atomic(work, META_NAME, encode_meta(meta))
+    store_state(
+        work,
+        UploadState(
+            url=store.url,
+            generation=None,
+            parent=choice.generation,
+            fork_lsn=last.last_lsn,
+            in_flight=last.last_lsn,
+            rewinds=0,
+        ),
+    )
+    _into_place(work, directory, plan_path)
+    return RestoreResult(
+        path=directory,
+        url=store.url,
+        generation=choice.generation,
+        reason=choice.reason,
+        first_lsn=facts[0].first_lsn,
+        last_lsn=last.last_lsn,
+        segments=len(facts),
+        bytes=sum(f.size for f in facts),
+        downloaded=downloaded,
+        retries=retries,
     )
 
 

@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from segwal.archive import keyobjects
 from segwal.archive.objects import (
     ARCHIVE_KEY,
     archive_body,
     check_segment,
+    digest_of,
     gen_body,
     gen_key,
     metadata_of,
@@ -36,7 +38,7 @@ from segwal.archive.objects import (
     parse_archive,
     segment_key,
 )
-from segwal.archive.state import UploadState, load_state, store_state
+from segwal.archive.state import Position, UploadState, load_state, store_state
 from segwal.archive.store import ObjectStore
 from segwal.archive.urls import probe
 from segwal.errors import (
@@ -76,27 +78,6 @@ class ArchiveStatus:
     running: bool
 
 
-class Position:
-    """Where the archived LSN is kept: the ``archive`` hold of a writable log (META), or a
-    consumer cursor beside a live writer (``segwal archive push``)."""
-
-    def __init__(self, wal: Wal, *, cursor: bool) -> None:
-        self._wal = wal
-        self._cursor = wal.cursor("archive", start=wal.first_lsn) if cursor else None
-
-    def load(self) -> int:
-        if self._cursor is not None:
-            return self._cursor.position - 1
-        hold = self._wal.holds().get("archive")
-        return self._wal.first_lsn - 1 if hold is None else hold - 1
-
-    def save(self, lsn: int) -> None:
-        if self._cursor is not None:
-            self._cursor.commit(lsn)
-        else:
-            self._wal.hold("archive", lsn + 1)
-
-
 class Uploader:
     """Uploads a log's sealed segments to one store (see the module)."""
 
@@ -133,6 +114,10 @@ class Uploader:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.stopped: str | None = None
+        # ARCHIVE.state is written only under this lock and never once close() gave up on
+        # the worker (``abandon``): a reopened log's uploader owns the file from then on.
+        self._state_lock = threading.Lock()
+        self._abandoned = False
         self.state = self._initial_state()
         if not cursor:
             self.position.save(self.archived)  # the hold exists before anything is deleted
@@ -142,7 +127,7 @@ class Uploader:
 
     def _initial_state(self) -> UploadState:
         wal = self.wal
-        state = load_state(wal.path)
+        state = load_state(wal.path, wal.filesystem)
         if state is None or state.url != self.store.url:
             # A log not archived here before: everything it holds goes to a new generation.
             self.archived = wal.first_lsn - 1
@@ -156,7 +141,7 @@ class Uploader:
             )
             if not self.position_is_cursor:
                 self.position.save(self.archived)
-            store_state(wal.path, state)
+            store_state(wal.path, state, wal.filesystem)
             return state
         if state.rewinds != wal.rewinds:
             # Rewound while no archiver ran (``segwal truncate``): as if it ran now.
@@ -166,7 +151,7 @@ class Uploader:
                 self._rewound(lowest)
             else:
                 state.rewinds = wal.rewinds
-                store_state(wal.path, state)
+                store_state(wal.path, state, wal.filesystem)
         return state
 
     @property
@@ -177,8 +162,16 @@ class Uploader:
         segments = self.wal.segments()
         if not segments:
             return None
-        with open(segments[0].path, "rb") as handle:
-            return decode_header(handle.read(HEADER_SIZE)).log_id
+        return decode_header(self._read(segments[0].path, HEADER_SIZE)).log_id
+
+    def _read(self, path: str, size: int | None = None) -> bytes:
+        """A file of the log (all of it, or its first ``size`` bytes), through the log's
+        file system."""
+        handle = self.wal.filesystem.open_read(path)
+        try:
+            return handle.pread(handle.size() if size is None else size, 0)
+        finally:
+            handle.close()
 
     # -- checks at open -------------------------------------------------------------------
 
@@ -267,6 +260,8 @@ class Uploader:
             for s in self.wal.segments()
             if s.sealed and s.last_lsn > self.archived and s.record_count
         ]
+        with self.busy:
+            self._sync_keys()  # a rewrap or a new log key reaches the archive by itself
         if pending:
             # One durable mark for the whole batch: an upper bound of what may reach the
             # store is as safe as the exact value (a rewind below it starts a generation).
@@ -313,14 +308,18 @@ class Uploader:
                 first_lsn=info.first_lsn,
                 last_lsn=info.last_lsn,
             )
-        with open(info.path, "rb") as handle:
-            data = handle.read()
+        data = self._read(info.path)
         self._ensure_generation()
         assert state.generation is not None
         key = segment_key(state.generation, info.first_lsn)
         facts = check_segment(data, key=info.path, url=store.url, first_lsn=info.first_lsn)
+        metadata = metadata_of(facts)
+        if facts.header.key_id:
+            # The wrapped keys go first: a segment in the archive is never without them.
+            metadata["keys"] = self._sync_keys()
         self._mark_in_flight(facts.last_lsn)
-        created = store.put_if_absent(key, data, metadata_of(facts))
+        self._check_live()  # a request that hung past close() sends nothing more
+        created = store.put_if_absent(key, data, metadata)
         if not created and store.get(key) != data:
             raise ArchiveConflictError(
                 f"another segment is archived for LSN {info.first_lsn} of generation "
@@ -352,14 +351,52 @@ class Uploader:
         state = self.state
         if lsn > state.in_flight:
             state.in_flight = lsn
-            store_state(self.wal.path, state)
+            self._store_state()
+
+    def _sync_keys(self) -> str:
+        """Upload the log's ``KEYS`` as ``keys/<digest>.keys`` unless ``ARCHIVE.state`` says
+        that digest is already there (call with ``busy`` held); the digest ("" for a log
+        that is not encrypted). The object exists before the state says so: a crash between
+        repeats the conditional create into an equal 412."""
+        data = keyobjects.read_local(self.wal.path, self.wal.filesystem)
+        if data is None:
+            return ""
+        digest = digest_of(data).hex()
+        state = self.state
+        if state.keys != digest:
+            keyobjects.upload(self.store, data)
+            state.keys = digest
+            self._store_state()
+        return digest
+
+    def _store_state(self) -> None:
+        """Replace ``ARCHIVE.state`` with ``self.state``, unless close() gave up on this
+        uploader: then ClosedError, which ends the worker without writing."""
+        with self._state_lock:
+            self._check_live()
+            store_state(self.wal.path, self.state, self.wal.filesystem)
+
+    def _check_live(self) -> None:
+        if self._abandoned:
+            raise ClosedError(
+                f"the log {self.wal.path} was closed during this upload; its next open repeats it"
+            )
+
+    def abandon(self) -> None:
+        """From now on this uploader writes nothing (``close()``, after waiting for it at
+        most ``archive_close_timeout``): a worker still stuck in a request may return after
+        the log was closed and reopened, and must not replace the new uploader's
+        ``ARCHIVE.state`` with its stale one (nor META: the closed Wal refuses its hold).
+        Waits only for a state write in progress, a local file replace."""
+        with self._state_lock:
+            self._abandoned = True
 
     def _ensure_generation(self) -> None:
         state = self.state
         if state.generation is None:
             state.generation = new_generation()  # durable before its GEN object exists
             state.in_flight = max(state.in_flight, state.fork_lsn)
-            store_state(self.wal.path, state)
+            self._store_state()
             self._gen_created = False
         if not self._gen_created:
             self.store.put_if_absent(
@@ -383,12 +420,16 @@ class Uploader:
                 if info.sealed and info.last_lsn <= lsn:
                     boundary = info.last_lsn
             fork = min(self.archived, boundary)  # a segment end both sides agree on
-            state.parent = state.generation if state.generation is not None else state.parent
+            if state.generation is not None and fork > state.fork_lsn:
+                # The new generation takes LSNs from this one. Otherwise it takes none (and
+                # this one's GEN may never have been created: a crash between naming it in
+                # ARCHIVE.state and its PUT), so its parent stays this one's parent.
+                state.parent = state.generation
             state.generation = None
             state.fork_lsn = state.in_flight = fork
             self.archived = self._saved_lsn = fork
             self.position.save(fork)
-        store_state(wal.path, state)
+        self._store_state()
 
     # -- status ---------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from segwal.cli.common import (
     Failure,
     emit_json,
     errors,
+    kek_option,
+    key_options,
 )
 
 URL_HELP = "s3://bucket/prefix or file:///directory (AWS_* variables give endpoint and keys)"
@@ -73,6 +75,7 @@ def _time(text: str) -> datetime:
 @click.option("--generation", help="Restore this generation (default: the newest holding it).")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@kek_option
 def restore(
     url: str,
     directory: str,
@@ -81,12 +84,14 @@ def restore(
     generation: str | None,
     parallel: int,
     as_json: bool,
+    kek_file: str | None,
 ) -> None:
     """Rebuild the log archived at URL in DIRECTORY, which must not exist or be empty.
 
     Every object is checked (size, digest against its seal, chain, no gap). An interrupted
     restore finishes when run again with the same arguments. Says which generation it
-    picked and why."""
+    picked and why. An encrypted log's wrapped keys are restored with it (open it with its
+    key-encryption key); --kek-file is needed only to cut inside a segment."""
     if to_lsn is not None and to_time is not None:
         raise Failure("give --to-lsn or --to-time, not both", exit_code=EXIT_USAGE)
     moment = _time(to_time) if to_time is not None else None
@@ -109,6 +114,7 @@ def restore(
                 generation=generation,
                 parallel=parallel,
                 progress=progress,
+                **key_options(kek_file),
             )
     finally:
         if bar is not None:

@@ -9,6 +9,11 @@ holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it 
 ``KEYS`` holds an encrypted log's wrapped log keys (``KEYS.tmp`` while it is replaced);
 ``cursor.{name}`` holds a consumer's position (see :mod:`segwal.log.cursors`), written as
 ``cursor.{name}.{pid}.tmp`` first; such leftovers are temp files like ``META.tmp``.
+The archive (``segwal.archive``) keeps ``ARCHIVE.state`` in an archived log, ``MIRROR.state``
+in a mirror and ``RESTORE.plan`` in a restore being built, each replaced through
+``{name}.{pid}.tmp``: all of kind ``ARCHIVE``, known (not foreign) and never touched by the
+log itself (a leftover temp file may belong to a live ``segwal archive push`` beside the
+writer, so recovery does not delete it the way it deletes ``META.tmp``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ META_NAME: Final = "META"
 META_TEMP_NAME: Final = "META.tmp"
 KEYS_NAME: Final = "KEYS"
 KEYS_TEMP_NAME: Final = "KEYS.tmp"
+ARCHIVE_STATE_NAME: Final = "ARCHIVE.state"
+MIRROR_STATE_NAME: Final = "MIRROR.state"
+RESTORE_PLAN_NAME: Final = "RESTORE.plan"
+ARCHIVE_NAMES: Final = frozenset({ARCHIVE_STATE_NAME, MIRROR_STATE_NAME, RESTORE_PLAN_NAME})
 CURSOR_PREFIX: Final = "cursor."
 LSN_DIGITS: Final = 20
 
@@ -35,6 +44,7 @@ _TEMP = re.compile(r"(\d{20})\.wal\.tmp", re.ASCII)
 _INDEX = re.compile(r"(\d{20})\.wal\.idx", re.ASCII)
 _QUARANTINE = re.compile(r"(\d{20})\.wal\.(\d+)\.quarantine", re.ASCII)
 # cursor.{name}.{pid}.tmp: a cursor commit that never reached its rename.
+_ARCHIVE_TEMP = re.compile(r"(?:ARCHIVE\.state|MIRROR\.state|RESTORE\.plan)\.\d+\.tmp", re.ASCII)
 _CURSOR_TEMP = re.compile(r"cursor\.[A-Za-z0-9][A-Za-z0-9._:@-]*\.\d+\.tmp", re.ASCII)
 
 
@@ -49,6 +59,7 @@ class Kind(Enum):
     LOCK = "lock"
     META = "meta"
     KEYS = "keys"
+    ARCHIVE = "archive"  # the archive's own files (see the module); the log ignores them
     FOREIGN = "foreign"
 
 
@@ -91,6 +102,8 @@ def parse(name: str) -> Name:
         return Name(Kind.KEYS, name)
     if name in (META_TEMP_NAME, KEYS_TEMP_NAME):
         return Name(Kind.TEMP, name)
+    if name in ARCHIVE_NAMES or (name.endswith(TEMP_SUFFIX) and _ARCHIVE_TEMP.fullmatch(name)):
+        return Name(Kind.ARCHIVE, name)
     if name.startswith(CURSOR_PREFIX):
         if name.endswith(TEMP_SUFFIX) and _CURSOR_TEMP.fullmatch(name):
             return Name(Kind.TEMP, name)

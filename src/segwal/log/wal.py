@@ -29,6 +29,7 @@ from segwal.log.plans import RetentionResult, TruncatePlan, TruncateResult
 from segwal.log.reading import Reader
 from segwal.log.retention import Decision
 from segwal.log.state import LogState
+from segwal.storage.fileio import FileSystem
 from segwal.storage.lockfile import read_raw
 from segwal.types import Batch, Record, RecoveryReport, SegmentInfo, Stats
 
@@ -173,6 +174,13 @@ class Wal:
         self._state.check_open()
         if self._appender is None:
             self._refresh_view()
+
+    @property
+    def filesystem(self) -> FileSystem:
+        """The file system this log's files go through (``filesystem=`` of open; the OS by
+        default). Tools beside the log (the archive) use it for their own files, so the
+        crash-state enumeration on the in-memory file system covers them too."""
+        return self._state.config.filesystem
 
     @property
     def rewinds(self) -> int:

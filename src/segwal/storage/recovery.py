@@ -140,6 +140,8 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
             indexes.append(name)
         elif name.kind is Kind.FOREIGN or name.kind is Kind.TEMP:
             result.foreign.append(base + entry.name)  # a temp name that is not a file
+        elif name.kind is Kind.ARCHIVE and not entry.is_file:
+            result.foreign.append(base + entry.name)  # the archive's names are files
     names.sort(key=lambda n: n.first_lsn)
     present = {n.first_lsn for n in names}
     # An index whose segment is gone is a leftover of a deletion that a crash interrupted.
