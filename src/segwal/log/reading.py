@@ -21,14 +21,16 @@ from segwal.errors import (
     ReaderFellBehindError,
     StorageError,
 )
-from segwal.format.layout import HEADER_SIZE
+from segwal.format.layout import HEADER_SIZE, FormatError
+from segwal.format.records import stream_records
 from segwal.format.scanner import Status
 from segwal.log import arguments
 from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
+from segwal.log.handles import Loan
 from segwal.log.state import LogState
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import load as load_index
-from segwal.storage.segment import iter_frames, iter_records
+from segwal.storage.segment import PlainFrame, iter_frames, iter_records, read_frame
 from segwal.types import Batch, Record
 
 
@@ -98,11 +100,89 @@ class Reader:
             else:
                 reason = f"LSN {lsn} is past the end of the log (last LSN {last})"
             raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
+        chosen = parts_for(snap.sealed, snap.active, lsn, lsn)
+        if chosen and chosen[0].token is not None and self._state.catalog.frames.limit:
+            return self._cached(snap, chosen[0], lsn)
         for record in chain.from_iterable(self._stream(snap, lsn, lsn)):
             return record
         raise NotFoundError(
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
         )
+
+    def _cached(self, snap: Snapshot, part: Part, lsn: int) -> Record:
+        """A point read through the frame cache: the frame holding ``lsn`` is read and
+        checked once, kept when it is durable, and later reads decode from memory."""
+        state = self._state
+        cache = state.catalog.frames
+        frame = cache.find(part.token, snap.rewinds, lsn)
+        if frame is None:
+            frame = self._load(part, snap, lsn)
+            # Only durable frames: bytes past the last barrier may be cut after a failed one.
+            if frame.first_lsn + frame.count - 1 <= snap.durable:
+                cache.add(part.token, snap.rewinds, frame)
+        skip = lsn - frame.first_lsn
+        try:
+            records = stream_records(
+                frame.buf,
+                frame.table,
+                frame.count,
+                frame.end,
+                frame.first_lsn,
+                frame.record_type,
+                frame.timestamp_us,
+                skip,
+                skip + 1,
+            )
+        except FormatError as exc:  # checked when read; a place, should it not be
+            raise CorruptionError(
+                exc.reason, path=part.path, offset=frame.offset, lsn=lsn
+            ) from None
+        if state.rewinds != snap.rewinds and state.rewound_below(snap.rewinds, lsn + 1) is not None:
+            # A rewind since the snapshot replaced this LSN: the bytes may be the old ones.
+            raise _rewound(state, snap.rewinds, lsn, lsn)
+        return next(iter(records))
+
+    def _load(self, part: Part, snap: Snapshot, lsn: int) -> PlainFrame:
+        """The checked frame holding ``lsn``, read from the part's file."""
+        state = self._state
+        catalog = state.catalog
+        catalog.acquire([part])
+        try:
+            if state.rewinds != snap.rewinds:
+                raise _rewound(state, snap.rewinds, lsn, lsn)
+            loan = self._take(part, lsn)
+            try:
+                first, offset = self._index_of(part).seek_lsn(lsn, part.first_lsn)
+                return read_frame(
+                    loan.handle,
+                    part.header,
+                    start=offset,
+                    end=part.end,
+                    first_lsn=first,
+                    lsn=lsn,
+                    coding=state.coding,
+                )
+            except CorruptionError:
+                state.telemetry.corruption()  # counted for segwal_corruption_errors_total
+                raise
+            finally:
+                catalog.handles.give(loan)
+        finally:
+            catalog.release(part.path)
+
+    def _take(self, part: Part, lsn: int) -> Loan:
+        """A read handle on the part's file; a reader fell behind when it is gone."""
+        state = self._state
+        try:
+            return state.catalog.handles.take(part.path, part.state)
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise ReaderFellBehindError(
+                f"segment {part.path} was removed while a reader needed LSN {lsn}",
+                lsn=lsn,
+                first_lsn=state.first_lsn,
+            ) from exc
 
     def replay(
         self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
@@ -268,17 +348,7 @@ class Reader:
             for part in chosen:
                 if state.rewinds != snap.rewinds:
                     raise _rewound(state, snap.rewinds, max(start, part.first_lsn), stop)
-                try:
-                    loan = catalog.handles.take(part.path, part.state)
-                except StorageError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
-                    raise ReaderFellBehindError(
-                        f"segment {part.path} was removed while a reader needed LSN "
-                        f"{max(start, part.first_lsn)}",
-                        lsn=max(start, part.first_lsn),
-                        first_lsn=state.first_lsn,
-                    ) from exc
+                loan = self._take(part, max(start, part.first_lsn))
                 handle = loan.handle
                 offset, first = HEADER_SIZE, part.first_lsn
                 if start > first:
