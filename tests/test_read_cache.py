@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import segwal
-from segwal.errors import ChecksumError, ConfigError
+from segwal.errors import ChecksumError, ClosedError, ConfigError, NotFoundError
 from segwal.log.framecache import FrameCache
 from segwal.log.wal import Wal
 
@@ -141,3 +141,17 @@ def test_read_cache_bytes_is_checked(tmp_path: Path, value: object) -> None:
     with pytest.raises(ConfigError) as info:
         segwal.open(tmp_path, read_cache_bytes=value)  # type: ignore[arg-type]
     assert info.value.option == "read_cache_bytes"
+
+
+def test_a_checkpoint_hides_cached_records_below_it(tmp_path: Path) -> None:
+    wal = segwal.open(tmp_path, sync="never")
+    _fill(wal, 3)
+    assert wal.read(50).payload == _payload(50)
+    assert wal.read(60).payload == _payload(60)  # cached
+    wal.truncate_before(101)  # inside the active segment: its frames stay cached
+    with pytest.raises(NotFoundError):
+        wal.read(60)
+    assert wal.read(160).payload == _payload(160)
+    wal.close()
+    with pytest.raises(ClosedError):
+        wal.read(160)

@@ -52,7 +52,7 @@ class FrameCache:
         self.limit = limit
         self.size = 0
         self.hits = 0
-        self.misses = 0
+        self.misses = 0  # frames read from the file for a point read (a statistic)
         self._lock = threading.Lock()
         self._segments: dict[tuple[int, int], _Segment] = {}
         self._order: OrderedDict[tuple[tuple[int, int], int], None] = OrderedDict()
@@ -71,7 +71,6 @@ class FrameCache:
                         self._order.move_to_end((where, first))
                         self.hits += 1
                         return frame
-            self.misses += 1
         return None
 
     def add(self, token: object, rewinds: int, frame: PlainFrame) -> None:

@@ -9,6 +9,7 @@ meanwhile is deleted only when the reader lets go. Memory stays bounded by one r
 from __future__ import annotations
 
 import errno
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -61,10 +62,10 @@ class Reader:
         self._flush_buffer = flush_buffer  # writable logs: write buffered records first
         self._refresh_view = refresh_view  # readonly logs: look at the directory again
 
-    def _snapshot(self, unsynced: bool) -> Snapshot:
+    def _snapshot(self, unsynced: bool, *, looked: bool = False) -> Snapshot:
         state = self._state
         state.check_open()
-        if self._refresh_view is not None:
+        if self._refresh_view is not None and not looked:
             self._refresh_view()
         with state.lock:
             if unsynced and state.buffer.payloads and state.failure is None:
@@ -87,7 +88,14 @@ class Reader:
         """``Wal.read``."""
         if lsn.__class__ is not int:
             lsn = arguments.lsn(lsn)
-        snap = self._snapshot(unsynced is True or arguments.flag(unsynced, "unsynced"))
+        unsynced = unsynced is True or arguments.flag(unsynced, "unsynced")
+        looked = False
+        if self._state.catalog.frames.limit:
+            hit = self._hit(lsn)
+            if hit is not None:
+                return hit
+            looked = True  # a readonly view looked at the directory for this read already
+        snap = self._snapshot(unsynced, looked=looked)
         first, last = snap.first, snap.last
         if not first <= lsn <= snap.limit:
             if first <= lsn <= last:
@@ -109,6 +117,53 @@ class Reader:
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
         )
 
+    def _hit(self, lsn: int) -> Record | None:
+        """``lsn`` from a cached frame, without a snapshot; None: take the general path.
+
+        Without the log's lock: the segment objects read here are each replaced whole, a
+        cached frame is durable (so within the read limit, whatever the flags), and the
+        rewind count is compared again after the lookup as a stream does per frame.
+        """
+        state = self._state
+        if state.closed:
+            return None
+        if self._refresh_view is not None:
+            self._refresh_view()
+        rewinds = state.rewinds
+        catalog = state.catalog
+        writer = state.writer
+        token: object
+        if writer is not None and lsn >= writer.header.first_lsn:
+            token = writer
+        elif writer is None and catalog.tail is not None and lsn >= catalog.tail.header.first_lsn:
+            token = catalog.tail
+        else:
+            sealed = catalog.sealed
+            i = bisect_right(sealed.firsts, lsn) - 1
+            if i < 0:
+                return None
+            token = sealed.states[i]
+        if lsn < state.meta.first_lsn:
+            return None  # below a checkpoint: the general path says so
+        frame = catalog.frames.find(token, rewinds, lsn)
+        if frame is None:
+            return None
+        skip = lsn - frame.first_lsn
+        records = stream_records(
+            frame.buf,
+            frame.table,
+            frame.count,
+            frame.end,
+            frame.first_lsn,
+            frame.record_type,
+            frame.timestamp_us,
+            skip,
+            skip + 1,
+        )
+        if state.rewinds != rewinds and state.rewound_below(rewinds, lsn + 1) is not None:
+            return None
+        return next(iter(records))
+
     def _cached(self, snap: Snapshot, part: Part, lsn: int) -> Record:
         """A point read through the frame cache: the frame holding ``lsn`` is read and
         checked once, kept when it is durable, and later reads decode from memory."""
@@ -116,6 +171,7 @@ class Reader:
         cache = state.catalog.frames
         frame = cache.find(part.token, snap.rewinds, lsn)
         if frame is None:
+            cache.misses += 1
             frame = self._load(part, snap, lsn)
             # Only durable frames: bytes past the last barrier may be cut after a failed one.
             if frame.first_lsn + frame.count - 1 <= snap.durable:
