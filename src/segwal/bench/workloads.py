@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import segwal
@@ -242,7 +243,8 @@ def build_cases(quick: bool) -> list[Case]:
                 records=sz.reads,
                 dataset=count,
                 description=f"{sz.reads} random point reads in a log of {count} sealed "
-                f"segments of {SEGMENT_RECORDS} x 100 B (segwal only)",
+                f"segments of {SEGMENT_RECORDS} x 100 B, each segment read once before "
+                "(segwal only)",
             )
         )
     for readonly in (True, False):
@@ -434,10 +436,13 @@ def time_reads(peer: Peer, path: str, size: int, lsns: list[int]) -> Sample:
     return _time_gets(peer.reader(path), peer.name, size, lsns)
 
 
-def _time_gets(reader: Reader, name: str, size: int, lsns: list[int]) -> Sample:
+def _time_gets(
+    reader: Reader, name: str, size: int, lsns: list[int], warm: Sequence[int] = ()
+) -> Sample:
     try:
         get = reader.get
-        for lsn in lsns[:100]:  # warm-up, untimed: lazy indexes, the payloads' pages
+        # Warm-up, untimed: lazy indexes, the payloads' pages (and ``warm``, when given).
+        for lsn in chain(lsns[:100], warm):
             got = get(lsn)
             if len(got) != size:
                 raise RuntimeError(f"{name}: read({lsn}) gave {len(got)} bytes, not {size}")
@@ -475,9 +480,11 @@ def build_read_segments(path: str, segments: int) -> None:
         wal.close()
 
 
-def time_segwal_reads(path: str, size: int, lsns: list[int], readonly: bool) -> Sample:
+def time_segwal_reads(
+    path: str, size: int, lsns: list[int], readonly: bool, warm: Sequence[int] = ()
+) -> Sample:
     """Point reads through segwal alone: a readonly view, or a log of many segments."""
-    return _time_gets(SegwalReader(path, readonly=readonly), "segwal", size, lsns)
+    return _time_gets(SegwalReader(path, readonly=readonly), "segwal", size, lsns, warm)
 
 
 def time_opens(path: str, readonly: bool, opens: int) -> Sample:
