@@ -37,16 +37,25 @@ ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per frame, beside the frame
 class _Segment:
     """The cached frames of one segment object at one rewind count, by first LSN."""
 
-    __slots__ = ("firsts", "frames", "token")
+    __slots__ = ("firsts", "frames", "rewinds", "token")
 
-    def __init__(self, token: object) -> None:
+    def __init__(self, token: object, rewinds: int) -> None:
         self.token = token  # kept: an id reused by another object must not match
+        self.rewinds = rewinds
         self.firsts: list[int] = []  # sorted
-        self.frames: dict[int, tuple[PlainFrame, int]] = {}  # first LSN -> (frame, size)
+        self.frames: dict[int, PlainFrame] = {}  # first LSN -> frame
+
+
+def _size(frame: PlainFrame) -> int:
+    return len(frame.buf) + ENTRY_OVERHEAD
 
 
 class FrameCache:
-    """Frames by (segment object, rewind count, first LSN), at most ``limit`` bytes."""
+    """Frames by (segment object, rewind count, first LSN), at most ``limit`` bytes.
+
+    Keyed by ints (object ids; each object is kept alive by its entry) so that a hit hashes
+    no tuple: with thousands of segments, a hit's cost is the memory it touches.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -54,67 +63,67 @@ class FrameCache:
         self.hits = 0
         self.misses = 0  # frames read from the file for a point read (a statistic)
         self._lock = threading.Lock()
-        self._segments: dict[tuple[int, int], _Segment] = {}
-        self._order: OrderedDict[tuple[tuple[int, int], int], None] = OrderedDict()
+        self._segments: dict[int, _Segment] = {}  # id(token) -> its frames
+        # id(frame) -> (its segment, its first LSN), least recently used first.
+        self._order: OrderedDict[int, tuple[_Segment, int]] = OrderedDict()
 
     def find(self, token: object, rewinds: int, lsn: int) -> PlainFrame | None:
         """The cached frame holding ``lsn`` in the segment ``token`` names, if any."""
-        where = (id(token), rewinds)
         with self._lock:
-            segment = self._segments.get(where)
-            if segment is not None and segment.token is token:
+            segment = self._segments.get(id(token))
+            if segment is not None and segment.token is token and segment.rewinds == rewinds:
                 i = bisect_right(segment.firsts, lsn) - 1
                 if i >= 0:
-                    first = segment.firsts[i]
-                    frame = segment.frames[first][0]
-                    if lsn < first + frame.count:
-                        self._order.move_to_end((where, first))
+                    frame = segment.frames[segment.firsts[i]]
+                    if lsn < frame.first_lsn + frame.count:
+                        self._order.move_to_end(id(frame))
                         self.hits += 1
                         return frame
         return None
 
     def add(self, token: object, rewinds: int, frame: PlainFrame) -> None:
-        size = len(frame.buf) + ENTRY_OVERHEAD
+        size = _size(frame)
         if size > self.limit:
             return
-        where = (id(token), rewinds)
         first = frame.first_lsn
         with self._lock:
-            segment = self._segments.get(where)
-            if segment is not None and segment.token is not token:
-                self._drop_locked(where, segment)
+            segment = self._segments.get(id(token))
+            if segment is not None and (segment.token is not token or segment.rewinds < rewinds):
+                self._drop_locked(segment)  # another object, or bytes from before a rewind
                 segment = None
             if segment is None:
-                segment = self._segments[where] = _Segment(token)
+                segment = self._segments[id(token)] = _Segment(token, rewinds)
+            elif segment.rewinds > rewinds:
+                return  # a reader from before a rewind: its frame is not for later readers
             old = segment.frames.get(first)
             if old is not None:
-                self.size -= old[1]
+                del self._order[id(old)]
+                self.size -= _size(old)
             else:
                 insort(segment.firsts, first)
-            segment.frames[first] = (frame, size)
-            self._order[(where, first)] = None
+            segment.frames[first] = frame
+            self._order[id(frame)] = (segment, first)
             self.size += size
             while self.size > self.limit:
-                (where_, first_), _ = self._order.popitem(last=False)
-                victim = self._segments[where_]
-                _frame, dropped = victim.frames.pop(first_)
-                del victim.firsts[bisect_right(victim.firsts, first_) - 1]
-                self.size -= dropped
-                if not victim.frames:
-                    del self._segments[where_]
+                _key, (victim, victim_first) = self._order.popitem(last=False)
+                dropped = victim.frames.pop(victim_first)
+                del victim.firsts[bisect_right(victim.firsts, victim_first) - 1]
+                self.size -= _size(dropped)
+                if not victim.frames and self._segments.get(id(victim.token)) is victim:
+                    del self._segments[id(victim.token)]
 
     def forget(self, doomed: Callable[[object], bool]) -> None:
         """Drop the frames of every segment object ``doomed`` says is gone."""
         with self._lock:
-            for where, segment in list(self._segments.items()):
+            for segment in list(self._segments.values()):
                 if doomed(segment.token):
-                    self._drop_locked(where, segment)
+                    self._drop_locked(segment)
 
-    def _drop_locked(self, where: tuple[int, int], segment: _Segment) -> None:
-        del self._segments[where]
-        for first, (_frame, size) in segment.frames.items():
-            del self._order[(where, first)]
-            self.size -= size
+    def _drop_locked(self, segment: _Segment) -> None:
+        del self._segments[id(segment.token)]
+        for frame in segment.frames.values():
+            del self._order[id(frame)]
+            self.size -= _size(frame)
 
     def clear(self) -> None:
         with self._lock:
