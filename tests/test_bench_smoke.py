@@ -135,6 +135,9 @@ def test_list_names_every_workload() -> None:
         "group-64t",
         "replay-1KiB-cold",
         "read-100B",
+        "read-100B-ro",
+        "read-100B-200seg",
+        "read-100B-4000seg",
         "open-1000seg-ro",
     } <= names
 

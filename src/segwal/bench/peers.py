@@ -133,8 +133,8 @@ class SegwalWriter(Writer):
 
 
 class SegwalReader(Reader):
-    def __init__(self, path: str) -> None:
-        self.wal = segwal.open(path, sync="never")  # opening runs recovery
+    def __init__(self, path: str, *, readonly: bool = False) -> None:
+        self.wal = segwal.open(path, sync="never", readonly=readonly)  # opening runs recovery
 
     def scan(self) -> Iterable[object]:
         return self.wal.replay()
@@ -148,7 +148,7 @@ class SegwalReader(Reader):
 
 class SegwalPeer(Peer):
     name = "segwal"
-    kinds = Peer.kinds | {"open", "aio"}
+    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs"}
     sync_note = "counted (Wal.stats().fsyncs)"
 
     def versions(self) -> dict[str, str]:

@@ -158,7 +158,7 @@ class Runner:
         self.dropper = dropper
         self.counter = 0
         self.inputs: dict[str, Any] = {}
-        self.datasets: dict[tuple[str, int, int], str] = {}
+        self.datasets: dict[tuple[Any, ...], str] = {}
         self.segment_logs: dict[int, str] = {}
 
     def fresh(self, peer: Peer, case: Case) -> str:
@@ -166,8 +166,10 @@ class Runner:
         return os.path.join(self.base, f"{self.counter:04d}-{case.name}-{peer.name}")
 
     def needs_preparing(self, peer: Peer, case: Case) -> bool:
-        if case.kind in ("replay", "read"):
+        if case.kind in ("replay", "read", "readview"):
             return (peer.name, case.record_size, case.dataset or case.records) not in self.datasets
+        if case.kind == "readsegs":
+            return ("segs", case.dataset) not in self.datasets
         return case.kind == "open" and case.dataset not in self.segment_logs
 
     def dataset(self, peer: Peer, size: int, n: int) -> str:
@@ -183,11 +185,26 @@ class Runner:
             path = self.dataset(peer, case.record_size, case.records)
             drop = self.dropper if case.cold else None
             return w.time_replay(peer, path, case.record_size, case.records, drop)
-        if case.kind == "read":
+        if case.kind in ("read", "readview"):
             path = self.dataset(peer, case.record_size, case.dataset)
             if case.name not in self.inputs:
                 self.inputs[case.name] = w.random_lsns(case.records, case.dataset)
+            if case.kind == "readview":
+                return w.time_segwal_reads(path, case.record_size, self.inputs[case.name], True)
             return w.time_reads(peer, path, case.record_size, self.inputs[case.name])
+        if case.kind == "readsegs":
+            if ("segs", case.dataset) not in self.datasets:
+                path = os.path.join(self.base, f"read-segments-{case.dataset}")
+                w.build_read_segments(path, case.dataset)
+                self.datasets[("segs", case.dataset)] = path
+            path = self.datasets[("segs", case.dataset)]
+            if case.name not in self.inputs:
+                records = case.dataset * w.SEGMENT_RECORDS
+                self.inputs[case.name] = w.random_lsns(case.records, records)
+            # Warm: one read per segment first (its handle, sparse index and frame), so the
+            # clock sees what a read costs in a log of that many segments, not first touches.
+            warm = range(1, case.dataset * w.SEGMENT_RECORDS, w.SEGMENT_RECORDS)
+            return w.time_segwal_reads(path, case.record_size, self.inputs[case.name], False, warm)
         if case.kind == "open":
             if case.dataset not in self.segment_logs:
                 path = os.path.join(self.base, f"segments-{case.dataset}")

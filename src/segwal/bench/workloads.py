@@ -17,15 +17,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import segwal
+from segwal.bench.peers import Reader, SegwalReader
 
 if TYPE_CHECKING:
     from segwal.bench.peers import Peer
 
 KiB = 1024
 _POOL_SIZE = 1024  # distinct payloads per record size; records cycle through them
+SEGMENT_RECORDS = 50  # readsegs: records per sealed segment (one batch each)
 
 # Workload kinds, in report order, with the title of their table.
 GROUPS: dict[str, str] = {
@@ -63,13 +66,13 @@ class Case:
 
     name: str
     group: str  # a key of GROUPS
-    kind: str  # batch, single, durable, group, replay, read, open
+    kind: str  # batch, single, durable, group, replay, read, readview, readsegs, open
     record_size: int = 0
     records: int = 0  # batch, single, replay: records; read: reads; open: opens per sample
     batch: int = 0  # batch: records per append_batch / transaction
     seconds: float = 0.0  # durable, group: how long to run
     threads: int = 0  # group: appending threads
-    dataset: int = 0  # read: records in the log read from; open: sealed segments
+    dataset: int = 0  # read: records in the log; readsegs, open: sealed segments
     cold: bool = False  # replay: page cache dropped before, open timed with the scan
     readonly: bool = False  # open: segwal.open(readonly=True)
     description: str = ""
@@ -89,6 +92,7 @@ class Sizes:
     group_s: float
     reads: int
     segments: int
+    read_segments: tuple[int, int]  # readsegs: a log of few and of many sealed segments
     opens: int
 
 
@@ -101,6 +105,7 @@ FULL = Sizes(
     group_s=1.0,
     reads=20_000,
     segments=1000,
+    read_segments=(200, 4000),
     opens=5,
 )
 QUICK = Sizes(
@@ -112,6 +117,7 @@ QUICK = Sizes(
     group_s=0.1,
     reads=1_000,
     segments=1000,
+    read_segments=(20, 400),
     opens=1,
 )
 THREADS = (1, 4, 16, 64)
@@ -215,6 +221,32 @@ def build_cases(quick: bool) -> list[Case]:
             description=f"{sz.reads} random point reads in a log of {sz.replay[100]} x 100 B",
         )
     )
+    cases.append(
+        Case(
+            "read-100B-ro",
+            "read",
+            "readview",
+            100,
+            records=sz.reads,
+            dataset=sz.replay[100],
+            readonly=True,
+            description="the same reads through segwal.open(readonly=True) (segwal only)",
+        )
+    )
+    for count in sz.read_segments:
+        cases.append(
+            Case(
+                f"read-100B-{count}seg",
+                "read",
+                "readsegs",
+                100,
+                records=sz.reads,
+                dataset=count,
+                description=f"{sz.reads} random point reads in a log of {count} sealed "
+                f"segments of {SEGMENT_RECORDS} x 100 B, each segment read once before "
+                "(segwal only)",
+            )
+        )
     for readonly in (True, False):
         mode = "ro" if readonly else "rw"
         cases.append(
@@ -401,13 +433,19 @@ def time_replay(
 
 
 def time_reads(peer: Peer, path: str, size: int, lsns: list[int]) -> Sample:
-    reader = peer.reader(path)
+    return _time_gets(peer.reader(path), peer.name, size, lsns)
+
+
+def _time_gets(
+    reader: Reader, name: str, size: int, lsns: list[int], warm: Sequence[int] = ()
+) -> Sample:
     try:
         get = reader.get
-        for lsn in lsns[:100]:  # warm-up, untimed: lazy indexes, the payloads' pages
+        # Warm-up, untimed: lazy indexes, the payloads' pages (and ``warm``, when given).
+        for lsn in chain(lsns[:100], warm):
             got = get(lsn)
             if len(got) != size:
-                raise RuntimeError(f"{peer.name}: read({lsn}) gave {len(got)} bytes, not {size}")
+                raise RuntimeError(f"{name}: read({lsn}) gave {len(got)} bytes, not {size}")
         gc.collect()
         t0 = time.perf_counter()
         for lsn in lsns:
@@ -428,6 +466,25 @@ def build_segments(path: str, segments: int) -> None:
             wal.rotate()
     finally:
         wal.close()
+
+
+def build_read_segments(path: str, segments: int) -> None:
+    """A segwal log of ``segments`` sealed segments of ``SEGMENT_RECORDS`` x 100 B each."""
+    wal = segwal.open(path, sync="never")
+    try:
+        batch = pool(100)[:SEGMENT_RECORDS]
+        for _ in range(segments):
+            wal.append_batch(batch)
+            wal.rotate()
+    finally:
+        wal.close()
+
+
+def time_segwal_reads(
+    path: str, size: int, lsns: list[int], readonly: bool, warm: Sequence[int] = ()
+) -> Sample:
+    """Point reads through segwal alone: a readonly view, or a log of many segments."""
+    return _time_gets(SegwalReader(path, readonly=readonly), "segwal", size, lsns, warm)
 
 
 def time_opens(path: str, readonly: bool, opens: int) -> Sample:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from segwal.format.layout import SegmentHeader
+from segwal.log.framecache import FrameCache
 from segwal.log.handles import HandleCache
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import SparseIndex
@@ -41,10 +42,15 @@ class Part:
     max_ts: int
     state: SegmentState | None = None  # a sealed segment, whose index is loaded lazily
     index: SparseIndex | None = None  # the active segment's live index
+    # The object that names these bytes for the frame cache: the segment's state, the
+    # writer, or the readonly tail's state (a rewrite or a new plan brings a new one).
+    token: object = None
 
 
 def sealed_part(s: SegmentState) -> Part:
-    return Part(s.path, s.header, s.end, s.header.first_lsn, s.last_lsn, s.min_ts, s.max_ts, s)
+    return Part(
+        s.path, s.header, s.end, s.header.first_lsn, s.last_lsn, s.min_ts, s.max_ts, s, token=s
+    )
 
 
 def writer_part(writer: SegmentWriter) -> Part:
@@ -57,6 +63,7 @@ def writer_part(writer: SegmentWriter) -> Part:
         writer.min_ts,
         writer.max_ts,
         index=writer.index,
+        token=writer,
     )
 
 
@@ -71,6 +78,7 @@ def tail_part(tail: SegmentState) -> Part:
         tail.min_ts,
         tail.max_ts,
         index=tail.index,
+        token=tail,
     )
 
 
@@ -177,7 +185,9 @@ class SegmentCatalog:
     (a writable log's active segment is the writer's, not the catalog's).
     """
 
-    def __init__(self, fs: FileSystem, directory: str, *, track_readers: bool) -> None:
+    def __init__(
+        self, fs: FileSystem, directory: str, *, track_readers: bool, cache_bytes: int = 0
+    ) -> None:
         self._fs = fs
         self._directory = directory
         self._track = track_readers  # readonly views delete nothing, so they count nothing
@@ -188,11 +198,16 @@ class SegmentCatalog:
         self.sealed = Sealed((), (), ())
         self.tail: SegmentState | None = None
         self.handles = HandleCache(fs)  # open read handles of sealed segments
+        self.frames = FrameCache(cache_bytes)  # checked frames for point reads
 
     def replace(self, sealed: Iterable[SegmentState], tail: SegmentState | None = None) -> None:
         self.sealed = Sealed.of(sealed)
         self.tail = tail
         self.handles.keep_only(self.sealed.states)
+        # A new plan or a rewind: every other segment object (an old writer, an old tail,
+        # states of files since rewritten) names bytes that may be gone.
+        kept = {id(s) for s in self.sealed.states}
+        self.frames.forget(lambda token: id(token) not in kept)
 
     def add_sealed(self, state: SegmentState) -> None:
         self.sealed = self.sealed.plus(state)
@@ -201,6 +216,10 @@ class SegmentCatalog:
         """Forget sealed segments the log no longer holds (their files are handled apart)."""
         self.sealed = Sealed.of(s for s in self.sealed.states if s.path not in paths)
         self.handles.forget(paths)
+        self._forget_frames(paths)
+
+    def _forget_frames(self, paths: set[str]) -> None:
+        self.frames.forget(lambda token: getattr(token, "path", None) in paths)
 
     def infos(self) -> list[SegmentInfo]:
         infos = [segment_info(s) for s in self.sealed.states]
@@ -214,6 +233,7 @@ class SegmentCatalog:
         The caller has made the log's new first LSN durable, and fsyncs the directory.
         """
         self.handles.forget({path})  # an open handle would keep the file's space
+        self._forget_frames({path})
         with self._lock:
             if self._readers.get(path, 0) > 0:
                 self._retired.add(path)
@@ -255,5 +275,6 @@ class SegmentCatalog:
     def close(self) -> None:
         """Retired files still read stay for the next open to remove (they are below META)."""
         self.handles.close()
+        self.frames.clear()
         with self._lock:
             self._closed = True

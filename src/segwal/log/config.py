@@ -43,6 +43,8 @@ class WalConfig:
     # one batch (0: every append is written at once). Not with sync="always".
     buffer_bytes: int = 0
     max_record_bytes: int = 16 * 2**20
+    # Checked frames kept in memory for point reads (log/framecache.py); 0: none.
+    read_cache_bytes: int = 32 * 2**20
     recovery: RecoveryMode = "tolerate_tail"
     readonly: bool = False
     retention_max_age: float | None = None
@@ -73,6 +75,7 @@ class WalConfig:
             _positive("max_segment_age", self.max_segment_age)
         _positive("sync_interval", self.sync_interval)
         _int_in("buffer_bytes", self.buffer_bytes, 0, MAX_BUFFER_BYTES)
+        _int_in("read_cache_bytes", self.read_cache_bytes, 0, 1 << 40)
         if self.buffer_bytes and self.sync == "always":
             raise ConfigError(
                 'buffer_bytes needs sync="interval" or "never": with sync="always" every '

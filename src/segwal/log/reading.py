@@ -9,6 +9,7 @@ meanwhile is deleted only when the reader lets go. Memory stays bounded by one r
 from __future__ import annotations
 
 import errno
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -21,14 +22,16 @@ from segwal.errors import (
     ReaderFellBehindError,
     StorageError,
 )
-from segwal.format.layout import HEADER_SIZE
+from segwal.format.layout import HEADER_SIZE, FormatError
+from segwal.format.records import stream_records
 from segwal.format.scanner import Status
 from segwal.log import arguments
 from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
+from segwal.log.handles import Loan
 from segwal.log.state import LogState
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import load as load_index
-from segwal.storage.segment import iter_frames, iter_records
+from segwal.storage.segment import PlainFrame, iter_frames, iter_records, read_frame
 from segwal.types import Batch, Record
 
 
@@ -59,10 +62,10 @@ class Reader:
         self._flush_buffer = flush_buffer  # writable logs: write buffered records first
         self._refresh_view = refresh_view  # readonly logs: look at the directory again
 
-    def _snapshot(self, unsynced: bool) -> Snapshot:
+    def _snapshot(self, unsynced: bool, *, looked: bool = False) -> Snapshot:
         state = self._state
         state.check_open()
-        if self._refresh_view is not None:
+        if self._refresh_view is not None and not looked:
             self._refresh_view()
         with state.lock:
             if unsynced and state.buffer.payloads and state.failure is None:
@@ -85,7 +88,14 @@ class Reader:
         """``Wal.read``."""
         if lsn.__class__ is not int:
             lsn = arguments.lsn(lsn)
-        snap = self._snapshot(unsynced is True or arguments.flag(unsynced, "unsynced"))
+        unsynced = unsynced is True or arguments.flag(unsynced, "unsynced")
+        looked = False
+        if self._state.catalog.frames.limit:
+            hit = self._hit(lsn)
+            if hit is not None:
+                return hit
+            looked = True  # a readonly view looked at the directory for this read already
+        snap = self._snapshot(unsynced, looked=looked)
         first, last = snap.first, snap.last
         if not first <= lsn <= snap.limit:
             if first <= lsn <= last:
@@ -98,11 +108,137 @@ class Reader:
             else:
                 reason = f"LSN {lsn} is past the end of the log (last LSN {last})"
             raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
+        chosen = parts_for(snap.sealed, snap.active, lsn, lsn)
+        if chosen and chosen[0].token is not None and self._state.catalog.frames.limit:
+            return self._cached(snap, chosen[0], lsn)
         for record in chain.from_iterable(self._stream(snap, lsn, lsn)):
             return record
         raise NotFoundError(
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
         )
+
+    def _hit(self, lsn: int) -> Record | None:
+        """``lsn`` from a cached frame, without a snapshot; None: take the general path.
+
+        Without the log's lock: the segment objects read here are each replaced whole, a
+        cached frame is durable (so within the read limit, whatever the flags), and the
+        rewind count is compared again after the lookup as a stream does per frame.
+        """
+        state = self._state
+        if state.closed:
+            return None
+        if self._refresh_view is not None:
+            self._refresh_view()
+        rewinds = state.rewinds
+        catalog = state.catalog
+        writer = state.writer
+        token: object
+        if writer is not None and lsn >= writer.header.first_lsn:
+            token = writer
+        elif writer is None and catalog.tail is not None and lsn >= catalog.tail.header.first_lsn:
+            token = catalog.tail
+        else:
+            sealed = catalog.sealed
+            i = bisect_right(sealed.firsts, lsn) - 1
+            if i < 0:
+                return None
+            token = sealed.states[i]
+        if lsn < state.meta.first_lsn:
+            return None  # below a checkpoint: the general path says so
+        frame = catalog.frames.find(token, rewinds, lsn)
+        if frame is None:
+            return None
+        skip = lsn - frame.first_lsn
+        records = stream_records(
+            frame.buf,
+            frame.table,
+            frame.count,
+            frame.end,
+            frame.first_lsn,
+            frame.record_type,
+            frame.timestamp_us,
+            skip,
+            skip + 1,
+        )
+        if state.rewinds != rewinds and state.rewound_below(rewinds, lsn + 1) is not None:
+            return None
+        return next(iter(records))
+
+    def _cached(self, snap: Snapshot, part: Part, lsn: int) -> Record:
+        """A point read through the frame cache: the frame holding ``lsn`` is read and
+        checked once, kept when it is durable, and later reads decode from memory."""
+        state = self._state
+        cache = state.catalog.frames
+        frame = cache.find(part.token, snap.rewinds, lsn)
+        if frame is None:
+            cache.misses += 1
+            frame = self._load(part, snap, lsn)
+            # Only durable frames: bytes past the last barrier may be cut after a failed one.
+            if frame.first_lsn + frame.count - 1 <= snap.durable:
+                cache.add(part.token, snap.rewinds, frame)
+        skip = lsn - frame.first_lsn
+        try:
+            records = stream_records(
+                frame.buf,
+                frame.table,
+                frame.count,
+                frame.end,
+                frame.first_lsn,
+                frame.record_type,
+                frame.timestamp_us,
+                skip,
+                skip + 1,
+            )
+        except FormatError as exc:  # checked when read; a place, should it not be
+            raise CorruptionError(
+                exc.reason, path=part.path, offset=frame.offset, lsn=lsn
+            ) from None
+        if state.rewinds != snap.rewinds and state.rewound_below(snap.rewinds, lsn + 1) is not None:
+            # A rewind since the snapshot replaced this LSN: the bytes may be the old ones.
+            raise _rewound(state, snap.rewinds, lsn, lsn)
+        return next(iter(records))
+
+    def _load(self, part: Part, snap: Snapshot, lsn: int) -> PlainFrame:
+        """The checked frame holding ``lsn``, read from the part's file."""
+        state = self._state
+        catalog = state.catalog
+        catalog.acquire([part])
+        try:
+            if state.rewinds != snap.rewinds:
+                raise _rewound(state, snap.rewinds, lsn, lsn)
+            loan = self._take(part, lsn)
+            try:
+                first, offset = self._index_of(part).seek_lsn(lsn, part.first_lsn)
+                return read_frame(
+                    loan.handle,
+                    part.header,
+                    start=offset,
+                    end=part.end,
+                    first_lsn=first,
+                    lsn=lsn,
+                    coding=state.coding,
+                )
+            except CorruptionError:
+                state.telemetry.corruption()  # counted for segwal_corruption_errors_total
+                raise
+            finally:
+                catalog.handles.give(loan)
+        finally:
+            catalog.release(part.path)
+
+    def _take(self, part: Part, lsn: int) -> Loan:
+        """A read handle on the part's file; a reader fell behind when it is gone."""
+        state = self._state
+        try:
+            return state.catalog.handles.take(part.path, part.state)
+        except StorageError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            raise ReaderFellBehindError(
+                f"segment {part.path} was removed while a reader needed LSN {lsn}",
+                lsn=lsn,
+                first_lsn=state.first_lsn,
+            ) from exc
 
     def replay(
         self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
@@ -268,17 +404,7 @@ class Reader:
             for part in chosen:
                 if state.rewinds != snap.rewinds:
                     raise _rewound(state, snap.rewinds, max(start, part.first_lsn), stop)
-                try:
-                    loan = catalog.handles.take(part.path, part.state)
-                except StorageError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
-                    raise ReaderFellBehindError(
-                        f"segment {part.path} was removed while a reader needed LSN "
-                        f"{max(start, part.first_lsn)}",
-                        lsn=max(start, part.first_lsn),
-                        first_lsn=state.first_lsn,
-                    ) from exc
+                loan = self._take(part, max(start, part.first_lsn))
                 handle = loan.handle
                 offset, first = HEADER_SIZE, part.first_lsn
                 if start > first:

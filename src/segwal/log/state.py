@@ -53,7 +53,9 @@ class LogState:
         self.keys: KeyRing | None = None
         self.rewinds = 0  # truncate_after calls: the same LSNs may now hold other bytes
         self.rewound_to: dict[int, int] = {}  # rewind count -> the LSN it rewound to
-        self.catalog = SegmentCatalog(self.fs, path, track_readers=not config.readonly)
+        self.catalog = SegmentCatalog(
+            self.fs, path, track_readers=not config.readonly, cache_bytes=config.read_cache_bytes
+        )
         self.buffer = AppendBuffer(config.buffer_bytes)
         self.writer: SegmentWriter | None = None
         self.counters = {"appends": 0, "records": 0, "payload_bytes": 0}

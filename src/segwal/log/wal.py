@@ -30,7 +30,7 @@ from segwal.log.reading import Reader
 from segwal.log.retention import Decision
 from segwal.log.state import LogState
 from segwal.storage.fileio import FileSystem
-from segwal.storage.lockfile import read_raw
+from segwal.storage.lockfile import LockWatch
 from segwal.types import Batch, Record, RecoveryReport, SegmentInfo, Stats
 
 
@@ -67,7 +67,8 @@ class Wal:
             self._reader = Reader(state, flush_buffer=None, refresh_view=self._look)
             self._maintenance = Maintenance(state, None)
             self._view_lock = threading.Lock()
-            seen = read_raw(state.fs, state.path)  # before the plan: a change after it shows
+            self._lock_watch = LockWatch(state.fs, state.path)
+            seen = self._lock_watch.read()  # before the plan: a change after it shows
             self._report = open_readonly(state)
             self._view_key = _view_key(seen)
             return
@@ -93,7 +94,7 @@ class Wal:
         """Readonly: plan the view from the directory again."""
         state = self._state
         with self._view_lock:
-            seen = read_raw(state.fs, state.path)
+            seen = self._lock_watch.read()
             load_view(state)
             self._view_key = _view_key(seen)
 
@@ -103,7 +104,7 @@ class Wal:
         without a generation (a writer before 0.3, no LOCK) means planning every time."""
         state = self._state
         with self._view_lock:
-            seen = read_raw(state.fs, state.path)
+            seen = self._lock_watch.read()
             if seen is not None and seen == self._view_key:
                 return
             load_view(state)
@@ -403,6 +404,9 @@ class Wal:
                     flush_error = exc
             state.closed = True
         _writers.discard(state)
+        if appender is None:
+            with self._view_lock:  # a readonly view's look in progress ends first
+                self._lock_watch.close()
         state.catalog.close()
         state.commit.close()  # followers waiting for records end their iteration
         if appender is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from time import monotonic
 
 from segwal.errors import LockError
 from segwal.format import lock
@@ -64,17 +65,46 @@ def generation_of(handle: FileHandle) -> int:
     return found.generation or 1 if found is not None else 1
 
 
-def read_raw(fs: FileSystem, directory: str) -> bytes | None:
-    """LOCK's bytes as they are now (None: no LOCK): what a readonly view compares to know
-    whether the writer changed anything since it last looked."""
-    try:
-        handle = fs.open_read(posixpath.join(directory, LOCK_NAME))
-    except OSError:
-        return None
-    try:
+class LockWatch:
+    """LOCK's bytes for a readonly view, through one handle kept open: a look before each
+    read costs one ``pread`` instead of open, fstat, pread and close.
+
+    segwal never replaces or deletes LOCK (writers ``pwrite`` it in place), so the open
+    handle sees every change. Should something else replace the file, the handle is opened
+    again at least every ``REOPEN_SECONDS``, and at each look while LOCK is missing.
+    """
+
+    REOPEN_SECONDS = 1.0
+
+    def __init__(self, fs: FileSystem, directory: str) -> None:
+        self._fs = fs
+        self._path = posixpath.join(directory, LOCK_NAME)
+        self._handle: FileHandle | None = None
+        self._opened = 0.0
+        self._closed = False
+
+    def read(self) -> bytes | None:
+        """LOCK's bytes as they are now (None: no LOCK). The caller serialises calls."""
+        handle = self._handle
+        if handle is None or monotonic() - self._opened >= self.REOPEN_SECONDS:
+            self._let_go()
+            if self._closed:
+                return None
+            try:
+                handle = self._handle = self._fs.open_read(self._path)
+            except OSError:
+                return None
+            self._opened = monotonic()
         return handle.pread(lock.SIZE, 0)
-    finally:
-        handle.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._let_go()
+
+    def _let_go(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
 
 
 def read_lock(fs: FileSystem, directory: str) -> lock.Published | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import blake3
@@ -420,3 +421,77 @@ def iter_records(
         yield iter(records)
         if expected > to_lsn:
             return
+
+
+@dataclass(frozen=True, slots=True)
+class PlainFrame:
+    """One checked frame's plain body, in a buffer of its own (no read window pinned)."""
+
+    buf: Buffer
+    table: int  # where the lengths table starts in ``buf``
+    end: int  # where the payloads end in ``buf``
+    first_lsn: int
+    count: int
+    record_type: int
+    timestamp_us: int
+    offset: int  # the file offset of the frame
+
+
+def read_frame(
+    handle: FileHandle,
+    header: SegmentHeader,
+    *,
+    start: int,
+    end: int,
+    first_lsn: int,
+    lsn: int,
+    coding: Coding = PLAIN,
+) -> PlainFrame:
+    """The checked frame holding ``lsn``, scanning from the frame at ``start`` (which holds
+    ``first_lsn``): what ``iter_records`` would decode ``lsn`` from, with the same checks
+    and errors, for a point read that keeps the frame."""
+    expected = first_lsn
+    seek = (first_lsn, lsn) if lsn > first_lsn else None
+    for ref in iter_frames(handle, header, start, end, skip=seek):
+        verdict = ref.verdict
+        frame = verdict.frame
+        if frame is None:
+            if verdict.status is Status.END:
+                raise CorruptionError(
+                    f"segment ends before LSN {expected}",
+                    path=handle.path,
+                    offset=ref.offset,
+                    lsn=max(expected, ref.lsn),
+                )
+            raise ChecksumError(
+                verdict.reason or "unexpected bytes",
+                path=handle.path,
+                offset=ref.offset,
+                lsn=max(expected, ref.lsn),
+            )
+        first = frame.first_lsn
+        if seek is not None and first_lsn <= first <= lsn:
+            expected, seek = first, None
+        if first != expected:
+            raise CorruptionError(
+                f"frame holds LSN {first}", path=handle.path, offset=ref.offset, lsn=expected
+            )
+        expected = first + frame.count
+        if expected <= lsn:
+            continue
+        if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
+            body, table, body_end = coding.plain_body(
+                ref.buf, frame, header, handle.path, ref.offset
+            )
+            if isinstance(body, memoryview):
+                body = bytes(body)  # never a view that pins the read window
+            return PlainFrame(
+                body, table, body_end, first, frame.count, frame.record_type,
+                frame.timestamp_us, ref.offset,
+            )  # fmt: skip
+        own = ref.buf[frame.offset : frame.end]  # a copy: the read window may be 1 MiB
+        return PlainFrame(
+            own, FRAME_HEAD_SIZE, frame.end - frame.offset, first, frame.count,
+            frame.record_type, frame.timestamp_us, ref.offset,
+        )  # fmt: skip
+    raise AssertionError("iter_frames ends with a verdict that is not a frame")
