@@ -41,7 +41,7 @@ from segwal.archive.objects import (
     retrying,
     segment_key,
 )
-from segwal.archive.state import sync_dir, write_atomic
+from segwal.archive.state import sync_dir, write_atomic, write_whole
 from segwal.archive.store import ObjectStore
 from segwal.errors import (
     ArchiveCorruptError,
@@ -197,17 +197,8 @@ class Mirror:
                 )
         if facts.header.key_id:
             self._keys_for(segment, facts, metadata.get("keys"))
-        path = os.path.join(self.directory, segment_name(facts.first_lsn))
-        temp = f"{path}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)  # whole before its name appears
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
+        name = segment_name(facts.first_lsn)
+        write_whole(self.directory, name, data, temp_name=f"{name}.tmp")  # whole, then named
         sync_dir(self.directory)  # the name survives a crash before the next one is added
         self.last = facts
         self.added += 1

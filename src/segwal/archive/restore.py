@@ -34,7 +34,7 @@ from segwal.archive.catalog import (
     read_listing,
 )
 from segwal.archive.objects import SegmentFacts, chain_problem, check_segment
-from segwal.archive.state import UploadState, store_state, sync_dir, write_atomic
+from segwal.archive.state import UploadState, store_state, sync_dir, write_atomic, write_whole
 from segwal.archive.store import ObjectStore
 from segwal.errors import (
     ArchiveCorruptError,
@@ -346,16 +346,9 @@ def _download(
             except ArchiveCorruptError:
                 pass  # fetched again below
         data, facts = fetcher.fetch(segment)
-        temp = f"{path}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)  # the bytes are on disk before the name says the file is complete
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
+        name = segment_name(segment.first_lsn)
+        # The bytes are on disk before the name says the file is complete.
+        write_whole(work, name, data, temp_name=f"{name}.tmp")
         return facts, True
 
     results: list[SegmentFacts] = []

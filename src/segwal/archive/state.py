@@ -85,16 +85,25 @@ def write_atomic(directory: str, name: str, data: bytes, *, temp_name: str | Non
     new name never points at unwritten bytes), the directory after it (so the rename
     survives a power loss). The temp file is ``{name}.{pid}.tmp`` (``format.naming`` knows
     it) unless ``temp_name`` is given."""
+    write_whole(directory, name, data, temp_name=temp_name or f"{name}.{os.getpid()}.tmp")
+    sync_dir(directory)
+
+
+def write_whole(directory: str, name: str, data: bytes, *, temp_name: str) -> None:
+    """Write ``data`` to ``temp_name``, fsync it, rename it to ``name``: a file of that name
+    is always whole. The caller fsyncs the directory when the name must survive a crash
+    (once per file, or once after many)."""
     path = os.path.join(directory, name)
-    temp = os.path.join(directory, temp_name) if temp_name else f"{path}.{os.getpid()}.tmp"
+    temp = os.path.join(directory, temp_name)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temp, path)
-    sync_dir(directory)
 
 
 def sync_dir(directory: str) -> None:

@@ -7,7 +7,6 @@ install.
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -60,8 +59,8 @@ def open_store(url: str, **options: Any) -> ObjectStore:
     if url.startswith("s3://"):
         bucket, prefix = s3_location(url)
         try:
-            # importlib, not an import statement: the module imports the client at its top.
-            s3 = importlib.import_module("segwal.archive.s3")
+            # Here, not at the top: the module imports the client, an optional extra.
+            from segwal.archive import s3
         except ImportError as exc:
             if exc.name is None or exc.name.split(".")[0] not in ("boto3", "botocore"):
                 raise
