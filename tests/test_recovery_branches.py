@@ -232,6 +232,21 @@ def test_cursor_temp_files_are_leftovers_and_temp_names_that_are_not_files_forei
     assert found.foreign == [str(log / "00000000000000000007.wal.tmp"), str(log / "META.tmp")]
 
 
+def test_archive_files_are_left_alone_and_archive_names_that_are_not_files_foreign(
+    tmp_path: Path,
+) -> None:
+    """The archive's files beside a log (ARCHIVE.state, MIRROR.state, their temp files)
+    are neither removed nor foreign; a directory under such a name is foreign."""
+    log = crafted(tmp_path)
+    (log / "ARCHIVE.state").write_bytes(b"state")
+    (log / "ARCHIVE.state.4242.tmp").write_bytes(b"partial")
+    (log / "MIRROR.state").mkdir()
+    found = look(log)
+    assert found.damage is None
+    assert found.temp_files == []
+    assert found.foreign == [str(log / "MIRROR.state")]
+
+
 def _one_segment_log(root: Path, *, sequence: int, prev_digest: bytes) -> Path:
     """A one-segment log whose only segment starts at LSN 1 with these header fields."""
     directory = root / "log"

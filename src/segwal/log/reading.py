@@ -23,7 +23,6 @@ from segwal.errors import (
     StorageError,
 )
 from segwal.format.layout import HEADER_SIZE, FormatError
-from segwal.format.records import stream_records
 from segwal.format.scanner import Status
 from segwal.log import arguments
 from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
@@ -148,21 +147,10 @@ class Reader:
         frame = catalog.frames.find(token, rewinds, lsn)
         if frame is None:
             return None
-        skip = lsn - frame.first_lsn
-        records = stream_records(
-            frame.buf,
-            frame.table,
-            frame.count,
-            frame.end,
-            frame.first_lsn,
-            frame.record_type,
-            frame.timestamp_us,
-            skip,
-            skip + 1,
-        )
+        record = frame.record(lsn)
         if state.rewinds != rewinds and state.rewound_below(rewinds, lsn + 1) is not None:
             return None
-        return next(iter(records))
+        return record
 
     def _cached(self, snap: Snapshot, part: Part, lsn: int) -> Record:
         """A point read through the frame cache: the frame holding ``lsn`` is read and
@@ -176,19 +164,8 @@ class Reader:
             # Only durable frames: bytes past the last barrier may be cut after a failed one.
             if frame.first_lsn + frame.count - 1 <= snap.durable:
                 cache.add(part.token, snap.rewinds, frame)
-        skip = lsn - frame.first_lsn
         try:
-            records = stream_records(
-                frame.buf,
-                frame.table,
-                frame.count,
-                frame.end,
-                frame.first_lsn,
-                frame.record_type,
-                frame.timestamp_us,
-                skip,
-                skip + 1,
-            )
+            record = frame.record(lsn)
         except FormatError as exc:  # checked when read; a place, should it not be
             raise CorruptionError(
                 exc.reason, path=part.path, offset=frame.offset, lsn=lsn
@@ -196,7 +173,7 @@ class Reader:
         if state.rewinds != snap.rewinds and state.rewound_below(snap.rewinds, lsn + 1) is not None:
             # A rewind since the snapshot replaced this LSN: the bytes may be the old ones.
             raise _rewound(state, snap.rewinds, lsn, lsn)
-        return next(iter(records))
+        return record
 
     def _load(self, part: Part, snap: Snapshot, lsn: int) -> PlainFrame:
         """The checked frame holding ``lsn``, read from the part's file."""

@@ -369,20 +369,8 @@ def iter_records(
         if frame is None:
             if expected > to_lsn:
                 return
-            if verdict.status is Status.END:
-                # The caller bounds to_lsn by what the segment says it holds (its seal).
-                raise CorruptionError(
-                    f"segment ends before LSN {expected}",
-                    path=handle.path,
-                    offset=ref.offset,
-                    lsn=max(expected, ref.lsn),
-                )
-            raise ChecksumError(
-                verdict.reason or "unexpected bytes",
-                path=handle.path,
-                offset=ref.offset,
-                lsn=max(expected, ref.lsn),
-            )
+            # The caller bounds to_lsn by what the segment says it holds (its seal).
+            raise _unreadable(handle, ref, expected)
         lsn = frame.first_lsn
         if seek is not None and first_lsn <= lsn <= from_lsn:
             expected, seek = lsn, None  # the heads passed over led here; continuity holds
@@ -436,6 +424,23 @@ class PlainFrame:
     timestamp_us: int
     offset: int  # the file offset of the frame
 
+    def record(self, lsn: int) -> Record:
+        """The record ``lsn`` of this frame, decoded from memory (FormatError if the body
+        disagrees with itself, which a frame that was checked when read cannot)."""
+        skip = lsn - self.first_lsn
+        records = stream_records(
+            self.buf,
+            self.table,
+            self.count,
+            self.end,
+            self.first_lsn,
+            self.record_type,
+            self.timestamp_us,
+            skip,
+            skip + 1,
+        )
+        return next(iter(records))
+
 
 def read_frame(
     handle: FileHandle,
@@ -456,19 +461,7 @@ def read_frame(
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
-            if verdict.status is Status.END:
-                raise CorruptionError(
-                    f"segment ends before LSN {expected}",
-                    path=handle.path,
-                    offset=ref.offset,
-                    lsn=max(expected, ref.lsn),
-                )
-            raise ChecksumError(
-                verdict.reason or "unexpected bytes",
-                path=handle.path,
-                offset=ref.offset,
-                lsn=max(expected, ref.lsn),
-            )
+            raise _unreadable(handle, ref, expected)
         first = frame.first_lsn
         if seek is not None and first_lsn <= first <= lsn:
             expected, seek = first, None
@@ -495,3 +488,20 @@ def read_frame(
             frame.record_type, frame.timestamp_us, ref.offset,
         )  # fmt: skip
     raise AssertionError("iter_frames ends with a verdict that is not a frame")
+
+
+def _unreadable(handle: FileHandle, ref: FrameRef, expected: int) -> CorruptionError:
+    """The error for a frame that is not there (the segment ends) or does not check."""
+    if ref.verdict.status is Status.END:
+        return CorruptionError(
+            f"segment ends before LSN {expected}",
+            path=handle.path,
+            offset=ref.offset,
+            lsn=max(expected, ref.lsn),
+        )
+    return ChecksumError(
+        ref.verdict.reason or "unexpected bytes",
+        path=handle.path,
+        offset=ref.offset,
+        lsn=max(expected, ref.lsn),
+    )
