@@ -168,7 +168,7 @@ def read_frames(path: str | Path) -> tuple[list[FrameInfo], int]:
     (the seal's offset in a sealed segment)."""
     data = Path(path).read_bytes()
     header = decode_header(data)
-    max_frame = max_frame_bytes(header.max_record_bytes)
+    max_frame = max_frame_bytes(header.max_record_bytes, header.flags)
     pos = HEADER_SIZE
     frames = []
     while True:

@@ -119,11 +119,12 @@ def unwrap_log_key(
     kek: bytes, log_id: bytes, key_id: int, nonce: bytes, wrapped: bytes
 ) -> bytes | None:
     """The log key ``wrapped`` seals, or None when ``kek`` (or the binding) is not the one."""
+    aead = aead_for(AES_256_GCM, kek)  # first: a missing cryptography is a typed error
     from cryptography.exceptions import InvalidTag
 
     ad = _WRAP_AD.pack(log_id, key_id)
     try:
-        return aead_for(AES_256_GCM, kek).decrypt(nonce, wrapped, ad)
+        return aead.decrypt(nonce, wrapped, ad)
     except InvalidTag:
         return None
 

@@ -68,6 +68,7 @@ from segwal.format.features import (
     HEADER_COMPRESSED,
     HEADER_ENCRYPTED,
     KNOWN_HEADER_FLAGS,
+    OPAQUE_OVERHEAD,
     SALT_SIZE,
     V2_FIELDS,
     VERSION_2,
@@ -294,13 +295,16 @@ def _check_ids(
             raise FormatError(f"{name} id {value} disagrees with header flags {flags:#x}")
 
 
-def max_frame_bytes(max_record_bytes: int) -> int:
+def max_frame_bytes(max_record_bytes: int, header_flags: int = 0) -> int:
     """The largest frame a writer with this record limit can produce.
 
     A frame's body is at most FRAME_TARGET_BYTES, or one record of up to max_record_bytes;
-    it holds at most MAX_FRAME_RECORDS records, each with a 4-byte length.
+    it holds at most MAX_FRAME_RECORDS records, each with a 4-byte length. In a segment
+    whose header has feature flags, an opaque frame adds its plain size, nonce and tag to
+    the largest plain frame (a full frame of incompressible records, encrypted).
     """
-    return FRAME_HEAD_SIZE + 4 * MAX_FRAME_RECORDS + max(FRAME_TARGET_BYTES, max_record_bytes)
+    plain = FRAME_HEAD_SIZE + 4 * MAX_FRAME_RECORDS + max(FRAME_TARGET_BYTES, max_record_bytes)
+    return plain + OPAQUE_OVERHEAD if header_flags else plain
 
 
 def encode_frames(

@@ -277,6 +277,7 @@ class Maintenance:
             now_us=state.config.now_us(),
             max_record_bytes=state.config.max_record_bytes,
             coding=state.coding,
+            log_id=writer.header.log_id,  # a log cut to nothing keeps its id (and its KEYS)
         )
         # After start_writer: it may have sealed an unencrypted tail of a log given keys.
         state.catalog.replace(s for s in keep if s.seal is not None and s.path != state.writer.path)

@@ -147,7 +147,10 @@ class Reader:
         frame = catalog.frames.find(token, rewinds, lsn)
         if frame is None:
             return None
-        record = frame.record(lsn)
+        try:
+            record = frame.record(lsn)
+        except FormatError:
+            return None  # the general path names the damage
         if state.rewinds != rewinds and state.rewound_below(rewinds, lsn + 1) is not None:
             return None
         return record

@@ -42,7 +42,7 @@ from segwal.format.layout import (
     max_frame_bytes,
 )
 from segwal.format.naming import segment_name, temp_name
-from segwal.format.records import stream_records
+from segwal.format.records import length_total, stream_records
 from segwal.format.scanner import Status, Verdict, check
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
@@ -301,7 +301,7 @@ def iter_frames(
     their heads alone (no checksum): a seek, so a point read does not check a whole interval;
     the first frame yielded is still checked in full, and its LSN is the one the heads led to.
     """
-    max_frame = max_frame_bytes(header.max_record_bytes)
+    max_frame = max_frame_bytes(header.max_record_bytes, header.flags)
     seed = header.seed
     pos = start
     buf = b""
@@ -478,6 +478,15 @@ def read_frame(
             )
             if isinstance(body, memoryview):
                 body = bytes(body)  # never a view that pins the read window
+            # The scanner bounds the plain size only; the table must add up before the
+            # frame is kept (a cached frame is never checked again).
+            if length_total(body, table, frame.count) != body_end - table - 4 * frame.count:
+                raise CorruptionError(
+                    "record lengths disagree with the frame's plain size",
+                    path=handle.path,
+                    offset=ref.offset,
+                    lsn=first,
+                )
             return PlainFrame(
                 body, table, body_end, first, frame.count, frame.record_type,
                 frame.timestamp_us, ref.offset,

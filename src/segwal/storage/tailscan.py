@@ -131,7 +131,7 @@ def written_after_durable(
     Such a frame proves the damaged bytes had passed a barrier, so losing them is corruption,
     not a crash. The search reads bounded windows and checks only plausible frame starts.
     """
-    max_frame = max_frame_bytes(header.max_record_bytes)
+    max_frame = max_frame_bytes(header.max_record_bytes, header.flags)
     seed, flags = header.seed, header.flags
     start = damage + 1
     while start < size:
