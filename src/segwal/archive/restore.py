@@ -119,6 +119,9 @@ def choose(
         if not chain:
             skipped.append(f"{name} holds no segment")
             continue
+        problem = listing.unrecorded_problem(name, asked=generation is not None)
+        if problem is not None:
+            raise ArchiveCorruptError(problem, url=url, key=chain[-1].key)
         last = fetcher.last_facts(chain[-1])
         first = fetcher.last_facts(chain[0]) if to_time_us is not None else {}
         last_lsn = int(last.get("last-lsn", "-1"))
