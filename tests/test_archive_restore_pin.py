@@ -68,7 +68,17 @@ def test_a_rerun_restores_the_generation_its_first_run_chose(tmp_path: Path) -> 
 
 def test_a_rerun_refuses_when_the_pinned_chain_changed(tmp_path: Path) -> None:
     store = MemoryStore()
-    write_log(tmp_path / "log", store, b"a").close()
+    wal = write_log(tmp_path / "log", store, b"a")
+    with pytest.raises(Interrupted):
+        segwal.restore(store, tmp_path / "g", parallel=1, progress=stop_after(1))
+    # The same generation growing meanwhile is the same history, longer.
+    for i in range(20):
+        wal.append(b"c%03d" % i + b"x" * 200)
+    wal.rotate()
+    assert wal.wait_archived(wal.last_lsn, timeout=30)
+    wal.close()
+    grown = segwal.restore(store, tmp_path / "g", parallel=1)
+    assert records(grown.path) == records(tmp_path / "log")
     with pytest.raises(Interrupted):
         segwal.restore(store, tmp_path / "r", parallel=1, progress=stop_after(1))
     store.delete(segment_keys(store)[-1])

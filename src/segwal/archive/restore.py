@@ -335,8 +335,8 @@ def _pinned_choice(
     generation: str | None,
 ) -> tuple[Choice, str]:
     """The generation to restore, pinned in ``RESTORE.plan`` by the first run with its
-    chain (keys and sizes): a rerun restores that same history or refuses, never a newer
-    generation mixed with segments of the old one."""
+    chain (keys and sizes): a rerun restores that same history (grown by segments archived
+    since) or refuses, never a newer generation mixed with segments of the old one."""
     plan_path = os.path.join(work, PLAN_NAME)
     wanted = {
         "url": fetcher.store.url,
@@ -369,7 +369,10 @@ def _pinned_choice(
         )
     name = plan["generation"]
     chain = listing.chain(name) if name in listing.generations else []
-    if [[s.key, s.first_lsn, s.size] for s in chain] != plan["chain"]:
+    # Segments archived since (the same generation growing) extend the history; any other
+    # change (an object gone, replaced or pruned) means it is not the one pinned.
+    pinned = plan["chain"]
+    if [[s.key, s.first_lsn, s.size] for s in chain[: len(pinned)]] != pinned:
         raise RestoreTargetError(
             f"the archive changed since this unfinished restore of generation {name} "
             "began (its chain is not the one pinned in RESTORE.plan); delete the "
