@@ -100,8 +100,9 @@ class ArchivedWal(Wal):
         """Wait until every record up to ``lsn`` is in the archive and META records it (so
         local retention may delete it); False when ``timeout`` seconds passed first.
         Records reach the archive when their segment is sealed (by size, by
-        ``archive_max_segment_age``, or by ``rotate()``). Raises ArchiveConflictError if
-        uploading stopped on a conflict."""
+        ``archive_max_segment_age``, or by ``rotate()``). Raises the error that stopped
+        uploading (ArchiveConflictError on a conflict, ArchiveError for anything
+        unexpected) instead of waiting on a dead worker."""
         self._check_open()
         return self._uploader.wait(lsn, timeout)
 

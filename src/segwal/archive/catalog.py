@@ -56,6 +56,30 @@ class Listing:
     log_id: bytes | None
     generations: dict[str, Generation] = field(default_factory=dict)
     segments: dict[str, list[ArchivedSegment]] = field(default_factory=dict)
+    # Generations with segments but no ``GEN`` record (deleted): their parent and fork LSN
+    # are unknown, so their chain may silently lack the history before them.
+    unrecorded: set[str] = field(default_factory=set)
+
+    def first_lsn(self) -> int | None:
+        """The lowest LSN any archived segment starts at (the archived log's start)."""
+        starts = [s[0].first_lsn for s in self.segments.values() if s]
+        return min(starts) if starts else None
+
+    def unrecorded_problem(self, generation: str, *, asked: bool) -> str | None:
+        """Why ``generation``'s chain cannot be trusted for lack of a ``GEN`` record: one
+        of its generations has none (asked for by name, a generation whose chain starts
+        at the archived log's first LSN is whole all the same)."""
+        chain = self.chain(generation)
+        missing = sorted(({s.generation for s in chain} | {generation}) & self.unrecorded)
+        if not missing:
+            return None
+        if asked and missing == [generation] and chain and chain[0].first_lsn == self.first_lsn():
+            return None
+        return (
+            f"generation record {gen_key(missing[0])} is missing: where generation "
+            f"{missing[0]} forks (its parent and fork LSN) is unknown, so its history may "
+            "be cut short"
+        )
 
     def chain(self, generation: str) -> list[ArchivedSegment]:
         """The segments that make up ``generation``'s history, oldest first: its own and,
@@ -175,7 +199,9 @@ def read_listing(store: ObjectStore, fetcher: Fetcher | None = None) -> Listing:
             listing.generations[name] = parse_gen(name, get(gen_key(name)), store.url)
     for name in listing.segments:
         listing.segments[name].sort(key=lambda s: s.first_lsn)
-        listing.generations.setdefault(name, Generation(name=name, parent=None, fork_lsn=0))
+        if name not in listing.generations:
+            listing.unrecorded.add(name)
+            listing.generations[name] = Generation(name=name, parent=None, fork_lsn=0)
     listing.generations = dict(sorted(listing.generations.items()))
     return listing
 
@@ -251,6 +277,17 @@ def verify_archive(
                 )
             results[segment.key] = found
     for name, gen in listing.generations.items():
+        if name in listing.unrecorded:
+            report.problems.append(
+                ArchiveProblem(
+                    gen_key(name),
+                    None,
+                    None,
+                    f"generation record missing: generation {name} has segments but "
+                    "no GEN (its parent and fork LSN are unknown)",
+                    "missing",
+                )
+            )
         report.problems.extend(_chain_problems(listing, name, gen, results))
     report.problems.extend(_key_problems(store, listing, every, results))
     return report

@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 from segwal.archive.store import ObjectInfo
 from segwal.errors import (
     ArchiveAccessError,
+    ArchiveCorruptError,
     ArchiveError,
     ArchiveNotFoundError,
     ArchiveUnavailableError,
@@ -127,9 +128,19 @@ class LocalStore:
             raise
         return staging
 
-    def _read_meta(self, directory: str) -> dict[str, str]:
+    def _read_meta(self, directory: str, key: str) -> dict[str, str]:
         with open(os.path.join(directory, META), "rb") as f:
-            loaded = json.loads(f.read())
+            raw = f.read()
+        try:
+            loaded = json.loads(raw)
+            if not isinstance(loaded, dict):
+                raise ValueError("not an object")
+        except ValueError:  # a damaged file is damage to name, not a crash
+            raise ArchiveCorruptError(
+                "the object's metadata file is not a JSON object (damaged)",
+                url=self.url,
+                key=key,
+            ) from None
         return {str(k): str(v) for k, v in loaded.items()}
 
     # -- the protocol ----------------------------------------------------------------
@@ -197,7 +208,7 @@ class LocalStore:
         directory = self._dir(key)
         try:
             size = os.stat(os.path.join(directory, DATA)).st_size
-            metadata = self._read_meta(directory)
+            metadata = self._read_meta(directory, key)
         except FileNotFoundError:
             return None
         except OSError as exc:

@@ -83,6 +83,7 @@ class Mirror:
         self.first_lsn = 0
         self.added = 0
         self.polls = 0
+        self._resumed = False  # whether a loaded position was checked against its fork
         self._load()
 
     def _load(self) -> None:
@@ -137,6 +138,9 @@ class Mirror:
             self.start()
             return self.added
         assert self.last is not None
+        if not self._resumed:
+            self._resumed = True
+            self._catch_up()
         start_after = segment_key(self.generation, self.last.first_lsn)
         self.polls += 1
         store = self.store
@@ -156,6 +160,22 @@ class Mirror:
                 self._switch(newer)
                 return self.added - before + self.poll()
         return self.added - before
+
+    def _catch_up(self) -> None:
+        """A first pass over a forked generation interrupted in its parent's part: the
+        mirror's last LSN is below the fork, so the rest of the chain (the parent's
+        segments, then the child's) is copied before the child's own are listed."""
+        assert self.generation is not None and self.last is not None
+        store = self.store
+        try:
+            gen = parse_gen(self.generation, store.get(gen_key(self.generation)), store.url)
+        except ArchiveNotFoundError:
+            return
+        if self.last.last_lsn >= gen.fork_lsn:
+            return
+        self.polls += 1
+        for segment in read_listing(store, self.fetcher).chain(self.generation):
+            self._add(segment)
 
     def _switch(self, newer: str) -> None:
         """Follow a newer generation if it continues the history the mirror holds."""

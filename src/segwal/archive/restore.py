@@ -119,6 +119,9 @@ def choose(
         if not chain:
             skipped.append(f"{name} holds no segment")
             continue
+        problem = listing.unrecorded_problem(name, asked=generation is not None)
+        if problem is not None:
+            raise ArchiveCorruptError(problem, url=url, key=chain[-1].key)
         last = fetcher.last_facts(chain[-1])
         first = fetcher.last_facts(chain[0]) if to_time_us is not None else {}
         last_lsn = int(last.get("last-lsn", "-1"))
@@ -167,37 +170,36 @@ def restore(
     check_target(directory)
     parent, name = os.path.split(directory)
     work = os.path.join(parent, f".{name}.restore")
-    plan = json.dumps(
-        {"url": store.url, "to_lsn": to_lsn, "to_time_us": to_time_us, "generation": generation},
-        sort_keys=True,
-    ).encode()
     os.makedirs(work, exist_ok=True)
-    plan_path = os.path.join(work, PLAN_NAME)
-    if os.path.exists(plan_path):
-        with open(plan_path, "rb") as handle:
-            if handle.read() != plan:
-                raise RestoreTargetError(
-                    "an unfinished restore with other parameters is there; rerun it as it "
-                    "was, or delete the directory",
-                    path=work,
-                )
-    else:
-        write_atomic(work, PLAN_NAME, plan)
     fetcher = Fetcher(store, attempts=attempts)
     listing = read_listing(store, fetcher)
-    choice = choose(listing, fetcher, to_lsn=to_lsn, to_time_us=to_time_us, generation=generation)
+    choice, plan_path = _pinned_choice(
+        work, listing, fetcher, to_lsn=to_lsn, to_time_us=to_time_us, generation=generation
+    )
     chain = choice.chain
     if to_lsn is not None:
         chain = [s for s in chain if s.first_lsn <= to_lsn]
     downloaded = 0
     if not os.path.exists(os.path.join(work, META_NAME)):
+        _remove_strays(work, chain)
         facts, downloaded = _download(work, chain, fetcher, parallel, progress)
+        # The whole downloaded chain is checked before a time cut drops its tail, so a
+        # missing segment at the target is a gap, not a shorter restore.
+        _check_chain(facts, listing, chain, store.url)
+        if to_lsn is not None and facts[-1].last_lsn < to_lsn:
+            raise ArchiveCorruptError(
+                f"gap: LSNs {facts[-1].last_lsn + 1}..{to_lsn} are missing from generation "
+                f"{choice.generation}",
+                url=store.url,
+                key=chain[-1].key,
+                first_lsn=facts[-1].last_lsn + 1,
+                last_lsn=to_lsn,
+            )
         if to_time_us is not None:  # segments wholly after the time are not needed
             keep = [f for f in facts if f.min_ts <= to_time_us] or facts[:1]
             for gone in facts[len(keep) :]:
                 os.unlink(os.path.join(work, segment_name(gone.first_lsn)))
             facts = keep
-        _check_chain(facts, listing, chain, store.url)
         needed = {f.header.key_id for f in facts if f.header.key_id}
         if needed:  # the wrapped keys, durable before META says the segments are a log
             keys = keyobjects.fetch_for(
@@ -323,6 +325,73 @@ def _finish_without_key(
     )
 
 
+def _pinned_choice(
+    work: str,
+    listing: Listing,
+    fetcher: Fetcher,
+    *,
+    to_lsn: int | None,
+    to_time_us: int | None,
+    generation: str | None,
+) -> tuple[Choice, str]:
+    """The generation to restore, pinned in ``RESTORE.plan`` by the first run with its
+    chain (keys and sizes): a rerun restores that same history (grown by segments archived
+    since) or refuses, never a newer generation mixed with segments of the old one."""
+    plan_path = os.path.join(work, PLAN_NAME)
+    wanted = {
+        "url": fetcher.store.url,
+        "to_lsn": to_lsn,
+        "to_time_us": to_time_us,
+        "generation": generation,
+    }
+    if not os.path.exists(plan_path):
+        choice = choose(
+            listing, fetcher, to_lsn=to_lsn, to_time_us=to_time_us, generation=generation
+        )
+        pinned = {
+            "request": wanted,
+            "generation": choice.generation,
+            "reason": choice.reason,
+            "chain": [[s.key, s.first_lsn, s.size] for s in choice.chain],
+        }
+        write_atomic(work, PLAN_NAME, json.dumps(pinned, sort_keys=True).encode())
+        return choice, plan_path
+    with open(plan_path, "rb") as handle:
+        try:
+            plan = json.loads(handle.read())
+        except ValueError:
+            plan = None
+    if not isinstance(plan, dict) or plan.get("request") != wanted:
+        raise RestoreTargetError(
+            "an unfinished restore with other parameters is there; rerun it as it "
+            "was, or delete the directory",
+            path=work,
+        )
+    name = plan["generation"]
+    chain = listing.chain(name) if name in listing.generations else []
+    # Segments archived since (the same generation growing) extend the history; any other
+    # change (an object gone, replaced or pruned) means it is not the one pinned.
+    pinned = plan["chain"]
+    if [[s.key, s.first_lsn, s.size] for s in chain[: len(pinned)]] != pinned:
+        raise RestoreTargetError(
+            f"the archive changed since this unfinished restore of generation {name} "
+            "began (its chain is not the one pinned in RESTORE.plan); delete the "
+            "directory to restore again",
+            path=work,
+        )
+    return Choice(name, plan["reason"], chain), plan_path
+
+
+def _remove_strays(work: str, chain: list[ArchivedSegment]) -> None:
+    """Segment files of another history (an earlier run of another plan) are not part of
+    the log being built: they go before the directory is opened as one."""
+    wanted = {segment_name(s.first_lsn) for s in chain}
+    for entry in os.listdir(work):
+        name = parse(entry)
+        if name.kind is Kind.SEGMENT and entry not in wanted:
+            os.unlink(os.path.join(work, entry))
+
+
 def _download(
     work: str,
     chain: list[ArchivedSegment],
@@ -340,11 +409,17 @@ def _download(
             with open(path, "rb") as handle:
                 data = handle.read()
             try:
-                return check_segment(
+                kept = check_segment(
                     data, key=path, url=fetcher.store.url, first_lsn=segment.first_lsn
-                ), False
+                )
             except ArchiveCorruptError:
-                pass  # fetched again below
+                kept = None  # fetched again below
+            # A whole segment of another history (an earlier run, a rewound archive) is
+            # kept only when it is the very object the chain names: same size and digest.
+            if kept is not None and kept.size == segment.size:
+                metadata = fetcher.last_facts(segment)
+                if metadata.get("digest") == kept.digest.hex():
+                    return kept, False
         data, facts = fetcher.fetch(segment)
         name = segment_name(segment.first_lsn)
         # The bytes are on disk before the name says the file is complete.

@@ -80,6 +80,15 @@ TRANSIENT_CODES = frozenset(
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s\"']*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of any URL in it replaced by ``***@``: an
+    endpoint given with credentials never puts them in an error message or a log."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 class S3Store:
     """An :class:`~segwal.archive.store.ObjectStore` on one bucket under one key prefix.
 
@@ -138,9 +147,15 @@ class S3Store:
             )
         except botocore.exceptions.BotoCoreError as exc:
             raise ArchiveAccessError(
-                f"cannot configure the S3 client: {exc}", url=self.url
-            ) from exc
-        self.endpoint: str = self.client.meta.endpoint_url
+                f"cannot configure the S3 client: {redact(str(exc))}", url=self.url
+            ) from None
+        except ValueError as exc:  # boto3's "Invalid endpoint" (no scheme, not a URL)
+            raise ArchiveAccessError(
+                f"the S3 endpoint {redact(str(endpoint_url))!r} is not a URL "
+                f"(http://host:port or https://host): {redact(str(exc))}",
+                url=self.url,
+            ) from None
+        self.endpoint: str = redact(self.client.meta.endpoint_url)
 
     # -- errors ----------------------------------------------------------------------
 
@@ -159,10 +174,16 @@ class S3Store:
                 return ArchiveNotFoundError(what, url=self.url, key=key)
             return ArchiveAccessError(what, url=self.url, key=key)
         if isinstance(exc, botocore.exceptions.NoCredentialsError | _PartialCredentials):
-            return ArchiveAccessError(f"no S3 credentials: {exc}", url=self.url, key=key)
+            return ArchiveAccessError(
+                f"no S3 credentials: {redact(str(exc))}", url=self.url, key=key
+            )
         if isinstance(exc, botocore.exceptions.SSLError):
-            return ArchiveAccessError(f"TLS failed (CA bundle?): {exc}", url=self.url, key=key)
-        return ArchiveUnavailableError(f"{type(exc).__name__}: {exc}", url=self.url, key=key)
+            return ArchiveAccessError(
+                f"TLS failed (CA bundle?): {redact(str(exc))}", url=self.url, key=key
+            )
+        return ArchiveUnavailableError(
+            f"{type(exc).__name__}: {redact(str(exc))}", url=self.url, key=key
+        )
 
     @staticmethod
     def _status(exc: botocore.exceptions.ClientError) -> int | None:

@@ -103,6 +103,7 @@ class Uploader:
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._stop_type: type[ArchiveError] = ArchiveConflictError
         self._thread: threading.Thread | None = None
         self._archive_checked = False
         self._gen_created = False
@@ -241,11 +242,13 @@ class Uploader:
                 self.record_error(exc)
                 wait, delay = delay, min(delay * 2, self.max_delay)
             except ArchiveError as exc:  # a conflict or a damaged local segment: stop
-                self.record_error(exc)
-                self.stopped = str(exc)
-                self._notify()
+                self._stopped_by(exc)
                 return
             except ClosedError:
+                self._notify()
+                return
+            except Exception as exc:  # a dead worker must say why, not vanish
+                self._stopped_by(exc)
                 return
             self._wake.wait(wait)
             self._wake.clear()
@@ -255,6 +258,9 @@ class Uploader:
         self.check_archive()
         self._rotate_if_aged()
         done = 0
+        # A rewind during the batch (truncate_after) makes the list stale: the batch ends
+        # and the next run lists again (a stale entry must never look like damage).
+        rewinds = self.wal.rewinds
         pending = [
             s
             for s in self.wal.segments()
@@ -272,8 +278,10 @@ class Uploader:
                 if self._stop.is_set() and self._thread is not None:
                     break
                 with self.busy:
+                    if self.wal.rewinds != rewinds:
+                        break
                     if info.last_lsn <= self.archived:
-                        continue  # a rewind moved things while we waited
+                        continue
                     self._upload(info)
                 done += 1
         finally:
@@ -433,7 +441,14 @@ class Uploader:
 
     # -- status ---------------------------------------------------------------------------
 
-    def record_error(self, exc: ArchiveError) -> None:
+    def _stopped_by(self, exc: Exception) -> None:
+        """The worker ends for good: the reason is kept and every waiter is woken."""
+        self.record_error(exc)
+        self.stopped = str(exc) if isinstance(exc, ArchiveError) else self.last_error
+        self._stop_type = type(exc) if isinstance(exc, ArchiveError) else ArchiveError
+        self._notify()
+
+    def record_error(self, exc: Exception) -> None:
         self.retries += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_error_at = time.time()
@@ -447,7 +462,10 @@ class Uploader:
         with self._changed:
             while self._saved_lsn < lsn:
                 if self.stopped is not None:
-                    raise ArchiveConflictError(self.stopped, url=self.store.url)
+                    raise self._stop_type(self.stopped, url=self.store.url)
+                thread = self._thread
+                if thread is not None and not thread.is_alive():
+                    raise ArchiveError("the upload worker is not running", url=self.store.url)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
