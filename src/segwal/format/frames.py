@@ -32,6 +32,7 @@ from segwal.format.layout import (
     SegmentHeader,
     crc32c,
     encode_frames,
+    split_batch,
 )
 from segwal.format.scanner import Frame
 
@@ -187,20 +188,10 @@ def prepare(compressor: Compressor | None, payloads: list[bytes], lengths: list[
     if n <= MAX_FRAME_RECORDS and total <= FRAME_TARGET_BYTES:
         # The common batch: one frame, no walk over the records to find where to split.
         return Prepared(codec, [_body(compressor, payloads, lengths, 0, n, total)])
-    bodies: list[tuple[int, int, bytes | bytearray, bool]] = []
-    start = size = 0
-    for i in range(n + 1):
-        if i < n:
-            length = lengths[i]
-            if not (
-                i > start and (size + length > FRAME_TARGET_BYTES or i - start >= MAX_FRAME_RECORDS)
-            ):
-                size += length
-                continue
-        bodies.append(
-            _body(compressor, payloads[start:i], lengths[start:i], start, i, sum(lengths[start:i]))
-        )
-        start, size = i, (lengths[i] if i < n else 0)
+    bodies = [
+        _body(compressor, payloads[start:stop], lengths[start:stop], start, stop, size)
+        for start, stop, size in split_batch(lengths)
+    ]
     return Prepared(codec, bodies)
 
 

@@ -339,38 +339,38 @@ def encode_frames(
                 total,
                 True,
             )
+    bounds = split_batch(lengths)
+    last = len(bounds) - 1
     out = bytearray()
-    start = 0
-    size = 0
-    for i in range(n):
-        length = lengths[i]
-        if i > start and (size + length > FRAME_TARGET_BYTES or i - start >= MAX_FRAME_RECORDS):
-            out += _encode_frame(
-                seed,
-                first_lsn + start,
-                record_type,
-                timestamp_us,
-                durable_lsn,
-                payloads[start:i],
-                lengths[start:i],
-                size,
-                False,
-            )
-            start = i
-            size = 0
-        size += length
-    out += _encode_frame(
-        seed,
-        first_lsn + start,
-        record_type,
-        timestamp_us,
-        durable_lsn,
-        payloads[start:],
-        lengths[start:],
-        size,
-        True,
-    )
+    for k, (start, stop, size) in enumerate(bounds):
+        out += _encode_frame(
+            seed,
+            first_lsn + start,
+            record_type,
+            timestamp_us,
+            durable_lsn,
+            payloads[start:stop],
+            lengths[start:stop],
+            size,
+            k == last,
+        )
     return out
+
+
+def split_batch(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """Where a batch's frames start and stop, with each frame's payload bytes: a frame
+    closes before a record that would take its body past FRAME_TARGET_BYTES or its count
+    past MAX_FRAME_RECORDS (a single larger record makes a frame of its own). Version 1
+    and version 2 split alike."""
+    bounds = []
+    start = size = 0
+    for i, length in enumerate(lengths):
+        if i > start and (size + length > FRAME_TARGET_BYTES or i - start >= MAX_FRAME_RECORDS):
+            bounds.append((start, i, size))
+            start, size = i, 0
+        size += length
+    bounds.append((start, len(lengths), size))
+    return bounds
 
 
 def _encode_frame(
