@@ -8,23 +8,8 @@ from pathlib import Path
 import pytest
 
 import segwal
-from segwal.archive.catalog import read_listing, verify_archive
-from segwal.archive.memory import MemoryStore
-
-
-def forked_archive(tmp_path: Path) -> tuple[MemoryStore, list[str]]:
-    store = MemoryStore()
-    with segwal.open(tmp_path / "log", archive=store, segment_bytes=4096) as wal:
-        for _ in range(60):
-            wal.append(b"x" * 200)
-        wal.rotate()
-        assert wal.wait_archived(wal.last_lsn, timeout=30)
-        wal.truncate_after(40)
-        for _ in range(30):
-            wal.append(b"y" * 200)
-        wal.rotate()
-        assert wal.wait_archived(wal.last_lsn, timeout=30)
-    return store, list(read_listing(store).generations)
+from archive_logs import forked_archive
+from segwal.archive.catalog import verify_archive
 
 
 def test_a_fork_without_its_generation_record_is_named_and_refused(tmp_path: Path) -> None:

@@ -8,23 +8,13 @@ from pathlib import Path
 import pytest
 
 import segwal
+from archive_logs import forked_archive
 from segwal.archive.catalog import read_listing
-from segwal.archive.memory import MemoryStore
 from segwal.archive.mirror import mirror
 
 
 def test_an_interrupted_first_pass_of_a_fork_resumes_in_the_parent(tmp_path: Path) -> None:
-    store = MemoryStore()
-    with segwal.open(tmp_path / "log", archive=store, segment_bytes=4096) as wal:
-        for _ in range(60):
-            wal.append(b"x" * 200)
-        wal.rotate()
-        assert wal.wait_archived(wal.last_lsn, timeout=30)
-        wal.truncate_after(40)
-        for _ in range(30):
-            wal.append(b"y" * 200)
-        wal.rotate()
-        assert wal.wait_archived(wal.last_lsn, timeout=30)
+    store, _ = forked_archive(tmp_path)
     listing = read_listing(store)
     parent, child = listing.generations
     chain = listing.chain(child)

@@ -227,17 +227,7 @@ def restore(
             if info.sealed and info.record_count:
                 fork = info.last_lsn
         wal.hold("archive", fork + 1)
-        store_state(
-            work,
-            UploadState(
-                url=store.url,
-                generation=None,
-                parent=choice.generation,
-                fork_lsn=fork,
-                in_flight=fork,
-                rewinds=wal.rewinds,
-            ),
-        )
+        _store_pending(work, store.url, choice.generation, fork, wal.rewinds)
         first, last = wal.first_lsn, wal.last_lsn
         segments = wal.segments()
     finally:
@@ -254,6 +244,22 @@ def restore(
         bytes=sum(s.size_bytes for s in segments),
         downloaded=downloaded,
         retries=fetcher.retries,
+    )
+
+
+def _store_pending(work: str, url: str, parent: str, fork: int, rewinds: int) -> None:
+    """``ARCHIVE.state`` of a restored log: a generation still to be named, forked from the
+    restored one at ``fork``, so its first upload starts a new generation."""
+    store_state(
+        work,
+        UploadState(
+            url=url,
+            generation=None,
+            parent=parent,
+            fork_lsn=fork,
+            in_flight=fork,
+            rewinds=rewinds,
+        ),
     )
 
 
@@ -299,17 +305,7 @@ def _finish_without_key(
         )
     meta = Meta(first_lsn=facts[0].first_lsn, holds={"archive": last.last_lsn + 1})
     write_atomic(work, META_NAME, encode_meta(meta))
-    store_state(
-        work,
-        UploadState(
-            url=store.url,
-            generation=None,
-            parent=choice.generation,
-            fork_lsn=last.last_lsn,
-            in_flight=last.last_lsn,
-            rewinds=0,
-        ),
-    )
+    _store_pending(work, store.url, choice.generation, last.last_lsn, 0)
     _into_place(work, directory, plan_path)
     return RestoreResult(
         path=directory,
