@@ -105,6 +105,11 @@ def test_quick_run_writes_report_json_and_plot(tmp_path: Path) -> None:
     row = dict(zip(header, body[0], strict=True))
     assert re.fullmatch(r"[\d.]+ ms", row["segwal"])
     assert "## Details" in report
+    goals = table(report, "Against the speed goals (issue 15)")
+    assert goals[0][:3] == ["goal", "paired ratio of", "target"]
+    durable = [cells for cells in goals[1:] if cells[0] == "durable append, one thread vs raw"]
+    assert len(durable) == 1 and re.fullmatch(r"\d+\.\d\dx", durable[0][3]), goals
+    assert durable[0][4] in ("yes", "**no**")
 
     doc = json.loads(doc_path.read_text())
     assert set(doc["contenders"]) == expected | {"segwal+buffer"}  # it runs single rows only

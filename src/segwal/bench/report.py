@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from segwal.bench.goals import goals_table
 from segwal.bench.peers import INSTALL_HINT
 from segwal.bench.runner import human
 from segwal.bench.system import in_memory
@@ -202,6 +203,18 @@ def render(doc: dict[str, Any], cases: Sequence[Case], plot_ref: str | None) -> 
         out += ["", f"## {title}", "", GROUP_NOTES[group], "", group_table(members, contenders, by)]
         if group == "group" and plot_ref:
             out += ["", f"![durable throughput against threads]({plot_ref})"]
+    goals = goals_table(doc)
+    if goals is not None:
+        out += [
+            "",
+            "## Against the speed goals (issue 15)",
+            "",
+            "Each goal's ratio is paired like the tables above (within each repetition, then "
+            "the median); a goal with a segwal reference compares two segwal workloads "
+            "repetition by repetition. Goals whose workloads this run skipped are left out.",
+            "",
+            goals,
+        ]
     out += [
         "",
         "## Details",
