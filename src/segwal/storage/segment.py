@@ -42,7 +42,7 @@ from segwal.format.layout import (
     max_frame_bytes,
 )
 from segwal.format.naming import segment_name, temp_name
-from segwal.format.records import length_total, stream_records
+from segwal.format.records import decode_records, length_total, stream_records
 from segwal.format.scanner import Status, Verdict, check
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
@@ -363,6 +363,9 @@ def iter_records(
     """
     expected = first_lsn
     seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
+    # Records are copied out of each body before the next frame is opened, so encrypted
+    # frames may all be decrypted into one buffer.
+    opener = coding.opener(header, handle.path, reuse=True)
     for ref in iter_frames(handle, header, start, end, skip=seek):
         verdict = ref.verdict
         frame = verdict.frame
@@ -389,9 +392,10 @@ def iter_records(
         body: Buffer = ref.buf
         table, body_end = frame.offset + FRAME_HEAD_SIZE, frame.end
         if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
-            body, table, body_end = coding.plain_body(body, frame, header, handle.path, ref.offset)
+            body, table, body_end = opener.body(body, frame, ref.offset)
         try:
-            records = stream_records(
+            # Eager (a list) even in pure Python: the body may be the opener's buffer.
+            records = (decode_records if frame.opaque else stream_records)(
                 body,
                 table,
                 count,
@@ -457,6 +461,7 @@ def read_frame(
     and errors, for a point read that keeps the frame."""
     expected = first_lsn
     seek = (first_lsn, lsn) if lsn > first_lsn else None
+    opener = coding.opener(header, handle.path)  # no reuse: the body is kept
     for ref in iter_frames(handle, header, start, end, skip=seek):
         verdict = ref.verdict
         frame = verdict.frame
@@ -473,9 +478,7 @@ def read_frame(
         if expected <= lsn:
             continue
         if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
-            body, table, body_end = coding.plain_body(
-                ref.buf, frame, header, handle.path, ref.offset
-            )
+            body, table, body_end = opener.body(ref.buf, frame, ref.offset)
             if isinstance(body, memoryview):
                 body = bytes(body)  # never a view that pins the read window
             # The scanner bounds the plain size only; the table must add up before the
