@@ -128,7 +128,7 @@ class FrameOpener:
     once (at the first encrypted frame, where a missing key raises as it always did), and
     with ``reuse`` one scratch buffer holds each decrypted body in turn."""
 
-    __slots__ = ("_coding", "_header", "_key", "_path", "_scratch")
+    __slots__ = ("_coding", "_header", "_key", "_path", "_scratch", "defers_crc")
 
     def __init__(self, coding: Coding, header: SegmentHeader, path: str, reuse: bool) -> None:
         self._coding = coding
@@ -136,6 +136,9 @@ class FrameOpener:
         self._path = path
         self._key: SegmentKey | None = None
         self._scratch: bytearray | None = bytearray() if reuse else None
+        # With the key ring at hand, every encrypted frame is authenticated before it is
+        # used, so the scanner may leave its CRC to the tag (``scanner.check``).
+        self.defers_crc = coding.keys is not None and bool(header.flags & HEADER_ENCRYPTED)
 
     def body(self, buf: Buffer, frame: Frame, offset: int) -> tuple[Buffer, int, int]:
         """The frame's lengths table and payloads; errors name path, offset and LSN."""
