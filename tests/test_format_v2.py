@@ -35,11 +35,12 @@ from segwal.format.layout import (
     SegmentHeader,
     crc32c,
     decode_header,
+    encode_frames,
     encode_header,
     max_frame_bytes,
 )
 from segwal.format.records import decode_records
-from segwal.format.scanner import Frame, Status, check
+from segwal.format.scanner import Frame, Status, check, crc_ok
 
 LOG_ID = bytes(range(16))
 T0 = 1_700_000_000_000_000
@@ -408,3 +409,84 @@ def test_an_uncompressed_opaque_frame_must_store_its_plain_size() -> None:
     struct.pack_into("<I", frame, 0, crc32c(memoryview(frame)[4:], head.seed))
     verdict = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags)
     assert verdict.status is Status.BAD and "plain size says" in verdict.reason
+
+
+# -- reading with the key: the CRC left to the tag, the decrypt buffer reused ---------------
+
+
+def test_check_defers_the_crc_of_encrypted_frames_only() -> None:
+    key = new_key()
+    head = header(0, key)
+    frame = _encrypted(head, key)
+    deferred = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags, defer_crc=True)
+    assert deferred.frame is not None and deferred.frame.crc_deferred
+    assert crc_ok(frame, deferred.frame, head.seed)
+    frame[70] ^= 0x01  # a ciphertext byte, the CRC left stale
+    still = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags, defer_crc=True)
+    assert still.frame is not None and not crc_ok(frame, still.frame, head.seed)
+    checked = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags)
+    assert checked.status is Status.BAD and checked.reason == "frame checksum mismatch"
+    plain_head = header()
+    v1 = encode_frames(
+        seed=plain_head.seed,
+        first_lsn=1,
+        record_type=0,
+        timestamp_us=T0,
+        durable_lsn=0,
+        payloads=[b"open"],
+        lengths=[4],
+    )
+    ok = check(v1, 0, len(v1), plain_head.seed, 1 << 24, plain_head.flags, defer_crc=True)
+    assert ok.frame is not None and not ok.frame.crc_deferred
+    assert crc_ok(v1, ok.frame, plain_head.seed)  # nothing deferred: nothing to compute
+    v1[45] ^= 0x01
+    bad = check(v1, 0, len(v1), plain_head.seed, 1 << 24, plain_head.flags, defer_crc=True)
+    assert bad.status is Status.BAD and bad.reason == "frame checksum mismatch"
+
+
+@pytest.mark.parametrize("forged", [False, True])
+def test_a_deferred_crc_decides_the_reason_of_a_refused_plain_size(forged: bool) -> None:
+    """Damage a deferred check refuses before decryption is named as a CRC checked first
+    names it: a checksum mismatch, unless the CRC was forged to match."""
+    key = new_key()
+    head = header(0, key)
+    frame = _encrypted(head, key)
+    frame[40] ^= 0x01  # the plain size no longer matches the stored bytes
+    if forged:
+        struct.pack_into("<I", frame, 0, crc32c(memoryview(frame)[4:], head.seed))
+    verdict = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags, defer_crc=True)
+    assert verdict.status is Status.BAD
+    if forged:
+        assert verdict.reason.startswith("uncompressed frame stores")
+    else:
+        assert verdict.reason == "frame checksum mismatch"
+
+
+@pytest.mark.parametrize("compression", [0, codecs.COMPRESSION_LZ4])
+def test_an_encrypted_body_decrypts_into_the_reused_buffer(compression: int) -> None:
+    key = new_key()
+    head = header(compression, key)
+    packer = codecs.compressor("lz4") if compression else None
+    payloads = [b"%05d repeated text repeated text " % i * 4 for i in range(40)]
+    frame = FrameEncoder(head, packer, key).encode(
+        first_lsn=1,
+        record_type=0,
+        timestamp_us=T0,
+        durable_lsn=0,
+        payloads=payloads,
+        lengths=[len(p) for p in payloads],
+    )
+    verdict = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags, defer_crc=True)
+    parsed = verdict.frame
+    assert parsed is not None and bool(parsed.opaque & FRAME_COMPRESSED) == bool(compression)
+    scratch = bytearray(len(frame))
+    body, table, end = plain_body(frame, parsed, head, key, None, scratch)
+    if compression:
+        assert not isinstance(body, memoryview)  # decompressed into a buffer of its own
+    else:
+        assert isinstance(body, memoryview) and body.obj is scratch
+    assert [r.payload for r in decode_records(body, table, 40, end, 1, 0, T0)] == payloads
+    small = bytearray(8)  # too small: a buffer of its own, as without one
+    other, table, end = plain_body(frame, parsed, head, key, None, small)
+    assert not (isinstance(other, memoryview) and other.obj is small)
+    assert [r.payload for r in decode_records(other, table, 40, end, 1, 0, T0)] == payloads

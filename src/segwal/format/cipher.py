@@ -145,16 +145,29 @@ def _nonce(key: SegmentKey) -> bytes:
 
 
 def open_body(
-    key: SegmentKey, nonce: bytes, associated: bytes, sealed: bytes | memoryview
-) -> bytes:
+    key: SegmentKey,
+    nonce: bytes,
+    associated: bytes,
+    sealed: bytes | memoryview,
+    into: memoryview | None = None,
+) -> bytes | memoryview:
     """The plain body of one frame; AuthenticationFailed if it does not authenticate.
 
-    ``associated``: the header and the frame's bytes from offset 4 up to the nonce.
+    ``associated``: the header and the frame's bytes from offset 4 up to the nonce, nonce
+    included. ``into`` (exactly the plain size): a buffer the caller reuses, which an AEAD
+    with ``decrypt_into`` (cryptography 45 and later) fills without allocating and zeroing
+    a new one per frame; the result is then ``into`` itself.
     """
     if len(sealed) < TAG_SIZE:
         raise FormatError(f"encrypted body of {len(sealed)} bytes is shorter than its tag")
+    aead = key.aead
     try:
-        return key.aead.decrypt(nonce, sealed, associated + nonce)
+        if into is not None:
+            decrypt_into = getattr(aead, "decrypt_into", None)
+            if decrypt_into is not None:
+                decrypt_into(nonce, sealed, associated, into)
+                return into
+        return aead.decrypt(nonce, sealed, associated)
     except Exception:  # InvalidTag from cryptography; any AEAD's refusal means the same
         raise AuthenticationFailed(
             "frame does not authenticate (tampered, or another key)"

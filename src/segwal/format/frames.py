@@ -221,12 +221,19 @@ def plain_body(
     header: SegmentHeader,
     key: SegmentKey | None,
     path: str | None = None,
+    scratch: bytearray | None = None,
 ) -> tuple[Buffer, int, int]:
     """``(buffer, table offset, end)`` of a checked frame's lengths table and payloads.
 
     A plain frame's lie in ``buf``; an opaque frame's are decrypted and decompressed into a
     new buffer. Raises FormatError (AuthenticationFailed when a frame does not authenticate).
-    The scanner has checked the CRC and bounded the plain size by the maximum frame size.
+    The scanner has checked the CRC (or deferred it to the tag) and bounded the plain size
+    by the maximum frame size.
+
+    ``scratch``: a buffer the caller reuses from frame to frame. An encrypted frame's body
+    that fits is decrypted into it (no buffer allocated and zeroed per frame) and, when not
+    compressed, the result is a view of ``scratch``: the caller must be done with it,
+    records decoded and copied out, before the next frame.
     """
     flags = frame.opaque
     if not flags & FRAME_OPAQUE:
@@ -239,10 +246,17 @@ def plain_body(
     if flags & FRAME_ENCRYPTED:
         if key is None:
             raise ValueError("an encrypted frame needs its segment's key")
-        # Small slices (nonce, associated data) as bytes; the body is read in place.
-        nonce = bytes(buf[pos : pos + NONCE_SIZE])
-        associated = header.raw + buf[frame.offset + 4 : pos]
-        data = open_body(key, nonce, associated, view[pos + NONCE_SIZE : frame.end])
+        body_at = pos + NONCE_SIZE
+        sealed = view[body_at : frame.end]
+        into = None
+        stored = len(sealed) - TAG_SIZE  # the plain size, unless compressed
+        if scratch is not None and len(scratch) >= stored:
+            into = memoryview(scratch)[:stored]
+        # The associated data in one join: the header, then the frame from offset 4 to the
+        # end of its nonce (bytes slices of a bytes buffer are copies, not views).
+        data = open_body(
+            key, bytes(buf[pos:body_at]), header.raw + buf[frame.offset + 4 : body_at], sealed, into
+        )
     else:
         data = view[pos : frame.end]
     if flags & FRAME_COMPRESSED:

@@ -8,6 +8,7 @@ is checked against the maximum frame size and the bytes at hand before anything 
 
 from __future__ import annotations
 
+import struct
 from enum import Enum
 from typing import Final, NamedTuple
 
@@ -39,6 +40,7 @@ from segwal.format.records import record_spans as _record_spans
 
 _KIND_OFFSET: Final = 4
 _FRAME_HEAD_UNPACK = FRAME_HEAD.unpack_from
+_CRC: Final = struct.Struct("<I")  # a frame's first field
 
 
 class Status(Enum):
@@ -64,6 +66,9 @@ class Frame(NamedTuple):
     timestamp_us: int
     durable_lsn: int
     opaque: int = 0  # version 2: FRAME_COMPRESSED / FRAME_ENCRYPTED bits (format.frames)
+    # An encrypted frame whose CRC was left to its reader (``check(..., defer_crc=True)``):
+    # its tag authenticates the same bytes; ``crc_ok`` classifies one that does not.
+    crc_deferred: bool = False
 
     @property
     def last_lsn(self) -> int:
@@ -92,11 +97,20 @@ def check(
     seed: int,
     max_frame: int,
     features: int = 0,
+    *,
+    defer_crc: bool = False,
 ) -> Verdict:
     """Check the frame or seal starting at ``buf[pos]``, looking no further than ``end``.
 
     ``features`` are the segment header's flags (version 2): they say which frame flags
     are valid. An opaque frame's plain size is bounded here, before anything decodes it.
+
+    ``defer_crc``: the caller holds the key and authenticates every encrypted frame before
+    it uses one (the tag covers the head from offset 4, the nonce and the ciphertext, all
+    the CRC covers), so an encrypted frame's CRC is not computed here: the frame comes back
+    with ``crc_deferred`` set, and the caller checks the CRC with ``crc_ok`` when the
+    frame does not authenticate, to report damage as a checksum mismatch like any other.
+    Every other verdict is the one ``check`` gives without it.
     """
     avail = end - pos
     if avail <= 0:
@@ -136,11 +150,14 @@ def check(
         return Verdict(Status.BAD, reason=f"frame length {length} exceeds the maximum {max_frame}")
     if length > avail:
         return Verdict(Status.SHORT, reason=f"frame of {length} bytes is cut short", needed=length)
-    if crc32c(memoryview(buf)[pos + 4 : pos + length], seed) != crc:
+    deferred = defer_crc and bool(flags & FRAME_ENCRYPTED)
+    if not deferred and crc32c(memoryview(buf)[pos + 4 : pos + length], seed) != crc:
         return Verdict(Status.BAD, reason="frame checksum mismatch")
     if opaque:
         reason = _opaque_sizes(buf, pos, flags, count, body_len, max_frame)
         if reason:
+            if deferred and crc32c(memoryview(buf)[pos + 4 : pos + length], seed) != crc:
+                reason = "frame checksum mismatch"  # what the CRC, checked first, says
             return Verdict(Status.BAD, reason=reason)
     elif _length_total(buf, pos + FRAME_HEAD_SIZE, count) != body_len:
         return Verdict(Status.BAD, reason="record lengths disagree with the frame's body size")
@@ -157,8 +174,19 @@ def check(
             ts,
             durable,
             opaque,
+            deferred,
         ),
     )
+
+
+def crc_ok(buf: bytes | bytearray | memoryview, frame: Frame, seed: int) -> bool:
+    """Whether a checked frame's stored CRC matches its bytes (always true unless the
+    check deferred it): what a reader asks when a deferred frame fails to authenticate."""
+    if not frame.crc_deferred:
+        return True
+    pos = frame.offset
+    (crc,) = _CRC.unpack_from(buf, pos)
+    return bool(crc32c(memoryview(buf)[pos + 4 : pos + frame.length], seed) == crc)
 
 
 def _opaque_sizes(

@@ -92,23 +92,16 @@ class Coding:
         self, buf: Buffer, frame: Frame, header: SegmentHeader, path: str, offset: int
     ) -> tuple[Buffer, int, int]:
         """The frame's lengths table and payloads; errors name path, offset and LSN."""
-        key = None
-        if frame.opaque and header.flags & HEADER_ENCRYPTED:
-            key = self._key(header, path, writing=False)
-        try:
-            return plain_body(buf, frame, header, key, path)
-        except AuthenticationFailed as exc:
-            raise AuthenticationError(
-                exc.reason, path=path, offset=offset, lsn=frame.first_lsn
-            ) from None
-        except FormatError as exc:
-            if exc.newer:
-                raise UnsupportedFormatError(
-                    f"{path}: {exc.reason}", path=path, hint="upgrade segwal to read this log"
-                ) from None
-            raise CorruptionError(
-                exc.reason, path=path, offset=offset, lsn=frame.first_lsn
-            ) from None
+        return self.opener(header, path).body(buf, frame, offset)
+
+    def opener(self, header: SegmentHeader, path: str, *, reuse: bool = False) -> FrameOpener:
+        """What opens the frames of one segment for one reader, frame after frame.
+
+        ``reuse``: encrypted frames are decrypted into one buffer the opener keeps, so a
+        body lies there only until the next frame is opened (the caller copies records out
+        first); a body that must outlive that (a cached frame) is opened without it.
+        """
+        return FrameOpener(self, header, path, reuse)
 
     def _key(self, header: SegmentHeader, path: str, *, writing: bool) -> SegmentKey:
         if self.keys is None:
@@ -128,6 +121,51 @@ class Coding:
                 self._read_keys.clear()
             self._read_keys[cache_key] = found
         return found
+
+
+class FrameOpener:
+    """The frames of one segment as one reader opens them: the segment's key is looked up
+    once (at the first encrypted frame, where a missing key raises as it always did), and
+    with ``reuse`` one scratch buffer holds each decrypted body in turn."""
+
+    __slots__ = ("_coding", "_header", "_key", "_path", "_scratch", "defers_crc")
+
+    def __init__(self, coding: Coding, header: SegmentHeader, path: str, reuse: bool) -> None:
+        self._coding = coding
+        self._header = header
+        self._path = path
+        self._key: SegmentKey | None = None
+        self._scratch: bytearray | None = bytearray() if reuse else None
+        # With the key ring at hand, every encrypted frame is authenticated before it is
+        # used, so the scanner may leave its CRC to the tag (``scanner.check``).
+        self.defers_crc = coding.keys is not None and bool(header.flags & HEADER_ENCRYPTED)
+
+    def body(self, buf: Buffer, frame: Frame, offset: int) -> tuple[Buffer, int, int]:
+        """The frame's lengths table and payloads; errors name path, offset and LSN."""
+        header = self._header
+        key = self._key
+        if key is None and frame.opaque and header.flags & HEADER_ENCRYPTED:
+            key = self._key = self._coding._key(header, self._path, writing=False)
+        scratch = self._scratch
+        if scratch is not None and len(scratch) < frame.length:
+            # Grown to the largest frame seen: a body is never larger than its frame.
+            scratch = self._scratch = bytearray(frame.length)
+        try:
+            return plain_body(buf, frame, header, key, self._path, scratch)
+        except AuthenticationFailed as exc:
+            raise AuthenticationError(
+                exc.reason, path=self._path, offset=offset, lsn=frame.first_lsn
+            ) from None
+        except FormatError as exc:
+            if exc.newer:
+                raise UnsupportedFormatError(
+                    f"{self._path}: {exc.reason}",
+                    path=self._path,
+                    hint="upgrade segwal to read this log",
+                ) from None
+            raise CorruptionError(
+                exc.reason, path=self._path, offset=offset, lsn=frame.first_lsn
+            ) from None
 
 
 PLAIN = Coding()

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import blake3
 
 from segwal.errors import (
+    AuthenticationError,
     ChecksumError,
     ContinuityError,
     CorruptionError,
@@ -42,8 +43,8 @@ from segwal.format.layout import (
     max_frame_bytes,
 )
 from segwal.format.naming import segment_name, temp_name
-from segwal.format.records import length_total, stream_records
-from segwal.format.scanner import Status, Verdict, check
+from segwal.format.records import decode_records, length_total, stream_records
+from segwal.format.scanner import Status, Verdict, check, crc_ok
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
@@ -54,6 +55,7 @@ log = logging.getLogger("segwal")
 READ_CHUNK = 1 << 20
 FIRST_CHUNK = 16 << 10
 DIGEST_CHUNK = 4 << 20  # a point read needs little; a stream doubles up to READ_CHUNK
+BAD_CRC = Verdict(Status.BAD, reason="frame checksum mismatch")  # check()'s verdict on one
 
 
 def header_error(exc: FormatError, path: str) -> Exception:
@@ -292,6 +294,7 @@ def iter_frames(
     end: int,
     *,
     skip: tuple[int, int] | None = None,
+    defer_crc: bool = False,
 ) -> Iterator[FrameRef]:
     """Yield each verdict from ``start`` to ``end``, reading a bounded window at a time.
 
@@ -300,6 +303,7 @@ def iter_frames(
     ``skip=(first_lsn, lsn)`` frames holding only LSNs below ``lsn`` are passed over by
     their heads alone (no checksum): a seek, so a point read does not check a whole interval;
     the first frame yielded is still checked in full, and its LSN is the one the heads led to.
+    ``defer_crc``: the caller authenticates every encrypted frame (``scanner.check``).
     """
     max_frame = max_frame_bytes(header.max_record_bytes, header.flags)
     seed = header.seed
@@ -325,7 +329,7 @@ def iter_frames(
                 expected += count
                 continue
             skip_before = 0
-        verdict = check(buf, rel, len(buf), seed, max_frame, header.flags)
+        verdict = check(buf, rel, len(buf), seed, max_frame, header.flags, defer_crc=defer_crc)
         if verdict.status is Status.FRAME:
             yield FrameRef(buf, base, pos, verdict, expected)
             assert verdict.frame is not None
@@ -359,11 +363,17 @@ def iter_records(
     ``itertools.chain.from_iterable`` and no Python code runs per record: a frame's records
     are built by ``format.records.stream_records``, in C when the speed-up is built. Every
     frame is checked again as it is read: damage that happened after open is raised, never
-    skipped.
+    skipped. An encrypted frame is checked by its authentication tag instead of its CRC,
+    when the key is at hand: the tag covers every byte the CRC does but the CRC field, and
+    a frame that fails it is reported as a checksum mismatch when its CRC fails too.
     """
     expected = first_lsn
     seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
-    for ref in iter_frames(handle, header, start, end, skip=seek):
+    # Records are copied out of each body before the next frame is opened, so encrypted
+    # frames may all be decrypted into one buffer.
+    opener = coding.opener(header, handle.path, reuse=True)
+    defer = opener.defers_crc
+    for ref in iter_frames(handle, header, start, end, skip=seek, defer_crc=defer):
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
@@ -371,27 +381,35 @@ def iter_records(
                 return
             # The caller bounds to_lsn by what the segment says it holds (its seal).
             raise _unreadable(handle, ref, expected)
+        before = expected
         lsn = frame.first_lsn
         if seek is not None and first_lsn <= lsn <= from_lsn:
             expected, seek = lsn, None  # the heads passed over led here; continuity holds
         if lsn != expected:
+            _check_deferred(handle, header, ref, before)
             raise CorruptionError(
                 f"frame holds LSN {lsn}", path=handle.path, offset=ref.offset, lsn=expected
             )
         count = frame.count
         expected = lsn + count
-        if expected <= from_lsn:
-            continue
         skip = from_lsn - lsn if from_lsn > lsn else 0
         stop = min(count, to_lsn - lsn + 1)
-        if stop <= skip:
+        if expected <= from_lsn or stop <= skip:
+            _check_deferred(handle, header, ref, before)  # passed over, never authenticated
+            if expected <= from_lsn:
+                continue
             return
         body: Buffer = ref.buf
         table, body_end = frame.offset + FRAME_HEAD_SIZE, frame.end
         if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
-            body, table, body_end = coding.plain_body(body, frame, header, handle.path, ref.offset)
+            try:
+                body, table, body_end = opener.body(body, frame, ref.offset)
+            except AuthenticationError:
+                _check_deferred(handle, header, ref, before)
+                raise
         try:
-            records = stream_records(
+            # Eager (a list) even in pure Python: the body may be the opener's buffer.
+            records = (decode_records if frame.opaque else stream_records)(
                 body,
                 table,
                 count,
@@ -457,25 +475,32 @@ def read_frame(
     and errors, for a point read that keeps the frame."""
     expected = first_lsn
     seek = (first_lsn, lsn) if lsn > first_lsn else None
-    for ref in iter_frames(handle, header, start, end, skip=seek):
+    opener = coding.opener(header, handle.path)  # no reuse: the body is kept
+    defer = opener.defers_crc
+    for ref in iter_frames(handle, header, start, end, skip=seek, defer_crc=defer):
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
             raise _unreadable(handle, ref, expected)
+        before = expected
         first = frame.first_lsn
         if seek is not None and first_lsn <= first <= lsn:
             expected, seek = first, None
         if first != expected:
+            _check_deferred(handle, header, ref, before)
             raise CorruptionError(
                 f"frame holds LSN {first}", path=handle.path, offset=ref.offset, lsn=expected
             )
         expected = first + frame.count
         if expected <= lsn:
+            _check_deferred(handle, header, ref, before)  # passed over, never authenticated
             continue
         if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
-            body, table, body_end = coding.plain_body(
-                ref.buf, frame, header, handle.path, ref.offset
-            )
+            try:
+                body, table, body_end = opener.body(ref.buf, frame, ref.offset)
+            except AuthenticationError:
+                _check_deferred(handle, header, ref, before)
+                raise
             if isinstance(body, memoryview):
                 body = bytes(body)  # never a view that pins the read window
             # The scanner bounds the plain size only; the table must add up before the
@@ -497,6 +522,16 @@ def read_frame(
             frame.record_type, frame.timestamp_us, ref.offset,
         )  # fmt: skip
     raise AssertionError("iter_frames ends with a verdict that is not a frame")
+
+
+def _check_deferred(
+    handle: FileHandle, header: SegmentHeader, ref: FrameRef, expected: int
+) -> None:
+    """Raise what ``check`` would have said of a frame whose CRC it deferred, should that
+    CRC not match: the error of a checksum mismatch, exactly as ``_unreadable`` gives it."""
+    frame = ref.verdict.frame
+    if frame is not None and not crc_ok(ref.buf, frame, header.seed):
+        raise _unreadable(handle, ref._replace(verdict=BAD_CRC), expected)
 
 
 def _unreadable(handle: FileHandle, ref: FrameRef, expected: int) -> CorruptionError:
