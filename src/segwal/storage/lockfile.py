@@ -24,9 +24,8 @@ from segwal.storage.fileio import Buffer, FileHandle, FileSystem, Mappable, Shar
 _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
-# A reader's tries at a consistent copy while a writer in another process stores (a
-# publication takes about a microsecond; a writer thread in this process cannot move while
-# the reader holds the GIL, so the tries are few).
+# A reader's tries at a consistent copy before it yields its CPU to the writer (a
+# publication takes about a microsecond).
 _TRIES = 20
 
 
@@ -169,12 +168,14 @@ class LockWatch:
     """
 
     REOPEN_SECONDS = 1.0
+    STUCK_SECONDS = 0.05
 
     def __init__(self, fs: FileSystem, directory: str) -> None:
         self._fs = fs
         self._path = posixpath.join(directory, LOCK_NAME)
         self._handle: FileHandle | None = None
         self._map: SharedMap | None = None
+        self._stuck = -1  # an odd sequence given up on (a writer died between stores)
         self._opened = 0.0
         self._closed = False
 
@@ -192,17 +193,33 @@ class LockWatch:
         mapping = self._map
         if mapping is not None:
             at = lock.SEQUENCE_OFFSET
+            before = mapping.load_word(at)
+            raw = mapping.load(lock.MAPPED_SIZE, 0)
+            if (before & 1 or mapping.load_word(at) != before) and before != self._stuck:
+                raw = self._wait_for_copy(mapping)
+            return raw
+        handle = self._handle
+        return None if handle is None else handle.pread(lock.SIZE, 0)
+
+    def _wait_for_copy(self, mapping: SharedMap) -> bytes:
+        """A copy taken while no publication ran: the writer stores a few words, unless it
+        lost its CPU between two stores (yield ours), or died there (give up after
+        ``STUCK_SECONDS`` and remember that odd value, so later looks do not wait again)."""
+        at = lock.SEQUENCE_OFFSET
+        deadline = monotonic() + self.STUCK_SECONDS
+        while True:
             for _try in range(_TRIES):
                 before = mapping.load_word(at)
                 raw = mapping.load(lock.MAPPED_SIZE, 0)
                 if not before & 1 and mapping.load_word(at) == before:
                     return raw
-            # Odd for good: a writer killed between two stores, or bytes segwal did not
-            # write. The copy as it is: its complements show a torn one (format/lock.py),
-            # and the odd sequence in it differs from every even one to come.
-            return raw
-        handle = self._handle
-        return None if handle is None else handle.pread(lock.SIZE, 0)
+            if monotonic() >= deadline:
+                # Odd for good: a writer killed between two stores, or bytes segwal did not
+                # write. The copy as it is: its complements show a torn one (format/lock.py),
+                # and the odd sequence in it differs from every even one to come.
+                self._stuck = before
+                return raw
+            os.sched_yield()
 
     def _reopen(self) -> None:
         self._let_go()
