@@ -201,6 +201,21 @@ class LockWatch:
         handle = self._handle
         return None if handle is None else handle.pread(lock.SIZE, 0)
 
+    def same(self, key: bytes) -> bool:
+        """Whether LOCK still holds ``key`` (a copy ``read`` returned): one copy of the
+        mapped bytes and a comparison, no system call. No seqlock is needed for this answer:
+        a copy equal to ``key`` read the sequence word at ``key``'s value, so no publication
+        had begun when it was loaded and LOCK said ``key`` then; a copy torn by one differs
+        from ``key`` (the sequence or the bytes) and costs a plan, never a stale view. An
+        older writer's ``pwrite`` changes the bytes, as in 0.3."""
+        if monotonic() - self._opened >= self.REOPEN_SECONDS:
+            return False  # read() opens the file again
+        mapping = self._map
+        if mapping is not None:
+            return mapping.load(lock.MAPPED_SIZE, 0) == key
+        handle = self._handle
+        return handle is not None and handle.pread(lock.SIZE, 0) == key
+
     def _wait_for_copy(self, mapping: SharedMap) -> bytes:
         """A copy taken while no publication ran: the writer stores a few words, unless it
         lost its CPU between two stores (yield ours), or died there (give up after
