@@ -306,6 +306,29 @@ def test_a_watch_reads_through_the_mapping_and_sees_an_older_writers_pwrite(
     handle.close()
 
 
+def test_same_answers_from_the_mapping_until_something_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = OsFileSystem()
+    handle = take_lock(fs, str(tmp_path))
+    watch = LockWatch(fs, str(tmp_path))
+    key = watch.read()
+    assert key is not None and watch.same(key) and watch.same(key)
+    handle.publish(lock.encode(1, 1, 0, generation=2))
+    assert not watch.same(key)
+    key = watch.read()
+    assert key is not None and watch.same(key)
+    with open(tmp_path / LOCK_NAME, "r+b") as f:  # an older writer: bytes, not the sequence
+        os.pwrite(f.fileno(), lock.encode(1, 2, 0, generation=2), 0)
+    assert not watch.same(key)
+    key = watch.read()
+    assert key is not None and watch.same(key)
+    monkeypatch.setattr(LockWatch, "REOPEN_SECONDS", 0.0)
+    assert not watch.same(key)  # time to open the file again: read() does it
+    watch.close()
+    handle.close()
+
+
 def test_a_lock_left_short_by_an_older_writer_is_read_with_pread_until_extended(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
