@@ -139,7 +139,10 @@ def test_explicit_refresh_always_plans(wal_dir: str) -> None:
         ro.refresh()
         ro.refresh()
         assert fs.listings == 2
-    assert os.path.exists(path := os.path.join(wal_dir, "LOCK")) and os.path.getsize(path) == 116
+    assert (
+        os.path.exists(path := os.path.join(wal_dir, "LOCK"))
+        and os.path.getsize(path) == lock.MAPPED_SIZE
+    )
 
 
 @pytest.mark.parametrize(

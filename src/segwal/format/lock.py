@@ -15,6 +15,9 @@ Layout (little-endian)::
     100 8  generation  u64, bumped when a writer opens the log and at every change readers
                        see that moves no LSN (since segwal 0.3); never 0
     108 8  check       u64, the bitwise complement of generation
+    116 4  padding     zero
+    120 8  sequence    u64, even; odd while the writer stores the bytes above through its
+                       shared mapping of the file, a seqlock (since segwal 0.4)
 
 The first 32 bytes keep their meaning; a reader of only those ignores the rest. The file is
 never fsynced: it tells live readers in other processes how far the log is durable;
@@ -27,6 +30,13 @@ continues the generation it finds in LOCK (within one boot LOCK's content surviv
 writer; readers do not survive a machine crash), so two writers' sessions never publish the
 same bytes. A readonly reader whose view was planned from the directory after it read bytes
 B may therefore keep that view while LOCK still holds B, if B has a generation.
+
+Since 0.4 the writer maps the file's first ``MAPPED_SIZE`` bytes shared and publishes by
+storing into the mapping (no system call): the sequence word at 120 turns odd, the first
+116 bytes are stored, it turns even again, larger. Readers that map the file read the
+sequence, the bytes, the sequence again and keep the copy when both reads agree and are
+even; readers that ``pread`` (older versions, or a file system without mappings) see the
+same bytes as before, torn reads shown by the complements as before.
 """
 
 from __future__ import annotations
@@ -49,6 +59,10 @@ _TAIL = struct.Struct("<IQQ")  # the counters' CRC, the generation and its compl
 _COUNTERS_AT: Final = LAYOUT.size + EXTENSION.size
 NO_COUNTERS: Final = (0, 0, 0, 0, 0, 0)
 _MASK: Final = (1 << 64) - 1
+SEQUENCE = struct.Struct("<Q")
+SEQUENCE_OFFSET: Final = 120  # 8-aligned: one load or store of the word is never torn
+MAPPED_SIZE: Final = SEQUENCE_OFFSET + SEQUENCE.size
+_PAD: Final = bytes(SEQUENCE_OFFSET - SIZE)
 
 
 class Published(NamedTuple):
@@ -107,3 +121,23 @@ def decode(raw: bytes) -> Published | None:
         if value and value_check == ~value & _MASK:
             generation = value
     return Published(pid, durable, rewinds, counters, generation)
+
+
+def sequence_of(raw: bytes) -> int:
+    """The sequence word in LOCK's bytes (0: none, a file written before 0.4)."""
+    if len(raw) < MAPPED_SIZE:
+        return 0
+    value: int = SEQUENCE.unpack_from(raw, SEQUENCE_OFFSET)[0]
+    return value
+
+
+def encode_mapped(published: bytes, sequence: int) -> bytes:
+    """The ``MAPPED_SIZE`` bytes a writer lays down when it opens the log: ``published``
+    (``encode``'s bytes), zero padding, and an even ``sequence``."""
+    return published + _PAD + SEQUENCE.pack(sequence & _MASK)
+
+
+def next_sequence(found: int) -> int:
+    """The first sequence a writer publishes with, continuing the one it found (even, never
+    0, larger than ``found``): like the generation, no two sessions publish the same bytes."""
+    return ((found | 1) + 1) & _MASK or 2

@@ -104,8 +104,11 @@ class Wal:
         without a generation (a writer before 0.3, no LOCK) means planning every time."""
         state = self._state
         with self._view_lock:
+            key = self._view_key
+            if key is not None and self._lock_watch.same(key):
+                return  # no system call (docs/FORMAT.md "LOCK mapping")
             seen = self._lock_watch.read()
-            if seen is not None and seen == self._view_key:
+            if seen is not None and seen == key:
                 return
             load_view(state)
             self._view_key = _view_key(seen)

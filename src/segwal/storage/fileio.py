@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from segwal.errors import NotRegularFileError, StorageError
 
@@ -185,6 +187,10 @@ class OsFile:
             except OSError as exc:
                 raise StorageError("close", self._path, exc) from exc
 
+    def map_shared(self, size: int, *, writable: bool) -> OsSharedMap:
+        """See :class:`Mappable` (shared mappings, at the end of this module)."""
+        return OsSharedMap(self._fd, self._path, size, writable)
+
 
 class OsFileSystem:
     """The real file system, through plain POSIX calls."""
@@ -271,3 +277,94 @@ class OsFileSystem:
                 return None
             raise
         return handle
+
+
+# -- shared mappings ------------------------------------------------------------------------
+# One operation, for LOCK's published words (docs/FORMAT.md "LOCK mapping"): the writer
+# publishes by storing into a shared mapping and readers look without a system call. It is
+# optional: a FileSystem passed to segwal.open by a caller may have handles without it, and
+# segwal then publishes with pwrite and looks with pread, as before 0.4.
+
+
+class SharedMap(Protocol):
+    """A ``MAP_SHARED`` mapping of a file's first bytes. A store is seen at once by every
+    process that maps or reads the file (it lands in the page cache, like a ``pwrite``) and
+    is never synced. Accesses are memory accesses, not system calls."""
+
+    def load(self, size: int, offset: int) -> bytes:
+        """Copy ``size`` bytes at ``offset``."""
+
+    def load_word(self, offset: int) -> int:
+        """The u64 at ``offset`` (a multiple of 8), read with one load: never torn."""
+
+    def store(self, data: Buffer, offset: int) -> None:
+        """Copy ``data`` to ``offset`` (the mapping must cover it)."""
+
+    def store_word(self, value: int, offset: int) -> None:
+        """Store the u64 ``value`` at ``offset`` (a multiple of 8) with one store."""
+
+    def close(self) -> None:
+        """Unmap; closing twice is harmless. Later accesses raise ``StorageError``."""
+
+
+@runtime_checkable
+class Mappable(Protocol):
+    """A :class:`FileHandle` that can map its file shared."""
+
+    def map_shared(self, size: int, *, writable: bool) -> SharedMap:
+        """Map the file's first ``size`` bytes (a multiple of 8); ``StorageError`` when the
+        file is shorter (touching a page past its end would kill the process with SIGBUS)
+        or cannot be mapped. The mapping outlives the handle's ``close``."""
+
+
+class OsSharedMap:
+    """``mmap`` of a file descriptor. Words are native u64 through a cast memoryview (one
+    aligned load or store each); the file's words are little-endian, so a big-endian host
+    refuses to map and segwal falls back to pwrite and pread."""
+
+    __slots__ = ("_map", "_path", "_words")
+
+    def __init__(self, fd: int, path: str, size: int, writable: bool) -> None:
+        self._path = path
+        with _storage("map", path):
+            if sys.byteorder != "little" or size <= 0 or size % 8:
+                raise OSError(errno.EINVAL, "only little-endian hosts map u64 words")
+            if os.fstat(fd).st_size < size:
+                raise OSError(errno.EINVAL, f"file shorter than the {size} bytes to map")
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            self._map: mmap.mmap | None = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
+        self._words = memoryview(self._map).cast("Q")
+
+    def _closed(self, exc: Exception) -> StorageError:
+        return StorageError("map", self._path, OSError(errno.EBADF, f"mapping closed ({exc})"))
+
+    def load(self, size: int, offset: int) -> bytes:
+        try:
+            return self._words.obj[offset : offset + size]  # type: ignore[index, no-any-return]
+        except ValueError as exc:
+            raise self._closed(exc) from exc
+
+    def load_word(self, offset: int) -> int:
+        try:
+            value: int = self._words[offset >> 3]
+        except ValueError as exc:
+            raise self._closed(exc) from exc
+        return value
+
+    def store(self, data: Buffer, offset: int) -> None:
+        try:
+            self._words.obj[offset : offset + len(data)] = data  # type: ignore[index]
+        except ValueError as exc:
+            raise self._closed(exc) from exc
+
+    def store_word(self, value: int, offset: int) -> None:
+        try:
+            self._words[offset >> 3] = value
+        except ValueError as exc:
+            raise self._closed(exc) from exc
+
+    def close(self) -> None:
+        mapped, self._map = self._map, None
+        if mapped is not None:
+            self._words.release()
+            mapped.close()

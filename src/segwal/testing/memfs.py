@@ -10,6 +10,7 @@ import errno
 import os
 import posixpath
 import random
+import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -131,6 +132,16 @@ class MemoryFile:
             if not self._closed:
                 self._closed = True
                 self._fs._locks.get(self._ino, {}).pop(self, None)
+
+    def map_shared(self, size: int, *, writable: bool) -> MemoryMap:
+        """The model of ``OsFile.map_shared`` (see :class:`MemoryMap`)."""
+        with self._fs._lock:
+            node = self._node("map")
+            if writable and not self._writable:
+                raise _err("map", self._path, errno.EACCES)
+            if isinstance(node, _Dir) or size <= 0 or size % 8 or len(node.cur) < size:
+                raise _err("map", self._path, errno.EINVAL)
+            return MemoryMap(self._fs, self._ino, self._path, size, writable)
 
 
 class MemoryFileSystem:
@@ -584,3 +595,73 @@ class MemoryFileSystem:
                 return False
             folder = parents[folder]
         return True
+
+
+# -- shared mappings (the model of storage.fileio.OsSharedMap) --------------------------------
+
+_WORD = struct.Struct("<Q")
+
+
+class MemoryMap:
+    """A shared mapping of an inode's first ``size`` bytes.
+
+    It follows the inode, not the name (a rename over the file leaves it on the old file).
+    A load sees the inode's current bytes, every write to them included; a store changes
+    them at once, for every reader, and is recorded as an op of kind ``map_write`` with the
+    same pending, unsynced effect as a ``write``: a crash image keeps it or not, as the page
+    cache would. ``map_write`` has no system call: the strace parity test leaves it out by
+    name. A load or store past the inode's end raises ``StorageError`` (EFAULT) where a
+    real process would die of SIGBUS; stores are never faulted otherwise (a store into
+    memory cannot fail).
+    """
+
+    __slots__ = ("_fs", "_ino", "_path", "_size", "_writable")
+
+    def __init__(self, fs: MemoryFileSystem, ino: int, path: str, size: int, writable: bool):
+        self._fs, self._ino, self._path = fs, ino, path
+        self._size: int | None = size
+        self._writable = writable
+
+    def _span(self, size: int, offset: int) -> bytes | bytearray:
+        """The inode's bytes, once ``offset .. offset + size`` is checked (lock held)."""
+        if self._size is None:
+            raise _err("map", self._path, errno.EBADF)
+        if offset < 0 or size < 0 or offset + size > self._size:
+            raise _err("map", self._path, errno.EINVAL)
+        node = self._fs._disk.nodes[self._ino]
+        if isinstance(node, _Dir) or len(node.cur) < offset + size:
+            raise _err("map", self._path, errno.EFAULT)  # SIGBUS in a real process
+        return node.cur
+
+    def load(self, size: int, offset: int) -> bytes:
+        with self._fs._lock:
+            return bytes(self._span(size, offset)[offset : offset + size])
+
+    def load_word(self, offset: int) -> int:
+        with self._fs._lock:
+            value: int = _WORD.unpack_from(self._span(8, offset), offset)[0]
+            return value
+
+    def store(self, data: Buffer, offset: int) -> None:
+        payload = bytes(memoryview(data).cast("B"))
+        fs = self._fs
+        with fs._lock:
+            self._span(len(payload), offset)
+            if not self._writable:
+                raise _err("map", self._path, errno.EACCES)
+            action = (_Disk.write, (self._ino, offset, payload))
+            fs._do(
+                "map_write",
+                action,
+                path=self._path,
+                offset=offset,
+                length=len(payload),
+                data=payload,
+            )
+
+    def store_word(self, value: int, offset: int) -> None:
+        self.store(_WORD.pack(value), offset)
+
+    def close(self) -> None:
+        with self._fs._lock:
+            self._size = None
