@@ -9,7 +9,6 @@ meanwhile is deleted only when the reader lets go. Memory stays bounded by one r
 from __future__ import annotations
 
 import errno
-from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -60,6 +59,7 @@ class Reader:
         self._readonly = state.config.readonly
         self._flush_buffer = flush_buffer  # writable logs: write buffered records first
         self._refresh_view = refresh_view  # readonly logs: look at the directory again
+        self._frames = state.catalog.frames  # checked frames for point reads
 
     def _snapshot(self, unsynced: bool, *, looked: bool = False) -> Snapshot:
         state = self._state
@@ -87,13 +87,24 @@ class Reader:
         """``Wal.read``."""
         if lsn.__class__ is not int:
             lsn = arguments.lsn(lsn)
-        unsynced = unsynced is True or arguments.flag(unsynced, "unsynced")
+        if unsynced is not False:
+            unsynced = unsynced is True or arguments.flag(unsynced, "unsynced")
+        state = self._state
         looked = False
-        if self._state.catalog.frames.limit:
-            hit = self._hit(lsn)
-            if hit is not None:
-                return hit
-            looked = True  # a readonly view looked at the directory for this read already
+        if self._frames.limit and not state.closed:
+            # A hit, without a snapshot or the log's lock: a cached frame is durable (so
+            # within the read limit, whatever the flags), its LSNs name the same bytes at
+            # this rewind count, and the count is compared again after the lookup, as a
+            # stream does per frame. One bisect, whatever the number of segments.
+            if self._refresh_view is not None:
+                self._refresh_view()
+                looked = True  # a readonly view looked at the directory for this read
+            rewinds = state.rewinds
+            cached = self._frames.find(lsn, rewinds)
+            if cached is not None and lsn >= state.meta.first_lsn:  # below: a checkpoint
+                record = cached.record(lsn)
+                if state.rewinds == rewinds or state.rewound_below(rewinds, lsn + 1) is None:
+                    return record
         snap = self._snapshot(unsynced, looked=looked)
         first, last = snap.first, snap.last
         if not first <= lsn <= snap.limit:
@@ -108,7 +119,7 @@ class Reader:
                 reason = f"LSN {lsn} is past the end of the log (last LSN {last})"
             raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
         chosen = parts_for(snap.sealed, snap.active, lsn, lsn)
-        if chosen and chosen[0].token is not None and self._state.catalog.frames.limit:
+        if chosen and chosen[0].token is not None and self._frames.limit:
             return self._cached(snap, chosen[0], lsn)
         for record in chain.from_iterable(self._stream(snap, lsn, lsn)):
             return record
@@ -116,63 +127,27 @@ class Reader:
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
         )
 
-    def _hit(self, lsn: int) -> Record | None:
-        """``lsn`` from a cached frame, without a snapshot; None: take the general path.
-
-        Without the log's lock: the segment objects read here are each replaced whole, a
-        cached frame is durable (so within the read limit, whatever the flags), and the
-        rewind count is compared again after the lookup as a stream does per frame.
-        """
-        state = self._state
-        if state.closed:
-            return None
-        if self._refresh_view is not None:
-            self._refresh_view()
-        rewinds = state.rewinds
-        catalog = state.catalog
-        writer = state.writer
-        token: object
-        if writer is not None and lsn >= writer.header.first_lsn:
-            token = writer
-        elif writer is None and catalog.tail is not None and lsn >= catalog.tail.header.first_lsn:
-            token = catalog.tail
-        else:
-            sealed = catalog.sealed
-            i = bisect_right(sealed.firsts, lsn) - 1
-            if i < 0:
-                return None
-            token = sealed.states[i]
-        if lsn < state.meta.first_lsn:
-            return None  # below a checkpoint: the general path says so
-        frame = catalog.frames.find(token, rewinds, lsn)
-        if frame is None:
-            return None
-        try:
-            record = frame.record(lsn)
-        except FormatError:
-            return None  # the general path names the damage
-        if state.rewinds != rewinds and state.rewound_below(rewinds, lsn + 1) is not None:
-            return None
-        return record
-
     def _cached(self, snap: Snapshot, part: Part, lsn: int) -> Record:
         """A point read through the frame cache: the frame holding ``lsn`` is read and
-        checked once, kept when it is durable, and later reads decode from memory."""
+        checked once, kept when it is durable, and later reads slice it in memory."""
         state = self._state
-        cache = state.catalog.frames
-        frame = cache.find(part.token, snap.rewinds, lsn)
-        if frame is None:
+        cache = self._frames
+        cached = cache.find(lsn, snap.rewinds)
+        if cached is not None:
+            record = cached.record(lsn)
+        else:
             cache.misses += 1
             frame = self._load(part, snap, lsn)
             # Only durable frames: bytes past the last barrier may be cut after a failed one.
             if frame.first_lsn + frame.count - 1 <= snap.durable:
-                cache.add(part.token, snap.rewinds, frame)
-        try:
-            record = frame.record(lsn)
-        except FormatError as exc:  # checked when read; a place, should it not be
-            raise CorruptionError(
-                exc.reason, path=part.path, offset=frame.offset, lsn=lsn
-            ) from None
+                record = cache.add(part.token, snap.rewinds, frame).record(lsn)
+            else:
+                try:
+                    record = frame.record(lsn)
+                except FormatError as exc:  # checked when read; a place, should it not be
+                    raise CorruptionError(
+                        exc.reason, path=part.path, offset=frame.offset, lsn=lsn
+                    ) from None
         if state.rewinds != snap.rewinds and state.rewound_below(snap.rewinds, lsn + 1) is not None:
             # A rewind since the snapshot replaced this LSN: the bytes may be the old ones.
             raise _rewound(state, snap.rewinds, lsn, lsn)
@@ -210,7 +185,7 @@ class Reader:
         """A read handle on the part's file; a reader fell behind when it is gone."""
         state = self._state
         try:
-            return state.catalog.handles.take(part.path, part.state)
+            return state.catalog.handles.take(part.path, part.token)
         except StorageError as exc:
             if exc.errno != errno.ENOENT:
                 raise
