@@ -22,9 +22,9 @@ the same bytes for as long as the log's rewind count stays the same:
   ``SegmentState``, the writer, a readonly tail), so that the frames of a segment the log
   lets go of (retention, a new plan without it) are dropped with it.
 
-A hit takes no lock: frames are added and removed under the lock, in an order in which a
-reader racing them finds either a right frame or none (it checks the frame it found holds
-its LSN). What a cached read does not re-check: the frame's CRC (or its authentication tag)
+A hit takes no lock: frames are added and removed under the lock, by publishing a new
+table (one tuple), so a reader racing them sees the table before or after, never between.
+What a cached read does not re-check: the frame's CRC (or its authentication tag)
 was checked when it entered the cache; damage to the file after that is found by the next
 read that misses, ``replay``, ``verify`` or a scrub, not by a cached read.
 """
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
 
@@ -84,8 +84,20 @@ class Cached:
         return _new_record((lsn, self.type, self.stamp, self.buf[offsets[i] : offsets[i + 1]]))
 
 
+_Table = tuple["array[int]", "array[int]", list[Cached]]
+_EMPTY: _Table = (array("q"), array("q"), [])
+
+
 class FrameCache:
-    """Checked frames by first LSN, for one rewind count, at most ``limit`` bytes."""
+    """Checked frames by first LSN, for one rewind count, at most ``limit`` bytes.
+
+    The cached frames' first and stop LSNs are two sorted arrays of machine words beside a
+    list of the frames, published together as one tuple that is replaced, never changed, so
+    a hit reads a consistent table without a lock, and its bisect walks 8-byte words in a
+    few cache lines instead of thousands of int objects (a log of 4,000 segments keeps
+    4,000 frames). Adding or dropping a frame copies the table: it happens on a miss, which
+    reads and checks a frame from the file anyway.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -94,24 +106,19 @@ class FrameCache:
         self.misses = 0  # frames read from the file for a point read
         self.rewinds = 0  # the rewind count the cached frames belong to
         self._lock = threading.Lock()
-        self._firsts: list[int] = []  # sorted first LSNs of the cached frames
-        # first LSN -> frame, oldest insertion first (the eviction hand's order).
-        self._frames: dict[int, Cached] = {}
+        self._table: _Table = _EMPTY  # (firsts, stops, frames), sorted by first LSN
+        # first LSN -> frame, oldest insertion first (the eviction hand's order; lock held).
+        self._order: dict[int, Cached] = {}
 
     def find(self, lsn: int, rewinds: int) -> Cached | None:
         """The cached frame holding ``lsn`` for a reader at rewind count ``rewinds``."""
         if rewinds != self.rewinds:
             return None
-        firsts = self._firsts
+        firsts, stops, frames = self._table
         i = bisect_right(firsts, lsn) - 1
-        if i < 0:
+        if i < 0 or lsn >= stops[i]:
             return None
-        try:
-            cached = self._frames[firsts[i]]
-        except (IndexError, KeyError):  # changed under us: a miss, never a wrong frame
-            return None
-        if not cached.first <= lsn < cached.stop:
-            return None
+        cached = frames[i]
         cached.used = True
         self.hits += 1
         return cached
@@ -122,56 +129,70 @@ class FrameCache:
         cached = Cached(token, frame)
         if cached.size > self.limit:
             return cached
-        first = cached.first
         with self._lock:
             if rewinds < self.rewinds:
                 return cached  # read before a rewind: not for later readers
             if rewinds > self.rewinds:
                 self._clear_locked()  # bytes from before a rewind
                 self.rewinds = rewinds  # after the clear: a reader at it finds no old frame
-            frames = self._frames
-            old = frames.get(first)
+            old = self._order.get(cached.first)
             if old is not None:
-                self._remove_locked(old)
-            # The frame first, then its LSN: a reader that finds the LSN finds the frame.
-            frames[first] = cached
-            insort(self._firsts, first)
+                self._remove_locked([old])
+            self._order[cached.first] = cached
             self.size += cached.size
+            firsts, stops, frames = self._table
+            i = bisect_right(firsts, cached.first)
+            self._table = (
+                firsts[:i] + array("q", (cached.first,)) + firsts[i:],
+                stops[:i] + array("q", (cached.stop,)) + stops[i:],
+                [*frames[:i], cached, *frames[i:]],
+            )
             self._evict_locked()
         return cached
 
     def _evict_locked(self) -> None:
         """Second chance: the oldest frame goes unless read since the hand last passed."""
-        frames = self._frames
-        while self.size > self.limit and frames:
-            first = next(iter(frames))
-            victim = frames[first]
+        order = self._order
+        victims: list[Cached] = []
+        size = self.size
+        while size > self.limit and order:
+            first = next(iter(order))
+            victim = order.pop(first)
             if victim.used:
                 victim.used = False
-                del frames[first]
-                frames[first] = victim  # to the back of the line
+                order[first] = victim  # to the back of the line
                 continue
-            self._remove_locked(victim)
+            victims.append(victim)
+            size -= victim.size
+        if victims:
+            for victim in victims:
+                order[victim.first] = victim  # _remove_locked takes them out
+            self._remove_locked(victims)
 
-    def _remove_locked(self, cached: Cached) -> None:
-        # Its LSN first, then the frame (the reverse of add).
-        firsts = self._firsts
-        i = bisect_right(firsts, cached.first) - 1
-        if i >= 0 and firsts[i] == cached.first:
-            del firsts[i]
-        if self._frames.get(cached.first) is cached:
-            del self._frames[cached.first]
-        self.size -= cached.size
+    def _remove_locked(self, doomed: list[Cached]) -> None:
+        gone = {id(c) for c in doomed}
+        for cached in doomed:
+            if self._order.get(cached.first) is cached:
+                del self._order[cached.first]
+                self.size -= cached.size
+        firsts, stops, frames = self._table
+        kept = [i for i, c in enumerate(frames) if id(c) not in gone]
+        self._table = (
+            array("q", map(firsts.__getitem__, kept)),
+            array("q", map(stops.__getitem__, kept)),
+            list(map(frames.__getitem__, kept)),
+        )
 
     def forget(self, doomed: Callable[[object], bool]) -> None:
         """Drop the frames of every segment object ``doomed`` says is gone."""
         with self._lock:
-            for cached in [c for c in self._frames.values() if doomed(c.token)]:
-                self._remove_locked(cached)
+            victims = [c for c in self._order.values() if doomed(c.token)]
+            if victims:
+                self._remove_locked(victims)
 
     def _clear_locked(self) -> None:
-        self._firsts = []
-        self._frames = {}
+        self._table = _EMPTY
+        self._order = {}
         self.size = 0
 
     def clear(self) -> None:
@@ -179,4 +200,4 @@ class FrameCache:
             self._clear_locked()
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._order)
