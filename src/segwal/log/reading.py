@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from time import monotonic, sleep
+from typing import Any, TypeVar, overload
 
 from segwal.errors import (
     ChecksumError,
@@ -22,15 +23,24 @@ from segwal.errors import (
     StorageError,
 )
 from segwal.format.layout import HEADER_SIZE, FormatError
+from segwal.format.records import decode_payloads
 from segwal.format.scanner import Status
 from segwal.log import arguments
 from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
 from segwal.log.handles import Loan
 from segwal.log.state import LogState
+from segwal.storage.fileio import Buffer
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import load as load_index
-from segwal.storage.segment import PlainFrame, iter_frames, iter_records, read_frame
-from segwal.types import Batch, Record
+from segwal.storage.segment import (
+    FrameDecoder,
+    PlainFrame,
+    decode_frames,
+    iter_frames,
+    read_frame,
+    record_iterator,
+)
+from segwal.types import Batch, FrameRecords, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,39 @@ class Snapshot:
     limit: int  # the last LSN the reader may see (durable, unless it asked otherwise)
     durable: int
     rewinds: int  # the log's truncate_after count when the snapshot was taken
+
+
+T = TypeVar("T")
+
+
+def _records_through(records: Iterator[Record], lsn: int) -> tuple[Iterator[Record] | None, bool]:
+    """A frame's records up to ``lsn``, and whether that is all of them."""
+    every = list(records)
+    kept = [r for r in every if r.lsn <= lsn]
+    return (iter(kept) if kept else None), len(kept) == len(every)
+
+
+def _frame_records(
+    buf: Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int,
+    stop: int,
+) -> FrameRecords:
+    """``replay_frames``' item: records ``skip..stop-1`` of a frame, as payloads."""
+    payloads = decode_payloads(buf, table, count, end, skip, stop)
+    return FrameRecords(first_lsn + skip, record_type, timestamp_us, payloads)
+
+
+def _frame_through(frame: FrameRecords, lsn: int) -> tuple[FrameRecords | None, bool]:
+    """A frame's payloads up to ``lsn``, and whether that is all of them."""
+    keep = max(0, min(len(frame.payloads), lsn - frame.first_lsn + 1))
+    kept = frame._replace(payloads=frame.payloads[:keep]) if keep else None
+    return kept, keep == len(frame.payloads)
 
 
 class Reader:
@@ -206,6 +249,18 @@ class Reader:
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
         return chain.from_iterable(self._stream(snap, start, stop))
 
+    def replay_frames(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
+    ) -> Iterator[FrameRecords]:
+        """``Wal.replay_frames``: ``replay``'s records, bounds and checks, one item per
+        stored frame (its payloads, cut to the range), without a ``Record`` per payload."""
+        from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
+        to_lsn = arguments.optional_lsn(to_lsn, "to_lsn")
+        snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
+        start = snap.first if from_lsn is None else max(from_lsn, snap.first)
+        stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
+        return self._stream(snap, start, stop, _frame_records, _frame_through)
+
     def read_batch(
         self,
         from_lsn: int,
@@ -348,7 +403,30 @@ class Reader:
             pause = min(pause * 2, 0.02)
         return False
 
-    def _stream(self, snap: Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]:
+    @overload
+    def _stream(self, snap: Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]: ...
+
+    @overload
+    def _stream(
+        self,
+        snap: Snapshot,
+        start: int,
+        stop: int,
+        decode: FrameDecoder[T],
+        through: Callable[[T, int], tuple[T | None, bool]],
+    ) -> Iterator[T]: ...
+
+    def _stream(
+        self,
+        snap: Snapshot,
+        start: int,
+        stop: int,
+        decode: FrameDecoder[Any] = record_iterator,
+        through: Callable[[Any, int], tuple[Any, bool]] = _records_through,
+    ) -> Iterator[Any]:
+        """One item per frame holding LSNs ``start..stop``, as ``decode`` builds it;
+        ``through(item, lsn)`` is the part of an item up to ``lsn`` (None: nothing) and
+        whether that is all of it (for a rewind while the stream was paused)."""
         chosen = parts_for(snap.sealed, snap.active, start, stop)
         if not chosen:
             return
@@ -365,9 +443,10 @@ class Reader:
                 if start > first:
                     first, offset = self._index_of(part).seek_lsn(start, first)
                 try:
-                    for frame in iter_records(
+                    for frame in decode_frames(
                         handle,
                         part.header,
+                        decode,
                         start=offset,
                         end=part.end,
                         first_lsn=first,
@@ -381,11 +460,10 @@ class Reader:
                             # what it replaced.
                             lowest = state.rewound_below(snap.rewinds, stop + 1)
                             if lowest is not None:
-                                records = list(frame)
-                                kept = [r for r in records if r.lsn <= lowest]
-                                if kept:
-                                    yield iter(kept)
-                                if len(kept) < len(records):
+                                kept, whole = through(frame, lowest)
+                                if kept is not None:
+                                    yield kept
+                                if not whole:
                                     raise _rewound(state, snap.rewinds, start, stop)
                                 continue
                         yield frame

@@ -11,7 +11,7 @@ import logging
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import blake3
 
@@ -50,6 +50,9 @@ from segwal.storage.index import SparseIndex
 from segwal.types import Record
 
 log = logging.getLogger("segwal")
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 READ_CHUNK = 1 << 20
 FIRST_CHUNK = 16 << 10
@@ -342,6 +345,41 @@ def iter_frames(
         return
 
 
+class FrameDecoder(Protocol[T_co]):
+    """Builds what a stream yields for one checked frame: records ``skip..stop-1`` of the
+    frame whose plain body is ``buf[table:end]`` (``stream_records``'s arguments)."""
+
+    def __call__(
+        self,
+        buf: Buffer,
+        table: int,
+        count: int,
+        end: int,
+        first_lsn: int,
+        record_type: int,
+        timestamp_us: int,
+        skip: int,
+        stop: int,
+        /,
+    ) -> T_co: ...
+
+
+def record_iterator(
+    buf: Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int,
+    stop: int,
+) -> Iterator[Record]:
+    return iter(
+        stream_records(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop)
+    )
+
+
 def iter_records(
     handle: FileHandle,
     header: SegmentHeader,
@@ -361,6 +399,26 @@ def iter_records(
     frame is checked again as it is read: damage that happened after open is raised, never
     skipped.
     """
+    return decode_frames(
+        handle, header, record_iterator, start=start, end=end, first_lsn=first_lsn,
+        from_lsn=from_lsn, to_lsn=to_lsn, coding=coding,
+    )  # fmt: skip
+
+
+def decode_frames(
+    handle: FileHandle,
+    header: SegmentHeader,
+    decode: FrameDecoder[T],
+    *,
+    start: int,
+    end: int,
+    first_lsn: int,
+    from_lsn: int,
+    to_lsn: int,
+    coding: Coding = PLAIN,
+) -> Iterator[T]:
+    """``iter_records`` with what ``decode`` builds of each frame's records in range (one
+    item per frame, whatever it is: an iterator of records, a frame of payloads)."""
     expected = first_lsn
     seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
     for ref in iter_frames(handle, header, start, end, skip=seek):
@@ -391,7 +449,7 @@ def iter_records(
         if frame.opaque:  # version 2: decrypted and decompressed into a buffer of its own
             body, table, body_end = coding.plain_body(body, frame, header, handle.path, ref.offset)
         try:
-            records = stream_records(
+            item = decode(
                 body,
                 table,
                 count,
@@ -406,7 +464,7 @@ def iter_records(
             raise CorruptionError(
                 exc.reason, path=handle.path, offset=ref.offset, lsn=lsn + skip
             ) from None
-        yield iter(records)
+        yield item
         if expected > to_lsn:
             return
 
