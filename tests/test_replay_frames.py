@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,11 @@ def _flat(frames: list[FrameRecords]) -> list[Record]:
     return [record for frame in frames for record in frame.records()]
 
 
-def _outcome(make: Any) -> tuple[list[Record], str]:
+def _outcome(items: Iterator[Any]) -> tuple[list[Record], str]:
     """The records an iteration yields before it stops, and the error it stops with."""
     got: list[Record] = []
     try:
-        for item in make():
+        for item in items:
             got.extend(item.records() if isinstance(item, FrameRecords) else [item])
     except Exception as exc:
         return got, type(exc).__name__
@@ -153,8 +154,8 @@ def test_damage_is_raised_where_replay_raises_it(tmp_path: Path) -> None:
         data = bytearray(segment.read_bytes())
         data[data.find(b"002" + b"-" * 97) + 50] ^= 0xFF
         segment.write_bytes(bytes(data))
-        frames = _outcome(wal.replay_frames)
-        records = _outcome(wal.replay)
+        frames = _outcome(wal.replay_frames())
+        records = _outcome(wal.replay())
         assert frames == records
         assert frames[1] == ChecksumError.__name__ and len(frames[0]) == 20
 
@@ -168,11 +169,11 @@ def test_a_rewind_while_paused_stops_it_as_it_stops_replay(tmp_path: Path) -> No
                 wal.append_batch([b"%d" % i] * 10)
             wal.rotate()
             wal.append_batch([b"late"] * 10)
-            stream = wal.replay_frames() if frames else wal.replay()
+            stream: Iterator[Any] = wal.replay_frames() if frames else wal.replay()
             first = next(stream)
             wal.truncate_after(15)
             wal.append_batch([b"new"] * 30)
-            got, error = _outcome(lambda stream=stream: stream)  # type: ignore[misc]
+            got, error = _outcome(stream)
             head = first.records() if isinstance(first, FrameRecords) else [first]
             outcomes.append(([r.lsn for r in head + got], error))
     assert outcomes[0][1] == outcomes[1][1] == ReaderFellBehindError.__name__
