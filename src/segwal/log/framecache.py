@@ -31,11 +31,13 @@ read that misses, ``replay``, ``verify`` or a scrub, not by a cached read.
 
 from __future__ import annotations
 
+import struct
 import threading
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 from segwal.format.records import payload_offsets
 from segwal.storage.segment import PlainFrame
@@ -46,55 +48,93 @@ ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per frame, beside the frame
 _new_record = partial(tuple.__new__, Record)
 
 
-class Cached:
-    """One cached frame: its plain body, where each payload starts, and what named it."""
+_OFFSETS = struct.Struct("=2Q")  # a payload's start and end, from the words after the body
+_unpack_offsets = _OFFSETS.unpack_from
 
-    __slots__ = (
-        "buf",
-        "first",
-        "frame",
-        "offsets",
-        "size",
-        "stamp",
-        "stop",
-        "token",
-        "type",
-        "used",
-    )
+
+class Cached:
+    """One cached frame: one bytes object holding its plain body and then the offset of each
+    payload in it (``count + 1`` native u64 words from ``base``), and what named it.
+
+    Body and offsets share one object so that a hit touches three cache lines of it (its
+    head, two offsets, the payload) and no other object of the frame's.
+    """
+
+    __slots__ = ("base", "blob", "first", "size", "stamp", "stop", "token", "type")
 
     def __init__(self, token: object, frame: PlainFrame) -> None:
         buf = frame.buf
-        self.buf = buf if buf.__class__ is bytes else bytes(buf)
-        self.frame = frame
+        body = buf if buf.__class__ is bytes else bytes(buf)
+        self.blob = body + payload_offsets(body, frame.table, frame.count, frame.end)
+        self.base = len(body)
         self.token = token
         self.first = frame.first_lsn
         self.stop = frame.first_lsn + frame.count  # one past its last LSN
         self.type = frame.record_type
         self.stamp = frame.timestamp_us
-        offsets = array("Q")
-        offsets.frombytes(payload_offsets(self.buf, frame.table, frame.count, frame.end))
-        self.offsets = offsets
-        self.size = len(self.buf) + 8 * len(offsets) + ENTRY_OVERHEAD
-        self.used = False  # read since the eviction hand last passed it
+        self.size = len(self.blob) + ENTRY_OVERHEAD
 
     def record(self, lsn: int) -> Record:
         """Record ``lsn`` (which this frame holds), sliced from memory."""
-        offsets = self.offsets
-        i = lsn - self.first
-        return _new_record((lsn, self.type, self.stamp, self.buf[offsets[i] : offsets[i + 1]]))
+        blob = self.blob
+        start, end = _unpack_offsets(blob, self.base + 8 * (lsn - self.first))
+        return _new_record((lsn, self.type, self.stamp, blob[start:end]))
 
 
-_Table = tuple["array[int]", "array[int]", list[Cached]]
-_EMPTY: _Table = (array("q"), array("q"), [])
+class _Table(NamedTuple):
+    """The cached frames sorted by first LSN, in parallel sequences (replaced, never changed
+    but for ``used``): machine words for what a hit compares and copies, so it touches no
+    per-frame object but the frame's bytes."""
+
+    firsts: array[int]
+    stops: array[int]
+    types: array[int]
+    stamps: array[int]
+    bases: array[int]
+    blobs: list[bytes]
+    frames: list[Cached]
+    used: bytearray  # read since the eviction hand last passed it (1) or not (0)
+
+    @classmethod
+    def of(cls, frames: list[Cached], used: bytes) -> _Table:
+        return cls(
+            array("q", [c.first for c in frames]),
+            array("q", [c.stop for c in frames]),
+            array("Q", [c.type for c in frames]),
+            array("Q", [c.stamp for c in frames]),
+            array("Q", [c.base for c in frames]),
+            [c.blob for c in frames],
+            frames,
+            bytearray(used),
+        )
+
+    def inserted(self, i: int, c: Cached) -> _Table:
+        """This table with ``c`` at ``i`` (slices and copies: no loop over the frames)."""
+
+        def put(words: array[int], value: int) -> array[int]:
+            return words[:i] + array(words.typecode, (value,)) + words[i:]
+
+        return _Table(
+            put(self.firsts, c.first),
+            put(self.stops, c.stop),
+            put(self.types, c.type),
+            put(self.stamps, c.stamp),
+            put(self.bases, c.base),
+            [*self.blobs[:i], c.blob, *self.blobs[i:]],
+            [*self.frames[:i], c, *self.frames[i:]],
+            self.used[:i] + b"\x00" + self.used[i:],
+        )
+
+
+_EMPTY = _Table.of([], b"")
 
 
 class FrameCache:
     """Checked frames by first LSN, for one rewind count, at most ``limit`` bytes.
 
-    The cached frames' first and stop LSNs are two sorted arrays of machine words beside a
-    list of the frames, published together as one tuple that is replaced, never changed, so
-    a hit reads a consistent table without a lock, and its bisect walks 8-byte words in a
-    few cache lines instead of thousands of int objects (a log of 4,000 segments keeps
+    The table of cached frames is published as one tuple that is replaced, never changed,
+    so a hit reads a consistent table without a lock, and its bisect walks 8-byte words in
+    a few cache lines instead of thousands of int objects (a log of 4,000 segments keeps
     4,000 frames). Adding or dropping a frame copies the table: it happens on a miss, which
     reads and checks a frame from the file anyway.
     """
@@ -106,22 +146,36 @@ class FrameCache:
         self.misses = 0  # frames read from the file for a point read
         self.rewinds = 0  # the rewind count the cached frames belong to
         self._lock = threading.Lock()
-        self._table: _Table = _EMPTY  # (firsts, stops, frames), sorted by first LSN
+        self._table = _EMPTY
         # first LSN -> frame, oldest insertion first (the eviction hand's order; lock held).
         self._order: dict[int, Cached] = {}
+
+    def record(self, lsn: int, rewinds: int) -> Record | None:
+        """Record ``lsn`` from a cached frame, for a reader at rewind count ``rewinds``;
+        None when no cached frame holds it. The hot path of ``Wal.read``."""
+        if rewinds != self.rewinds:
+            return None
+        firsts, stops, types, stamps, bases, blobs, _frames, used = self._table
+        i = bisect_right(firsts, lsn) - 1
+        if i < 0 or lsn >= stops[i]:
+            return None
+        used[i] = 1
+        self.hits += 1
+        blob = blobs[i]
+        start, end = _unpack_offsets(blob, bases[i] + 8 * (lsn - firsts[i]))
+        return _new_record((lsn, types[i], stamps[i], blob[start:end]))
 
     def find(self, lsn: int, rewinds: int) -> Cached | None:
         """The cached frame holding ``lsn`` for a reader at rewind count ``rewinds``."""
         if rewinds != self.rewinds:
             return None
-        firsts, stops, frames = self._table
-        i = bisect_right(firsts, lsn) - 1
-        if i < 0 or lsn >= stops[i]:
+        table = self._table
+        i = bisect_right(table.firsts, lsn) - 1
+        if i < 0 or lsn >= table.stops[i]:
             return None
-        cached = frames[i]
-        cached.used = True
+        table.used[i] = 1
         self.hits += 1
-        return cached
+        return table.frames[i]
 
     def add(self, token: object, rewinds: int, frame: PlainFrame) -> Cached:
         """Keep ``frame`` (checked, durable) for readers at ``rewinds``; its cache entry,
@@ -140,26 +194,25 @@ class FrameCache:
                 self._remove_locked([old])
             self._order[cached.first] = cached
             self.size += cached.size
-            firsts, stops, frames = self._table
-            i = bisect_right(firsts, cached.first)
-            self._table = (
-                firsts[:i] + array("q", (cached.first,)) + firsts[i:],
-                stops[:i] + array("q", (cached.stop,)) + stops[i:],
-                [*frames[:i], cached, *frames[i:]],
-            )
-            self._evict_locked()
+            table = self._table
+            self._table = table.inserted(bisect_right(table.firsts, cached.first), cached)
+            if self.size > self.limit:
+                self._evict_locked()
         return cached
 
     def _evict_locked(self) -> None:
         """Second chance: the oldest frame goes unless read since the hand last passed."""
         order = self._order
+        table = self._table
+        where = {c.first: i for i, c in enumerate(table.frames)}
         victims: list[Cached] = []
         size = self.size
         while size > self.limit and order:
             first = next(iter(order))
             victim = order.pop(first)
-            if victim.used:
-                victim.used = False
+            i = where.get(first)
+            if i is not None and table.used[i]:
+                table.used[i] = 0
                 order[first] = victim  # to the back of the line
                 continue
             victims.append(victim)
@@ -175,13 +228,9 @@ class FrameCache:
             if self._order.get(cached.first) is cached:
                 del self._order[cached.first]
                 self.size -= cached.size
-        firsts, stops, frames = self._table
-        kept = [i for i, c in enumerate(frames) if id(c) not in gone]
-        self._table = (
-            array("q", map(firsts.__getitem__, kept)),
-            array("q", map(stops.__getitem__, kept)),
-            list(map(frames.__getitem__, kept)),
-        )
+        table = self._table
+        kept = [i for i, c in enumerate(table.frames) if id(c) not in gone]
+        self._table = _Table.of([table.frames[i] for i in kept], bytes(table.used[i] for i in kept))
 
     def forget(self, doomed: Callable[[object], bool]) -> None:
         """Drop the frames of every segment object ``doomed`` says is gone."""

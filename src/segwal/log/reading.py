@@ -143,9 +143,8 @@ class Reader:
                 self._refresh_view()
                 looked = True  # a readonly view looked at the directory for this read
             rewinds = state.rewinds
-            cached = self._frames.find(lsn, rewinds)
-            if cached is not None and lsn >= state.meta.first_lsn:  # below: a checkpoint
-                record = cached.record(lsn)
+            record = self._frames.record(lsn, rewinds)
+            if record is not None and lsn >= state.meta.first_lsn:  # below: a checkpoint
                 if state.rewinds == rewinds or state.rewound_below(rewinds, lsn + 1) is None:
                     return record
         snap = self._snapshot(unsynced, looked=looked)
