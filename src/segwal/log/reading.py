@@ -144,9 +144,12 @@ class Reader:
                 looked = True  # a readonly view looked at the directory for this read
             rewinds = state.rewinds
             record = self._frames.record(lsn, rewinds)
-            if record is not None and lsn >= state.meta.first_lsn:  # below: a checkpoint
-                if state.rewinds == rewinds or state.rewound_below(rewinds, lsn + 1) is None:
-                    return record
+            if (
+                record is not None
+                and lsn >= state.meta.first_lsn  # below: a checkpoint hides it
+                and (state.rewinds == rewinds or state.rewound_below(rewinds, lsn + 1) is None)
+            ):
+                return record
         snap = self._snapshot(unsynced, looked=looked)
         first, last = snap.first, snap.last
         if not first <= lsn <= snap.limit:
@@ -205,7 +208,7 @@ class Reader:
                 raise _rewound(state, snap.rewinds, lsn, lsn)
             loan = self._take(part, lsn)
             try:
-                first, offset = self._index_of(part).seek_lsn(lsn, part.first_lsn)
+                first, offset, stop = self._index_of(part).seek_span(lsn, part.first_lsn, part.end)
                 return read_frame(
                     loan.handle,
                     part.header,
@@ -214,6 +217,9 @@ class Reader:
                     first_lsn=first,
                     lsn=lsn,
                     coding=state.coding,
+                    # Up to the next indexed batch, in one pread (a batch of 1,000 x 100 B
+                    # is one 100 KB frame); a longer span is read as a stream reads it.
+                    first_chunk=min(stop, part.end) - offset,
                 )
             except CorruptionError:
                 state.telemetry.corruption()  # counted for segwal_corruption_errors_total

@@ -295,6 +295,7 @@ def iter_frames(
     end: int,
     *,
     skip: tuple[int, int] | None = None,
+    first_chunk: int = FIRST_CHUNK,
 ) -> Iterator[FrameRef]:
     """Yield each verdict from ``start`` to ``end``, reading a bounded window at a time.
 
@@ -303,13 +304,15 @@ def iter_frames(
     ``skip=(first_lsn, lsn)`` frames holding only LSNs below ``lsn`` are passed over by
     their heads alone (no checksum): a seek, so a point read does not check a whole interval;
     the first frame yielded is still checked in full, and its LSN is the one the heads led to.
+    ``first_chunk`` is the size of the first read (a point read that knows where the next
+    indexed frame starts reads up to it, in one ``pread``).
     """
     max_frame = max_frame_bytes(header.max_record_bytes, header.flags)
     seed = header.seed
     pos = start
     buf = b""
     base = start
-    chunk = FIRST_CHUNK
+    chunk = max(1, min(first_chunk, READ_CHUNK))  # the caller may know the frame's size
     expected, skip_before = skip if skip is not None else (0, 0)
     while True:
         rel = pos - base
@@ -509,13 +512,14 @@ def read_frame(
     first_lsn: int,
     lsn: int,
     coding: Coding = PLAIN,
+    first_chunk: int = FIRST_CHUNK,
 ) -> PlainFrame:
     """The checked frame holding ``lsn``, scanning from the frame at ``start`` (which holds
     ``first_lsn``): what ``iter_records`` would decode ``lsn`` from, with the same checks
     and errors, for a point read that keeps the frame."""
     expected = first_lsn
     seek = (first_lsn, lsn) if lsn > first_lsn else None
-    for ref in iter_frames(handle, header, start, end, skip=seek):
+    for ref in iter_frames(handle, header, start, end, skip=seek, first_chunk=first_chunk):
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
