@@ -129,9 +129,9 @@ def test_version_2_frames_are_cached_as_plaintext(tmp_path: Path, codec: str) ->
     with segwal.open(tmp_path, sync="never", **options) as wal:  # type: ignore[arg-type]
         _fill(wal, 3)
         assert wal.read(130).payload == _payload(130)
-        cached = _cache(wal).find(wal._state.writer, wal._state.rewinds, 140)
+        cached = _cache(wal).find(140, wal._state.rewinds)
         assert cached is not None
-        assert bytes(cached.buf).find(_payload(140)) >= 0  # the plain body, not the stored one
+        assert cached.blob.find(_payload(140)) >= 0  # the plain body, not the stored one
         assert wal.read(140).payload == _payload(140)
         assert _cache(wal).hits == 2
 

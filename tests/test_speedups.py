@@ -24,6 +24,7 @@ import sys
 import textwrap
 import tracemalloc
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -449,6 +450,68 @@ def test_hypothesis_random_bytes_give_the_same_verdict(
     same_outcome(
         outcome(records.record_spans_py, buf, table, count, end),
         outcome(c_spans(), buf, table, count, end),
+    )
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(
+    payloads=payload_lists,
+    junk=st.binary(max_size=8),
+    data=st.data(),
+    kind=buffer_kinds,
+)
+def test_hypothesis_payload_offsets_and_payloads_agree(
+    payloads: list[bytes], junk: bytes, data: st.DataObject, kind: str
+) -> None:
+    """The frame cache's offsets and replay_frames' payloads: the same in C and Python, and
+    the same payloads the records carry."""
+    raw = frame_parts(payloads, prefix=junk, suffix=junk)
+    buf = as_kind(raw, kind)
+    n, table = len(payloads), len(junk)
+    end = len(raw) - len(junk)
+    skip = data.draw(st.integers(min_value=0, max_value=n))
+    stop = data.draw(st.integers(min_value=skip, max_value=n))
+    offsets_c = records.payload_offsets_c
+    payloads_c = records.decode_payloads_c
+    if offsets_c is None or payloads_c is None:
+        pytest.fail("segwal.format._speedups is not built, and CI=true needs it")
+    py = outcome(records.payload_offsets_py, buf, table, n, end)
+    same_outcome(py, outcome(offsets_c, buf, table, n, end))
+    words = array.array("Q")
+    words.frombytes(py[1])
+    assert [raw[a:b] for a, b in pairwise(words)] == payloads
+    got = outcome(records.decode_payloads_py, buf, table, n, end, skip, stop)
+    same_outcome(got, outcome(payloads_c, buf, table, n, end, skip, stop))
+    assert got == ("ok", payloads[skip:stop])
+    assert all(type(p) is bytes for p in got[1])
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=120),
+    table=st.integers(min_value=-3, max_value=130),
+    count=st.one_of(st.integers(min_value=-2, max_value=40), st.just(2**62)),
+    end=st.integers(min_value=-3, max_value=130),
+    skip=st.integers(min_value=-1, max_value=5),
+    stop=st.integers(min_value=-1, max_value=8),
+)
+def test_hypothesis_payload_functions_refuse_lies_alike(
+    raw: bytes, table: int, count: int, end: int, skip: int, stop: int
+) -> None:
+    """Arbitrary bytes and offsets: the same offsets or payloads, or the same error."""
+    offsets_c = records.payload_offsets_c
+    payloads_c = records.decode_payloads_c
+    if offsets_c is None or payloads_c is None:
+        pytest.fail("segwal.format._speedups is not built, and CI=true needs it")
+    same_outcome(
+        outcome(records.payload_offsets_py, raw, table, count, end),
+        outcome(offsets_c, raw, table, count, end),
+    )
+    same_outcome(
+        outcome(records.decode_payloads_py, raw, table, count, end, skip, stop),
+        outcome(payloads_c, raw, table, count, end, skip, stop),
     )
 
 

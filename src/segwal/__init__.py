@@ -101,6 +101,7 @@ from segwal.storage.verify import verify_directory
 from segwal.types import (
     Batch,
     Cut,
+    FrameRecords,
     KeyInfo,
     Problem,
     Record,
@@ -142,6 +143,7 @@ __all__ = [
     "EnvKey",
     "FileSystem",
     "ForkedError",
+    "FrameRecords",
     "HoldError",
     "InvalidPayloadError",
     "KeyCallback",

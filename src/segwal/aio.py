@@ -28,9 +28,10 @@ look for it with ``replay(from_lsn=noted)`` after ``await wal.sync()``; or, when
 LSNs whatever happens, shield the append (``await asyncio.shield(task)``) and cancel only the
 code around it.
 
-**Reads.** ``read``, ``read_batch``, ``replay`` and ``follow`` run the blocking reads on the
-loop's default executor, one page (``read_batch``: up to ``max_records`` records or about
-``max_bytes`` of payload) per thread hop, never one record per hop. Like the blocking API,
+**Reads.** ``read``, ``read_batch``, ``replay``, ``replay_frames`` and ``follow`` run the
+blocking reads on the loop's default executor, one page (``read_batch``: up to
+``max_records`` records or about ``max_bytes`` of payload; ``replay_frames``: whole frames,
+about ``max_bytes`` of payload) per thread hop, never one record per hop. Like the blocking API,
 they see only durable records.
 
 **Following.** On a log opened for writing, ``follow`` never polls: it awaits a future that
@@ -68,6 +69,7 @@ from segwal import (
     Batch,
     ClosedError,
     Cursor,
+    FrameRecords,
     NotFoundError,
     ReaderFellBehindError,
     ReadOnlyError,
@@ -442,6 +444,54 @@ class AsyncWal:
                     return
                 yield record
             next_lsn = page.next_lsn
+
+    def _frame_page(self, from_lsn: int, stop: int, max_bytes: int) -> list[FrameRecords]:
+        """In a worker thread: the frames from ``from_lsn`` up to ``stop``, about
+        ``max_bytes`` of payload (at least one frame), from one blocking ``replay_frames``."""
+        frames: list[FrameRecords] = []
+        size = 0
+        stream = self._wal.replay_frames(from_lsn, stop)
+        try:
+            for frame in stream:
+                if not frames and frame.first_lsn != from_lsn:
+                    # replay_frames starts at the log's first LSN: retention got here first.
+                    raise ReaderFellBehindError(
+                        f"LSN {from_lsn} is no longer in the log, which now starts at LSN "
+                        f"{frame.first_lsn}",
+                        lsn=from_lsn,
+                        first_lsn=frame.first_lsn,
+                    )
+                frames.append(frame)
+                size += sum(map(len, frame.payloads))
+                if size >= max_bytes:
+                    break
+        finally:
+            close = getattr(stream, "close", None)  # a generator: lets go of its segments
+            if close is not None:
+                close()
+        return frames
+
+    async def replay_frames(
+        self,
+        from_lsn: int | None = None,
+        to_lsn: int | None = None,
+        *,
+        max_bytes: int = _PAGE_BYTES,
+    ) -> AsyncIterator[FrameRecords]:
+        """Durable records ``from_lsn..to_lsn`` (inclusive) one stored frame at a time, as
+        :meth:`segwal.Wal.replay_frames` gives them: about ``max_bytes`` of payload (at least
+        one frame) per thread hop. The range is fixed when the iteration starts, as with
+        ``replay``; raises ReaderFellBehindError when retention removes what it needs."""
+        first, limit = await self._call(self._bounds)
+        next_lsn = first if from_lsn is None else max(from_lsn, first)
+        stop = limit if to_lsn is None else min(to_lsn, limit)
+        while next_lsn <= stop:
+            page = await self._call(self._frame_page, next_lsn, stop, max_bytes)
+            if not page:
+                return
+            for frame in page:
+                yield frame
+            next_lsn = page[-1].last_lsn + 1
 
     async def follow(
         self,

@@ -20,6 +20,26 @@ class Record(NamedTuple):
     payload: bytes
 
 
+class FrameRecords(NamedTuple):
+    """The records of one stored frame, from ``Wal.replay_frames``: payload ``i`` is the
+    record with LSN ``first_lsn + i``; the records of a frame share its type and timestamp
+    (an ``append_batch`` gives them one)."""
+
+    first_lsn: int
+    type: int
+    timestamp_us: int
+    payloads: list[bytes]
+
+    @property
+    def last_lsn(self) -> int:
+        return self.first_lsn + len(self.payloads) - 1
+
+    def records(self) -> list[Record]:
+        """The frame's records as ``Record`` tuples (what ``replay`` yields for them)."""
+        first, kind, stamp = self.first_lsn, self.type, self.timestamp_us
+        return [Record(first + i, kind, stamp, p) for i, p in enumerate(self.payloads)]
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """One page of records from ``read_batch``: where to continue, and whether to."""

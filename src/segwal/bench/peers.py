@@ -148,7 +148,7 @@ class SegwalReader(Reader):
 
 class SegwalPeer(Peer):
     name = "segwal"
-    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs"}
+    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs", "replayframes"}
     sync_note = "counted (Wal.stats().fsyncs)"
 
     def versions(self) -> dict[str, str]:

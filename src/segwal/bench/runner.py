@@ -166,7 +166,7 @@ class Runner:
         return os.path.join(self.base, f"{self.counter:04d}-{case.name}-{peer.name}")
 
     def needs_preparing(self, peer: Peer, case: Case) -> bool:
-        if case.kind in ("replay", "read", "readview"):
+        if case.kind in ("replay", "replayframes", "read", "readview"):
             return (peer.name, case.record_size, case.dataset or case.records) not in self.datasets
         if case.kind == "readsegs":
             return ("segs", case.dataset) not in self.datasets
@@ -185,6 +185,9 @@ class Runner:
             path = self.dataset(peer, case.record_size, case.records)
             drop = self.dropper if case.cold else None
             return w.time_replay(peer, path, case.record_size, case.records, drop)
+        if case.kind == "replayframes":
+            path = self.dataset(peer, case.record_size, case.records)
+            return w.time_replay_frames(path, case.record_size, case.records)
         if case.kind in ("read", "readview"):
             path = self.dataset(peer, case.record_size, case.dataset)
             if case.name not in self.inputs:

@@ -66,7 +66,7 @@ class Case:
 
     name: str
     group: str  # a key of GROUPS
-    kind: str  # batch, single, durable, group, replay, read, readview, readsegs, open
+    kind: str  # batch, single, durable, group, replay, replayframes, read, readview, readsegs, open
     record_size: int = 0
     records: int = 0  # batch, single, replay: records; read: reads; open: opens per sample
     batch: int = 0  # batch: records per append_batch / transaction
@@ -210,6 +210,18 @@ def build_cases(quick: bool) -> list[Case]:
                     description=f"full replay of {n} x {size} B, {temp} page cache",
                 )
             )
+    replay_100 = sz.replay[100]
+    cases.append(
+        Case(
+            "replay-100B-frames",
+            "replay",
+            "replayframes",
+            100,
+            records=replay_100,
+            description="replay-100B-warm's log through wal.replay_frames(), each payload "
+            "taken by the same counting loop (segwal only)",
+        )
+    )
     cases.append(
         Case(
             "read-100B",
@@ -430,6 +442,25 @@ def time_replay(
     check_count(peer.name, n, expected)
     dt = t2 - t0 if drop is not None else t2 - t1
     return Sample(n, n * size, dt, extra={"open_ms": (t1 - t0) * 1e3})
+
+
+def time_replay_frames(path: str, size: int, expected: int) -> Sample:
+    """A warm full scan through ``Wal.replay_frames``: the counting loop of ``consume`` over
+    every payload of every frame (so the consumer still touches each record)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    wal = segwal.open(path, sync="never")
+    t1 = time.perf_counter()
+    try:
+        n = 0
+        for frame in wal.replay_frames():
+            for _payload in frame.payloads:
+                n += 1
+        t2 = time.perf_counter()
+    finally:
+        wal.close()
+    check_count("segwal", n, expected)
+    return Sample(n, n * size, t2 - t1, extra={"open_ms": (t1 - t0) * 1e3})
 
 
 def time_reads(peer: Peer, path: str, size: int, lsns: list[int]) -> Sample:

@@ -1,11 +1,15 @@
 /* segwal.format._speedups: the compiled twin of segwal/format/records.py.
  *
- * Two functions, with the signatures, checks (in the same order) and exceptions of their
+ * Its functions, with the signatures, checks (in the same order) and exceptions of their
  * pure reference in records.py:
  *
  *   record_spans(buf, table, count, end) -> list[tuple[int, int]]
  *   decode_records(buf, table, count, end, first_lsn, record_type, timestamp_us,
  *                  skip=0, stop=None) -> list[Record]
+ *
+ *   payload_offsets(buf, table, count, end) -> bytes (count + 1 native u64 offsets)
+ *   decode_payloads(buf, table, count, end, skip, stop) -> list[bytes]
+ *   length_total(buf, table, count) -> int
  *
  * plus bind(Record, FormatError, MAX_LSN), which records.py calls once at import so that the
  * records built here are segwal.types.Record and the errors segwal's FormatError.
@@ -342,7 +346,103 @@ length_total(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromUnsignedLongLong(total);
 }
 
+/* payload_offsets(buf, table, count, end) -> bytes: the count + 1 offsets in `buf` where
+ * each payload starts (and the last ends), as native unsigned 64-bit words, after the
+ * checks of record_spans. The frame cache keeps them beside a checked frame so that a point
+ * read slices its payload in O(1) instead of summing the lengths before it. */
+static PyObject *
+payload_offsets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t table, count, end;
+    Py_buffer view;
+    PyObject *out = NULL;
+
+    if (check_bound() < 0)
+        return NULL;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "payload_offsets() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (as_ssize(args[1], &table) < 0 || as_ssize(args[2], &count) < 0 ||
+        as_ssize(args[3], &end) < 0)
+        return NULL;
+    if (check_args(table, count, end, NULL, 0, 0, 0) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    if (check_lengths(buf, view.len, table, count, end, 0, 0, NULL) < 0)
+        goto done;
+    out = PyBytes_FromStringAndSize(NULL, (count + 1) * (Py_ssize_t)sizeof(uint64_t));
+    if (out == NULL)
+        goto done;
+    uint64_t *offsets = (uint64_t *)PyBytes_AS_STRING(out);
+    uint64_t pos = (uint64_t)(table + 4 * count);
+    const unsigned char *p = buf + table;
+    offsets[0] = pos;
+    for (Py_ssize_t i = 0; i < count; i++, p += 4) {
+        pos += load_u32le(p);
+        offsets[i + 1] = pos;
+    }
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* decode_payloads(buf, table, count, end, skip, stop) -> list[bytes]: payloads skip..stop-1
+ * of a frame, after the checks of record_spans; what Wal.replay_frames hands out, one list
+ * per frame, without a Record per payload. */
+static PyObject *
+decode_payloads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t table, count, end, skip, stop;
+    Py_buffer view;
+    PyObject *list = NULL;
+
+    if (check_bound() < 0)
+        return NULL;
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "decode_payloads() takes 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (as_ssize(args[1], &table) < 0 || as_ssize(args[2], &count) < 0 ||
+        as_ssize(args[3], &end) < 0 || as_ssize(args[4], &skip) < 0 ||
+        as_ssize(args[5], &stop) < 0)
+        return NULL;
+    if (check_args(table, count, end, NULL, 0, skip, stop) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    if (check_lengths(buf, view.len, table, count, end, 0, 0, NULL) < 0)
+        goto done;
+    list = PyList_New(stop - skip);
+    if (list == NULL)
+        goto done;
+    const unsigned char *p = buf + table;
+    Py_ssize_t pos = table + 4 * count;
+    for (Py_ssize_t i = 0; i < skip; i++, p += 4)
+        pos += (Py_ssize_t)load_u32le(p);
+    for (Py_ssize_t i = skip; i < stop; i++, p += 4) {
+        Py_ssize_t len = (Py_ssize_t)load_u32le(p);
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)buf + pos, len);
+        if (payload == NULL) {
+            Py_CLEAR(list);
+            goto done;
+        }
+        PyList_SET_ITEM(list, i - skip, payload);
+        pos += len;
+    }
+done:
+    PyBuffer_Release(&view);
+    return list;
+}
+
 static PyMethodDef methods[] = {
+    {"payload_offsets", (PyCFunction)(void (*)(void))payload_offsets, METH_FASTCALL,
+     "payload_offsets(buf, table, count, end) -> count + 1 native u64 payload offsets."},
+    {"decode_payloads", (PyCFunction)(void (*)(void))decode_payloads, METH_FASTCALL,
+     "decode_payloads(buf, table, count, end, skip, stop) -> list of payload bytes."},
     {"length_total", (PyCFunction)(void (*)(void))length_total, METH_FASTCALL,
      "length_total(buf, table, count) -> the sum of count u32 lengths at table."},
     {"bind", (PyCFunction)bind, METH_VARARGS,

@@ -11,6 +11,9 @@ module was first imported; ``IMPLEMENTATION`` says which ("c" or "python").
 - ``decode_records``: records ``skip..stop-1`` as a list of ``segwal.types.Record``.
 - ``stream_records``: what the read path calls: ``decode_records`` in C; in pure Python
   the same checks, then a lazy iterator (a pure list costs the collector too much).
+- ``payload_offsets``: the ``count + 1`` offsets where payloads start (and the last ends),
+  as native unsigned 64-bit words: the frame cache's O(1) point read.
+- ``decode_payloads``: payloads ``skip..stop-1`` as a list of ``bytes`` (``replay_frames``).
 
 A frame's records are described by its length table: ``count`` u32 lengths at
 ``buf[table:]``, then the payloads, back to back, ending exactly at ``end`` (the frame's
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from collections.abc import Iterable, Iterator
 from functools import partial
 from itertools import accumulate, pairwise, repeat
@@ -182,6 +186,38 @@ def stream_records_py(
     )
 
 
+def payload_offsets_py(buf: Buffer, table: int, count: int, end: int) -> bytes:
+    """The ``count + 1`` payload offsets of a frame as native u64 words (pure reference)."""
+    table, count, end = index(table), index(count), index(end)
+    _check_args(table, count, end, 0, 0, 0)
+    data, size, _ = _view(buf)
+    lengths = _lengths(data, size, table, count, end, 0)
+    return array("Q", accumulate(lengths, initial=table + 4 * count)).tobytes()
+
+
+def decode_payloads_py(
+    buf: Buffer, table: int, count: int, end: int, skip: int, stop: int
+) -> list[bytes]:
+    """Payloads ``skip..stop-1`` of a frame, each its own ``bytes`` (pure reference)."""
+    table, count, end, skip, stop = index(table), index(count), index(end), index(skip), index(stop)
+    _check_args(table, count, end, 0, skip, stop)
+    data, size, _ = _view(buf)
+    lengths = _lengths(data, size, table, count, end, 0)
+    ends = list(accumulate(lengths, initial=table + 4 * count))
+    payloads = map(data.__getitem__, map(slice, ends[skip:stop], ends[skip + 1 : stop + 1]))
+    return list(map(bytes, payloads))  # bytes of a bytes slice is the slice itself
+
+
+class PayloadOffsets(Protocol):
+    def __call__(self, buf: Buffer, table: int, count: int, end: int, /) -> bytes: ...
+
+
+class DecodePayloads(Protocol):
+    def __call__(
+        self, buf: Buffer, table: int, count: int, end: int, skip: int, stop: int, /
+    ) -> list[bytes]: ...
+
+
 def _compiled() -> tuple[RecordSpans, DecodeRecords] | None:
     """The compiled functions, bound to ``Record`` and ``FormatError``; None if not built."""
     try:
@@ -241,4 +277,26 @@ class LengthTotal(Protocol):
 length_total_c: Final = _length_total_c()
 length_total: LengthTotal = (
     length_total_c if length_total_c is not None and IMPLEMENTATION == "c" else length_total_py
+)
+
+
+def _compiled_extra() -> tuple[PayloadOffsets | None, DecodePayloads | None]:
+    if _COMPILED is None:
+        return None, None
+    from segwal.format import _speedups
+
+    # None from a module built before the functions existed: the pure ones serve.
+    return getattr(_speedups, "payload_offsets", None), getattr(_speedups, "decode_payloads", None)
+
+
+payload_offsets_c, decode_payloads_c = _compiled_extra()
+payload_offsets: PayloadOffsets = (
+    payload_offsets_c
+    if payload_offsets_c is not None and IMPLEMENTATION == "c"
+    else payload_offsets_py
+)
+decode_payloads: DecodePayloads = (
+    decode_payloads_c
+    if decode_payloads_c is not None and IMPLEMENTATION == "c"
+    else decode_payloads_py
 )

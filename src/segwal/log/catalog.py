@@ -204,10 +204,15 @@ class SegmentCatalog:
         self.sealed = Sealed.of(sealed)
         self.tail = tail
         self.handles.keep_only(self.sealed.states)
-        # A new plan or a rewind: every other segment object (an old writer, an old tail,
-        # states of files since rewritten) names bytes that may be gone.
-        kept = {id(s) for s in self.sealed.states}
-        self.frames.forget(lambda token: id(token) not in kept)
+        # The frames of segments this plan no longer holds go with them. The others stay,
+        # whatever object names them now: an LSN names the same bytes until a rewind, and
+        # the frame cache belongs to one rewind count (log/framecache.py).
+        kept = {(s.path, s.header) for s in self.sealed.states}
+        if tail is not None:
+            kept.add((tail.path, tail.header))
+        self.frames.forget(
+            lambda token: (getattr(token, "path", None), getattr(token, "header", None)) not in kept
+        )
 
     def add_sealed(self, state: SegmentState) -> None:
         self.sealed = self.sealed.plus(state)

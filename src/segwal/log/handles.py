@@ -1,10 +1,14 @@
-"""Read handles of sealed segments, kept open between reads (bounded, least recently used).
+"""Read handles of segments, kept open between reads (bounded, least recently used).
 
-A point read used to open, fstat and close its segment file each time. Sealed segments never
-change, so the catalog keeps a few handles open and lends them to readers (``pread`` needs
-no position, so readers share one). A handle belongs to one ``SegmentState`` object, not to
-a path: a file rewritten by a rewind, or seen again by a readonly view's new plan, gets a
-new state and so a new handle, and the old one goes when the catalog forgets its state.
+A point read used to open, fstat and close its segment file each time. The catalog keeps a
+few handles open and lends them to readers (``pread`` needs no position, so readers share
+one). A handle belongs to the object that names its segment for a reader (a sealed
+segment's ``SegmentState``, the writer of the active segment, a readonly view's tail), not
+to a path: a file rewritten by a rewind, or seen again by a readonly view's new plan, gets a
+new object and so a new handle, and the old one goes when the catalog forgets it. The
+active segment grows and may be cut after a failed barrier, but always in place (the same
+file), so a handle on it reads what a fresh open would; a reader bounds its reads by its
+snapshot either way.
 A handle in use is never closed under its reader: evicted or forgotten, it is closed when
 the last reader gives it back. Forgetting a retired segment closes its handle, so the file's
 space is freed when the file is deleted.
@@ -17,21 +21,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from segwal.storage.fileio import FileHandle, FileSystem
-from segwal.storage.recovery import SegmentState
 
 LIMIT = 32  # handles kept open while unused; readers in flight may hold more
 
 
 class Loan:
-    """One handle lent to readers: its state, how many use it, and whether it was let go."""
+    """One handle lent to readers: its segment's object, how many use it, and whether it was
+    let go."""
 
-    __slots__ = ("dead", "handle", "state", "users")
+    __slots__ = ("dead", "handle", "path", "token", "users")
 
-    def __init__(self, state: SegmentState | None, handle: FileHandle) -> None:
-        self.state = state  # None: not cached, closed when given back
+    def __init__(self, token: object, path: str, handle: FileHandle) -> None:
+        self.token = token  # None: not cached, closed when given back
+        self.path = path
         self.handle = handle
         self.users = 1
-        self.dead = state is None
+        self.dead = token is None
 
 
 class HandleCache:
@@ -39,17 +44,17 @@ class HandleCache:
         self._fs = fs
         self._limit = limit
         self._lock = threading.Lock()
-        self._loans: OrderedDict[int, Loan] = OrderedDict()  # id(state) -> its loan
+        self._loans: OrderedDict[int, Loan] = OrderedDict()  # id(token) -> its loan
         self._closed = False
 
-    def take(self, path: str, state: SegmentState | None) -> Loan:
-        """A handle on ``path``: cached when ``state`` is a sealed segment's, else fresh."""
-        if state is None or state.seal is None:
-            return Loan(None, self._fs.open_read(path))
-        key = id(state)
+    def take(self, path: str, token: object) -> Loan:
+        """A handle on ``path``: cached for the segment object ``token``, fresh for None."""
+        if token is None:
+            return Loan(None, path, self._fs.open_read(path))
+        key = id(token)
         with self._lock:
             loan = self._loans.get(key)
-            if loan is not None and loan.state is state:
+            if loan is not None and loan.token is token:
                 loan.users += 1
                 self._loans.move_to_end(key)
                 return loan
@@ -58,12 +63,12 @@ class HandleCache:
         with self._lock:
             loan = self._loans.get(key)
             if self._closed:
-                return Loan(None, handle)
-            if loan is not None and loan.state is state:  # another reader opened it first
+                return Loan(None, path, handle)
+            if loan is not None and loan.token is token:  # another reader opened it first
                 loan.users += 1
                 spare.append(handle)
             else:
-                loan = Loan(state, handle)
+                loan = Loan(token, path, handle)
                 self._loans[key] = loan
                 spare.extend(self._evict_locked())
         _close_all(spare)
@@ -79,14 +84,14 @@ class HandleCache:
                 spare = self._evict_locked()
         _close_all(spare)
 
-    def keep_only(self, states: Iterable[SegmentState]) -> None:
-        """Let go of the handles of every state not in ``states`` (the catalog changed)."""
-        kept = {id(s) for s in states}
+    def keep_only(self, tokens: Iterable[object]) -> None:
+        """Let go of the handles of every object not in ``tokens`` (the catalog changed)."""
+        kept = {id(s) for s in tokens}
         self._let_go(lambda key, _loan: key not in kept)
 
     def forget(self, paths: set[str]) -> None:
         """Let go of the handles of segments at ``paths`` (dropped or retired)."""
-        self._let_go(lambda _key, loan: loan.state is not None and loan.state.path in paths)
+        self._let_go(lambda _key, loan: loan.path in paths)
 
     def close(self) -> None:
         with self._lock:

@@ -9,11 +9,11 @@ meanwhile is deleted only when the reader lets go. Memory stays bounded by one r
 from __future__ import annotations
 
 import errno
-from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from time import monotonic, sleep
+from typing import Any, TypeVar, overload
 
 from segwal.errors import (
     ChecksumError,
@@ -23,15 +23,24 @@ from segwal.errors import (
     StorageError,
 )
 from segwal.format.layout import HEADER_SIZE, FormatError
+from segwal.format.records import decode_payloads
 from segwal.format.scanner import Status
 from segwal.log import arguments
 from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
 from segwal.log.handles import Loan
 from segwal.log.state import LogState
+from segwal.storage.fileio import Buffer
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import load as load_index
-from segwal.storage.segment import PlainFrame, iter_frames, iter_records, read_frame
-from segwal.types import Batch, Record
+from segwal.storage.segment import (
+    FrameDecoder,
+    PlainFrame,
+    decode_frames,
+    iter_frames,
+    read_frame,
+    record_iterator,
+)
+from segwal.types import Batch, FrameRecords, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +52,39 @@ class Snapshot:
     limit: int  # the last LSN the reader may see (durable, unless it asked otherwise)
     durable: int
     rewinds: int  # the log's truncate_after count when the snapshot was taken
+
+
+T = TypeVar("T")
+
+
+def _records_through(records: Iterator[Record], lsn: int) -> tuple[Iterator[Record] | None, bool]:
+    """A frame's records up to ``lsn``, and whether that is all of them."""
+    every = list(records)
+    kept = [r for r in every if r.lsn <= lsn]
+    return (iter(kept) if kept else None), len(kept) == len(every)
+
+
+def _frame_records(
+    buf: Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int,
+    stop: int,
+) -> FrameRecords:
+    """``replay_frames``' item: records ``skip..stop-1`` of a frame, as payloads."""
+    payloads = decode_payloads(buf, table, count, end, skip, stop)
+    return FrameRecords(first_lsn + skip, record_type, timestamp_us, payloads)
+
+
+def _frame_through(frame: FrameRecords, lsn: int) -> tuple[FrameRecords | None, bool]:
+    """A frame's payloads up to ``lsn``, and whether that is all of them."""
+    keep = max(0, min(len(frame.payloads), lsn - frame.first_lsn + 1))
+    kept = frame._replace(payloads=frame.payloads[:keep]) if keep else None
+    return kept, keep == len(frame.payloads)
 
 
 class Reader:
@@ -60,6 +102,7 @@ class Reader:
         self._readonly = state.config.readonly
         self._flush_buffer = flush_buffer  # writable logs: write buffered records first
         self._refresh_view = refresh_view  # readonly logs: look at the directory again
+        self._frames = state.catalog.frames  # checked frames for point reads
 
     def _snapshot(self, unsynced: bool, *, looked: bool = False) -> Snapshot:
         state = self._state
@@ -87,13 +130,26 @@ class Reader:
         """``Wal.read``."""
         if lsn.__class__ is not int:
             lsn = arguments.lsn(lsn)
-        unsynced = unsynced is True or arguments.flag(unsynced, "unsynced")
+        if unsynced is not False:
+            unsynced = unsynced is True or arguments.flag(unsynced, "unsynced")
+        state = self._state
         looked = False
-        if self._state.catalog.frames.limit:
-            hit = self._hit(lsn)
-            if hit is not None:
-                return hit
-            looked = True  # a readonly view looked at the directory for this read already
+        if self._frames.limit and not state.closed:
+            # A hit, without a snapshot or the log's lock: a cached frame is durable (so
+            # within the read limit, whatever the flags), its LSNs name the same bytes at
+            # this rewind count, and the count is compared again after the lookup, as a
+            # stream does per frame. One bisect, whatever the number of segments.
+            if self._refresh_view is not None:
+                self._refresh_view()
+                looked = True  # a readonly view looked at the directory for this read
+            rewinds = state.rewinds
+            record = self._frames.record(lsn, rewinds)
+            if (
+                record is not None
+                and lsn >= state.meta.first_lsn  # below: a checkpoint hides it
+                and (state.rewinds == rewinds or state.rewound_below(rewinds, lsn + 1) is None)
+            ):
+                return record
         snap = self._snapshot(unsynced, looked=looked)
         first, last = snap.first, snap.last
         if not first <= lsn <= snap.limit:
@@ -108,7 +164,7 @@ class Reader:
                 reason = f"LSN {lsn} is past the end of the log (last LSN {last})"
             raise NotFoundError(reason, lsn=lsn, first_lsn=first, last_lsn=last)
         chosen = parts_for(snap.sealed, snap.active, lsn, lsn)
-        if chosen and chosen[0].token is not None and self._state.catalog.frames.limit:
+        if chosen and chosen[0].token is not None and self._frames.limit:
             return self._cached(snap, chosen[0], lsn)
         for record in chain.from_iterable(self._stream(snap, lsn, lsn)):
             return record
@@ -116,63 +172,27 @@ class Reader:
             f"LSN {lsn} is no longer in the log", lsn=lsn, first_lsn=first, last_lsn=last
         )
 
-    def _hit(self, lsn: int) -> Record | None:
-        """``lsn`` from a cached frame, without a snapshot; None: take the general path.
-
-        Without the log's lock: the segment objects read here are each replaced whole, a
-        cached frame is durable (so within the read limit, whatever the flags), and the
-        rewind count is compared again after the lookup as a stream does per frame.
-        """
-        state = self._state
-        if state.closed:
-            return None
-        if self._refresh_view is not None:
-            self._refresh_view()
-        rewinds = state.rewinds
-        catalog = state.catalog
-        writer = state.writer
-        token: object
-        if writer is not None and lsn >= writer.header.first_lsn:
-            token = writer
-        elif writer is None and catalog.tail is not None and lsn >= catalog.tail.header.first_lsn:
-            token = catalog.tail
-        else:
-            sealed = catalog.sealed
-            i = bisect_right(sealed.firsts, lsn) - 1
-            if i < 0:
-                return None
-            token = sealed.states[i]
-        if lsn < state.meta.first_lsn:
-            return None  # below a checkpoint: the general path says so
-        frame = catalog.frames.find(token, rewinds, lsn)
-        if frame is None:
-            return None
-        try:
-            record = frame.record(lsn)
-        except FormatError:
-            return None  # the general path names the damage
-        if state.rewinds != rewinds and state.rewound_below(rewinds, lsn + 1) is not None:
-            return None
-        return record
-
     def _cached(self, snap: Snapshot, part: Part, lsn: int) -> Record:
         """A point read through the frame cache: the frame holding ``lsn`` is read and
-        checked once, kept when it is durable, and later reads decode from memory."""
+        checked once, kept when it is durable, and later reads slice it in memory."""
         state = self._state
-        cache = state.catalog.frames
-        frame = cache.find(part.token, snap.rewinds, lsn)
-        if frame is None:
+        cache = self._frames
+        cached = cache.find(lsn, snap.rewinds)
+        if cached is not None:
+            record = cached.record(lsn)
+        else:
             cache.misses += 1
             frame = self._load(part, snap, lsn)
             # Only durable frames: bytes past the last barrier may be cut after a failed one.
             if frame.first_lsn + frame.count - 1 <= snap.durable:
-                cache.add(part.token, snap.rewinds, frame)
-        try:
-            record = frame.record(lsn)
-        except FormatError as exc:  # checked when read; a place, should it not be
-            raise CorruptionError(
-                exc.reason, path=part.path, offset=frame.offset, lsn=lsn
-            ) from None
+                record = cache.add(part.token, snap.rewinds, frame).record(lsn)
+            else:
+                try:
+                    record = frame.record(lsn)
+                except FormatError as exc:  # checked when read; a place, should it not be
+                    raise CorruptionError(
+                        exc.reason, path=part.path, offset=frame.offset, lsn=lsn
+                    ) from None
         if state.rewinds != snap.rewinds and state.rewound_below(snap.rewinds, lsn + 1) is not None:
             # A rewind since the snapshot replaced this LSN: the bytes may be the old ones.
             raise _rewound(state, snap.rewinds, lsn, lsn)
@@ -188,7 +208,7 @@ class Reader:
                 raise _rewound(state, snap.rewinds, lsn, lsn)
             loan = self._take(part, lsn)
             try:
-                first, offset = self._index_of(part).seek_lsn(lsn, part.first_lsn)
+                first, offset, stop = self._index_of(part).seek_span(lsn, part.first_lsn, part.end)
                 return read_frame(
                     loan.handle,
                     part.header,
@@ -197,6 +217,9 @@ class Reader:
                     first_lsn=first,
                     lsn=lsn,
                     coding=state.coding,
+                    # Up to the next indexed batch, in one pread (a batch of 1,000 x 100 B
+                    # is one 100 KB frame); a longer span is read as a stream reads it.
+                    first_chunk=min(stop, part.end) - offset,
                 )
             except CorruptionError:
                 state.telemetry.corruption()  # counted for segwal_corruption_errors_total
@@ -210,7 +233,7 @@ class Reader:
         """A read handle on the part's file; a reader fell behind when it is gone."""
         state = self._state
         try:
-            return state.catalog.handles.take(part.path, part.state)
+            return state.catalog.handles.take(part.path, part.token)
         except StorageError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -230,6 +253,18 @@ class Reader:
         start = snap.first if from_lsn is None else max(from_lsn, snap.first)
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
         return chain.from_iterable(self._stream(snap, start, stop))
+
+    def replay_frames(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
+    ) -> Iterator[FrameRecords]:
+        """``Wal.replay_frames``: ``replay``'s records, bounds and checks, one item per
+        stored frame (its payloads, cut to the range), without a ``Record`` per payload."""
+        from_lsn = arguments.optional_lsn(from_lsn, "from_lsn")
+        to_lsn = arguments.optional_lsn(to_lsn, "to_lsn")
+        snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
+        start = snap.first if from_lsn is None else max(from_lsn, snap.first)
+        stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
+        return self._stream(snap, start, stop, _frame_records, _frame_through)
 
     def read_batch(
         self,
@@ -373,7 +408,30 @@ class Reader:
             pause = min(pause * 2, 0.02)
         return False
 
-    def _stream(self, snap: Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]:
+    @overload
+    def _stream(self, snap: Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]: ...
+
+    @overload
+    def _stream(
+        self,
+        snap: Snapshot,
+        start: int,
+        stop: int,
+        decode: FrameDecoder[T],
+        through: Callable[[T, int], tuple[T | None, bool]],
+    ) -> Iterator[T]: ...
+
+    def _stream(
+        self,
+        snap: Snapshot,
+        start: int,
+        stop: int,
+        decode: FrameDecoder[Any] = record_iterator,
+        through: Callable[[Any, int], tuple[Any, bool]] = _records_through,
+    ) -> Iterator[Any]:
+        """One item per frame holding LSNs ``start..stop``, as ``decode`` builds it;
+        ``through(item, lsn)`` is the part of an item up to ``lsn`` (None: nothing) and
+        whether that is all of it (for a rewind while the stream was paused)."""
         chosen = parts_for(snap.sealed, snap.active, start, stop)
         if not chosen:
             return
@@ -390,9 +448,10 @@ class Reader:
                 if start > first:
                     first, offset = self._index_of(part).seek_lsn(start, first)
                 try:
-                    for frame in iter_records(
+                    for frame in decode_frames(
                         handle,
                         part.header,
+                        decode,
                         start=offset,
                         end=part.end,
                         first_lsn=first,
@@ -406,11 +465,10 @@ class Reader:
                             # what it replaced.
                             lowest = state.rewound_below(snap.rewinds, stop + 1)
                             if lowest is not None:
-                                records = list(frame)
-                                kept = [r for r in records if r.lsn <= lowest]
-                                if kept:
-                                    yield iter(kept)
-                                if len(kept) < len(records):
+                                kept, whole = through(frame, lowest)
+                                if kept is not None:
+                                    yield kept
+                                if not whole:
                                     raise _rewound(state, snap.rewinds, start, stop)
                                 continue
                         yield frame

@@ -31,7 +31,7 @@ from segwal.log.retention import Decision
 from segwal.log.state import LogState
 from segwal.storage.fileio import FileSystem
 from segwal.storage.lockfile import LockWatch
-from segwal.types import Batch, Record, RecoveryReport, SegmentInfo, Stats
+from segwal.types import Batch, FrameRecords, Record, RecoveryReport, SegmentInfo, Stats
 
 
 def _view_key(raw: bytes | None) -> bytes | None:
@@ -217,6 +217,17 @@ class Wal:
         at the first LSN; the range is fixed when ``replay`` is called.
         """
         return self._reader.replay(from_lsn, to_lsn, unsynced=unsynced)
+
+    def replay_frames(
+        self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
+    ) -> Iterator[FrameRecords]:
+        """``replay`` one stored frame at a time: each item holds a frame's payloads (the
+        records ``first_lsn``, ``first_lsn + 1``, ... sharing its type and timestamp), cut to
+        ``from_lsn..to_lsn``, with no ``Record`` object per payload. The same records, bounds,
+        checks and errors as ``replay``; how records are grouped into frames is the writer's
+        (a batch is one frame, or several past about 1 MiB) and may change between versions.
+        """
+        return self._reader.replay_frames(from_lsn, to_lsn, unsynced=unsynced)
 
     def read_batch(
         self,

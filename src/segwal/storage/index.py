@@ -87,6 +87,16 @@ class SparseIndex:
             return first_lsn, HEADER_SIZE
         return self.lsns[i], self.offsets[i]
 
+    def seek_span(self, lsn: int, first_lsn: int, end: int) -> tuple[int, int, int]:
+        """``seek_lsn``, and where the next indexed batch after it starts (``end`` past the
+        last): how much a point read should read first. Only a size: a wrong one costs
+        another read, never a wrong record (the frames read are checked)."""
+        first, offset = self.seek_lsn(lsn, first_lsn)
+        offsets = self.offsets
+        i = bisect_right(offsets, offset)
+        stop = offsets[i] if i < len(offsets) and offsets[i] > offset else end
+        return first, offset, stop
+
     def seek_time(self, timestamp_us: int, first_lsn: int) -> tuple[int, int]:
         """(LSN, offset) of the last batch start stamped before ``timestamp_us``."""
         i = bisect_right(self.stamps, timestamp_us - 1) - 1

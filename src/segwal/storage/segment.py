@@ -11,7 +11,7 @@ import logging
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 import blake3
 
@@ -51,6 +51,9 @@ from segwal.storage.index import SparseIndex
 from segwal.types import Record
 
 log = logging.getLogger("segwal")
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 READ_CHUNK = 1 << 20
 FIRST_CHUNK = 16 << 10
@@ -295,6 +298,7 @@ def iter_frames(
     *,
     skip: tuple[int, int] | None = None,
     defer_crc: bool = False,
+    first_chunk: int = FIRST_CHUNK,
 ) -> Iterator[FrameRef]:
     """Yield each verdict from ``start`` to ``end``, reading a bounded window at a time.
 
@@ -304,13 +308,15 @@ def iter_frames(
     their heads alone (no checksum): a seek, so a point read does not check a whole interval;
     the first frame yielded is still checked in full, and its LSN is the one the heads led to.
     ``defer_crc``: the caller authenticates every encrypted frame (``scanner.check``).
+    ``first_chunk`` is the size of the first read (a point read that knows where the next
+    indexed frame starts reads up to it, in one ``pread``).
     """
     max_frame = max_frame_bytes(header.max_record_bytes, header.flags)
     seed = header.seed
     pos = start
     buf = b""
     base = start
-    chunk = FIRST_CHUNK
+    chunk = max(1, min(first_chunk, READ_CHUNK))  # the caller may know the frame's size
     expected, skip_before = skip if skip is not None else (0, 0)
     while True:
         rel = pos - base
@@ -346,6 +352,58 @@ def iter_frames(
         return
 
 
+class FrameDecoder(Protocol[T_co]):
+    """Builds what a stream yields for one checked frame: records ``skip..stop-1`` of the
+    frame whose plain body is ``buf[table:end]`` (``stream_records``'s arguments)."""
+
+    def __call__(
+        self,
+        buf: Buffer,
+        table: int,
+        count: int,
+        end: int,
+        first_lsn: int,
+        record_type: int,
+        timestamp_us: int,
+        skip: int,
+        stop: int,
+        /,
+    ) -> T_co: ...
+
+
+def record_iterator(
+    buf: Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int,
+    stop: int,
+) -> Iterator[Record]:
+    return iter(
+        stream_records(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop)
+    )
+
+
+def eager_record_iterator(
+    buf: Buffer,
+    table: int,
+    count: int,
+    end: int,
+    first_lsn: int,
+    record_type: int,
+    timestamp_us: int,
+    skip: int,
+    stop: int,
+) -> Iterator[Record]:
+    """``record_iterator`` with every record built before it returns (a list's iterator)."""
+    return iter(
+        decode_records(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop)
+    )
+
+
 def iter_records(
     handle: FileHandle,
     header: SegmentHeader,
@@ -367,6 +425,26 @@ def iter_records(
     when the key is at hand: the tag covers every byte the CRC does but the CRC field, and
     a frame that fails it is reported as a checksum mismatch when its CRC fails too.
     """
+    return decode_frames(
+        handle, header, record_iterator, start=start, end=end, first_lsn=first_lsn,
+        from_lsn=from_lsn, to_lsn=to_lsn, coding=coding,
+    )  # fmt: skip
+
+
+def decode_frames(
+    handle: FileHandle,
+    header: SegmentHeader,
+    decode: FrameDecoder[T],
+    *,
+    start: int,
+    end: int,
+    first_lsn: int,
+    from_lsn: int,
+    to_lsn: int,
+    coding: Coding = PLAIN,
+) -> Iterator[T]:
+    """``iter_records`` with what ``decode`` builds of each frame's records in range (one
+    item per frame, whatever it is: an iterator of records, a frame of payloads)."""
     expected = first_lsn
     seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
     # Records are copied out of each body before the next frame is opened, so encrypted
@@ -408,8 +486,10 @@ def iter_records(
                 _check_deferred(handle, header, ref, before)
                 raise
         try:
-            # Eager (a list) even in pure Python: the body may be the opener's buffer.
-            records = (decode_records if frame.opaque else stream_records)(
+            # Eager (a list) even in pure Python: the body may be the opener's buffer, which
+            # the next frame overwrites (payload decoders copy every payload anyway).
+            eager = frame.opaque and decode is record_iterator
+            item = (eager_record_iterator if eager else decode)(
                 body,
                 table,
                 count,
@@ -424,7 +504,7 @@ def iter_records(
             raise CorruptionError(
                 exc.reason, path=handle.path, offset=ref.offset, lsn=lsn + skip
             ) from None
-        yield iter(records)
+        yield item
         if expected > to_lsn:
             return
 
@@ -469,6 +549,7 @@ def read_frame(
     first_lsn: int,
     lsn: int,
     coding: Coding = PLAIN,
+    first_chunk: int = FIRST_CHUNK,
 ) -> PlainFrame:
     """The checked frame holding ``lsn``, scanning from the frame at ``start`` (which holds
     ``first_lsn``): what ``iter_records`` would decode ``lsn`` from, with the same checks
@@ -477,7 +558,10 @@ def read_frame(
     seek = (first_lsn, lsn) if lsn > first_lsn else None
     opener = coding.opener(header, handle.path)  # no reuse: the body is kept
     defer = opener.defers_crc
-    for ref in iter_frames(handle, header, start, end, skip=seek, defer_crc=defer):
+    frames = iter_frames(
+        handle, header, start, end, skip=seek, defer_crc=defer, first_chunk=first_chunk
+    )
+    for ref in frames:
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:
