@@ -410,3 +410,36 @@ def test_the_cli_trains_lists_and_prunes(tmp_path: Path) -> None:
     assert from_file.exit_code == 0, from_file.output
     both = runner.invoke(main, ["dict", "train", "--out", str(tmp_path / "f")])
     assert both.exit_code == 2
+
+
+# -- golden files (tests/golden/make_golden.py) -------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_golden_dictionary_header_and_frame_by_hand() -> None:
+    from segwal.format.codecs import decoding_dictionary
+    from segwal.format.frames import plain_body
+    from segwal.format.scanner import Status, check
+
+    data = (GOLDEN / "dictionary_v2.zdict").read_bytes()
+    magic, codec, reserved, size, digest = struct.unpack_from("<8sB3sI32s", data)
+    assert (magic, codec, reserved, size) == (b"SWDICT01", 1, bytes(3), len(data) - 52)
+    content = data[48:-4]
+    assert content[:4] == bytes.fromhex("37a430ec") and blake3.blake3(content).digest() == digest
+    assert struct.unpack_from("<I", data, len(data) - 4)[0] == crc32c(data[:-4])
+    head_raw = (GOLDEN / "header_dict_v2.bin").read_bytes()
+    assert head_raw[8:14] == bytes([2, 0, 1, 0, 0x01, 1])  # version 2, COMPRESSED, CRC, zstd
+    assert head_raw[116:120] == digest[:4]  # the id: the digest's first four bytes
+    head = decode_header(head_raw)
+    frame = (GOLDEN / "frame_dict_v2.bin").read_bytes()
+    verdict = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags)
+    assert verdict.status is Status.FRAME and verdict.frame is not None
+    assert frame[5] == 0x03  # COMMIT | COMPRESSED
+    with pytest.raises(FormatError):  # without its dictionary the frame does not decode
+        plain_body(frame, verdict.frame, head, None)
+    body, start, end = plain_body(
+        frame, verdict.frame, head, None, None, decoding_dictionary(content)
+    )
+    payload = b'{"id": 4242, "user": "user-29694", "event": "click"}'
+    assert bytes(body[start:end]) == struct.pack("<I", len(payload)) + payload
