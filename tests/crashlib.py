@@ -146,6 +146,9 @@ BASES = {
     "full-encrypted": BaseConfig("full-encrypted", 700, 2100, 14, "encrypted"),
     # The encrypted log's creation: KEYS made durable before its first segment exists.
     "new-encrypted": BaseConfig("new-encrypted", 700, 2100, -1, "encrypted"),
+    # A log created compressed with a trained dictionary: the dictionary file made durable
+    # before the first segment that names it (issue 11; test_dict_crash adds a second one).
+    "new-zstd-dict": BaseConfig("new-zstd-dict", 700, 2100, -1, "zstd-dict"),
 }
 KEK: Final = bytes(range(32))  # the encrypted bases' key-encryption key
 
@@ -156,6 +159,10 @@ def coding_options(cfg: BaseConfig) -> dict[str, object]:
     KEYS is in every crash image and every reopen unwraps it."""
     if cfg.coding == "zstd":
         return {"compression": "zstd"}
+    if cfg.coding == "zstd-dict":
+        from dictlib import trained
+
+        return {"compression": "zstd", "compression_dictionary": trained()}
     if cfg.coding == "encrypted":
         return {"encryption_key": KEK}
     return {}

@@ -79,6 +79,19 @@ NOT_REACHED: dict[str, str] = {
         "not run; test_archive_crash_states enumerates its crash states with the memory store"
     ),
     "archive.rename": "as `archive.sync`: test_archive_crash_states covers it",
+    "dictionary.sync": (
+        "a dictionary file is written only when a log is opened with compression_dictionary, "
+        "which these workloads do not do; test_dict_crash enumerates its creation and shows "
+        "that skipping this barrier leaves segments naming a torn dictionary"
+    ),
+    "dictionary.rename": (
+        "as `dictionary.sync`; every segment that names a dictionary is created after it, and "
+        "that creation's directory fsync (`create.rename`) covers this rename too"
+    ),
+    "dictionary.prune": (
+        "only `prune_dictionaries` deletes dictionaries, of a closed log, none that a segment "
+        "names; a lost unlink leaves an unreferenced file (test_dictionaries)"
+    ),
     "keys.rename": (
         "as `keys.sync`: test_keys_crash shows that a rotation without this directory fsync "
         "is lost after it returned (the old KEK opens the log again); at creation the first "

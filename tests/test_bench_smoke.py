@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from segwal.bench.dictrows import ROWS
+
 # A buffered row (where lmdb and rocksdict run), a durable row, a group-commit row, a read
 # row and the open-1000 row. No cold replay: it drops the page cache of the whole machine.
 WORKLOADS = ("batch-1KiB", "durable-100B", "group-4t", "read-100B", "open-1000seg-rw")
@@ -196,9 +198,11 @@ def test_codec_rows(tmp_path: Path) -> None:
     out = tmp_path / "codecs.md"
     done = bench("--codecs", "--quick", "--repeat", "1", "--out", str(out), "--dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")]
+    batches, single = out.read_text().split("\n## Single small appends", 1)
+    rows = [line.split("|")[1:-1] for line in batches.splitlines() if line.startswith("| ")]
     body = [[cell.strip() for cell in row] for row in rows[1:]]
     assert len(body) == 20
+    _check_dictionary_rows(single)
     ratio = {(r[0], r[1], r[2]): float(r[7]) for r in body}
     assert ratio[("zstd", "jsonish", "1024 B")] > 2 * ratio[("none", "jsonish", "1024 B")]
     assert ratio[("lz4", "random", "1024 B")] == ratio[("none", "random", "1024 B")]
@@ -207,3 +211,18 @@ def test_codec_rows(tmp_path: Path) -> None:
     both = ratio[("zstd+aes-gcm", "jsonish", "1024 B")]
     assert ratio[("zstd", "jsonish", "1024 B")] > both > 2 * ratio[("none", "jsonish", "1024 B")]
     assert {r[0] for r in body} == {"none", "zstd", "lz4", "aes-gcm", "zstd+aes-gcm"}
+
+
+def _check_dictionary_rows(text: str) -> None:
+    """The single-append rows (bench/dictrows.py): plain, zstd and zstd with a trained
+    dictionary at 100 B, 256 B and 1 KiB; the dictionary stores single small records
+    smaller, where zstd alone cannot."""
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ")]
+    body = [[cell.strip() for cell in row] for row in rows[1:]]
+    assert [(r[0], r[1]) for r in body] == [
+        (codec, size) for size in ("100 B", "256 B", "1024 B") for codec in ROWS
+    ]
+    ratio = {(r[0], r[1]): float(r[6]) for r in body}
+    for size in ("100 B", "256 B", "1024 B"):
+        assert ratio[("zstd+dict", size)] > 1.3 * ratio[("zstd", size)], ratio
+    assert ratio[("zstd", "100 B")] == ratio[("none", "100 B")]  # too small to compress alone

@@ -96,7 +96,9 @@ def test_every_sequence_of_three_steps(group: str, base: str, half: int) -> None
     _run(f"exhaustive/{group}/{base}/{half}", specs, chunk=len(modes) * 5)
 
 
-@pytest.mark.parametrize("coding", ["full-zstd", "full-encrypted", "new-encrypted"])
+@pytest.mark.parametrize(
+    "coding", ["full-zstd", "full-encrypted", "new-encrypted", "new-zstd-dict"]
+)
 def test_every_sequence_of_two_steps_on_a_v2_log(coding: str) -> None:
     """Format v2: compressed or encrypted frames keep the promise through every pair of
     steps (rewinds re-encode a batch, resumes draw a new nonce prefix)."""

@@ -177,7 +177,6 @@ def _recrc(raw: bytes) -> bytes:
         (10, struct.pack("<H", 0x0004), True),  # a reserved feature bit (clean close)
         (13, b"\x07", True),  # an unknown codec
         (14, b"\x09", True),  # an unknown cipher
-        (116, struct.pack("<I", 5), True),  # a compression dictionary
         (13, b"\x00", False),  # compression flag without its id: damage
     ],
 )

@@ -331,3 +331,28 @@ def test_sigkill_under_load_compressed_and_encrypted(
             print("  " + line)
     assert kills >= 240
     assert during_open > 0
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_with_a_compression_dictionary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """80 kills of writers of logs compressed with a trained dictionary (issue 11): every
+    open stores the dictionary (a kill may land inside that), segments name it, and every
+    reopen reads every acknowledged record back through it."""
+    pytest.importorskip("backports.zstd" if sys.version_info < (3, 14) else "compression.zstd")
+    from dictlib import trained
+
+    coding: dict[str, object] = {"compression": "zstd", "compression_dictionary": trained()}
+    seed = 0x5E6_3A3
+    lines = []
+    for m, mode in enumerate(("always", "never+buffer")):
+        tally = run_kills(tmp_path / "dict", mode, kills=40, seed=seed + m, coding=coding)
+        assert tally.max_acked > 0, f"sync={mode}: no append was ever acknowledged"
+        lines.append(tally.line(f"dictionary sync={mode}"))
+    heads = [p.read_bytes()[:128] for p in (tmp_path / "dict").rglob("*.wal")]
+    assert any(h[116:120] != bytes(4) for h in heads)  # segments name the dictionary
+    with capsys.disabled():
+        print(f"\nSIGKILL test (dictionary), seed {seed:#x}")
+        for line in lines:
+            print("  " + line)

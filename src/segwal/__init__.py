@@ -57,6 +57,7 @@ from segwal.errors import (
     HoldError,
     InvalidPayloadError,
     LockError,
+    MissingDictionaryError,
     MissingKeyError,
     NotFoundError,
     NotRegularFileError,
@@ -72,10 +73,13 @@ from segwal.errors import (
     WalFailedError,
     WrongKeyError,
 )
+from segwal.format.codecs import train_dictionary as train
+from segwal.format.dictionary import make as make_dictionary
 from segwal.format.records import IMPLEMENTATION as DECODER
-from segwal.log import keyadmin
+from segwal.log import dictadmin, keyadmin
 from segwal.log.config import Compression, RecoveryMode, SyncMode, WalConfig
 from segwal.log.cursors import Cursor
+from segwal.log.dictadmin import DictionaryInfo
 from segwal.log.encryption import (
     Encryption,
     EnvKey,
@@ -139,6 +143,7 @@ __all__ = [
     "Cut",
     "Decision",
     "Deletion",
+    "DictionaryInfo",
     "Encryption",
     "EnvKey",
     "FileSystem",
@@ -153,6 +158,7 @@ __all__ = [
     "Listing",
     "LockError",
     "MirrorResult",
+    "MissingDictionaryError",
     "MissingKeyError",
     "NotFoundError",
     "NotRegularFileError",
@@ -193,13 +199,16 @@ __all__ = [
     "delete_keys",
     "events",
     "list_archive",
+    "list_dictionaries",
     "list_keys",
     "mirror",
     "open",
     "prune_archive",
+    "prune_dictionaries",
     "push",
     "restore",
     "rotate_keys",
+    "train_dictionary",
     "verify",
     "verify_archive",
 ]
@@ -226,6 +235,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     observers: Iterable[events.Observer] = (),
     compression: Compression | None = None,
     compression_level: int | None = None,
+    compression_dictionary: bytes | str | PathLike[str] | None = None,
     encryption_key: bytes | None = None,
     encryption: bytes | KeyProvider | Encryption | None = None,
     archive: str | ObjectStore | None = None,
@@ -280,6 +290,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         observers=tuple(observers),
         compression=compression,
         compression_level=compression_level,
+        compression_dictionary=compression_dictionary,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         **options,  # type: ignore[arg-type]
     )
@@ -520,6 +531,46 @@ def delete_keys(
     encrypted becomes unreadable, for good; the current key cannot be deleted."""
     fs = filesystem or OsFileSystem()
     return keyadmin.delete_keys(fs, _directory(path, resolve=filesystem is None), key_ids)
+
+
+def train_dictionary(samples: Iterable[bytes], size: int = 16384) -> bytes:
+    """A zstd compression dictionary of at most ``size`` bytes trained on ``samples``
+    (records like those it will compress: a few hundred or more), for
+    ``open(..., compression="zstd", compression_dictionary=...)``. It helps single small
+    records (one record a frame); batches of dozens of records gain nothing from it.
+    ValueError when zstd cannot train one from these samples."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 256 <= size <= 1 << 20:
+        raise ConfigError(f"size must be 256..{1 << 20} bytes, not {size!r}", option="size")
+    data = [bytes(s) for s in samples]
+    if not data:
+        raise ConfigError("no samples to train a dictionary on", option="samples")
+    content = train(data, size)
+    make_dictionary(content)  # refuses what a log could not store (an id of 0)
+    return content
+
+
+def list_dictionaries(
+    path: str | bytes | PathLike[str] | PathLike[bytes], *, filesystem: FileSystem | None = None
+) -> tuple[DictionaryInfo, ...]:
+    """The compression dictionaries stored in the log in ``path``, each checked whole, with
+    the segments whose header names it."""
+    fs = filesystem or OsFileSystem()
+    return dictadmin.list_dictionaries(fs, _directory(path, resolve=filesystem is None))
+
+
+def prune_dictionaries(
+    path: str | bytes | PathLike[str] | PathLike[bytes],
+    *,
+    keep: Iterable[bytes] = (),
+    dry_run: bool = False,
+    filesystem: FileSystem | None = None,
+) -> tuple[str, ...]:
+    """Delete the dictionary files of the (closed) log in ``path`` that no segment names,
+    except those in ``keep`` (dictionary bytes); returns their paths. Never deletes one a
+    segment names. LockError while a writer has the log."""
+    fs = filesystem or OsFileSystem()
+    directory = _directory(path, resolve=filesystem is None)
+    return dictadmin.prune_dictionaries(fs, directory, keep=keep, dry_run=dry_run)
 
 
 def _provider(value: bytes | KeyProvider) -> KeyProvider:

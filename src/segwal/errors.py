@@ -25,7 +25,8 @@
         ├── SegmentHeaderError               a segment header is invalid or disagrees
         ├── SealError                        a seal footer is missing or invalid
         ├── ContinuityError                  a gap, overlap, broken chain or foreign segment
-        └── AuthenticationError              an encrypted frame with a valid CRC is forged
+        ├── AuthenticationError              an encrypted frame with a valid CRC is forged
+        └── MissingDictionaryError           a segment names a dictionary the log lacks
 
 Errors carry their context as attributes (``path``, ``offset``, ``lsn``, ``reason``) so
 callers never have to parse messages.
@@ -255,6 +256,12 @@ class ContinuityError(CorruptionError):
 class AuthenticationError(CorruptionError):
     """An encrypted frame whose checksum is valid does not authenticate: its bytes, its place
     or its head were changed, or it was encrypted under another key. Never a torn write."""
+
+
+class MissingDictionaryError(CorruptionError):
+    """A segment names a compression dictionary (by the id in its header) that the log
+    directory does not hold: ``path`` is the segment that needs it. Raised before anything
+    is changed; the frames are intact (their CRCs cover the stored bytes)."""
 
 
 class ArchiveError(SegwalError):

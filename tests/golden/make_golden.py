@@ -179,6 +179,52 @@ def frame_compressed_encrypted_v2() -> bytes:
     return _v2_batch(compressor("lz4"), _v2_key())
 
 
+# A zstd dictionary (trained on fixed samples: its bytes depend on the zstd version, so it
+# and the frame compressed with it are decode-only), a header naming it, and one frame.
+DICT_SAMPLES = [b'{"id": %d, "user": "user-%d", "event": "click"}' % (i, i * 7) for i in range(300)]
+DICT_PAYLOAD = b'{"id": 4242, "user": "user-29694", "event": "click"}'
+
+
+def dictionary_v2() -> bytes:
+    """A dictionary file (docs/FORMAT.md, "Compression dictionary file") of 1 KiB."""
+    from segwal.format import dictionary
+    from segwal.format.codecs import train_dictionary
+
+    return dictionary.encode(dictionary.make(train_dictionary(DICT_SAMPLES, 1024)))
+
+
+def header_dict_v2() -> bytes:
+    """Header v1's fields with zstd (id 1) and the dictionary id of dictionary_v2.zdict."""
+    from segwal.format import dictionary
+
+    stored = HERE / "dictionary_v2.zdict"
+    data = stored.read_bytes() if stored.exists() else dictionary_v2()
+    dict_id = dictionary.decode(data, "dictionary_v2").dict_id
+    return fmt.encode_header(compression_id=1, dict_id=dict_id, **HEADER_ARGS)  # type: ignore[arg-type]
+
+
+def frame_dict_v2() -> bytes:
+    """DICT_PAYLOAD alone (LSN 1000), compressed with the dictionary: one opaque frame."""
+    from segwal.format import dictionary
+    from segwal.format.codecs import compressor
+    from segwal.format.frames import FrameEncoder
+
+    stored = HERE / "dictionary_v2.zdict"
+    made = dictionary.decode(stored.read_bytes(), "dictionary_v2")
+    head = fmt.decode_header(header_dict_v2())
+    packer = compressor("zstd", 3, (made.dict_id, made.content))
+    return bytes(
+        FrameEncoder(head, packer, None).encode(
+            first_lsn=1000,
+            record_type=7,
+            timestamp_us=T0 + 1,
+            durable_lsn=999,
+            payloads=[DICT_PAYLOAD],
+            lengths=[len(DICT_PAYLOAD)],
+        )
+    )
+
+
 GOLDEN = {
     "header_v1.bin": header_v1,
     "frame_single_v1.bin": frame_single_v1,
@@ -188,7 +234,12 @@ GOLDEN = {
     "header_v2.bin": header_v2,
     "frame_encrypted_v2.bin": frame_encrypted_v2,
 }
-DECODE_ONLY = {"frame_compressed_encrypted_v2.bin": frame_compressed_encrypted_v2}
+DECODE_ONLY = {
+    "frame_compressed_encrypted_v2.bin": frame_compressed_encrypted_v2,
+    "dictionary_v2.zdict": dictionary_v2,
+    "header_dict_v2.bin": header_dict_v2,
+    "frame_dict_v2.bin": frame_dict_v2,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from segwal.archive import keyobjects
+from segwal.archive import dictobjects, keyobjects
 from segwal.archive.objects import (
     ARCHIVE_KEY,
     GENERATIONS,
@@ -290,6 +290,7 @@ def verify_archive(
             )
         report.problems.extend(_chain_problems(listing, name, gen, results))
     report.problems.extend(_key_problems(store, listing, every, results))
+    report.problems.extend(_dictionary_problems(store, every, results))
     return report
 
 
@@ -316,6 +317,20 @@ def _key_problems(
                 "archive holds",
                 "missing",
             )
+
+
+def _dictionary_problems(
+    store: ObjectStore, every: list[ArchivedSegment], results: dict[str, SegmentFacts]
+) -> Iterator[ArchiveProblem]:
+    """Every ``dicts/`` object whole, and every dictionary a segment names archived."""
+    needed: dict[int, str] = {}
+    for segment in every:
+        found = results.get(segment.key)
+        if found is not None and found.header.dict_id:
+            needed.setdefault(found.header.dict_id, segment.key)
+    for key, reason in dictobjects.problems(store, needed):
+        kind = "missing" if key in needed.values() else "corrupt"
+        yield ArchiveProblem(key, None, None, reason, kind)
 
 
 def _chain_problems(

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from segwal.archive import keyobjects
+from segwal.archive import dictobjects, keyobjects
 from segwal.archive.catalog import ArchivedSegment, Fetcher, read_listing
 from segwal.archive.objects import (
     GENERATIONS,
@@ -217,6 +217,11 @@ class Mirror:
                 )
         if facts.header.key_id:
             self._keys_for(segment, facts, metadata.get("keys"))
+        dict_id = facts.header.dict_id
+        if dict_id and not dictobjects.present(self.directory, dict_id):
+            # Its compression dictionary, durable before the segment is written.
+            fetched = dictobjects.fetch(self.store, facts.header.dict_id, where=segment.key)
+            dictobjects.install(self.directory, fetched)
         name = segment_name(facts.first_lsn)
         write_whole(self.directory, name, data, temp_name=f"{name}.tmp")  # whole, then named
         sync_dir(self.directory)  # the name survives a crash before the next one is added

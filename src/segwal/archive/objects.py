@@ -6,6 +6,7 @@ Under a store's prefix::
     g/<generation>/GEN             {"parent", "fork_lsn", "host", "created_us"}, created once
     g/<generation>/seg/<first:020d>.wal   a sealed segment, byte for byte, created once
     keys/<blake3 hex>.keys         an encrypted log's KEYS, byte for byte (archive/keyobjects.py)
+    dicts/<blake3 hex>.zdict       a compression dictionary file, byte for byte (dictobjects.py)
 
 A generation's name is 16 hex digits of its creation time in microseconds and 8 random
 ones, so names sort oldest first. A segment's name carries only its first LSN: two

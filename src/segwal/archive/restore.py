@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from segwal.archive import keyobjects
+from segwal.archive import dictobjects, keyobjects
 from segwal.archive.catalog import (
     ArchivedSegment,
     Fetcher,
@@ -209,6 +209,10 @@ def restore(
                 where=f"generation {choice.generation}",
             )
             keyobjects.install(work, keys.data)
+        # Compression dictionaries the segments name, durable before META, like KEYS.
+        for dict_id in sorted({f.header.dict_id for f in facts if f.header.dict_id}):
+            where = f"generation {choice.generation}"
+            dictobjects.install(work, dictobjects.fetch(store, dict_id, where=where))
         write_atomic(work, META_NAME, encode_meta(Meta(first_lsn=facts[0].first_lsn)))
     if encryption is None and os.path.exists(os.path.join(work, KEYS_NAME)):
         return _finish_without_key(

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from segwal.archive import keyobjects
+from segwal.archive import dictobjects, keyobjects
 from segwal.archive.objects import (
     ARCHIVE_KEY,
     archive_body,
@@ -108,6 +108,7 @@ class Uploader:
         self._archive_checked = False
         self._gen_created = False
         self._active_since: tuple[int, float] | None = None
+        self._dictionaries: dict[int, str] = {}  # id -> dicts/ key this uploader made sure of
         self.archived = self.position.load()
         self.uploads = 0
         self.uploaded_bytes = 0
@@ -325,6 +326,9 @@ class Uploader:
         if facts.header.key_id:
             # The wrapped keys go first: a segment in the archive is never without them.
             metadata["keys"] = self._sync_keys()
+        if facts.header.dict_id:
+            # So does its compression dictionary (dictobjects.py), content-addressed.
+            metadata["dictionary"] = self._sync_dictionary(facts.header.dict_id)
         self._mark_in_flight(facts.last_lsn)
         self._check_live()  # a request that hung past close() sends nothing more
         created = store.put_if_absent(key, data, metadata)
@@ -376,6 +380,15 @@ class Uploader:
             state.keys = digest
             self._store_state()
         return digest
+
+    def _sync_dictionary(self, dict_id: int) -> str:
+        """Upload the log's dictionary with this id as ``dicts/<digest>.zdict`` (a
+        conditional create; once per uploader, an equal 412 after a restart); its key."""
+        key = self._dictionaries.get(dict_id)
+        if key is None:
+            data = dictobjects.read_local(self.wal.path, dict_id, self.wal.filesystem)
+            key = self._dictionaries[dict_id] = dictobjects.upload(self.store, data)
+        return key
 
     def _store_state(self) -> None:
         """Replace ``ARCHIVE.state`` with ``self.state``, unless close() gave up on this

@@ -190,9 +190,15 @@ def _run_codecs(out: str, quick: bool, repeat: int | None, directory: str | None
     base = tempfile.mkdtemp(prefix="segwal-bench-", dir=_parent_dir(directory))
     try:
         results = codecs.run(base, records, repeat, _note, codecs.available(_note))
+        text = codecs.render(results, repeat)
+        # Single appends with a trained dictionary (issue 11): rows of their own module.
+        if "zstd" in codecs.available(lambda _: None):
+            from segwal.bench import dictrows
+
+            single = dictrows.run_single(base, records[100] // 4, repeat)
+            text += "\n" + dictrows.render_single(single, repeat)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text = codecs.render(results, repeat)
     with open(out, "w", encoding="utf-8") as handle:
         handle.write(text)
     click.echo(text)

@@ -33,6 +33,7 @@ from segwal.cli.common import (
     rfc3339,
 )
 from segwal.cli.democmd import demo, demo_child
+from segwal.cli.dictionaries import dict_
 from segwal.cli.inspection import info, verify
 from segwal.cli.keys import keys
 from segwal.cli.maintenance import holds, prune, truncate
@@ -52,6 +53,7 @@ __all__ = [
     "archive",
     "demo",
     "demo_child",
+    "dict_",
     "dump",
     "holds",
     "info",
@@ -111,7 +113,8 @@ def main() -> None:
     info, stats, verify, dump and 'holds' (listing) are read-only. truncate and prune delete
     records: they show their plan and change nothing without --yes. 'holds --set' and
     'holds --release' change only holds, 'keys' lists and (with --yes) rotates an encrypted
-    log's keys, and 'demo' writes its own log. migrate and import write a new log in a new
+    log's keys, 'dict' trains, lists and (with --yes) prunes compression dictionaries, and
+    'demo' writes its own log. migrate and import write a new log in a new
     directory.
 
     Exit codes: 0 ok, 1 corruption or verification failure, 2 usage error (also a change
@@ -120,6 +123,6 @@ def main() -> None:
     """
 
 
-_COMMANDS = (info, stats, verify, dump, tail, truncate, prune, holds, keys, migrate, import_)
+_COMMANDS = (info, stats, verify, dump, tail, truncate, prune, holds, keys, dict_, migrate, import_)
 for _command in (*_COMMANDS, restore, mirror, archive, demo, demo_child):
     main.add_command(_command)

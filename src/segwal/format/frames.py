@@ -60,7 +60,8 @@ class FrameEncoder:
     def stores_raw(self, size: int) -> bool:
         """Whether a one-record batch of ``size`` bytes gets a version 1 frame (too small
         to compress, not encrypted): the appender then takes its fast path."""
-        return self.key is None and 4 + size <= MIN_INPUT_BYTES
+        limit = self.compressor.min_input if self.compressor is not None else MIN_INPUT_BYTES
+        return self.key is None and 4 + size <= limit
 
     def encode(
         self,
@@ -208,9 +209,9 @@ def _body(
     plain = b"".join((struct.pack(f"<{count}I", *lengths), *payloads))
     if len(plain) != 4 * count + total:
         raise ValueError("payload lengths disagree with their bytes")
-    if compressor is not None and len(plain) > MIN_INPUT_BYTES:
+    if compressor is not None and len(plain) > compressor.min_input:
         packed = compressor.compress(plain)
-        if worth_it(len(plain), len(packed)):
+        if worth_it(len(plain), len(packed), compressor.min_saving):
             return start, stop, packed, True
     return start, stop, plain, False
 
@@ -222,13 +223,15 @@ def plain_body(
     key: SegmentKey | None,
     path: str | None = None,
     scratch: bytearray | None = None,
+    dictionary: object | None = None,
 ) -> tuple[Buffer, int, int]:
     """``(buffer, table offset, end)`` of a checked frame's lengths table and payloads.
 
     A plain frame's lie in ``buf``; an opaque frame's are decrypted and decompressed into a
-    new buffer. Raises FormatError (AuthenticationFailed when a frame does not authenticate).
-    The scanner has checked the CRC (or deferred it to the tag) and bounded the plain size
-    by the maximum frame size.
+    new buffer (decompressed with ``dictionary`` when the header names one). Raises
+    FormatError (AuthenticationFailed when a frame does not authenticate). The scanner has
+    checked the CRC (or deferred it to the tag) and bounded the plain size by the maximum
+    frame size.
 
     ``scratch``: a buffer the caller reuses from frame to frame. An encrypted frame's body
     that fits is decrypted into it (no buffer allocated and zeroed per frame) and, when not
@@ -260,7 +263,7 @@ def plain_body(
     else:
         data = view[pos : frame.end]
     if flags & FRAME_COMPRESSED:
-        data = decompress(header.compression_id, data, size, path)
+        data = decompress(header.compression_id, data, size, path, dictionary)
     elif len(data) != size:
         raise FormatError(f"frame body of {len(data)} bytes, its plain size says {size}")
     return data, 0, len(data)

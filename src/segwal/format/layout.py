@@ -173,17 +173,27 @@ def encode_header(
     encryption_id: int = ENCRYPTION_NONE,
     key_id: int = 0,
     salt: bytes = bytes(SALT_SIZE),
+    dict_id: int = 0,
 ) -> bytes:
     """Encode a segment header; the CRC at its end also seeds the segment's frames.
 
     Version 1 unless compression or encryption is on: then version 2 with their flags.
+    ``dict_id`` names the zstd dictionary the segment's compressed frames use (0: none).
     """
     if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE or len(salt) != SALT_SIZE:
         raise ValueError("log id must be 16 bytes, the previous digest 32 and the salt 16")
     flags = (compression_id and HEADER_COMPRESSED) | (encryption_id and HEADER_ENCRYPTED)
     if compression_id not in (0, *V2_COMPRESSIONS) or encryption_id not in (0, *V2_ENCRYPTIONS):
         raise ValueError(f"unknown compression {compression_id} or encryption {encryption_id}")
-    reserved = V2_FIELDS.pack(key_id, salt, 0, bytes(4)) if encryption_id else bytes(28)
+    if dict_id and compression_id != COMPRESSION_ZSTD:
+        raise ValueError("a dictionary id needs zstd compression")
+    if not 0 <= dict_id <= MAX_U32:
+        raise ValueError(f"dictionary id {dict_id} is not a u32")
+    if not encryption_id:
+        key_id = 0
+    reserved = V2_FIELDS.pack(
+        key_id, salt if encryption_id else bytes(SALT_SIZE), dict_id, bytes(4)
+    )
     body = HEADER.pack(
         MAGIC,
         VERSION_2 if flags else VERSION,
@@ -247,8 +257,9 @@ def decode_header(data: bytes | memoryview) -> SegmentHeader:
         _check_ids(
             flags, checksum_id, compression_id, encryption_id, V2_COMPRESSIONS, V2_ENCRYPTIONS
         )
-        if dict_id:
-            raise FormatError(f"compression dictionary {dict_id} is not supported", newer=True)
+        if dict_id and compression_id != COMPRESSION_ZSTD:
+            # Only zstd frames use a dictionary (format/dictionary.py): damage, not newer.
+            raise FormatError(f"dictionary id {dict_id} in a segment not compressed with zstd")
     if not 1 <= first_lsn <= MAX_LSN:
         raise FormatError(f"first LSN {first_lsn} is out of range")
     return SegmentHeader(

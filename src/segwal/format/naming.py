@@ -7,7 +7,9 @@ A sealed segment's sparse index may sit beside it as ``{first_lsn:020d}.wal.idx`
 ``LOCK`` holds the writer lock and the durable LSN published to live readers; ``META``
 holds the checkpoint, holds and an unfinished truncation (``META.tmp`` while it is replaced);
 ``KEYS`` holds an encrypted log's wrapped log keys (``KEYS.tmp`` while it is replaced);
-``cursor.{name}`` holds a consumer's position (see :mod:`segwal.log.cursors`), written as
+``{digest hex}.zdict`` is a compression dictionary (``format.dictionary``), named by the BLAKE3
+digest of its content and written as ``{digest hex}.zdict.tmp`` first; ``cursor.{name}``
+holds a consumer's position (see :mod:`segwal.log.cursors`), written as
 ``cursor.{name}.{pid}.tmp`` first; such leftovers are temp files like ``META.tmp``.
 The archive (``segwal.archive``) keeps ``ARCHIVE.state`` in an archived log, ``MIRROR.state``
 in a mirror and ``RESTORE.plan`` in a restore being built, each replaced through
@@ -45,6 +47,8 @@ _INDEX = re.compile(r"(\d{20})\.wal\.idx", re.ASCII)
 _QUARANTINE = re.compile(r"(\d{20})\.wal\.(\d+)\.quarantine", re.ASCII)
 # cursor.{name}.{pid}.tmp: a cursor commit that never reached its rename.
 _ARCHIVE_TEMP = re.compile(r"(?:ARCHIVE\.state|MIRROR\.state|RESTORE\.plan)\.\d+\.tmp", re.ASCII)
+_DICT = re.compile(r"[0-9a-f]{64}\.zdict", re.ASCII)
+_DICT_TEMP = re.compile(r"[0-9a-f]{64}\.zdict\.tmp", re.ASCII)
 _CURSOR_TEMP = re.compile(r"cursor\.[A-Za-z0-9][A-Za-z0-9._:@-]*\.\d+\.tmp", re.ASCII)
 
 
@@ -59,6 +63,7 @@ class Kind(Enum):
     LOCK = "lock"
     META = "meta"
     KEYS = "keys"
+    DICTIONARY = "dictionary"
     ARCHIVE = "archive"  # the archive's own files (see the module); the log ignores them
     FOREIGN = "foreign"
 
@@ -118,4 +123,8 @@ def parse(name: str) -> Name:
         return Name(Kind.INDEX, name, int(m.group(1)))
     if m := _QUARANTINE.fullmatch(name):
         return Name(Kind.QUARANTINE, name, int(m.group(1)))
+    if _DICT.fullmatch(name):
+        return Name(Kind.DICTIONARY, name)
+    if _DICT_TEMP.fullmatch(name):
+        return Name(Kind.TEMP, name)
     return Name(Kind.FOREIGN, name)

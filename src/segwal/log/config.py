@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,10 +11,12 @@ from typing import Final, Literal
 from segwal.errors import ArgumentTypeError, ConfigError
 from segwal.events import Observer
 from segwal.format import codecs
+from segwal.format import dictionary as zdict
 from segwal.format.cipher import SegmentKeys
 from segwal.format.layout import HEADER_SIZE, MAX_U32, SEAL_SIZE
 from segwal.log.encryption import Encryption, encryption_option
 from segwal.storage.coding import Coding
+from segwal.storage.dictionaries import Dictionaries
 from segwal.storage.fileio import FileSystem, OsFileSystem
 
 SyncMode = Literal["always", "interval", "never"]
@@ -60,6 +63,11 @@ class WalConfig:
     # ("zstd" or "lz4", level as the codec counts it, None for its default).
     compression: Compression | None = None
     compression_level: int | None = None
+    # A trained zstd dictionary (its bytes, or the path of a file holding them or a .zdict
+    # file): stored in the log at open, named by the segments created after it (see
+    # storage/dictionaries.py). Stored as format.dictionary.Dictionary. Not with encryption:
+    # a dictionary holds text of its samples in plaintext (docs/SECURITY.md).
+    compression_dictionary: zdict.Dictionary | bytes | str | os.PathLike[str] | None = None
     # Encryption at rest: 32 bytes (the key-encryption key), a key provider, or Encryption
     # (provider and cipher); stored as Encryption. None: segments are written in plaintext.
     # At open, the log keys in KEYS are unwrapped (or made) and become the log's key ring.
@@ -110,6 +118,25 @@ class WalConfig:
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
         _check_compression(self.compression, self.compression_level)
+        if self.compression_dictionary is not None:
+            object.__setattr__(
+                self, "compression_dictionary", _dictionary_option(self.compression_dictionary)
+            )
+            if self.compression != "zstd":
+                raise ConfigError(
+                    'compression_dictionary needs compression="zstd"',
+                    option="compression_dictionary",
+                )
+            if self.encryption is not None or self.keys is not None:
+                raise ConfigError(
+                    "compression_dictionary is refused with encryption: the dictionary holds "
+                    "text of its training records and is stored in plaintext",
+                    option="compression_dictionary",
+                )
+            if self.readonly:
+                raise ConfigError(
+                    "a readonly view adds no dictionary", option="compression_dictionary"
+                )
         assert self.max_record_bytes <= MAX_U32
 
     def now_us(self) -> int:
@@ -125,13 +152,55 @@ class WalConfig:
             )
         return int(now)
 
-    def coding(self) -> Coding:
+    @property
+    def dictionary(self) -> zdict.Dictionary | None:
+        """The checked compression dictionary (``__post_init__`` made it one)."""
+        found = self.compression_dictionary
+        return found if isinstance(found, zdict.Dictionary) else None
+
+    def coding(self, dictionaries: Dictionaries | None = None) -> Coding:
         """The compressor and key ring of the log's writer; raises UnsupportedFormatError
         with the pip hint when the codec is not installed (at open, not at first append)."""
         packer = None
         if self.compression is not None:
-            packer = codecs.compressor(self.compression, self.compression_level)
-        return Coding(packer, self.keys)
+            trained = self.dictionary
+            packer = codecs.compressor(
+                self.compression,
+                self.compression_level,
+                None if trained is None else (trained.dict_id, trained.content),
+            )
+        return Coding(packer, self.keys, dictionaries=dictionaries)
+
+
+def _dictionary_option(value: object) -> zdict.Dictionary:
+    """A compression dictionary from its bytes, a file of them or a ``.zdict`` file."""
+    if isinstance(value, zdict.Dictionary):
+        return value
+    where = None
+    if isinstance(value, str | os.PathLike):
+        where = os.fspath(value)
+        try:
+            with open(where, "rb") as f:
+                value = f.read(zdict.MAX_FILE + 1)
+        except OSError as exc:
+            raise ConfigError(
+                f"compression_dictionary {where}: {exc.strerror or exc}",
+                option="compression_dictionary",
+            ) from None
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ArgumentTypeError(
+            "compression_dictionary must be bytes or a path, not " + type(value).__name__,
+            option="compression_dictionary",
+        )
+    data = bytes(value)
+    try:
+        if data[: len(zdict.MAGIC)] == zdict.MAGIC:
+            return zdict.decode(data, where or "compression_dictionary")
+        return zdict.make(data)
+    except ValueError as exc:
+        raise ConfigError(
+            f"compression_dictionary: {exc}", option="compression_dictionary"
+        ) from None
 
 
 def _check_compression(name: object, level: object) -> None:

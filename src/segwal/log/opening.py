@@ -18,6 +18,7 @@ from segwal.events import RecoveryCut
 from segwal.log.encryption import KeysAtOpen
 from segwal.log.state import LogState, log
 from segwal.log.telemetry import event_extra
+from segwal.storage.dictionaries import add as add_dictionary
 from segwal.storage.fileio import FileHandle
 from segwal.storage.lockfile import read_lock, take_lock
 from segwal.storage.meta import store as store_meta
@@ -85,6 +86,9 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
         keys = keys_at_open.ensure(found.log_id, now_us)
         if keys is not None:
             state.coding = replace(state.coding, keys=keys)
+        if config.dictionary is not None:
+            # Durable before start_writer or a rotation creates a segment that names it.
+            add_dictionary(fs, path, config.dictionary)
         writer, new_segment = start_writer(
             fs,
             path,

@@ -22,6 +22,7 @@ from segwal.log.buffer import AppendBuffer
 from segwal.log.catalog import SegmentCatalog, writer_info
 from segwal.log.config import WalConfig
 from segwal.log.telemetry import Telemetry
+from segwal.storage.dictionaries import Dictionaries
 from segwal.types import SegmentInfo, Stats
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class LogState:
         self.config = config
         self.fs = config.filesystem
         # How frames are encoded and decoded (compression, keys): checked here, at open.
-        self.coding = config.coding()
+        self.coding = config.coding(Dictionaries(self.fs, path))
         # Re-entrant because a failed barrier run by a thread that holds it (a checkpoint)
         # undoes under it too.
         self.lock = threading.RLock()

@@ -4,7 +4,8 @@ The format layer knows the bytes (``format.frames``, ``format.codecs``, ``format
 this module knows which segment gets which codec and key: a new segment takes the log's
 compression and a new key from the ring; a resumed or rewritten segment keeps its header
 (salt included) and gets a nonce source with a freshly drawn prefix (``writing=True``); a
-reader gets the segment's key by the id and salt its header names.
+reader gets the segment's key by the id and salt its header names, and its compression
+dictionary by the id its header names (``storage.dictionaries``, read once when first needed).
 """
 
 from __future__ import annotations
@@ -18,21 +19,24 @@ from segwal.errors import (
     UnsupportedFormatError,
 )
 from segwal.format.cipher import AuthenticationFailed, SegmentKey, SegmentKeys
-from segwal.format.codecs import IDS, MIN_INPUT_BYTES, Compressor, compressor
-from segwal.format.features import HEADER_COMPRESSED, HEADER_ENCRYPTED
+from segwal.format.codecs import IDS, Compressor, compressor
+from segwal.format.features import FRAME_COMPRESSED, HEADER_COMPRESSED, HEADER_ENCRYPTED
 from segwal.format.frames import Buffer, FrameEncoder, Prepared, plain_body, prepare
 from segwal.format.layout import FormatError, SegmentHeader
 from segwal.format.scanner import Frame
+from segwal.storage.dictionaries import Dictionaries
 
 _CACHE_LIMIT = 1024  # segment keys kept for readers (HKDF is ~16 us a segment)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Coding:
-    """The log's compressor (None: frames are stored raw) and key ring (None: plaintext)."""
+    """The log's compressor (None: frames are stored raw), key ring (None: plaintext) and
+    the dictionaries of its directory (None: a segment that names one cannot be decoded)."""
 
     compressor: Compressor | None = None
     keys: SegmentKeys | None = None
+    dictionaries: Dictionaries | None = None
     _read_keys: dict[tuple[bytes, int, int, bytes], SegmentKey] = field(
         default_factory=dict, repr=False
     )
@@ -50,6 +54,11 @@ class Coding:
             key = self.keys.for_new_segment(log_id, sequence, first_lsn)
         return (self.compressor.codec_id if self.compressor else 0), key
 
+    @property
+    def dictionary_id(self) -> int:
+        """The dictionary id a new segment's header names (0: none)."""
+        return self.compressor.dict_id if self.compressor is not None else 0
+
     def encoder(
         self, header: SegmentHeader, key: SegmentKey | None = None, *, path: str = ""
     ) -> FrameEncoder | None:
@@ -63,8 +72,10 @@ class Coding:
         if header.flags & HEADER_ENCRYPTED and key is None:
             key = self._key(header, path, writing=True)
         packer = self.compressor
-        if packer is not None and packer.codec_id != header.compression_id:
-            # Another codec than this segment's: frames of this segment are stored raw.
+        if packer is not None and (
+            packer.codec_id != header.compression_id or packer.dict_id != header.dict_id
+        ):
+            # Another codec or dictionary than this segment's: its frames are stored raw.
             packer = None
         return FrameEncoder(header, packer, key)
 
@@ -73,7 +84,7 @@ class Coding:
         payloads the encoder will refuse under the lock with the right error)."""
         if self.compressor is None or not payloads:
             return None
-        if len(payloads) == 1 and 4 + lengths[0] <= MIN_INPUT_BYTES:
+        if len(payloads) == 1 and 4 + lengths[0] <= self.compressor.min_input:
             return None  # too small to try: stored raw (a version 1 frame)
         try:
             return prepare(self.compressor, payloads, lengths)
@@ -87,6 +98,8 @@ class Coding:
             self._key(header, path, writing=False)
         if header.flags & HEADER_COMPRESSED:
             compressor(IDS[header.compression_id])  # UnsupportedFormatError if missing
+        if header.dict_id:
+            self._dictionary(header, path)  # MissingDictionaryError / CorruptionError
 
     def plain_body(
         self, buf: Buffer, frame: Frame, header: SegmentHeader, path: str, offset: int
@@ -102,6 +115,15 @@ class Coding:
         first); a body that must outlive that (a cached frame) is opened without it.
         """
         return FrameOpener(self, header, path, reuse)
+
+    def _dictionary(self, header: SegmentHeader, path: str) -> object:
+        if self.dictionaries is None:
+            raise UnsupportedFormatError(
+                f"{path} names compression dictionary {header.dict_id:#010x}: read it "
+                "through its log directory",
+                path=path,
+            )
+        return self.dictionaries.for_decoding(header.dict_id, path)
 
     def _key(self, header: SegmentHeader, path: str, *, writing: bool) -> SegmentKey:
         if self.keys is None:
@@ -128,13 +150,14 @@ class FrameOpener:
     once (at the first encrypted frame, where a missing key raises as it always did), and
     with ``reuse`` one scratch buffer holds each decrypted body in turn."""
 
-    __slots__ = ("_coding", "_header", "_key", "_path", "_scratch", "defers_crc")
+    __slots__ = ("_coding", "_dictionary", "_header", "_key", "_path", "_scratch", "defers_crc")
 
     def __init__(self, coding: Coding, header: SegmentHeader, path: str, reuse: bool) -> None:
         self._coding = coding
         self._header = header
         self._path = path
         self._key: SegmentKey | None = None
+        self._dictionary: object | None = None  # looked up at the first frame that needs it
         self._scratch: bytearray | None = bytearray() if reuse else None
         # With the key ring at hand, every encrypted frame is authenticated before it is
         # used, so the scanner may leave its CRC to the tag (``scanner.check``).
@@ -146,12 +169,15 @@ class FrameOpener:
         key = self._key
         if key is None and frame.opaque and header.flags & HEADER_ENCRYPTED:
             key = self._key = self._coding._key(header, self._path, writing=False)
+        dictionary = self._dictionary
+        if dictionary is None and frame.opaque & FRAME_COMPRESSED and header.dict_id:
+            dictionary = self._dictionary = self._coding._dictionary(header, self._path)
         scratch = self._scratch
         if scratch is not None and len(scratch) < frame.length:
             # Grown to the largest frame seen: a body is never larger than its frame.
             scratch = self._scratch = bytearray(frame.length)
         try:
-            return plain_body(buf, frame, header, key, self._path, scratch)
+            return plain_body(buf, frame, header, key, self._path, scratch, dictionary)
         except AuthenticationFailed as exc:
             raise AuthenticationError(
                 exc.reason, path=self._path, offset=offset, lsn=frame.first_lsn

@@ -185,6 +185,7 @@ class SegmentWriter:
             encryption_id=key.cipher_id if key is not None else 0,
             key_id=key.key_id if key is not None else 0,
             salt=key.salt if key is not None else bytes(16),
+            dict_id=coding.dictionary_id,
         )
         temp = posixpath.join(directory, temp_name(first_lsn))
         final = posixpath.join(directory, segment_name(first_lsn))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import posixpath
+from dataclasses import replace
 
 from segwal.errors import (
     CorruptionError,
@@ -29,6 +30,8 @@ from segwal.format.layout import HEADER_SIZE, SegmentHeader
 from segwal.format.meta import Meta
 from segwal.format.naming import META_NAME, Kind, parse
 from segwal.storage.coding import PLAIN, Coding
+from segwal.storage.dictionaries import Dictionaries
+from segwal.storage.dictionaries import check as check_dictionaries
 from segwal.storage.fileio import FileSystem
 from segwal.storage.keys import check as check_keys
 from segwal.storage.meta import load as load_meta
@@ -48,8 +51,11 @@ def verify_directory(fs: FileSystem, directory: str, coding: Coding = PLAIN) -> 
 
     Checksums, seals and the chain need no key. With a key ring in ``coding``, every
     encrypted frame is authenticated too, and every compressed frame whose codec is
-    installed is decompressed (format v2).
+    installed is decompressed (format v2), with the dictionary its segment names: a missing,
+    damaged or ambiguous dictionary is a problem, and so is a damaged one no segment names.
     """
+    if coding.dictionaries is None:
+        coding = replace(coding, dictionaries=Dictionaries(fs, directory))
     entries = [(parse(e.name), e.is_file) for e in fs.list_dir(directory)]
     names = sorted(
         (item for item in entries if item[0].kind is Kind.SEGMENT),
@@ -106,6 +112,7 @@ def verify_directory(fs: FileSystem, directory: str, coding: Coding = PLAIN) -> 
             )
         )
         prev = state if state.seal is not None else None
+    problems.extend(check_dictionaries(fs, directory))
     keys_problem = check_keys(fs, directory, first_header.log_id if first_header else None)
     if keys_problem is not None:
         problems.append(keys_problem)
