@@ -224,6 +224,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     observers: Iterable[events.Observer] = (),
     compression: Compression | None = None,
     compression_level: int | None = None,
+    compression_threads: int = 0,
     encryption_key: bytes | None = None,
     encryption: bytes | KeyProvider | Encryption | None = None,
     archive: str | ObjectStore | None = None,
@@ -278,6 +279,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         observers=tuple(observers),
         compression=compression,
         compression_level=compression_level,
+        compression_threads=compression_threads,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         **options,  # type: ignore[arg-type]
     )

@@ -24,6 +24,7 @@ SYNC_MODES: Final = ("always", "interval", "never")
 RECOVERY_MODES: Final = ("tolerate_tail", "strict", "truncate")
 MIN_SEGMENT_BYTES: Final = HEADER_SIZE + SEAL_SIZE + 256
 MAX_BUFFER_BYTES: Final = 1 << 30  # what a buffered burst may hold in memory
+MAX_COMPRESSION_THREADS: Final = 64
 MAX_RECORD_LIMIT: Final = 1 << 30  # a frame's body length must fit in a u32 with room to spare
 
 
@@ -60,6 +61,10 @@ class WalConfig:
     # ("zstd" or "lz4", level as the codec counts it, None for its default).
     compression: Compression | None = None
     compression_level: int | None = None
+    # Compress batches on this many worker threads instead of the appending thread: an
+    # append_batch (or a full buffer_bytes burst) returns once queued (log/pipeline.py).
+    # The promise is buffer_bytes's; 0: compress on the appending thread.
+    compression_threads: int = 0
     # Encryption at rest: 32 bytes (the key-encryption key), a key provider, or Encryption
     # (provider and cipher); stored as Encryption. None: segments are written in plaintext.
     # At open, the log keys in KEYS are unwrapped (or made) and become the log's key ring.
@@ -110,6 +115,18 @@ class WalConfig:
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
         _check_compression(self.compression, self.compression_level)
+        _int_in("compression_threads", self.compression_threads, 0, MAX_COMPRESSION_THREADS)
+        if self.compression_threads and self.compression is None:
+            raise ConfigError(
+                "compression_threads needs a compression", option="compression_threads"
+            )
+        if self.compression_threads and self.sync == "always":
+            raise ConfigError(
+                'compression_threads needs sync="interval" or "never": with sync="always" '
+                "every append is durable before it returns, and appending threads already "
+                "compress in parallel outside the lock",
+                option="compression_threads",
+            )
         assert self.max_record_bytes <= MAX_U32
 
     def now_us(self) -> int:
