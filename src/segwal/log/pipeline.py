@@ -21,8 +21,10 @@ Bounds and order:
 - a failed write (ENOSPC, EIO) or compression in a worker fails the log as a failed write on
   the appending thread does (``LogState.fail``): the batches still queued are dropped (they
   were never written, let alone durable) and every later call raises ``WalFailedError``;
-- a forked child never touches the pipeline: the fork hook fails its log
-  (``ForkedError``) before any call could reach it, and ``stop`` there joins no thread.
+- a forked child never uses the pipeline: the log's fork hook fails it (``ForkedError``),
+  every entry here checks that first, and ``stop`` there joins no thread. So that the child
+  does not inherit a lock held by a worker (its ``close`` takes the log's lock), a fork
+  waits until no worker holds the log's lock or the condition (``_before_fork``).
 
 Lock order: the log's lock, then the pipeline's condition; a worker holds the condition
 only to take or finish jobs, never while it waits for the log's lock.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -46,6 +49,26 @@ QUEUE_BYTES: Final = 32 * 2**20  # payload bytes in flight (copies of the caller
 JOBS_PER_THREAD: Final = 4  # batches in flight per worker: enough to keep every core busy
 
 _QUEUED, _TAKEN, _DONE = 0, 1, 2
+
+_pipelines: weakref.WeakSet[CompressionPipeline] = weakref.WeakSet()  # running, for forks
+_held: list[CompressionPipeline] = []  # the ones whose locks a fork in progress holds
+
+
+def _before_fork() -> None:
+    for pipeline in list(_pipelines):
+        pipeline._state.lock.acquire()  # the log's lock first: the lock order
+        pipeline._cond.acquire()
+        _held.append(pipeline)
+
+
+def _after_fork() -> None:
+    while _held:
+        pipeline = _held.pop()
+        pipeline._cond.release()
+        pipeline._state.lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 class Job:
@@ -112,11 +135,14 @@ class CompressionPipeline:
         ]
         for thread in self._threads:
             thread.start()
+        _pipelines.add(self)
 
     # -- the appending side (the appender calls these) ------------------------------------
 
     def append_batch(self, items: list[bytes], lengths: list[int], record_type: int) -> range:
         """Give the batch its LSNs, queue it and return them (it is written later)."""
+        state = self._state
+        state.check_writable()  # closed, failed or forked: raised before anything waits
         if any(p.__class__ is not bytes for p in items):
             # Copies: a caller's buffer may change once the call returns.
             items = [to_payload(p, i) for i, p in enumerate(items)]
@@ -125,7 +151,6 @@ class CompressionPipeline:
             if largest > self._max_record:
                 raise RecordTooLargeError(largest, self._max_record, index=lengths.index(largest))
         self._reserve()  # backpressure before the lock: workers can write meanwhile
-        state = self._state
         with state.lock:
             state.check_writable()
             if self._buffer.payloads:
@@ -318,6 +343,7 @@ class CompressionPipeline:
         by a thread of the parent: nothing to do."""
         if os.getpid() != self._pid:
             return
+        _pipelines.discard(self)
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
