@@ -85,10 +85,13 @@ def _child(path: Path, mode: str, seed: int, ack_fd: int, options: dict[str, obj
     code = 0
     try:
         rng = random.Random(seed)
-        # "never+buffer": sync="never" with single appends gathered in memory (buffer_bytes).
-        sync, _, buffered = mode.partition("+")
-        if buffered:
+        # "never+buffer": sync="never" with single appends gathered in memory (buffer_bytes);
+        # "+pipeline": batches compressed on worker threads (compression_threads), queued.
+        sync, _, extra = mode.partition("+")
+        if "buffer" in extra:
             options = {**options, "buffer_bytes": rng.choice([200, 4096, 65536])}
+        if "pipeline" in extra:
+            options = {**options, "compression_threads": rng.choice([1, 2])}
         wal = segwal.open(path, sync=sync, sync_interval=0.002, **options)  # type: ignore[arg-type]
         os.write(ack_fd, _ACK.pack(OPENED))
         while True:
@@ -354,5 +357,31 @@ def test_sigkill_with_a_compression_dictionary(
     assert any(h[116:120] != bytes(4) for h in heads)  # segments name the dictionary
     with capsys.disabled():
         print(f"\nSIGKILL test (dictionary), seed {seed:#x}")
+        for line in lines:
+            print("  " + line)
+
+
+PIPELINE_MODES = ("never+pipeline", "interval+pipeline+buffer")
+
+
+@pytest.mark.timeout(600)
+def test_sigkill_under_load_pipelined(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """80 kills of writers whose batches are compressed off the appending thread
+    (``compression_threads``, zstd): killed with batches still queued, the log is a prefix
+    of whole batches holding every acknowledged (synced) record."""
+    pytest.importorskip("backports.zstd" if sys.version_info < (3, 14) else "compression.zstd")
+    seed = 0x5E6_3A3
+    started = time.perf_counter()
+    lines = []
+    for m, mode in enumerate(PIPELINE_MODES):
+        tally = run_kills(
+            tmp_path / "pipeline", mode, kills=V2_KILLS, seed=seed + m, coding=CODINGS["zstd"]
+        )
+        assert tally.max_acked > 0, f"zstd sync={mode}: no append was ever acknowledged"
+        assert tally.kills == V2_KILLS
+        lines.append(tally.line(f"zstd sync={mode}"))
+    elapsed = time.perf_counter() - started
+    with capsys.disabled():
+        print(f"\nSIGKILL test (pipelined compression), seed {seed:#x}, {elapsed:.1f}s")
         for line in lines:
             print("  " + line)

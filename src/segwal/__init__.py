@@ -236,6 +236,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     compression: Compression | None = None,
     compression_level: int | None = None,
     compression_dictionary: bytes | str | PathLike[str] | None = None,
+    compression_threads: int = 0,
     encryption_key: bytes | None = None,
     encryption: bytes | KeyProvider | Encryption | None = None,
     archive: str | ObjectStore | None = None,
@@ -291,6 +292,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         compression=compression,
         compression_level=compression_level,
         compression_dictionary=compression_dictionary,
+        compression_threads=compression_threads,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         **options,  # type: ignore[arg-type]
     )

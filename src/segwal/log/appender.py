@@ -20,6 +20,7 @@ from segwal.format.frames import Prepared
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
 from segwal.format.meta import Closed
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, payload_list, to_payload
+from segwal.log.pipeline import CompressionPipeline
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
@@ -44,6 +45,11 @@ class Appender:
         self._publish_lock = threading.Lock()
         self._generation = generation_of(lock_handle)  # bumped by announce (format/lock.py)
         self._last_ts = 0
+        # compression_threads: batches compressed off the appending thread (log/pipeline.py)
+        self.pipeline: CompressionPipeline | None = None
+        threads = state.config.compression_threads
+        if threads and state.coding.compressor is not None:
+            self.pipeline = CompressionPipeline(state, self.write_queued, self.stamp, threads)
 
     # -- appending ------------------------------------------------------------------------
 
@@ -69,7 +75,7 @@ class Appender:
                     if lsn > MAX_LSN:
                         raise exhausted()
                     if buffer.add(data, size):
-                        self.flush_buffer()
+                        self._burst_full()
                     return lsn
                 return self._start_burst(data, type)
         with state.lock:
@@ -100,20 +106,27 @@ class Appender:
         """Start a burst of buffered appends (the caller holds the lock)."""
         # settle raises what is wrong, and writes a burst of another type first: a frame
         # holds records of one type.
-        writer = self.settle()
-        lsn = writer.last_lsn + 1
+        # With the pipeline, that burst is queued rather than waited for.
+        pipeline = self.pipeline
+        lsn = pipeline.next_lsn() if pipeline is not None else self.settle().last_lsn + 1
         if lsn > MAX_LSN:
             raise exhausted()
         if self._state.buffer.start(data, lsn, record_type, self.stamp()):
-            self.flush_buffer()
+            self._burst_full()
         return lsn
+
+    def _burst_full(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.submit_burst()  # queued: compressed and written off this thread
+        else:
+            self.flush_buffer()
 
     def settle(self) -> SegmentWriter:
         """Check the log can change, then write buffered records: whatever comes next (a
         batch, a barrier, a rotation, a truncation) must find them in the file, in order."""
         state = self._state
         writer = state.check_writable()
-        if state.buffer.payloads:
+        if state.buffer.pending:
             self.flush_buffer()
             writer = state.check_writable()
         return writer
@@ -122,6 +135,9 @@ class Appender:
         """Write the buffered appends as one batch (all or nothing after a crash)."""
         state = self._state
         with state.lock:
+            if self.pipeline is not None:
+                self.pipeline.drain()  # the burst and every queued batch, in LSN order
+                return
             buffer = state.buffer
             if not buffer.payloads:
                 return
@@ -156,6 +172,8 @@ class Appender:
             items = [to_payload(p, i) for i, p in enumerate(items)]
             lengths = list(map(len, items))
         self._check_sizes(lengths)  # before anything is encoded
+        if self.pipeline is not None:
+            return self.pipeline.append_batch(items, lengths, type)  # queued, LSNs given
         prepared = state.coding.prepare(items, lengths)  # compressed outside the lock
         with state.lock:
             writer = self.settle()
@@ -275,6 +293,20 @@ class Appender:
             writer = self.rotation.for_append(writer, len(data), largest, ts)
             data = self._encode_batch(writer, first, record_type, ts, items, lengths, prepared)
         self._write(writer, data, first + len(items) - 1, ts)
+
+    def write_queued(
+        self,
+        items: list[bytes],
+        lengths: list[int],
+        first: int,
+        record_type: int,
+        ts: int,
+        prepared: Prepared | None,
+    ) -> None:
+        """Write a batch the pipeline compressed (the lock held; LSNs given at append)."""
+        writer = self._state.check_writable()
+        data = self._encode_batch(writer, first, record_type, ts, items, lengths, prepared)
+        self._write_batch(writer, data, first, record_type, ts, items, lengths, prepared)
 
     def _check_sizes(self, lengths: list[int]) -> None:
         limit = self._max_record_bytes
@@ -418,7 +450,7 @@ class Appender:
         state = self._state
         if isinstance(state.failure, ForkedError):
             raise state.failure  # a forked child runs no barrier on its parent's files
-        if lsn > state.commit.written_lsn and state.buffer.payloads:
+        if lsn > state.commit.written_lsn and state.buffer.pending:
             self.flush_buffer()  # the buffered appends it waits for
         lead = self._config.sync != "interval"
         return state.commit.wait_durable(lsn, lead=lead, timeout=timeout)
@@ -469,6 +501,8 @@ class Appender:
                     generation=self._generation,
                 )
         finally:
+            if self.pipeline is not None:
+                self.pipeline.stop()  # drained above, or dropped with a failed log
             if writer is not None:
                 writer.close()
             handle.close()

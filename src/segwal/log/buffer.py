@@ -6,6 +6,10 @@ when it is full, when a record of another type arrives, when anything else needs
 to hold every appended record in LSN order (a batch, a barrier, a rotation, a read of
 unsynced records, close), or when the interval flusher runs. A frame holds records of one
 type and one timestamp, so a burst has one of each: the stamp of its first record.
+
+With ``compression_threads`` a full burst is not written here but queued in the compression
+pipeline (log/pipeline.py) like a batch; ``queued`` counts the batches there, and
+``last_lsn`` then covers them too, so ``pending`` is what "anything else" checks.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ class Burst(NamedTuple):
 class AppendBuffer:
     """Records that have LSNs but are not written yet (guarded by the log's lock)."""
 
-    __slots__ = ("first_lsn", "last_lsn", "limit", "payloads", "record_type", "size", "stamp")
+    __slots__ = (
+        "first_lsn",
+        "last_lsn",
+        "limit",
+        "payloads",
+        "queued",
+        "record_type",
+        "size",
+        "stamp",
+    )
 
     def __init__(self, limit: int) -> None:
         self.limit = limit  # bytes that make a burst go to the file (0: no buffering)
@@ -36,11 +49,17 @@ class AppendBuffer:
         # The last LSN given out; reset to 0 only once the write has moved the segment's
         # last LSN up to it, so the log's last LSN never goes back in between.
         self.last_lsn = 0
+        self.queued = 0  # batches in the compression pipeline, not yet written
         self.record_type = 0
         self.stamp = 0
 
     def __bool__(self) -> bool:
         return bool(self.payloads)
+
+    @property
+    def pending(self) -> bool:
+        """Records that have LSNs but are not in the file yet (buffered or queued)."""
+        return bool(self.payloads) or self.queued > 0
 
     def __len__(self) -> int:
         return len(self.payloads)

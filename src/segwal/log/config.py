@@ -27,6 +27,7 @@ SYNC_MODES: Final = ("always", "interval", "never")
 RECOVERY_MODES: Final = ("tolerate_tail", "strict", "truncate")
 MIN_SEGMENT_BYTES: Final = HEADER_SIZE + SEAL_SIZE + 256
 MAX_BUFFER_BYTES: Final = 1 << 30  # what a buffered burst may hold in memory
+MAX_COMPRESSION_THREADS: Final = 64
 MAX_RECORD_LIMIT: Final = 1 << 30  # a frame's body length must fit in a u32 with room to spare
 
 
@@ -68,6 +69,10 @@ class WalConfig:
     # storage/dictionaries.py). Stored as format.dictionary.Dictionary. Not with encryption:
     # a dictionary holds text of its samples in plaintext (docs/SECURITY.md).
     compression_dictionary: zdict.Dictionary | bytes | str | os.PathLike[str] | None = None
+    # Compress batches on this many worker threads instead of the appending thread: an
+    # append_batch (or a full buffer_bytes burst) returns once queued (log/pipeline.py).
+    # The promise is buffer_bytes's; 0: compress on the appending thread.
+    compression_threads: int = 0
     # Encryption at rest: 32 bytes (the key-encryption key), a key provider, or Encryption
     # (provider and cipher); stored as Encryption. None: segments are written in plaintext.
     # At open, the log keys in KEYS are unwrapped (or made) and become the log's key ring.
@@ -137,6 +142,18 @@ class WalConfig:
                 raise ConfigError(
                     "a readonly view adds no dictionary", option="compression_dictionary"
                 )
+        _int_in("compression_threads", self.compression_threads, 0, MAX_COMPRESSION_THREADS)
+        if self.compression_threads and self.compression is None:
+            raise ConfigError(
+                "compression_threads needs a compression", option="compression_threads"
+            )
+        if self.compression_threads and self.sync == "always":
+            raise ConfigError(
+                'compression_threads needs sync="interval" or "never": with sync="always" '
+                "every append is durable before it returns, and appending threads already "
+                "compress in parallel outside the lock",
+                option="compression_threads",
+            )
         assert self.max_record_bytes <= MAX_U32
 
     def now_us(self) -> int:

@@ -35,7 +35,12 @@ class IntervalFlusher:
                 if state.buffer.payloads:
                     with state.lock:
                         if not state.closed and state.failure is None:
-                            appender.flush_buffer()
+                            if appender.pipeline is not None:
+                                # Queued, not awaited: the workers write it soon, and the
+                                # barrier below covers what they wrote by then.
+                                appender.pipeline.submit_burst()
+                            else:
+                                appender.flush_buffer()
                 state.commit.flush()
                 if config.max_segment_age is not None:
                     with state.lock:

@@ -110,7 +110,7 @@ class Reader:
         if self._refresh_view is not None and not looked:
             self._refresh_view()
         with state.lock:
-            if unsynced and state.buffer.payloads and state.failure is None:
+            if unsynced and state.buffer.pending and state.failure is None:
                 assert self._flush_buffer is not None
                 self._flush_buffer()  # unsynced readers see every appended record
             writer = state.writer

@@ -343,7 +343,7 @@ class Wal:
         state = self._state
         state.check_open()
         with state.lock:
-            if self._appender is not None and state.buffer.payloads and state.failure is None:
+            if self._appender is not None and state.buffer.pending and state.failure is None:
                 self._appender.flush_buffer()  # the segments then hold every appended record
             return state.segment_infos()
 
@@ -411,7 +411,7 @@ class Wal:
         with state.lock:
             if state.closed:
                 return
-            if appender is not None and state.buffer.payloads and state.failure is None:
+            if appender is not None and state.buffer.pending and state.failure is None:
                 try:
                     appender.flush_buffer()
                 except BaseException as exc:  # raised once the files are released

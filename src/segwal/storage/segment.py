@@ -11,7 +11,7 @@ import logging
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar, cast
 
 import blake3
 
@@ -452,6 +452,11 @@ def decode_frames(
     # frames may all be decrypted into one buffer.
     opener = coding.opener(header, handle.path, reuse=True)
     defer = opener.defers_crc
+    # Eager (a list) even in pure Python: an opaque body may be the opener's buffer, which
+    # the next frame overwrites (payload decoders copy every payload anyway).
+    decode_opaque = decode
+    if decode is record_iterator:
+        decode_opaque = cast(FrameDecoder[T], eager_record_iterator)
     for ref in iter_frames(handle, header, start, end, skip=seek, defer_crc=defer):
         verdict = ref.verdict
         frame = verdict.frame
@@ -487,10 +492,7 @@ def decode_frames(
                 _check_deferred(handle, header, ref, before)
                 raise
         try:
-            # Eager (a list) even in pure Python: the body may be the opener's buffer, which
-            # the next frame overwrites (payload decoders copy every payload anyway).
-            eager = frame.opaque and decode is record_iterator
-            item = (eager_record_iterator if eager else decode)(
+            item = (decode_opaque if frame.opaque else decode)(
                 body,
                 table,
                 count,
