@@ -72,7 +72,7 @@ def list_command(directory: str, as_json: bool) -> None:
         infos = segwal.list_dictionaries(directory)
     rows: list[dict[str, Any]] = [
         {
-            "id": f"{i.dict_id:08x}",
+            "id": i.dict_id,  # as the segment header's u32 names it (bytes 116..120)
             "digest": i.digest,
             "size": i.size,
             "path": i.path,
@@ -84,7 +84,9 @@ def list_command(directory: str, as_json: bool) -> None:
         emit_json({"directory": directory, "dictionaries": rows})
         return
     table = [["ID", "SIZE", "SEGMENTS", "DIGEST"]]
-    table += [[r["id"], str(r["size"]), str(len(r["segments"])), r["digest"]] for r in rows]
+    table += [
+        [f"{r['id']:#010x}", str(r["size"]), str(len(r["segments"])), r["digest"]] for r in rows
+    ]
     for line in render_table(table, right={1, 2}):
         click.echo(line)
 
