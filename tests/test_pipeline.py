@@ -387,3 +387,18 @@ def test_same_records_as_the_synchronous_path(
             replay = [(r.lsn, r.type, r.payload) for r in again.replay()]
         results.append((returned, replay))
     assert results[0] == results[1]
+
+
+def test_encrypted_compressed_frames_are_sealed_in_order(tmp_path: Path) -> None:
+    """With a key, the pipeline compresses and the write seals (under the lock): the log
+    reads back only with the key, every batch whole and in order."""
+    pytest.importorskip("cryptography")
+    key = bytes(range(32))
+    with _open(tmp_path / "log", encryption_key=key, segment_bytes=8192) as wal:
+        for i in range(40):
+            wal.append_batch(batch(i * 7 + 1, 7))
+        assert wal.sync() == 280
+    with segwal.open(tmp_path / "log", encryption_key=key) as again:
+        assert [r.payload for r in again.replay()] == batch(1, 280)
+    with pytest.raises(segwal.MissingKeyError), segwal.open(tmp_path / "log") as bare:
+        list(bare.replay())
