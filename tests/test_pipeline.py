@@ -45,7 +45,8 @@ def record(lsn: int, size: int = 300) -> bytes:
     return head + body + b'"}'
 
 
-def batch(first: int, n: int, size: int = 300) -> list[bytes]:
+def batch(first: int, n: int, size: int = 2000) -> list[bytes]:
+    """Ten of these make a batch above INLINE_BYTES: queued, not compressed inline."""
     return [record(first + i, size) for i in range(n)]
 
 
@@ -113,11 +114,11 @@ def test_single_buffered_and_batched_appends_interleave_in_order(tmp_path: Path)
 
 def test_mutable_payloads_are_copied_when_queued(tmp_path: Path) -> None:
     with _open(tmp_path / "log") as wal:
-        buf = bytearray(record(1))
-        wal.append_batch([buf, memoryview(record(2))])
+        buf = bytearray(record(1, 20_000))
+        wal.append_batch([buf, memoryview(record(2))])  # queued: above INLINE_BYTES
         buf[:] = b"x" * len(buf)  # after the call returned: the log keeps what it got
         wal.sync()
-        assert [r.payload for r in wal.replay()] == [record(1), record(2)]
+        assert [r.payload for r in wal.replay()] == [record(1, 20_000), record(2)]
 
 
 def test_a_full_queue_blocks_the_appender(tmp_path: Path) -> None:
@@ -173,24 +174,24 @@ def test_close_and_unsynced_reads_drain_the_queue(tmp_path: Path) -> None:
     wal = _open(tmp_path / "log")
     state = wal._state
     with state.lock:
-        wal.append_batch(batch(1, 5))
-        wal.append_batch(batch(6, 5))
+        wal.append_batch(batch(1, 10))
+        wal.append_batch(batch(11, 10))
         assert state.buffer.queued == 2
-        assert wal.read(8, unsynced=True).payload == record(8)
+        assert wal.read(18, unsynced=True).payload == record(18, 2000)
         assert state.buffer.queued == 0
-        wal.append_batch(batch(11, 5))
+        wal.append_batch(batch(21, 10))
         assert state.buffer.queued == 1
     wal.close()
     assert not any(t.name.startswith("segwal-compress") for t in threading.enumerate())
     with segwal.open(tmp_path / "log") as again:
-        assert [r.payload for r in again.replay()] == batch(1, 15)
+        assert [r.payload for r in again.replay()] == batch(1, 30)
 
 
 def test_wait_durable_drains_what_it_waits_for(tmp_path: Path) -> None:
     with _open(tmp_path / "log") as wal:
         state = wal._state
         with state.lock:
-            lsns = wal.append_batch(batch(1, 5))
+            lsns = wal.append_batch(batch(1, 10))
             assert state.buffer.queued == 1
         assert wal.wait_durable(lsns[-1], timeout=10)
         assert wal.durable_lsn >= lsns[-1]
@@ -238,7 +239,7 @@ def test_a_failed_write_during_a_drain_is_raised_by_that_call() -> None:
         with pytest.raises(StorageError):
             wal.sync()  # the drain writes the queued batch itself
     with pytest.raises(WalFailedError):
-        wal.append_batch(batch(11, 1))
+        wal.append_batch(batch(11, 10))
     wal.close()
     fs.clear_faults()
     with segwal.open("/log", filesystem=fs) as again:
@@ -282,7 +283,7 @@ def test_concurrent_appenders_get_contiguous_batches(tmp_path: Path) -> None:
 
         def work(n: int) -> None:
             for i in range(50):
-                got[n].append(wal.append_batch([f"{n}:{i}:{j}".encode() * 20 for j in range(8)]))
+                got[n].append(wal.append_batch([f"{n}:{i}:{j}".encode() * 400 for j in range(8)]))
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
         for t in threads:
@@ -295,7 +296,7 @@ def test_concurrent_appenders_get_contiguous_batches(tmp_path: Path) -> None:
         for n, ranges in enumerate(got):
             for i, r in enumerate(ranges):
                 assert [by_lsn[lsn] for lsn in r] == [
-                    f"{n}:{i}:{j}".encode() * 20 for j in range(8)
+                    f"{n}:{i}:{j}".encode() * 400 for j in range(8)
                 ]
 
 
@@ -303,14 +304,15 @@ def test_a_crash_leaves_a_prefix_at_batch_ends_holding_every_synced_record() -> 
     """Power loss at every operation index, several crash states each: a prefix of the
     appended records ending at a batch end, holding every record sync() acknowledged."""
     fs = MemoryFileSystem()
-    wal = _open("/log", filesystem=fs, segment_bytes=4096, buffer_bytes=600)
+    wal = _open("/log", filesystem=fs, segment_bytes=8192, buffer_bytes=600)
     rng = random.Random(11)
     inside: set[int] = set()  # record counts that would cut an append_batch in two
     expected: list[bytes] = []
     for i in range(60):
         first = len(expected) + 1
         if rng.random() < 0.5:
-            ps = batch(first, rng.randint(1, 12), rng.randint(20, 200))
+            # Above INLINE_BYTES (queued) and below it (compressed inline) alike.
+            ps = batch(first, rng.randint(1, 12), rng.randint(20, 3000))
             wal.append_batch(ps)
             inside.update(range(len(expected) + 1, len(expected) + len(ps)))
             expected += ps
@@ -387,3 +389,31 @@ def test_same_records_as_the_synchronous_path(
             replay = [(r.lsn, r.type, r.payload) for r in again.replay()]
         results.append((returned, replay))
     assert results[0] == results[1]
+
+
+def test_encrypted_compressed_frames_are_sealed_in_order(tmp_path: Path) -> None:
+    """With a key, the pipeline compresses and the write seals (under the lock): the log
+    reads back only with the key, every batch whole and in order."""
+    pytest.importorskip("cryptography")
+    key = bytes(range(32))
+    with _open(tmp_path / "log", encryption_key=key, segment_bytes=8192) as wal:
+        for i in range(40):
+            wal.append_batch(batch(i * 7 + 1, 7, 3000))
+        assert wal.sync() == 280
+    with segwal.open(tmp_path / "log", encryption_key=key) as again:
+        assert [r.payload for r in again.replay()] == batch(1, 280, 3000)
+    with pytest.raises(segwal.MissingKeyError), segwal.open(tmp_path / "log") as bare:
+        list(bare.replay())
+
+
+def test_a_small_batch_with_nothing_queued_is_compressed_inline(tmp_path: Path) -> None:
+    with _open(tmp_path / "log") as wal:
+        state = wal._state
+        with state.lock:
+            wal.append_batch(batch(1, 2))  # below INLINE_BYTES: written before it returns
+            assert state.buffer.queued == 0 and wal.segments()[-1].last_lsn == 2
+            wal.append_batch(batch(3, 10))  # queued
+            wal.append_batch(batch(13, 2))  # small, but behind a queued one: queued too
+            assert state.buffer.queued == 2
+        assert wal.sync() == 14
+        assert [r.payload for r in wal.replay()] == batch(1, 14)

@@ -172,7 +172,7 @@ class Appender:
             items = [to_payload(p, i) for i, p in enumerate(items)]
             lengths = list(map(len, items))
         self._check_sizes(lengths)  # before anything is encoded
-        if self.pipeline is not None:
+        if self.pipeline is not None and self.pipeline.takes(lengths):
             return self.pipeline.append_batch(items, lengths, type)  # queued, LSNs given
         prepared = state.coding.prepare(items, lengths)  # compressed outside the lock
         with state.lock:

@@ -26,6 +26,13 @@ Bounds and order:
   does not inherit a lock held by a worker (its ``close`` takes the log's lock), a fork
   waits until no worker holds the log's lock or the condition (``_before_fork``).
 
+What it costs: about 35-50 us of CPU per 64 KiB batch for the hand-off (thread wake-ups,
+the condition, GIL switches; ~77k instructions under callgrind, against ~143k for plain
+segwal's whole append of that batch and ~1.8M for zstd's compression of it). So it pays only
+when a core is idle: it overlaps the codec with the appending thread, it does not make the
+codec cheaper. On a busy machine it is slower than compressing inline (see the pipelined
+rows of ``segwal bench --codecs``).
+
 Lock order: the log's lock, then the pipeline's condition; a worker holds the condition
 only to take or finish jobs, never while it waits for the log's lock.
 """
@@ -46,6 +53,10 @@ from segwal.log.arguments import exhausted, to_payload
 from segwal.log.state import LogState, log
 
 QUEUE_BYTES: Final = 32 * 2**20  # payload bytes in flight (copies of the callers' records)
+# A smaller batch, with nothing queued, is compressed on the appending thread: its codec time
+# (zstd: ~17 us for 64 x 100 B) is below what handing it to a worker costs (~20 us of CPU
+# and a GIL hand-off), as `segwal bench --codecs` showed for the 100 B rows.
+INLINE_BYTES: Final = 16 * 1024
 JOBS_PER_THREAD: Final = 4  # batches in flight per worker: enough to keep every core busy
 
 _QUEUED, _TAKEN, _DONE = 0, 1, 2
@@ -138,6 +149,11 @@ class CompressionPipeline:
         _pipelines.add(self)
 
     # -- the appending side (the appender calls these) ------------------------------------
+
+    def takes(self, lengths: list[int]) -> bool:
+        """Whether ``append_batch`` should queue this batch (else the synchronous path, which
+        drains the queue first should a batch have been queued meanwhile: order holds)."""
+        return bool(self._jobs) or sum(lengths) >= INLINE_BYTES
 
     def append_batch(self, items: list[bytes], lengths: list[int], record_type: int) -> range:
         """Give the batch its LSNs, queue it and return them (it is written later)."""
