@@ -439,7 +439,7 @@ def test_golden_dictionary_header_and_frame_by_hand() -> None:
     with pytest.raises(FormatError):  # without its dictionary the frame does not decode
         plain_body(frame, verdict.frame, head, None)
     body, start, end = plain_body(
-        frame, verdict.frame, head, None, None, decoding_dictionary(content)
+        frame, verdict.frame, head, None, dictionary=decoding_dictionary(content)
     )
     payload = b'{"id": 4242, "user": "user-29694", "event": "click"}'
     assert bytes(body[start:end]) == struct.pack("<I", len(payload)) + payload
