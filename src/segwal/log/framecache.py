@@ -37,7 +37,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from segwal.format.records import payload_offsets
 from segwal.storage.segment import PlainFrame
@@ -109,10 +109,12 @@ class _Table(NamedTuple):
         )
 
     def inserted(self, i: int, c: Cached) -> _Table:
-        """This table with ``c`` at ``i`` (slices and copies: no loop over the frames)."""
+        """This table with ``c`` at ``i``: one copy of each sequence, no loop over frames."""
 
-        def put(words: array[int], value: int) -> array[int]:
-            return words[:i] + array(words.typecode, (value,)) + words[i:]
+        def put(seq: Any, value: object) -> Any:
+            copy = seq[:]
+            copy.insert(i, value)
+            return copy
 
         return _Table(
             put(self.firsts, c.first),
@@ -120,9 +122,9 @@ class _Table(NamedTuple):
             put(self.types, c.type),
             put(self.stamps, c.stamp),
             put(self.bases, c.base),
-            [*self.blobs[:i], c.blob, *self.blobs[i:]],
-            [*self.frames[:i], c, *self.frames[i:]],
-            self.used[:i] + b"\x00" + self.used[i:],
+            put(self.blobs, c.blob),
+            put(self.frames, c),
+            put(self.used, 0),
         )
 
 
