@@ -144,7 +144,7 @@ def test_hypothesis_the_compiled_hit_path_matches_the_pure_one(
     table = cache._table
     for lsn in probes:
         pure = FrameCache._record_py(table, lsn)
-        assert compiled(table.words, table.blobs, table.used, lsn) == pure
+        assert compiled(table.firsts, table.words, table.blobs, table.used, lsn) == pure
         if pure is not None:
             assert pure.payload == _payload(lsn) and type(pure) is Record
 
@@ -154,12 +154,13 @@ def test_the_compiled_hit_path_refuses_a_lying_table() -> None:
     if compiled is None:
         pytest.skip("segwal.format._speedups is not built")
     blob = b"x" * 40 + struct.pack("=3Q", 0, 20, 90)  # the second payload ends past the body
+    firsts = array.array("q", [5])
     words = array.array("Q", [5, 7, 0, 0, 40])
-    assert compiled(words, [blob], bytearray(1), 5) == Record(5, 0, 0, b"x" * 20)
+    assert compiled(firsts, words, [blob], bytearray(1), 5) == Record(5, 0, 0, b"x" * 20)
     with pytest.raises(FormatError):
-        compiled(words, [blob], bytearray(1), 6)
+        compiled(firsts, words, [blob], bytearray(1), 6)
     words = array.array("Q", [5, 9, 0, 0, 40])  # more LSNs than offsets
     with pytest.raises(FormatError):
-        compiled(words, [blob], bytearray(1), 7)
-    with pytest.raises(ValueError, match="fewer blobs"):
-        compiled(words, [], bytearray(1), 5)
+        compiled(firsts, words, [blob], bytearray(1), 7)
+    with pytest.raises(ValueError, match="differ"):
+        compiled(firsts, words, [], bytearray(1), 5)

@@ -10,7 +10,7 @@
  *   payload_offsets(buf, table, count, end) -> bytes (count + 1 native u64 offsets)
  *   decode_payloads(buf, table, count, end, skip, stop) -> list[bytes]
  *   length_total(buf, table, count) -> int
- *   cached_record(words, blobs, used, lsn) -> Record | None (the frame cache's hit path)
+ *   cached_record(firsts, words, blobs, used, lsn) -> Record | None (frame cache hits)
  *
  * plus bind(Record, FormatError, MAX_LSN), which records.py calls once at import so that the
  * records built here are segwal.types.Record and the errors segwal's FormatError.
@@ -440,25 +440,26 @@ done:
     return list;
 }
 
-/* cached_record(words, blobs, used, lsn) -> Record | None: the hit path of the frame cache
- * (segwal/log/framecache.py, whose FrameCache._record_py is the pure reference). `words` is
- * a buffer of native u64 rows (first LSN, stop LSN, type, timestamp, base) sorted by first
- * LSN, `blobs` the list of the frames' bytes (plain body, then count + 1 u64 payload offsets
- * from `base`), `used` a bytearray of one flag per frame. One binary search over the rows,
- * and the record `lsn` is sliced from its blob: None when no row holds `lsn`. Every offset is
- * checked against its blob before a byte is copied (FormatError: a table that lies). */
+/* cached_record(firsts, words, blobs, used, lsn) -> Record | None: the hit path of the frame
+ * cache (segwal/log/framecache.py, whose FrameCache._record_py is the pure reference).
+ * `firsts` is a buffer of the frames' first LSNs (native i64, sorted), searched alone so the
+ * search stays in a few cache lines; `words` has a row of five native u64 per frame (first
+ * LSN, stop LSN, type, timestamp, base), `blobs` the list of the frames' bytes (plain body,
+ * then count + 1 u64 payload offsets from `base`), `used` a bytearray of one flag per frame.
+ * None when no frame holds `lsn`. Every offset is checked against its blob before a byte is
+ * copied (FormatError: a table that lies). */
 static PyObject *
 cached_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (check_bound() < 0)
         return NULL;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "cached_record() takes 4 arguments (%zd given)", nargs);
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "cached_record() takes 5 arguments (%zd given)", nargs);
         return NULL;
     }
-    PyObject *blobs = args[1], *used = args[2], *lsn_obj = args[3];
+    PyObject *blobs = args[2], *used = args[3], *lsn_obj = args[4];
     if (!PyList_Check(blobs) || !PyByteArray_Check(used) || !PyLong_CheckExact(lsn_obj)) {
-        PyErr_SetString(PyExc_TypeError, "cached_record(words, list, bytearray, int)");
+        PyErr_SetString(PyExc_TypeError, "cached_record(firsts, words, list, bytearray, int)");
         return NULL;
     }
     int overflow = 0;
@@ -467,24 +468,30 @@ cached_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (overflow || lsn < 0)
         Py_RETURN_NONE;
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    Py_buffer view, keys;
+    if (PyObject_GetBuffer(args[0], &keys, PyBUF_SIMPLE) < 0)
         return NULL;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&keys);
+        return NULL;
+    }
     PyObject *result = NULL;
-    Py_ssize_t rows = view.len / (Py_ssize_t)(5 * sizeof(uint64_t));
-    if (rows > PyList_GET_SIZE(blobs) || rows > PyByteArray_GET_SIZE(used)) {
-        PyErr_SetString(PyExc_ValueError, "cached_record: fewer blobs or flags than rows");
+    uint64_t want = (uint64_t)lsn, row[5];
+    Py_ssize_t rows = view.len / (Py_ssize_t)sizeof(row);
+    if (rows != keys.len / (Py_ssize_t)sizeof(int64_t) || rows > PyList_GET_SIZE(blobs) ||
+        rows > PyByteArray_GET_SIZE(used)) {
+        PyErr_SetString(PyExc_ValueError, "cached_record: firsts, rows, blobs and flags differ");
         goto done;
     }
     const unsigned char *base_ptr = (const unsigned char *)view.buf;
-    uint64_t want = (uint64_t)lsn, row[5];
-    /* The last row whose first LSN is at or below `lsn` (bisect_right - 1). */
+    const unsigned char *key_ptr = (const unsigned char *)keys.buf;
+    /* The last frame whose first LSN is at or below `lsn` (bisect_right - 1). */
     Py_ssize_t lo = 0, hi = rows;
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
-        uint64_t first;
-        memcpy(&first, base_ptr + (size_t)mid * sizeof(row), sizeof(first));
-        if (want < first)
+        int64_t first;
+        memcpy(&first, key_ptr + (size_t)mid * sizeof(first), sizeof(first));
+        if (lsn < first)
             hi = mid;
         else
             lo = mid + 1;
@@ -542,12 +549,13 @@ fail:
     Py_DECREF(rec);
 done:
     PyBuffer_Release(&view);
+    PyBuffer_Release(&keys);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"cached_record", (PyCFunction)(void (*)(void))cached_record, METH_FASTCALL,
-     "cached_record(words, blobs, used, lsn) -> the frame cache's Record for lsn, or None."},
+     "cached_record(firsts, words, blobs, used, lsn) -> the cache's Record for lsn, or None."},
     {"payload_offsets", (PyCFunction)(void (*)(void))payload_offsets, METH_FASTCALL,
      "payload_offsets(buf, table, count, end) -> count + 1 native u64 payload offsets."},
     {"decode_payloads", (PyCFunction)(void (*)(void))decode_payloads, METH_FASTCALL,

@@ -24,5 +24,5 @@ def decode_records(
     stop: int | None = None,
 ) -> list[Record]: ...
 def cached_record(
-    words: array[int], blobs: list[bytes], used: bytearray, lsn: int, /
+    firsts: array[int], words: array[int], blobs: list[bytes], used: bytearray, lsn: int, /
 ) -> Record | None: ...

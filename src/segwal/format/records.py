@@ -282,7 +282,13 @@ length_total: LengthTotal = (
 
 class CachedRecord(Protocol):
     def __call__(
-        self, words: array[int], blobs: list[bytes], used: bytearray, lsn: int, /
+        self,
+        firsts: array[int],
+        words: array[int],
+        blobs: list[bytes],
+        used: bytearray,
+        lsn: int,
+        /,
     ) -> Record | None: ...
 
 

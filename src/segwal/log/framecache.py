@@ -163,7 +163,7 @@ class FrameCache:
             return None
         table = self._table
         if _cached_record is not None and lsn.__class__ is int:
-            record = _cached_record(table.words, table.blobs, table.used, lsn)
+            record = _cached_record(table.firsts, table.words, table.blobs, table.used, lsn)
         else:
             record = self._record_py(table, lsn)
         if record is not None:
