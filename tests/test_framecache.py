@@ -3,9 +3,17 @@ rewind count it belongs to, what it evicts, and hits racing adds and evictions."
 
 from __future__ import annotations
 
+import array
+import os
 import struct
 import threading
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segwal.format import records
+from segwal.format.layout import FormatError
 from segwal.log.framecache import ENTRY_OVERHEAD, FrameCache
 from segwal.storage.segment import PlainFrame
 from segwal.types import Record
@@ -109,3 +117,50 @@ def test_hits_racing_adds_and_evictions_are_right_or_misses() -> None:
     assert wrong == []
     assert hits[0] > 0
     assert cache.size <= cache.limit
+
+
+@pytest.mark.skipif(
+    records.cached_record_c is None and os.environ.get("CI", "") not in ("true", "1", "yes"),
+    reason="segwal.format._speedups is not built",
+)
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=12), min_size=0, max_size=8),
+    gaps=st.lists(st.integers(min_value=0, max_value=3), min_size=8, max_size=8),
+    probes=st.lists(
+        st.one_of(st.integers(min_value=-3, max_value=120), st.just(2**63), st.just(2**70))
+    ),
+)
+def test_hypothesis_the_compiled_hit_path_matches_the_pure_one(
+    sizes: list[int], gaps: list[int], probes: list[int]
+) -> None:
+    compiled = records.cached_record_c
+    assert compiled is not None, "CI=true needs segwal.format._speedups built"
+    cache = FrameCache(1 << 20)
+    first = 1
+    for count, gap in zip(sizes, gaps, strict=False):
+        cache.add("s", 0, _frame(first + gap, count))
+        first += gap + count
+    table = cache._table
+    for lsn in probes:
+        pure = FrameCache._record_py(table, lsn)
+        assert compiled(table.firsts, table.words, table.blobs, table.used, lsn) == pure
+        if pure is not None:
+            assert pure.payload == _payload(lsn) and type(pure) is Record
+
+
+def test_the_compiled_hit_path_refuses_a_lying_table() -> None:
+    compiled = records.cached_record_c
+    if compiled is None:
+        pytest.skip("segwal.format._speedups is not built")
+    blob = b"x" * 40 + struct.pack("=3Q", 0, 20, 90)  # the second payload ends past the body
+    firsts = array.array("q", [5])
+    words = array.array("Q", [5, 7, 0, 0, 40])
+    assert compiled(firsts, words, [blob], bytearray(1), 5) == Record(5, 0, 0, b"x" * 20)
+    with pytest.raises(FormatError):
+        compiled(firsts, words, [blob], bytearray(1), 6)
+    words = array.array("Q", [5, 9, 0, 0, 40])  # more LSNs than offsets
+    with pytest.raises(FormatError):
+        compiled(firsts, words, [blob], bytearray(1), 7)
+    with pytest.raises(ValueError, match="differ"):
+        compiled(firsts, words, [], bytearray(1), 5)

@@ -606,6 +606,26 @@ for count in (2**31, 2**32 - 1, 2**62, 301):
         decode(raw, 0, count, len(raw), 1, 2, 3)
     except FormatError:
         pass
+# The frame cache's functions: offsets, payloads, and hits on honest and lying rows.
+import array
+offsets, payloads_of, hit = (
+    records.payload_offsets_c, records.decode_payloads_c, records.cached_record_c
+)
+for end in (len(raw), len(raw) - 1, 3):
+    for call in (lambda: offsets(raw, 0, 300, end), lambda: payloads_of(raw, 0, 300, end, 5, 9)):
+        try:
+            call()
+        except (FormatError, ValueError):
+            pass
+blob = raw + offsets(raw, 0, 300, len(raw))
+firsts = array.array("q", [1])
+for base in (len(raw), len(blob) - 16, len(blob) + 8, 0):
+    words = array.array("Q", [1, 301, 2, 3, base])
+    for lsn in (0, 1, 150, 300, 301, 2**70):
+        try:
+            hit(firsts, words, [blob], bytearray(1), lsn)
+        except FormatError:
+            pass
 print("memcheck-script-done")
 """
 

@@ -10,6 +10,7 @@
  *   payload_offsets(buf, table, count, end) -> bytes (count + 1 native u64 offsets)
  *   decode_payloads(buf, table, count, end, skip, stop) -> list[bytes]
  *   length_total(buf, table, count) -> int
+ *   cached_record(firsts, words, blobs, used, lsn) -> Record | None (frame cache hits)
  *
  * plus bind(Record, FormatError, MAX_LSN), which records.py calls once at import so that the
  * records built here are segwal.types.Record and the errors segwal's FormatError.
@@ -23,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 static PyTypeObject *record_type = NULL; /* segwal.types.Record, a tuple subclass */
 static PyObject *format_error = NULL;    /* segwal.format.layout.FormatError */
@@ -438,7 +440,122 @@ done:
     return list;
 }
 
+/* cached_record(firsts, words, blobs, used, lsn) -> Record | None: the hit path of the frame
+ * cache (segwal/log/framecache.py, whose FrameCache._record_py is the pure reference).
+ * `firsts` is a buffer of the frames' first LSNs (native i64, sorted), searched alone so the
+ * search stays in a few cache lines; `words` has a row of five native u64 per frame (first
+ * LSN, stop LSN, type, timestamp, base), `blobs` the list of the frames' bytes (plain body,
+ * then count + 1 u64 payload offsets from `base`), `used` a bytearray of one flag per frame.
+ * None when no frame holds `lsn`. Every offset is checked against its blob before a byte is
+ * copied (FormatError: a table that lies). */
+static PyObject *
+cached_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_bound() < 0)
+        return NULL;
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "cached_record() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *blobs = args[2], *used = args[3], *lsn_obj = args[4];
+    if (!PyList_Check(blobs) || !PyByteArray_Check(used) || !PyLong_CheckExact(lsn_obj)) {
+        PyErr_SetString(PyExc_TypeError, "cached_record(firsts, words, list, bytearray, int)");
+        return NULL;
+    }
+    int overflow = 0;
+    long long lsn = PyLong_AsLongLongAndOverflow(lsn_obj, &overflow);
+    if (lsn == -1 && PyErr_Occurred())
+        return NULL;
+    if (overflow || lsn < 0)
+        Py_RETURN_NONE;
+    Py_buffer view, keys;
+    if (PyObject_GetBuffer(args[0], &keys, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&keys);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    uint64_t want = (uint64_t)lsn, row[5];
+    Py_ssize_t rows = view.len / (Py_ssize_t)sizeof(row);
+    if (rows != keys.len / (Py_ssize_t)sizeof(int64_t) || rows > PyList_GET_SIZE(blobs) ||
+        rows > PyByteArray_GET_SIZE(used)) {
+        PyErr_SetString(PyExc_ValueError, "cached_record: firsts, rows, blobs and flags differ");
+        goto done;
+    }
+    const unsigned char *base_ptr = (const unsigned char *)view.buf;
+    const unsigned char *key_ptr = (const unsigned char *)keys.buf;
+    /* The last frame whose first LSN is at or below `lsn` (bisect_right - 1). */
+    Py_ssize_t lo = 0, hi = rows;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        int64_t first;
+        memcpy(&first, key_ptr + (size_t)mid * sizeof(first), sizeof(first));
+        if (lsn < first)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (lo == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t i = lo - 1;
+    memcpy(row, base_ptr + (size_t)i * sizeof(row), sizeof(row));
+    if (want >= row[1]) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *blob = PyList_GET_ITEM(blobs, i);
+    if (!PyBytes_CheckExact(blob)) {
+        PyErr_SetString(PyExc_TypeError, "cached_record: a blob is not bytes");
+        goto done;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(blob);
+    const char *bytes = PyBytes_AS_STRING(blob);
+    uint64_t k = want - row[0], span[2];
+    /* row[4] + 8 * (k + 2) <= size, without overflow: k < stop - first <= size. */
+    if (row[4] > (uint64_t)size || k > ((uint64_t)size - row[4]) / 8 ||
+        ((uint64_t)size - row[4]) / 8 - k < 2) {
+        PyErr_SetString(format_error, "cached frame: payload offsets past its bytes");
+        goto done;
+    }
+    memcpy(span, bytes + row[4] + 8 * k, sizeof(span));
+    if (span[0] > span[1] || span[1] > row[4]) {
+        PyErr_SetString(format_error, "cached frame: a payload lies outside its body");
+        goto done;
+    }
+    PyByteArray_AS_STRING(used)[i] = 1;
+    PyObject *rec = record_type->tp_alloc(record_type, 4);
+    if (rec == NULL)
+        goto done;
+    PyTuple_SET_ITEM(rec, 0, Py_NewRef(lsn_obj));
+    PyObject *item = PyLong_FromUnsignedLongLong(row[2]);
+    if (item == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(rec, 1, item);
+    item = PyLong_FromUnsignedLongLong(row[3]);
+    if (item == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(rec, 2, item);
+    item = PyBytes_FromStringAndSize(bytes + span[0], (Py_ssize_t)(span[1] - span[0]));
+    if (item == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(rec, 3, item);
+    PyObject_GC_UnTrack(rec); /* ints and bytes: in no reference cycle */
+    result = rec;
+    goto done;
+fail:
+    Py_DECREF(rec);
+done:
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&keys);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"cached_record", (PyCFunction)(void (*)(void))cached_record, METH_FASTCALL,
+     "cached_record(firsts, words, blobs, used, lsn) -> the cache's Record for lsn, or None."},
     {"payload_offsets", (PyCFunction)(void (*)(void))payload_offsets, METH_FASTCALL,
      "payload_offsets(buf, table, count, end) -> count + 1 native u64 payload offsets."},
     {"decode_payloads", (PyCFunction)(void (*)(void))decode_payloads, METH_FASTCALL,

@@ -1,4 +1,6 @@
 # The compiled twin of segwal.format.records (_speedups.c); see that module for the contract.
+from array import array
+
 from segwal.types import Record
 
 _Buffer = bytes | bytearray | memoryview
@@ -21,3 +23,6 @@ def decode_records(
     skip: int = 0,
     stop: int | None = None,
 ) -> list[Record]: ...
+def cached_record(
+    firsts: array[int], words: array[int], blobs: list[bytes], used: bytearray, lsn: int, /
+) -> Record | None: ...

@@ -280,16 +280,34 @@ length_total: LengthTotal = (
 )
 
 
-def _compiled_extra() -> tuple[PayloadOffsets | None, DecodePayloads | None]:
+class CachedRecord(Protocol):
+    def __call__(
+        self,
+        firsts: array[int],
+        words: array[int],
+        blobs: list[bytes],
+        used: bytearray,
+        lsn: int,
+        /,
+    ) -> Record | None: ...
+
+
+def _compiled_extra() -> tuple[PayloadOffsets | None, DecodePayloads | None, CachedRecord | None]:
     if _COMPILED is None:
-        return None, None
+        return None, None, None
     from segwal.format import _speedups
 
     # None from a module built before the functions existed: the pure ones serve.
-    return getattr(_speedups, "payload_offsets", None), getattr(_speedups, "decode_payloads", None)
+    return (
+        getattr(_speedups, "payload_offsets", None),
+        getattr(_speedups, "decode_payloads", None),
+        getattr(_speedups, "cached_record", None),
+    )
 
 
-payload_offsets_c, decode_payloads_c = _compiled_extra()
+payload_offsets_c, decode_payloads_c, cached_record_c = _compiled_extra()
+# The frame cache's hit path in C (its pure reference is FrameCache's own); None: pure.
+cached_record: CachedRecord | None = cached_record_c if IMPLEMENTATION == "c" else None
 payload_offsets: PayloadOffsets = (
     payload_offsets_c
     if payload_offsets_c is not None and IMPLEMENTATION == "c"

@@ -37,8 +37,9 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from segwal.format.records import cached_record as _cached_record
 from segwal.format.records import payload_offsets
 from segwal.storage.segment import PlainFrame
 from segwal.types import Record
@@ -60,7 +61,7 @@ class Cached:
     head, two offsets, the payload) and no other object of the frame's.
     """
 
-    __slots__ = ("base", "blob", "first", "size", "stamp", "stop", "token", "type")
+    __slots__ = ("base", "blob", "first", "row", "size", "stamp", "stop", "token", "type")
 
     def __init__(self, token: object, frame: PlainFrame) -> None:
         buf = frame.buf
@@ -73,6 +74,7 @@ class Cached:
         self.type = frame.record_type
         self.stamp = frame.timestamp_us
         self.size = len(self.blob) + ENTRY_OVERHEAD
+        self.row = (self.first, self.stop, self.type, self.stamp, self.base)
 
     def record(self, lsn: int) -> Record:
         """Record ``lsn`` (which this frame holds), sliced from memory."""
@@ -84,45 +86,48 @@ class Cached:
 class _Table(NamedTuple):
     """The cached frames sorted by first LSN, in parallel sequences (replaced, never changed
     but for ``used``): machine words for what a hit compares and copies, so it touches no
-    per-frame object but the frame's bytes."""
+    per-frame object but the frame's bytes. ``words`` holds a row of five native u64 per
+    frame (first LSN, stop LSN, type, timestamp, base of its offsets), which the compiled
+    hit path (``format.records.cached_record``) searches; ``firsts`` and ``stops`` are the
+    pure path's."""
 
     firsts: array[int]
     stops: array[int]
-    types: array[int]
-    stamps: array[int]
-    bases: array[int]
+    words: array[int]
     blobs: list[bytes]
     frames: list[Cached]
     used: bytearray  # read since the eviction hand last passed it (1) or not (0)
 
     @classmethod
     def of(cls, frames: list[Cached], used: bytes) -> _Table:
+        words = array("Q")
+        for c in frames:
+            words.extend(c.row)
         return cls(
             array("q", [c.first for c in frames]),
             array("q", [c.stop for c in frames]),
-            array("Q", [c.type for c in frames]),
-            array("Q", [c.stamp for c in frames]),
-            array("Q", [c.base for c in frames]),
+            words,
             [c.blob for c in frames],
             frames,
             bytearray(used),
         )
 
     def inserted(self, i: int, c: Cached) -> _Table:
-        """This table with ``c`` at ``i`` (slices and copies: no loop over the frames)."""
+        """This table with ``c`` at ``i``: one copy of each sequence, no loop over frames."""
 
-        def put(words: array[int], value: int) -> array[int]:
-            return words[:i] + array(words.typecode, (value,)) + words[i:]
+        def put(seq: Any, value: object) -> Any:
+            copy = seq[:]
+            copy.insert(i, value)
+            return copy
 
+        words = self.words
         return _Table(
             put(self.firsts, c.first),
             put(self.stops, c.stop),
-            put(self.types, c.type),
-            put(self.stamps, c.stamp),
-            put(self.bases, c.base),
-            [*self.blobs[:i], c.blob, *self.blobs[i:]],
-            [*self.frames[:i], c, *self.frames[i:]],
-            self.used[:i] + b"\x00" + self.used[i:],
+            words[: 5 * i] + array("Q", c.row) + words[5 * i :],
+            put(self.blobs, c.blob),
+            put(self.frames, c),
+            put(self.used, 0),
         )
 
 
@@ -152,18 +157,30 @@ class FrameCache:
 
     def record(self, lsn: int, rewinds: int) -> Record | None:
         """Record ``lsn`` from a cached frame, for a reader at rewind count ``rewinds``;
-        None when no cached frame holds it. The hot path of ``Wal.read``."""
+        None when no cached frame holds it. The hot path of ``Wal.read``: in C when the
+        speed-up is built (``format.records.cached_record``), else ``_record_py``."""
         if rewinds != self.rewinds:
             return None
-        firsts, stops, types, stamps, bases, blobs, _frames, used = self._table
-        i = bisect_right(firsts, lsn) - 1
-        if i < 0 or lsn >= stops[i]:
+        table = self._table
+        if _cached_record is not None and lsn.__class__ is int:
+            record = _cached_record(table.firsts, table.words, table.blobs, table.used, lsn)
+        else:
+            record = self._record_py(table, lsn)
+        if record is not None:
+            self.hits += 1
+        return record
+
+    @staticmethod
+    def _record_py(table: _Table, lsn: int) -> Record | None:
+        """The pure reference of the compiled hit path."""
+        i = bisect_right(table.firsts, lsn) - 1
+        if i < 0 or lsn >= table.stops[i]:
             return None
-        used[i] = 1
-        self.hits += 1
-        blob = blobs[i]
-        start, end = _unpack_offsets(blob, bases[i] + 8 * (lsn - firsts[i]))
-        return _new_record((lsn, types[i], stamps[i], blob[start:end]))
+        table.used[i] = 1
+        _first, _stop, kind, stamp, base = table.words[5 * i : 5 * i + 5]
+        blob = table.blobs[i]
+        start, end = _unpack_offsets(blob, base + 8 * (lsn - table.firsts[i]))
+        return _new_record((lsn, kind, stamp, blob[start:end]))
 
     def find(self, lsn: int, rewinds: int) -> Cached | None:
         """The cached frame holding ``lsn`` for a reader at rewind count ``rewinds``."""
