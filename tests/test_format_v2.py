@@ -478,14 +478,14 @@ def test_an_encrypted_body_decrypts_into_the_reused_buffer(compression: int) -> 
     verdict = check(frame, 0, len(frame), head.seed, 1 << 24, head.flags, defer_crc=True)
     parsed = verdict.frame
     assert parsed is not None and bool(parsed.opaque & FRAME_COMPRESSED) == bool(compression)
-    scratch = bytearray(len(frame))
+    scratch = memoryview(bytearray(len(frame)))
     body, table, end = plain_body(frame, parsed, head, key, None, scratch)
     if compression:
         assert not isinstance(body, memoryview)  # decompressed into a buffer of its own
     else:
-        assert isinstance(body, memoryview) and body.obj is scratch
+        assert isinstance(body, memoryview) and body.obj is scratch.obj
     assert [r.payload for r in decode_records(body, table, 40, end, 1, 0, T0)] == payloads
-    small = bytearray(8)  # too small: a buffer of its own, as without one
+    small = memoryview(bytearray(8))  # too small: a buffer of its own, as without one
     other, table, end = plain_body(frame, parsed, head, key, None, small)
-    assert not (isinstance(other, memoryview) and other.obj is small)
+    assert not (isinstance(other, memoryview) and other.obj is small.obj)
     assert [r.payload for r in decode_records(other, table, 40, end, 1, 0, T0)] == payloads

@@ -158,7 +158,7 @@ class FrameOpener:
         self._path = path
         self._key: SegmentKey | None = None
         self._dictionary: object | None = None  # looked up at the first frame that needs it
-        self._scratch: bytearray | None = bytearray() if reuse else None
+        self._scratch: memoryview | None = memoryview(bytearray()) if reuse else None
         # With the key ring at hand, every encrypted frame is authenticated before it is
         # used, so the scanner may leave its CRC to the tag (``scanner.check``).
         self.defers_crc = coding.keys is not None and bool(header.flags & HEADER_ENCRYPTED)
@@ -175,7 +175,7 @@ class FrameOpener:
         scratch = self._scratch
         if scratch is not None and len(scratch) < frame.length:
             # Grown to the largest frame seen: a body is never larger than its frame.
-            scratch = self._scratch = bytearray(frame.length)
+            scratch = self._scratch = memoryview(bytearray(frame.length))
         try:
             return plain_body(buf, frame, header, key, self._path, scratch, dictionary)
         except AuthenticationFailed as exc:
