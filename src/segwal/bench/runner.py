@@ -198,15 +198,17 @@ class Runner:
         if case.kind == "readsegs":
             if ("segs", case.dataset) not in self.datasets:
                 path = os.path.join(self.base, f"read-segments-{case.dataset}")
-                w.build_read_segments(path, case.dataset)
+                w.build_read_segments(path, case.dataset, case.log_records)
                 self.datasets[("segs", case.dataset)] = path
             path = self.datasets[("segs", case.dataset)]
-            if case.name not in self.inputs:
-                records = case.dataset * w.SEGMENT_RECORDS
-                self.inputs[case.name] = w.random_lsns(case.records, records)
-            # Warm: one read per segment first (its handle, sparse index and frame), so the
-            # clock sees what a read costs in a log of that many segments, not first touches.
-            warm = range(1, case.dataset * w.SEGMENT_RECORDS, w.SEGMENT_RECORDS)
+            if case.name not in self.inputs:  # the same LSNs for every segment count
+                shared = f"readsegs-{case.log_records}"
+                if shared not in self.inputs:
+                    self.inputs[shared] = w.random_lsns(case.records, case.log_records)
+                self.inputs[case.name] = self.inputs[shared]
+            # Warm: one read per frame first (handles, sparse indexes, frames), so the clock
+            # sees what a read costs in a log of that many segments, not first touches.
+            warm = range(1, case.log_records, w.SEGMENT_RECORDS)
             return w.time_segwal_reads(path, case.record_size, self.inputs[case.name], False, warm)
         if case.kind == "open":
             if case.dataset not in self.segment_logs:

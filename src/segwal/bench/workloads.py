@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 KiB = 1024
 _POOL_SIZE = 1024  # distinct payloads per record size; records cycle through them
-SEGMENT_RECORDS = 50  # readsegs: records per sealed segment (one batch each)
+SEGMENT_RECORDS = 50  # readsegs: records per batch (one frame each)
 
 # Workload kinds, in report order, with the title of their table.
 GROUPS: dict[str, str] = {
@@ -73,6 +73,7 @@ class Case:
     seconds: float = 0.0  # durable, group: how long to run
     threads: int = 0  # group: appending threads
     dataset: int = 0  # read: records in the log; readsegs, open: sealed segments
+    log_records: int = 0  # readsegs: records in the log, however many segments hold them
     cold: bool = False  # replay: page cache dropped before, open timed with the scan
     readonly: bool = False  # open: segwal.open(readonly=True)
     description: str = ""
@@ -245,6 +246,9 @@ def build_cases(quick: bool) -> list[Case]:
             description="the same reads through segwal.open(readonly=True) (segwal only)",
         )
     )
+    # The same records (and frames) in few or many segments: only the segment count
+    # differs, so the pair shows whether a read grows with it.
+    held = max(sz.read_segments) * SEGMENT_RECORDS
     for count in sz.read_segments:
         cases.append(
             Case(
@@ -254,9 +258,10 @@ def build_cases(quick: bool) -> list[Case]:
                 100,
                 records=sz.reads,
                 dataset=count,
-                description=f"{sz.reads} random point reads in a log of {count} sealed "
-                f"segments of {SEGMENT_RECORDS} x 100 B, each segment read once before "
-                "(segwal only)",
+                log_records=held,
+                description=f"{sz.reads} random point reads in a log of {held} x 100 B "
+                f"in {count} sealed segments (batches of {SEGMENT_RECORDS}), each batch read "
+                "once before (segwal only)",
             )
         )
     for readonly in (True, False):
@@ -499,13 +504,15 @@ def build_segments(path: str, segments: int) -> None:
         wal.close()
 
 
-def build_read_segments(path: str, segments: int) -> None:
-    """A segwal log of ``segments`` sealed segments of ``SEGMENT_RECORDS`` x 100 B each."""
+def build_read_segments(path: str, segments: int, records: int) -> None:
+    """A segwal log of ``records`` x 100 B in ``segments`` sealed segments, written in
+    batches of ``SEGMENT_RECORDS``."""
     wal = segwal.open(path, sync="never")
     try:
         batch = pool(100)[:SEGMENT_RECORDS]
         for _ in range(segments):
-            wal.append_batch(batch)
+            for _ in range(records // segments // SEGMENT_RECORDS):
+                wal.append_batch(batch)
             wal.rotate()
     finally:
         wal.close()
