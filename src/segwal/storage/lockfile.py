@@ -66,11 +66,11 @@ class LockHandle:
 
     def publish(self, raw: bytes) -> None:
         """Make ``raw`` (``lock.encode``'s bytes) what LOCK says at offset 0."""
-        mapping = self._map
-        if mapping is None:
-            self._handle.pwrite(raw, 0)
-            return
-        with self._mutex:
+        with self._mutex:  # also against close: never a store into a closed mapping
+            mapping = self._map
+            if mapping is None:
+                self._handle.pwrite(raw, 0)
+                return
             odd = self._sequence + 1
             mapping.store_word(odd, lock.SEQUENCE_OFFSET)
             mapping.store(raw, 0)
@@ -184,7 +184,7 @@ class LockWatch:
         return self._map is not None
 
     def read(self) -> bytes | None:
-        """LOCK's bytes as they are now (None: no LOCK, or no consistent copy); mapped, the
+        """LOCK's bytes as they are now (None: no LOCK); mapped, a seqlock copy of the
         first ``MAPPED_SIZE`` bytes, the sequence word included. The caller serialises."""
         if monotonic() - self._opened >= self.REOPEN_SECONDS or (
             self._map is None and self._handle is None
