@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
-from time import monotonic
+from time import monotonic, sleep
 
 from segwal.errors import LockError, StorageError
 from segwal.format import lock
@@ -71,11 +71,9 @@ class LockHandle:
             if mapping is None:
                 self._handle.pwrite(raw, 0)
                 return
-            odd = self._sequence + 1
-            mapping.store_word(odd, lock.SEQUENCE_OFFSET)
-            mapping.store(raw, 0)
-            mapping.store_word(odd + 1, lock.SEQUENCE_OFFSET)
-            self._sequence = odd + 1
+            sequence = self._sequence + 2
+            mapping.store_sequenced(raw, 0, sequence=sequence, at=lock.SEQUENCE_OFFSET)
+            self._sequence = sequence
 
     def pwrite(self, data: Buffer, offset: int) -> None:
         self._handle.pwrite(data, offset)
@@ -234,7 +232,7 @@ class LockWatch:
                 # and the odd sequence in it differs from every even one to come.
                 self._stuck = before
                 return raw
-            os.sched_yield()
+            sleep(0)  # lets a writer run: a thread here (the GIL), or a process on this CPU
 
     def _reopen(self) -> None:
         self._let_go()
