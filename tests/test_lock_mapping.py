@@ -193,9 +193,10 @@ def test_a_store_is_seen_by_pread_at_once_and_a_pwrite_by_a_load(fs_dir: tuple[A
     reader = fs.open_read(path)
     view = reader.map_shared(64, writable=False)
     mapping.store(b"abc", 5)
-    mapping.store_word(0x0102030405060708, 16)
+    mapping.store_sequenced(b"published", 24, sequence=0x0102030405060708, at=16)
     assert reader.pread(8, 16) == (0x0102030405060708).to_bytes(8, "little")
     assert reader.pread(3, 5) == b"abc"
+    assert reader.pread(9, 24) == b"published"
     assert view.load_word(16) == 0x0102030405060708
     writer.pwrite(b"xyz", 40)
     assert view.load(4, 39) == b"\0xyz"
@@ -269,8 +270,14 @@ def test_the_writer_maps_lock_and_continues_the_sequence(fs_dir: tuple[Any, str]
     raw = handle.pread(lock.MAPPED_SIZE, 0)
     first = lock.sequence_of(raw)
     assert len(raw) == lock.MAPPED_SIZE and first and not first & 1
+    ops = fs.op_count if isinstance(fs, MemoryFileSystem) else 0
     for lsn in (1, 2, 3):
         handle.publish(lock.encode(7, lsn, 0, generation=5))
+    if isinstance(fs, MemoryFileSystem):
+        # One recorded operation per publication, as the pwrite it replaces was: the crash
+        # enumeration crashes at as many points as before, with as many pending units.
+        assert [op.kind for op in fs.ops[ops:]] == ["map_write"] * 3
+        assert {(op.offset, op.length) for op in fs.ops[ops:]} == {(0, lock.MAPPED_SIZE)}
     raw = handle.pread(lock.MAPPED_SIZE, 0)
     assert lock.sequence_of(raw) == first + 6  # two steps per publication
     found = lock.decode(raw)

@@ -300,8 +300,10 @@ class SharedMap(Protocol):
     def store(self, data: Buffer, offset: int) -> None:
         """Copy ``data`` to ``offset`` (the mapping must cover it)."""
 
-    def store_word(self, value: int, offset: int) -> None:
-        """Store the u64 ``value`` at ``offset`` (a multiple of 8) with one store."""
+    def store_sequenced(self, data: Buffer, offset: int, *, sequence: int, at: int) -> None:
+        """A seqlock write: store ``sequence - 1`` (odd) as the u64 at ``at`` (a multiple of
+        8, outside ``data``'s span), then ``data`` at ``offset``, then ``sequence`` (even),
+        each word with one store, in that order. The caller serialises writers."""
 
     def close(self) -> None:
         """Unmap; closing twice is harmless. Later accesses raise ``StorageError``."""
@@ -357,9 +359,12 @@ class OsSharedMap:
         except ValueError as exc:
             raise self._closed(exc) from exc
 
-    def store_word(self, value: int, offset: int) -> None:
+    def store_sequenced(self, data: Buffer, offset: int, *, sequence: int, at: int) -> None:
+        words = self._words
         try:
-            self._words[offset >> 3] = value
+            words[at >> 3] = sequence - 1
+            words.obj[offset : offset + len(data)] = data  # type: ignore[index]
+            words[at >> 3] = sequence
         except ValueError as exc:
             raise self._closed(exc) from exc
 

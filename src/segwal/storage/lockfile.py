@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import threading
-from time import monotonic
+from time import monotonic, sleep
 
 from segwal.errors import LockError, StorageError
 from segwal.format import lock
@@ -66,16 +66,14 @@ class LockHandle:
 
     def publish(self, raw: bytes) -> None:
         """Make ``raw`` (``lock.encode``'s bytes) what LOCK says at offset 0."""
-        mapping = self._map
-        if mapping is None:
-            self._handle.pwrite(raw, 0)
-            return
-        with self._mutex:
-            odd = self._sequence + 1
-            mapping.store_word(odd, lock.SEQUENCE_OFFSET)
-            mapping.store(raw, 0)
-            mapping.store_word(odd + 1, lock.SEQUENCE_OFFSET)
-            self._sequence = odd + 1
+        with self._mutex:  # also against close: never a store into a closed mapping
+            mapping = self._map
+            if mapping is None:
+                self._handle.pwrite(raw, 0)
+                return
+            sequence = self._sequence + 2
+            mapping.store_sequenced(raw, 0, sequence=sequence, at=lock.SEQUENCE_OFFSET)
+            self._sequence = sequence
 
     def pwrite(self, data: Buffer, offset: int) -> None:
         self._handle.pwrite(data, offset)
@@ -184,7 +182,7 @@ class LockWatch:
         return self._map is not None
 
     def read(self) -> bytes | None:
-        """LOCK's bytes as they are now (None: no LOCK, or no consistent copy); mapped, the
+        """LOCK's bytes as they are now (None: no LOCK); mapped, a seqlock copy of the
         first ``MAPPED_SIZE`` bytes, the sequence word included. The caller serialises."""
         if monotonic() - self._opened >= self.REOPEN_SECONDS or (
             self._map is None and self._handle is None
@@ -234,7 +232,7 @@ class LockWatch:
                 # and the odd sequence in it differs from every even one to come.
                 self._stuck = before
                 return raw
-            os.sched_yield()
+            sleep(0)  # lets a writer run: a thread here (the GIL), or a process on this CPU
 
     def _reopen(self) -> None:
         self._let_go()

@@ -659,8 +659,18 @@ class MemoryMap:
                 data=payload,
             )
 
-    def store_word(self, value: int, offset: int) -> None:
-        self.store(_WORD.pack(value), offset)
+    def store_sequenced(self, data: Buffer, offset: int, *, sequence: int, at: int) -> None:
+        """One ``map_write`` of the span from the first byte to the last one written, as it
+        is after the three stores: no reader of this file system can see between them (its
+        lock serialises every call), so the odd sequence never shows, and a publication is
+        one pending unit, as the ``pwrite`` it replaces was."""
+        payload = bytes(memoryview(data).cast("B"))
+        start, end = min(offset, at), max(offset + len(payload), at + 8)
+        with self._fs._lock:
+            span = bytearray(self._span(end - start, start)[start:end])
+            span[offset - start : offset - start + len(payload)] = payload
+            span[at - start : at - start + 8] = _WORD.pack(sequence)
+            self.store(bytes(span), start)
 
     def close(self) -> None:
         with self._fs._lock:
