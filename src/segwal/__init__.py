@@ -72,6 +72,7 @@ from segwal.errors import (
     WalFailedError,
     WrongKeyError,
 )
+from segwal.format.encoder import IMPLEMENTATION as ENCODER
 from segwal.format.records import IMPLEMENTATION as DECODER
 from segwal.log import keyadmin
 from segwal.log.config import Compression, RecoveryMode, SyncMode, WalConfig
@@ -115,6 +116,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DECODER",
+    "ENCODER",
     "ArchiveAccessError",
     "ArchiveConflictError",
     "ArchiveCorruptError",

@@ -10,23 +10,33 @@ from __future__ import annotations
 import posixpath
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from time import perf_counter
-from typing import Any
+from dataclasses import fields
+from time import perf_counter, time_ns
+from typing import Any, Final
 
-from segwal.errors import ForkedError, RecordTooLargeError
+from segwal.errors import ForkedError, RecordTooLargeError, StorageError
 from segwal.events import Durable, Synced
+from segwal.format.encoder import encode_record, write_record
 from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.frames import Prepared
-from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames
 from segwal.format.meta import Closed
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, payload_list, to_payload
+from segwal.log.config import WalConfig
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
-from segwal.storage.fileio import FileHandle
+from segwal.storage.fileio import FileHandle, OsFile
 from segwal.storage.lockfile import generation_of, publish_durable
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
+
+# The fast path's writer before any append: matches no writer, so the first goes the long way.
+_NOBODY: Final = object()
+# WalConfig's own clock: with it, the fast path reads time_ns itself (no call through).
+_DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "clock")
+# A one-record frame's bytes besides its payload.
+_RECORD_OVERHEAD: Final = FRAME_HEAD_SIZE + 4
 
 
 class Appender:
@@ -44,10 +54,126 @@ class Appender:
         self._publish_lock = threading.Lock()
         self._generation = generation_of(lock_handle)  # bumped by announce (format/lock.py)
         self._last_ts = 0
+        # The single-append fast path (see _fast_append); _NOBODY until an append sets it.
+        self._fast_writer: object = _NOBODY
+        self._fast_seed = 0
+        self._fast_first = 0  # the writer's first LSN: its first record goes the long way
+        self._fast_room = 0  # the segment bytes a frame may end at, the seal's room kept
+        self._fast_max = 0  # the largest payload the writer's header and config both allow
+        self._fast_fd = -1  # the writer's descriptor for write_record; -1: encode, then pwrite
+        self._fast_clock = self._config.clock is _DEFAULT_CLOCK
+        self._sync_always = self._config.sync == "always"
 
     # -- appending ------------------------------------------------------------------------
 
     def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
+        state = self._state
+        lsn = 0
+        if payload.__class__ is bytes and type.__class__ is int:
+            # The fast path: one record, one encode, one write, when nothing special is due.
+            # Eligible: a writer _eligible approved, still the active one (rotation, reopen
+            # and close replace or drop it), a log neither failed (a failed write, a fork)
+            # nor closed, a payload its header and the segment's room allow, and not the
+            # segment's first record (that one sets min_ts). Anything else, error included,
+            # takes the general path, which raises, rotates, buffers or compresses.
+            with state.lock:
+                writer = state.writer
+                size = len(payload)
+                if (
+                    writer is self._fast_writer
+                    and writer is not None
+                    and state.failure is None
+                    and not state.closed
+                    and 0 <= type <= MAX_TYPE
+                    and size <= self._fast_max
+                    and writer.offset + size <= self._fast_room
+                    and self._fast_first <= writer.last_lsn < MAX_LSN
+                ):
+                    lsn = self._write_one(writer, payload, type, size)
+        if not lsn:
+            return self._append(payload, type)
+        if self._sync_always:
+            state.commit.wait_durable(lsn, lead=True)
+        return lsn
+
+    def _write_one(self, writer: SegmentWriter, payload: bytes, record_type: int, size: int) -> int:
+        """The fast path's write (the caller holds the lock and checked it is eligible)."""
+        state = self._state
+        offset = writer.offset
+        lsn = writer.last_lsn + 1
+        ts = time_ns() // 1000 if self._fast_clock else self._config.now_us()
+        if ts < self._last_ts:
+            ts = self._last_ts  # never decreasing, as stamp() keeps them
+        else:
+            self._last_ts = ts
+        commit = state.commit
+        fd = self._fast_fd
+        try:
+            if fd >= 0 and write_record is not None:
+                try:
+                    write_record(
+                        fd,
+                        offset,
+                        self._fast_seed,
+                        lsn,
+                        record_type,
+                        ts,
+                        commit.durable_lsn,
+                        payload,
+                    )
+                except OSError as exc:
+                    raise StorageError("write", writer.path, exc) from exc
+            else:
+                frame = encode_record(
+                    self._fast_seed, lsn, record_type, ts, commit.durable_lsn, payload
+                )
+                writer.handle.pwrite(frame, offset)
+        except BaseException as exc:
+            state.fail(exc)
+            writer.discard_unsynced()
+            raise
+        # What SegmentWriter.write notes after its pwrite (this segment is not empty, so
+        # min_ts stays).
+        end = offset + size + _RECORD_OVERHEAD
+        writer.index.add(lsn, offset, ts)
+        writer.offset = end
+        writer.last_lsn = lsn
+        writer.max_ts = ts
+        io = state.io
+        io["written_bytes"] += size + _RECORD_OVERHEAD
+        io["writes"] += 1
+        commit.wrote(lsn)
+        counters = state.counters
+        counters["appends"] += 1
+        counters["records"] += 1
+        counters["payload_bytes"] += size
+        return lsn
+
+    def _eligible(self, writer: SegmentWriter) -> None:
+        """After an append on the general path: may the next ones to ``writer`` go fast?"""
+        state = self._state
+        config = self._config
+        if (
+            writer.encoder is None
+            and not state.buffer.limit
+            and state.coding.compressor is None
+            and config.max_segment_age is None
+        ):
+            self._fast_writer = writer
+            self._fast_seed = writer.header.seed
+            self._fast_first = writer.header.first_lsn
+            self._fast_room = config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE
+            self._fast_max = min(self._max_record_bytes, writer.header.max_record_bytes)
+            handle = writer.handle
+            # A real file and the compiled encoder: encode and pwrite in one C call.
+            self._fast_fd = (
+                handle.fd if write_record is not None and isinstance(handle, OsFile) else -1
+            )
+        else:
+            self._fast_writer = _NOBODY
+
+    def _append(self, payload: bytes | bytearray | memoryview, type: int) -> int:
+        """The general single append: checks, buffering, rotation, v2 frames."""
         state = self._state
         # bytes, never a mutable buffer: a buffered payload must not change under us.
         data = payload if payload.__class__ is bytes else to_payload(payload)
@@ -92,6 +218,7 @@ class Appender:
             counters["appends"] += 1
             counters["records"] += 1
             counters["payload_bytes"] += size
+            self._eligible(writer)
         if self._config.sync == "always":
             state.commit.wait_durable(lsn, lead=True)
         return lsn
