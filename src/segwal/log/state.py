@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedError
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from segwal.storage.segment import SegmentWriter
 
 log = logging.getLogger("segwal")
+
+
+def _nothing() -> None:
+    pass
 
 
 class LogState:
@@ -73,6 +78,9 @@ class LogState:
         self.writer_counters: tuple[int, ...] | None = None
         self.recovery_cuts = 0  # cuts and quarantines this open's recovery made
         self._observers: tuple[Observer, ...] = tuple(config.observers)
+        # Adds what the appender counted on its own (its fast path) to counters and io;
+        # called before they are read.
+        self.fold: Callable[[], None] = _nothing
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -174,6 +182,7 @@ class LogState:
 
     def published_counters(self) -> tuple[int, ...]:
         """What the writer publishes in LOCK for ``stats()`` in other processes."""
+        self.fold()
         io, counters = self.io, self.counters
         return (
             counters["appends"],
@@ -185,6 +194,7 @@ class LogState:
         )
 
     def stats(self) -> Stats:
+        self.fold()
         io, buffered = self.io, len(self.buffer)
         with self.lock:
             sizes = [s.size for s in self.catalog.sealed.states]
