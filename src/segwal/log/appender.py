@@ -33,6 +33,10 @@ from segwal.types import SegmentInfo
 
 # The fast path's writer before any append: matches no writer, so the first goes the long way.
 _NOBODY: Final = object()
+# The fast appends' tally: count << 64 | frame bytes (a log writes fewer than 2**64 bytes).
+_TALLY_SHIFT: Final = 64
+_TALLY_ONE: Final = 1 << _TALLY_SHIFT
+_TALLY_BYTES: Final = _TALLY_ONE - 1
 # WalConfig's own clock: with it, the fast path reads time_ns itself (no call through).
 _DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "clock")
 # A one-record frame's bytes besides its payload.
@@ -60,10 +64,10 @@ class Appender:
         self._fast_first = 0  # the writer's first LSN: its first record goes the long way
         self._fast_room = 0  # the segment bytes a frame may end at, the seal's room kept
         self._fast_max = 0  # the largest payload the writer's header and config both allow
-        # Fast appends not yet in state.counters and state.io: their count and frame bytes.
-        self._tally_n = 0
-        self._tally_bytes = 0
-        state.fold = self.fold_tally
+        # The fast appends, which state.counters and state.io leave out: their number times
+        # _TALLY_ONE plus their frames' bytes, so that a reader gets both in one read.
+        self._tally = 0
+        state.tally = self.tally
         self._fast_fd = -1  # the writer's descriptor for write_record; -1: encode, then pwrite
         self._fast_clock = self._config.clock is _DEFAULT_CLOCK
         self._sync_always = self._config.sync == "always"
@@ -72,7 +76,13 @@ class Appender:
 
     def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
         state = self._state
-        if payload.__class__ is bytes and type.__class__ is int:
+        # _NOBODY: no writer was ever eligible (a buffered, compressed or encrypted log...):
+        # those go straight to the general path, without taking the lock twice.
+        if (
+            payload.__class__ is bytes
+            and type.__class__ is int
+            and self._fast_writer is not _NOBODY
+        ):
             # The fast path: one record, one encode, one write, when nothing special is due.
             # Eligible: a writer _eligible approved, still the active one (rotation, reopen
             # and close replace or drop it), a log neither failed (a failed write, a fork)
@@ -141,10 +151,9 @@ class Appender:
                         commit.written_lsn = lsn
                         if commit._watchers:
                             commit.wrote(lsn)
-                        # Counted here, added to the stats' counters by fold_tally when
-                        # anything reads them: five dict updates cost a quarter of this path.
-                        self._tally_n += 1
-                        self._tally_bytes += size
+                        # Counted in one int, which LogState adds to its counters when they
+                        # are read: five dict updates cost a quarter of this path.
+                        self._tally += _TALLY_ONE + size
                         if not self._sync_always:
                             return lsn
                         written = lsn
@@ -153,21 +162,11 @@ class Appender:
                 return written
         return self._append(payload, type)
 
-    def fold_tally(self) -> None:
-        """Add the fast appends' tally to the counters behind stats() and LOCK (LogState
-        calls this before it reads them)."""
-        with self._state.lock:
-            n = self._tally_n
-            if not n:
-                return
-            frames = self._tally_bytes
-            self._tally_n = self._tally_bytes = 0
-            counters, io = self._state.counters, self._state.io
-            counters["appends"] += n
-            counters["records"] += n
-            counters["payload_bytes"] += frames - n * _RECORD_OVERHEAD
-            io["written_bytes"] += frames
-            io["writes"] += n
+    def tally(self) -> tuple[int, int]:
+        """The fast appends so far: their number and their frames' bytes, one consistent
+        pair (one int read, no lock: publishing reads it under the publish lock)."""
+        tally = self._tally
+        return tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
 
     def _eligible(self, writer: SegmentWriter) -> None:
         """After an append on the general path: may the next ones to ``writer`` go fast?"""
@@ -580,9 +579,8 @@ class Appender:
         durable already; what is lost is only the mark, so recovery would know less).
         """
         state = self._state
-        self.fold_tally()
         io = state.io
-        if not (io["writes"] or io["created"] or io["meta_stores"]):
+        if not (io["writes"] or io["created"] or io["meta_stores"] or self._tally):
             return  # this session changed nothing: an open and a close leave the files alone
         closed = Closed(
             segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn
