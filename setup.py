@@ -1,8 +1,9 @@
 """Build of the optional C speed-up; all metadata is in pyproject.toml.
 
-``segwal.format._speedups`` is optional: without a C compiler or the Python headers the
-build warns and the install goes on with the pure-Python decoder, which is the reference
-anyway. Set ``SEGWAL_REQUIRE_SPEEDUPS=1`` to make a failed compile fail the build instead.
+``segwal.format._speedups`` (the frame decoder) and ``segwal.format._encode`` (the
+one-record frame encoder of single appends) are optional: without a C compiler or the Python
+headers the build warns and the install goes on with the pure-Python code, which is the
+reference anyway. Set ``SEGWAL_REQUIRE_SPEEDUPS=1`` to make a failed compile fail the build instead.
 """
 
 import os
@@ -17,6 +18,11 @@ setup(
             "segwal.format._speedups",
             sources=["src/segwal/format/_speedups.c"],
             optional=not required,
-        )
+        ),
+        Extension(
+            "segwal.format._encode",
+            sources=["src/segwal/format/_encode.c"],
+            optional=not required,
+        ),
     ]
 )

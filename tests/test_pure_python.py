@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-# Frames, records, the scanner and recovery decisions: where a decoder difference matters.
+# Frames, records, the scanner and recovery decisions: where a decoder difference matters;
+# and single appends, where an encoder difference would.
 SUBSET = (
     "test_format.py",
     "test_scanner.py",
     "test_recovery.py",
     "test_recovery_branches.py",
     "test_index.py",
+    "test_single_append.py",  # the append fast path on the pure encoder: encode, then pwrite
 )
 # The child checks which decoder it got before running anything: a child that silently ran
 # the compiled decoder would make this test prove nothing.

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import segwal
-from segwal.format import records
+from segwal.format import encoder, records
 from segwal.format.layout import (
     FRAME_HEAD_SIZE,
     MAX_FRAME_RECORDS,
@@ -626,6 +626,34 @@ for base in (len(raw), len(blob) - 16, len(blob) + 8, 0):
             hit(firsts, words, [blob], bytearray(1), lsn)
         except FormatError:
             pass
+# The one-record encoder (segwal.format._encode): every size around the CRC's 8-byte steps
+# and the stack/heap frame boundary, every buffer kind, bad arguments, and its write.
+import os, tempfile
+from segwal.format import _encode, encoder, layout
+enc, write = encoder.encode_record_c, encoder.write_record
+assert enc is not None and write is not None
+for size in (0, 1, 7, 8, 9, 100, 1024, 8147, 8148, 8149, 70000):
+    data = bytes(range(256)) * (size // 256 + 1)
+    for buf in (data[:size], bytearray(data[:size]), memoryview(b"a" + data)[1 : size + 1]):
+        assert enc(7, 1, 2, 3, 4, buf) == layout.encode_record(7, 1, 2, 3, 4, bytes(buf))
+    assert _encode.crc32c_soft(data[:size]) == _encode.crc32c(data[:size])
+for bad in ((7, -1, 2, 3, 4, b"x"), (7, 1, 2**16, 3, 4, b"x"), (7, 1, 2, 3, 4, "x"),
+            (2**32, 1, 2, 3, 4, b"x"), (7, 1, 2, 3, 4, memoryview(b"abcd")[::2])):
+    try:
+        enc(*bad)
+    except (ValueError, TypeError, BufferError):
+        pass
+fd, name = tempfile.mkstemp()
+offset = 0
+for size in (0, 100, 1024, 8148, 70000):
+    offset += write(fd, offset, 7, 1, 2, 3, 4, b"p" * size)
+assert os.pread(fd, offset, 0)[:44] == enc(7, 1, 2, 3, 4, b"")
+os.close(fd)
+os.unlink(name)
+try:
+    write(fd, 0, 7, 1, 2, 3, 4, b"closed")
+except OSError:
+    pass
 print("memcheck-script-done")
 """
 
@@ -633,11 +661,14 @@ print("memcheck-script-done")
 @needs_c
 @pytest.mark.timeout(180)
 def test_valgrind_memcheck_finds_no_invalid_access(tmp_path: Path) -> None:
-    """The C code under memcheck: no invalid read or write, no error in a _speedups frame.
+    """The C code under memcheck: no invalid read or write, no error in a _speedups or
+    _encode frame.
 
     About 7 s here (Python's start-up under valgrind is most of it); skipped without valgrind.
     """
     c_decode()
+    if encoder.encode_record_c is None:
+        pytest.fail("segwal.format._encode is not built beside _speedups")
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         if IN_CI:  # .ci/run installs it
@@ -668,4 +699,4 @@ def test_valgrind_memcheck_finds_no_invalid_access(tmp_path: Path) -> None:
     # interpreter), so the test looks for what would be ours: any error in a stack through
     # _speedups, and any invalid read or write at all.
     assert "Invalid read" not in report and "Invalid write" not in report, report
-    assert "_speedups" not in report, report
+    assert "_speedups" not in report and "_encode" not in report, report

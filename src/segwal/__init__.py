@@ -75,6 +75,7 @@ from segwal.errors import (
 )
 from segwal.format.codecs import train_dictionary as train
 from segwal.format.dictionary import make as make_dictionary
+from segwal.format.encoder import IMPLEMENTATION as ENCODER
 from segwal.format.records import IMPLEMENTATION as DECODER
 from segwal.log import dictadmin, keyadmin
 from segwal.log.config import Compression, RecoveryMode, SyncMode, WalConfig
@@ -120,6 +121,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DECODER",
+    "ENCODER",
     "ArchiveAccessError",
     "ArchiveConflictError",
     "ArchiveCorruptError",

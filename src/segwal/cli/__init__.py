@@ -103,9 +103,10 @@ class _Commands(click.Group):
     "-V",
     "--version",
     prog_name="segwal",
-    # Which record decoder this process runs: a bug report needs it, and so does a speed one.
+    # Which record decoder and single-record encoder this process runs: a bug report needs
+    # it, and so does a speed one.
     message=f"%(prog)s %(version)s (decoder: {segwal.DECODER}, "
-    f"{'compiled' if segwal.DECODER == 'c' else 'pure Python'})",
+    f"{'compiled' if segwal.DECODER == 'c' else 'pure Python'}; encoder: {segwal.ENCODER})",
 )
 def main() -> None:
     """Inspect, check and trim segwal write-ahead logs, and watch one survive SIGKILL.

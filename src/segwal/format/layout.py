@@ -54,6 +54,7 @@ frames: ``format/features.py``) are laid out in ``docs/FORMAT.md``.
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass, field
 from typing import Final
@@ -421,21 +422,80 @@ def encode_record(
     record_type: int,
     timestamp_us: int,
     durable_lsn: int,
-    payload: bytes,
-) -> bytearray:
-    """Encode a one-record batch: the hot path of ``append``."""
+    payload: bytes | bytearray | memoryview,
+) -> bytes | bytearray:
+    """Encode a one-record batch: the hot path of ``append``, and the pure reference of the
+    compiled ``_encode.encode_record`` (selected in ``format/encoder.py``).
+
+    The payload is any C-contiguous bytes-like object, taken as its bytes. Bad input raises
+    what ``record_error`` says (the compiled twin raises the same).
+    """
+    if payload.__class__ is not bytes:
+        payload = _payload_bytes(payload)
     n = len(payload)
-    frame = bytearray().join(
-        (
-            FRAME_HEAD.pack(
-                0, KIND_RECORDS, FLAG_COMMIT, record_type, 1, n, lsn, timestamp_us, durable_lsn
-            ),
-            _U32.pack(n),
-            payload,
+    try:
+        # The seed goes where the CRC will be, so that pack checks its range too.
+        head = FRAME_HEAD.pack(
+            seed, KIND_RECORDS, FLAG_COMMIT, record_type, 1, n, lsn, timestamp_us, durable_lsn
         )
-    )
+    except struct.error:
+        raise _checked(seed, lsn, record_type, timestamp_us, durable_lsn, payload) from None
+    frame = bytearray().join((head, _U32.pack(n), payload))
     _U32.pack_into(frame, 0, crc32c(memoryview(frame)[4:], seed))
     return frame
+
+
+def _payload_bytes(payload: object) -> memoryview:
+    """A payload's bytes as a flat view, whatever its item format."""
+    try:
+        view = memoryview(payload)  # type: ignore[arg-type]
+    except TypeError:
+        raise _checked(0, 0, 0, 0, 0, payload) from None
+    if not view.c_contiguous:
+        raise _checked(0, 0, 0, 0, 0, payload)
+    return view.cast("B")
+
+
+def _checked(*args: object) -> Exception:
+    exc = record_error(*args)
+    assert exc is not None, "encode_record refused arguments record_error accepts"
+    return exc
+
+
+def record_error(
+    seed: object,
+    lsn: object,
+    record_type: object,
+    timestamp_us: object,
+    durable_lsn: object,
+    payload: object,
+) -> Exception | None:
+    """What is wrong with ``encode_record``'s arguments, first found first; None if nothing.
+
+    Both encoders raise what this returns, so their errors are the same by construction.
+    """
+    try:
+        view = memoryview(payload)  # type: ignore[arg-type]
+    except TypeError:
+        return TypeError(f"payload must be a bytes-like object, not {type(payload).__name__}")
+    if not view.c_contiguous:
+        return BufferError("payload must be a C-contiguous buffer")
+    if view.nbytes > MAX_U32:
+        return ValueError(f"payload of {view.nbytes} bytes does not fit a frame")
+    for name, value, limit in (
+        ("seed", seed, MAX_U32),
+        ("LSN", lsn, MAX_U64),
+        ("record type", record_type, 0xFFFF),
+        ("timestamp", timestamp_us, MAX_U64),
+        ("durable LSN", durable_lsn, MAX_U64),
+    ):
+        try:
+            number = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            return TypeError(f"{name} must be an integer, not {type(value).__name__}")
+        if not 0 <= number <= limit:
+            return ValueError(f"{name} {number} is out of range 0..{limit}")
+    return None
 
 
 def encode_seal(

@@ -10,24 +10,38 @@ from __future__ import annotations
 import posixpath
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from time import perf_counter
-from typing import Any
+from dataclasses import fields
+from time import perf_counter, time_ns
+from typing import Any, Final
 
-from segwal.errors import ForkedError, RecordTooLargeError
+from segwal.errors import ForkedError, RecordTooLargeError, StorageError
 from segwal.events import Durable, Synced
+from segwal.format.encoder import encode_record, write_record
 from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.frames import Prepared
-from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames, encode_record
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE, encode_frames
 from segwal.format.meta import Closed
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, payload_list, to_payload
+from segwal.log.config import WalConfig
 from segwal.log.pipeline import CompressionPipeline
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
-from segwal.storage.fileio import FileHandle
+from segwal.storage.fileio import FileHandle, OsFile
 from segwal.storage.lockfile import generation_of, publish_durable
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
+
+# The fast path's writer before any append: matches no writer, so the first goes the long way.
+_NOBODY: Final = object()
+# The fast appends' tally: count << 64 | frame bytes (a log writes fewer than 2**64 bytes).
+_TALLY_SHIFT: Final = 64
+_TALLY_ONE: Final = 1 << _TALLY_SHIFT
+_TALLY_BYTES: Final = _TALLY_ONE - 1
+# WalConfig's own clock: with it, the fast path reads time_ns itself (no call through).
+_DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "clock")
+# A one-record frame's bytes besides its payload.
+_RECORD_OVERHEAD: Final = FRAME_HEAD_SIZE + 4
 
 
 class Appender:
@@ -50,10 +64,141 @@ class Appender:
         threads = state.config.compression_threads
         if threads and state.coding.compressor is not None:
             self.pipeline = CompressionPipeline(state, self.write_queued, self.stamp, threads)
+        # The single-append fast path (see _fast_append); _NOBODY until an append sets it.
+        self._fast_writer: object = _NOBODY
+        self._fast_seed = 0
+        self._fast_first = 0  # the writer's first LSN: its first record goes the long way
+        self._fast_room = 0  # the segment bytes a frame may end at, the seal's room kept
+        self._fast_max = 0  # the largest payload the writer's header and config both allow
+        # The fast appends, which state.counters and state.io leave out: their number times
+        # _TALLY_ONE plus their frames' bytes, so that a reader gets both in one read.
+        self._tally = 0
+        state.tally = self.tally
+        self._fast_fd = -1  # the writer's descriptor for write_record; -1: encode, then pwrite
+        self._fast_clock = self._config.clock is _DEFAULT_CLOCK
+        self._sync_always = self._config.sync == "always"
 
     # -- appending ------------------------------------------------------------------------
 
     def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int:
+        state = self._state
+        # _NOBODY: no writer was ever eligible (a buffered, compressed or encrypted log...):
+        # those go straight to the general path, without taking the lock twice.
+        if (
+            payload.__class__ is bytes
+            and type.__class__ is int
+            and self._fast_writer is not _NOBODY
+        ):
+            # The fast path: one record, one encode, one write, when nothing special is due.
+            # Eligible: a writer _eligible approved, still the active one (rotation, reopen
+            # and close replace or drop it), a log neither failed (a failed write, a fork)
+            # nor closed, a payload its header and the segment's room allow, and not the
+            # segment's first record (that one sets min_ts). Anything else, error included,
+            # takes the general path, which raises, rotates, buffers or compresses. One
+            # function, no helper: on this path every Python call shows in the rate.
+            written = 0
+            with state.lock:
+                writer = state.writer
+                size = len(payload)
+                offset = writer.offset if writer is self._fast_writer else -1  # type: ignore[union-attr]
+                if (
+                    offset >= 0
+                    and state.failure is None
+                    and not state.closed
+                    and 0 <= type <= MAX_TYPE
+                    and size <= self._fast_max
+                    and offset + size <= self._fast_room
+                ):
+                    assert writer is not None
+                    lsn = writer.last_lsn + 1
+                    if self._fast_first < lsn <= MAX_LSN:
+                        ts = time_ns() // 1000 if self._fast_clock else self._config.now_us()
+                        if ts < self._last_ts:
+                            ts = self._last_ts  # never decreasing, as stamp() keeps them
+                        else:
+                            self._last_ts = ts
+                        commit = state.commit
+                        try:
+                            if self._fast_fd >= 0 and write_record is not None:
+                                try:
+                                    write_record(
+                                        self._fast_fd,
+                                        offset,
+                                        self._fast_seed,
+                                        lsn,
+                                        type,
+                                        ts,
+                                        commit.durable_lsn,
+                                        payload,
+                                    )
+                                except OSError as exc:
+                                    raise StorageError("write", writer.path, exc) from exc
+                            else:
+                                frame = encode_record(
+                                    self._fast_seed, lsn, type, ts, commit.durable_lsn, payload
+                                )
+                                writer.handle.pwrite(frame, offset)
+                        except BaseException as exc:
+                            state.fail(exc)
+                            writer.discard_unsynced()
+                            raise
+                        # What SegmentWriter.write notes after its pwrite (the segment is not
+                        # empty, so min_ts stays), and the index's own test inlined: a call
+                        # per append for one entry per 4 KiB costs more than the test.
+                        size += _RECORD_OVERHEAD
+                        index = writer.index
+                        if offset >= index._next:
+                            index.add(lsn, offset, ts)
+                        writer.offset = offset + size
+                        writer.last_lsn = lsn
+                        writer.max_ts = ts
+                        # GroupCommit.wrote inlined likewise: followers wait only with sync
+                        # "always" or wait_durable; the store alone is what the rest need.
+                        commit.written_lsn = lsn
+                        if commit._watchers:
+                            commit.wrote(lsn)
+                        # Counted in one int, which LogState adds to its counters when they
+                        # are read: five dict updates cost a quarter of this path.
+                        self._tally += _TALLY_ONE + size
+                        if not self._sync_always:
+                            return lsn
+                        written = lsn
+            if written:  # sync="always": durable before it returns, outside the lock
+                commit.wait_durable(written, lead=True)
+                return written
+        return self._append(payload, type)
+
+    def tally(self) -> tuple[int, int]:
+        """The fast appends so far: their number and their frames' bytes, one consistent
+        pair (one int read, no lock: publishing reads it under the publish lock)."""
+        tally = self._tally
+        return tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
+
+    def _eligible(self, writer: SegmentWriter) -> None:
+        """After an append on the general path: may the next ones to ``writer`` go fast?"""
+        state = self._state
+        config = self._config
+        if (
+            writer.encoder is None
+            and not state.buffer.limit
+            and state.coding.compressor is None
+            and config.max_segment_age is None
+        ):
+            self._fast_writer = writer
+            self._fast_seed = writer.header.seed
+            self._fast_first = writer.header.first_lsn
+            self._fast_room = config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE
+            self._fast_max = min(self._max_record_bytes, writer.header.max_record_bytes)
+            handle = writer.handle
+            # A real file and the compiled encoder: encode and pwrite in one C call.
+            self._fast_fd = (
+                handle.fd if write_record is not None and isinstance(handle, OsFile) else -1
+            )
+        else:
+            self._fast_writer = _NOBODY
+
+    def _append(self, payload: bytes | bytearray | memoryview, type: int) -> int:
+        """The general single append: checks, buffering, rotation, v2 frames."""
         state = self._state
         # bytes, never a mutable buffer: a buffered payload must not change under us.
         data = payload if payload.__class__ is bytes else to_payload(payload)
@@ -98,6 +243,7 @@ class Appender:
             counters["appends"] += 1
             counters["records"] += 1
             counters["payload_bytes"] += size
+            self._eligible(writer)
         if self._config.sync == "always":
             state.commit.wait_durable(lsn, lead=True)
         return lsn
@@ -466,7 +612,7 @@ class Appender:
         """
         state = self._state
         io = state.io
-        if not (io["writes"] or io["created"] or io["meta_stores"]):
+        if not (io["writes"] or io["created"] or io["meta_stores"] or self._tally):
             return  # this session changed nothing: an open and a close leave the files alone
         closed = Closed(
             segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn

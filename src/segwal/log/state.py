@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from segwal.errors import ClosedError, ForkedError, ReadOnlyError, WalFailedError
 from segwal.events import Event, ForkDetected, Observer
 from segwal.format.keyring import KeyRing
+from segwal.format.layout import FRAME_HEAD_SIZE
 from segwal.format.meta import REWIND_HISTORY, Meta
 from segwal.log.buffer import AppendBuffer
 from segwal.log.catalog import SegmentCatalog, writer_info
@@ -30,6 +32,14 @@ if TYPE_CHECKING:
     from segwal.storage.segment import SegmentWriter
 
 log = logging.getLogger("segwal")
+
+
+# A one-record frame's bytes besides its payload (format/layout.py: head and one length).
+_RECORD_OVERHEAD = FRAME_HEAD_SIZE + 4
+
+
+def _no_tally() -> tuple[int, int]:
+    return 0, 0
 
 
 class LogState:
@@ -74,6 +84,9 @@ class LogState:
         self.writer_counters: tuple[int, ...] | None = None
         self.recovery_cuts = 0  # cuts and quarantines this open's recovery made
         self._observers: tuple[Observer, ...] = tuple(config.observers)
+        # The appends the appender's fast path counted on its own, left out of counters and
+        # io: (appends, frame bytes), added when those are read (Appender.tally).
+        self.tally: Callable[[], tuple[int, int]] = _no_tally
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -176,17 +189,19 @@ class LogState:
     def published_counters(self) -> tuple[int, ...]:
         """What the writer publishes in LOCK for ``stats()`` in other processes."""
         io, counters = self.io, self.counters
+        n, frames = self.tally()
         return (
-            counters["appends"],
-            counters["records"],
-            counters["payload_bytes"],
-            io["written_bytes"],
+            counters["appends"] + n,
+            counters["records"] + n,
+            counters["payload_bytes"] + frames - n * _RECORD_OVERHEAD,
+            io["written_bytes"] + frames,
             io["fsyncs"],
             io["dir_fsyncs"],
         )
 
     def stats(self) -> Stats:
         io, buffered = self.io, len(self.buffer)
+        n, frames = self.tally()
         with self.lock:
             sizes = [s.size for s in self.catalog.sealed.states]
             if self.writer is not None:
@@ -201,10 +216,10 @@ class LogState:
             if self.writer is None and self.writer_counters is not None
             else (
                 # Buffered appends count from the moment they are accepted.
-                self.counters["appends"] + buffered,
-                self.counters["records"] + buffered,
-                self.counters["payload_bytes"] + self.buffer.size,
-                io["written_bytes"],
+                self.counters["appends"] + buffered + n,
+                self.counters["records"] + buffered + n,
+                self.counters["payload_bytes"] + self.buffer.size + frames - n * _RECORD_OVERHEAD,
+                io["written_bytes"] + frames,
                 io["fsyncs"],
                 io["dir_fsyncs"],
             )
@@ -214,7 +229,7 @@ class LogState:
             records=records,
             payload_bytes=payload,
             written_bytes=written,
-            writes=io["writes"],
+            writes=io["writes"] + n,
             fsyncs=fsyncs,
             dir_fsyncs=dir_fsyncs,
             rotations=dict(self.rotations),

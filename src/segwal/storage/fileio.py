@@ -126,6 +126,13 @@ class OsFile:
     def path(self) -> str:
         return self._path
 
+    @property
+    def fd(self) -> int:
+        """The descriptor (-1 once closed): the single-append fast path (log/appender.py)
+        writes its frame with the compiled ``write_record``, the same one ``pwrite`` at the
+        same offset as ``pwrite`` here (tests/test_parity.py compares them under strace)."""
+        return self._fd
+
     def pwrite(self, data: Buffer, offset: int) -> None:
         size = data.nbytes if isinstance(data, memoryview) else len(data)
         try:
