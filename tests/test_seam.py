@@ -51,6 +51,9 @@ OUTSIDE_THE_LOG = {
     "then opens it through segwal.open (tests/test_archive_restore.py, the SIGKILL loop)",
     "archive/mirror.py": "copies verified segments into a follower's directory, which is "
     "only ever opened readonly (the mirror tests of tests/test_archive_restore.py)",
+    "archive/dictobjects.py": "installs compression dictionaries into restore's and "
+    "mirror's directories before their segments (tests/test_archive_dicts.py); a live log's "
+    "dictionaries go through its file system (storage/dictionaries.py)",
     "archive/state.py": "write_whole/write_atomic/sync_dir for restore's and mirror's "
     "files; a live log's ARCHIVE.state goes through the Wal's file system",
 }
@@ -113,6 +116,9 @@ MODULE_ALLOWED = {
     ("cli/demo.py", "import tempfile"): "see tempfile.* above",
     ("log/encryption.py", "builtin open()"): "KeyFile reads the user's key-encryption key, "
     "a secret kept outside the log directory (never log data, never written)",
+    ("log/config.py", "builtin open()"): "reads the compression dictionary a user names by "
+    "path, a file outside the log directory (never log data, never written); the log's own "
+    "copy is written through its file system",
     ("format/codecs.py", "import importlib"): "imports an optional codec library (zstd, lz4) "
     "by name; reads no log file",
     **{

@@ -8,8 +8,7 @@ stored in the log then, and named by every segment created after that.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -30,13 +29,13 @@ def dict_() -> None:
 @click.option("--samples", default=2000, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--samples-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.File("rb"),
     help="Train on this file's lines (one sample a line) instead of a log's records.",
 )
 @click.option("--size", default=16384, show_default=True, type=click.IntRange(256, 1 << 20))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.File("wb", lazy=True, atomic=True))
 def train(
-    directory: str | None, samples: int, samples_file: Path | None, size: int, out: Path
+    directory: str | None, samples: int, samples_file: IO[bytes] | None, size: int, out: IO[bytes]
 ) -> None:
     """Train a dictionary of at most --size bytes on the newest --samples records of the log
     in DIRECTORY (or the lines of --samples-file) and write it to --out."""
@@ -47,7 +46,7 @@ def train(
             exit_code=EXIT_USAGE,
         )
     if samples_file is not None:
-        data = [line for line in samples_file.read_bytes().splitlines() if line][-samples:]
+        data = [line for line in samples_file.read().splitlines() if line][-samples:]
     else:
         assert directory is not None
         with errors(directory), segwal.open(directory, readonly=True) as wal:
@@ -59,8 +58,9 @@ def train(
         content = segwal.train_dictionary(data, size)
     except (ValueError, segwal.UnsupportedFormatError) as exc:
         raise Failure(str(exc), hint="give more or larger samples", exit_code=EXIT_USAGE) from exc
-    out.write_bytes(content)
-    click.echo(f"wrote a {len(content)}-byte dictionary trained on {len(data)} samples to {out}")
+    out.write(content)  # click writes a temporary file and renames it over --out on exit
+    name = getattr(out, "name", "--out")
+    click.echo(f"wrote a {len(content)}-byte dictionary trained on {len(data)} samples to {name}")
 
 
 @dict_.command("list", short_help="List a log's dictionaries and the segments naming each.")
@@ -97,16 +97,14 @@ def list_command(directory: str, as_json: bool) -> None:
     "--keep",
     "keep",
     multiple=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=click.File("rb"),
     help="A dictionary file to keep anyway (the one the next writer will use); repeatable.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do it. Without --yes nothing changes (exit 2).")
-def prune(directory: str, keep: tuple[Path, ...], yes: bool) -> None:
+def prune(directory: str, keep: tuple[IO[bytes], ...], yes: bool) -> None:
     """Delete the dictionaries of the closed log in DIRECTORY that no segment names."""
     with errors(directory):
-        found = segwal.prune_dictionaries(
-            directory, keep=[p.read_bytes() for p in keep], dry_run=not yes
-        )
+        found = segwal.prune_dictionaries(directory, keep=[f.read() for f in keep], dry_run=not yes)
     verb = "deleted" if yes else "would delete"
     for path in found:
         click.echo(f"{verb} {path}")
