@@ -133,7 +133,9 @@ class BaseConfig:
     segment_bytes: int
     retention_max_bytes: int
     prefill: int  # records appended (and the log closed) before the workload; -1: no log
-    coding: str = ""  # format v2: "zstd" (compressed frames) or "encrypted" (AES-256-GCM)
+    # format v2, "+"-joined: "zstd" (compressed frames), "encrypted" (AES-256-GCM),
+    # "prealloc" (preallocate=True: a zeroed tail allocated ahead of the frames)
+    coding: str = ""
 
 
 BASES = {
@@ -146,6 +148,12 @@ BASES = {
     "full-encrypted": BaseConfig("full-encrypted", 700, 2100, 14, "encrypted"),
     # The encrypted log's creation: KEYS made durable before its first segment exists.
     "new-encrypted": BaseConfig("new-encrypted", 700, 2100, -1, "encrypted"),
+    # Preallocation: zeros after the last frame, trimmed at the seal; alone and with both
+    # codecs (docs/DURABILITY.md, "Preallocation").
+    "full-prealloc": BaseConfig("full-prealloc", 640, 1920, 14, "prealloc"),
+    "full-prealloc-coded": BaseConfig(
+        "full-prealloc-coded", 700, 2100, 14, "prealloc+zstd+encrypted"
+    ),
 }
 KEK: Final = bytes(range(32))  # the encrypted bases' key-encryption key
 
@@ -154,11 +162,15 @@ def coding_options(cfg: BaseConfig) -> dict[str, object]:
     """The segwal.open options of a base's coding. An encrypted base goes through KEYS like
     any encrypted log (its log key is random and kept in KEYS, wrapped under ``KEK``), so
     KEYS is in every crash image and every reopen unwraps it."""
-    if cfg.coding == "zstd":
-        return {"compression": "zstd"}
-    if cfg.coding == "encrypted":
-        return {"encryption_key": KEK}
-    return {}
+    parts = set(cfg.coding.split("+")) - {""}
+    options: dict[str, object] = {}
+    if "zstd" in parts:
+        options["compression"] = "zstd"
+    if "encrypted" in parts:
+        options["encryption_key"] = KEK
+    if "prealloc" in parts:
+        options["preallocate"] = True
+    return options
 
 
 def _open_with(path: str, options: dict[str, object], **kw: object) -> segwal.Wal:
@@ -600,6 +612,10 @@ def strip_lock(fs: MemoryFileSystem, stop: int | None = None) -> MemoryFileSyste
         elif kind == "truncate":
             h = out.open_write(op.path)
             h.truncate(op.length)
+            h.close()
+        elif kind == "allocate":
+            h = out.open_write(op.path)
+            h.allocate(op.offset, op.length)
             h.close()
         elif kind == "mkdir":
             # make_dir fsyncs the parent itself; the recorded sync_dir follows as its own op.

@@ -232,6 +232,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     archive_close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     archive_poll_interval: float = 1.0,
     archive_probe: bool = True,
+    preallocate: bool = False,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
@@ -279,6 +280,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         compression=compression,
         compression_level=compression_level,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
+        preallocate=preallocate,
         **options,  # type: ignore[arg-type]
     )
     directory = _directory(path, resolve=filesystem is None)

@@ -67,6 +67,7 @@ from segwal.format.features import (
     COMPRESSION_ZSTD,
     HEADER_COMPRESSED,
     HEADER_ENCRYPTED,
+    HEADER_PREALLOCATED,
     KNOWN_HEADER_FLAGS,
     OPAQUE_OVERHEAD,
     SALT_SIZE,
@@ -173,14 +174,17 @@ def encode_header(
     encryption_id: int = ENCRYPTION_NONE,
     key_id: int = 0,
     salt: bytes = bytes(SALT_SIZE),
+    preallocated: bool = False,
 ) -> bytes:
     """Encode a segment header; the CRC at its end also seeds the segment's frames.
 
-    Version 1 unless compression or encryption is on: then version 2 with their flags.
+    Version 1 unless compression, encryption or preallocation is on: then version 2 with
+    their flags.
     """
     if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE or len(salt) != SALT_SIZE:
         raise ValueError("log id must be 16 bytes, the previous digest 32 and the salt 16")
     flags = (compression_id and HEADER_COMPRESSED) | (encryption_id and HEADER_ENCRYPTED)
+    flags |= HEADER_PREALLOCATED if preallocated else 0
     if compression_id not in (0, *V2_COMPRESSIONS) or encryption_id not in (0, *V2_ENCRYPTIONS):
         raise ValueError(f"unknown compression {compression_id} or encryption {encryption_id}")
     reserved = V2_FIELDS.pack(key_id, salt, 0, bytes(4)) if encryption_id else bytes(28)

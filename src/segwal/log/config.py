@@ -25,6 +25,7 @@ RECOVERY_MODES: Final = ("tolerate_tail", "strict", "truncate")
 MIN_SEGMENT_BYTES: Final = HEADER_SIZE + SEAL_SIZE + 256
 MAX_BUFFER_BYTES: Final = 1 << 30  # what a buffered burst may hold in memory
 MAX_RECORD_LIMIT: Final = 1 << 30  # a frame's body length must fit in a u32 with room to spare
+PREALLOCATE_STEP: Final = 1 << 20  # preallocate=True: space allocated at a time
 
 
 def _now_us() -> int:
@@ -67,6 +68,10 @@ class WalConfig:
     # A key ring of the caller's own (format/cipher.py's SegmentKeys) instead: no KEYS file;
     # the caller keeps the keys. Not with encryption=.
     keys: SegmentKeys | None = None
+    # New segments get their space ahead of the tail (fallocate), in steps of
+    # min(segment_bytes, 1 MiB), so a durable append overwrites allocated space and its
+    # fdatasync need not journal a size change. Format v2 (a zeroed tail); docs/DURABILITY.md.
+    preallocate: bool = False
 
     def __post_init__(self) -> None:
         _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
@@ -109,6 +114,8 @@ class WalConfig:
             )
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
+        if not isinstance(self.preallocate, bool):
+            raise ConfigError("preallocate must be True or False", option="preallocate")
         _check_compression(self.compression, self.compression_level)
         assert self.max_record_bytes <= MAX_U32
 
@@ -131,7 +138,8 @@ class WalConfig:
         packer = None
         if self.compression is not None:
             packer = codecs.compressor(self.compression, self.compression_level)
-        return Coding(packer, self.keys)
+        step = min(self.segment_bytes, PREALLOCATE_STEP) if self.preallocate else 0
+        return Coding(packer, self.keys, preallocate=step)
 
 
 def _check_compression(name: object, level: object) -> None:

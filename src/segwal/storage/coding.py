@@ -29,10 +29,13 @@ _CACHE_LIMIT = 1024  # segment keys kept for readers (HKDF is ~16 us a segment)
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Coding:
-    """The log's compressor (None: frames are stored raw) and key ring (None: plaintext)."""
+    """The log's compressor (None: frames are stored raw) and key ring (None: plaintext),
+    and how new segments are laid out: ``preallocate`` bytes allocated at a time ahead of
+    the tail (0: the file grows with each write; docs/DURABILITY.md, "Preallocation")."""
 
     compressor: Compressor | None = None
     keys: SegmentKeys | None = None
+    preallocate: int = 0
     _read_keys: dict[tuple[bytes, int, int, bytes], SegmentKey] = field(
         default_factory=dict, repr=False
     )

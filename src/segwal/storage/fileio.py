@@ -50,6 +50,13 @@ class FileHandle(Protocol):
     def truncate(self, size: int) -> None:
         """Cut the file to ``size`` bytes (pending until the next sync)."""
 
+    def allocate(self, offset: int, length: int) -> None:
+        """Give bytes ``[offset, offset + length)`` disk space, reading as zeros where the
+        file had none (posix_fallocate; zeros written where the file system refuses it).
+        The file grows to cover them; like a write, the new size is pending until the next
+        sync. Existing bytes are never changed.
+        """
+
     def sync(self, site: str) -> None:
         """fdatasync: make the file's data and size durable."""
 
@@ -168,6 +175,17 @@ class OsFile:
         with _storage("truncate", self._path):
             os.ftruncate(self._fd, size)
 
+    def allocate(self, offset: int, length: int) -> None:
+        with _storage("allocate", self._path):
+            try:
+                os.posix_fallocate(self._fd, offset, length)
+            except OSError as exc:
+                # glibc already emulates fallocate where the file system lacks it; these
+                # are the refusals left (some FUSE and network file systems).
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                zero_fill(self._fd, offset, length)
+
     def sync(self, site: str) -> None:
         # Once per durable append: plain try/except, as in pread.
         try:
@@ -184,6 +202,19 @@ class OsFile:
                 os.close(fd)
             except OSError as exc:
                 raise StorageError("close", self._path, exc) from exc
+
+
+def zero_fill(fd: int, offset: int, length: int) -> None:
+    """Write zeros over ``[offset, offset + length)`` past the file's end (never below it:
+    those bytes are data): preallocation where fallocate is refused."""
+    start = max(offset, os.fstat(fd).st_size)
+    end = offset + length
+    zeros = bytes(min(1 << 20, max(0, end - start)))
+    while start < end:
+        written = os.pwrite(fd, memoryview(zeros)[: end - start], start)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        start += written
 
 
 class OsFileSystem:

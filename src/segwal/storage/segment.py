@@ -23,7 +23,7 @@ from segwal.errors import (
     SegmentHeaderError,
     UnsupportedFormatError,
 )
-from segwal.format.features import frame_length
+from segwal.format.features import HEADER_PREALLOCATED, frame_length
 from segwal.format.frames import FrameEncoder
 from segwal.format.layout import (
     FRAME_HEAD,
@@ -127,8 +127,13 @@ class SegmentWriter:
         max_ts: int,
         index: SparseIndex | None = None,
         encoder: FrameEncoder | None = None,
+        step: int = 0,
     ) -> None:
         self.fs = fs
+        # A preallocated segment (header flag): bytes allocated so far, and the step to grow
+        # by when a write would pass them (0: the file grows with each write).
+        self.step = step if header.flags & HEADER_PREALLOCATED else 0
+        self.allocated = handle.size() if header.flags & HEADER_PREALLOCATED else 0
         # Version 2 segments (compressed or encrypted frames); None: version 1 frames.
         self.encoder = encoder
         self.index = index if index is not None else SparseIndex()
@@ -180,6 +185,7 @@ class SegmentWriter:
             encryption_id=key.cipher_id if key is not None else 0,
             key_id=key.key_id if key is not None else 0,
             salt=key.salt if key is not None else bytes(16),
+            preallocated=coding.preallocate > 0,
         )
         temp = posixpath.join(directory, temp_name(first_lsn))
         final = posixpath.join(directory, segment_name(first_lsn))
@@ -187,6 +193,9 @@ class SegmentWriter:
         renamed = False
         try:
             handle.pwrite(raw, 0)
+            if coding.preallocate:
+                # Under the header's barrier: the segment is published with its space.
+                handle.allocate(HEADER_SIZE, coding.preallocate)
             handle.sync("create.header")
             fs.rename(temp, final)
             renamed = True
@@ -211,6 +220,7 @@ class SegmentWriter:
             min_ts=0,
             max_ts=0,
             encoder=coding.encoder(header, key, path=final),
+            step=coding.preallocate,
         )
 
     @property
@@ -223,6 +233,8 @@ class SegmentWriter:
 
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
+        if self.step and self.offset + len(data) > self.allocated:
+            self._grow(self.offset + len(data))
         self.handle.pwrite(data, self.offset)
         self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
         self.offset += len(data)
@@ -230,6 +242,13 @@ class SegmentWriter:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
         self.max_ts = timestamp_us
+
+    def _grow(self, end: int) -> None:
+        """Allocate the next step (at least to ``end``): the one write in a step's worth
+        whose fdatasync also journals a size change."""
+        new = max(end, self.allocated + self.step)
+        self.handle.allocate(self.allocated, new - self.allocated)
+        self.allocated = new
 
     def sync(self) -> None:
         """fdatasync the segment: every frame written so far becomes durable."""
@@ -244,6 +263,7 @@ class SegmentWriter:
         bytes must not stay readable: a restart in the same boot would take the page cache
         for the disk and acknowledge records after bytes the disk never got.
         """
+        self.allocated = min(self.allocated, self.synced)
         undo(lambda: self.handle.truncate(self.synced), lambda: self.handle.sync("fail.undo"))
 
     def seal(self, sealed_us: int) -> Seal:
@@ -263,12 +283,17 @@ class SegmentWriter:
             digest=digest,
         )
         self.handle.pwrite(raw, self.offset)
+        if self.allocated > self.offset + SEAL_SIZE:
+            # A sealed segment ends with its seal: the unused zeros go, under the same
+            # barrier (a crash before it leaves the seal followed by zeros, which recovery
+            # accepts as the last segment and trims: docs/DURABILITY.md, "Preallocation").
+            self.handle.truncate(self.offset + SEAL_SIZE)
         # One barrier covers the unsynced frames and the seal: the next segment may only
         # exist once everything before it, seal included, is durable.
         self.handle.sync("seal.sync")
         seal = decode_seal(raw, self.header.seed)
         self.offset += SEAL_SIZE
-        self.synced = self.offset
+        self.synced = self.allocated = self.offset
         return seal
 
     def close(self) -> None:

@@ -111,6 +111,25 @@ class MemoryFile:
             action = (_Disk.truncate, (self._ino, size))
             fs._do("truncate", action, path=self._path, length=size)
 
+    # -- preallocation (preallocate=True): kept together ----------------------------------
+
+    def allocate(self, offset: int, length: int) -> None:
+        """posix_fallocate: the file grows to ``offset + length`` with zeros (never below
+        its size). Modelled as a pending size change, like a truncate that grows: a crash
+        before the next sync keeps the old size or the new one, and the zeros are the file's
+        own (an allocated range reads as zeros, never as garbage)."""
+        fs = self._fs
+        with fs._lock:
+            self._node("allocate")
+            if not self._writable or offset < 0 or length <= 0:
+                raise _err("allocate", self._path, errno.EINVAL if self._writable else errno.EBADF)
+            fs._check("allocate", "allocate", self._path, "allocate", length=offset + length)
+            node = fs._disk.nodes[self._ino]
+            if offset + length <= len(node.cur):
+                return  # already allocated (a real fallocate changes nothing visible)
+            action = (_Disk.truncate, (self._ino, offset + length))
+            fs._do("allocate", action, path=self._path, offset=offset, length=length)
+
     def sync(self, site: str) -> None:
         fs = self._fs
         with fs._lock:
