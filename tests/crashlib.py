@@ -151,6 +151,7 @@ BASES = {
     # Preallocation: zeros after the last frame, trimmed at the seal; alone and with both
     # codecs (docs/DURABILITY.md, "Preallocation").
     "full-prealloc": BaseConfig("full-prealloc", 640, 1920, 14, "prealloc"),
+    "new-prealloc": BaseConfig("new-prealloc", 640, 1920, -1, "prealloc"),
     "full-prealloc-coded": BaseConfig(
         "full-prealloc-coded", 700, 2100, 14, "prealloc+zstd+encrypted"
     ),
