@@ -202,3 +202,46 @@ def test_codec_rows(tmp_path: Path) -> None:
     both = ratio[("zstd+aes-gcm", "jsonish", "1024 B")]
     assert ratio[("zstd", "jsonish", "1024 B")] > both > 2 * ratio[("none", "jsonish", "1024 B")]
     assert {r[0] for r in body} == {"none", "zstd", "lz4", "aes-gcm", "zstd+aes-gcm"}
+
+
+@pytest.mark.timeout(180)
+def test_the_prealloc_row_pairs_segwal_with_the_raw_loop_using_the_same_trick(
+    tmp_path: Path,
+) -> None:
+    """durable-100B-prealloc: segwal with preallocate=True against raw overwrites of
+    fallocated space, and no other contender (the row compares like with like)."""
+    doc_path = tmp_path / "b.json"
+    proc = bench(
+        "--quick",
+        "--only",
+        "^durable-100B-prealloc$",
+        "--dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "B.md"),
+        "--plot",
+        str(tmp_path / "p.png"),
+        "--json",
+        str(doc_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(doc_path.read_text())["results"]
+    got = {r["contender"]: r for r in rows if r["workload"] == "durable-100B-prealloc"}
+    assert set(got) == {"segwal", "raw"}
+    assert got["raw"]["segwal_ratio"] is not None and got["raw"]["segwal_ratio"] > 0
+    assert got["segwal"]["median_syncs"] > 0 and got["raw"]["median_syncs"] > 0
+
+
+def test_the_raw_prealloc_writer_leaves_the_records_then_zeros(tmp_path: Path) -> None:
+    from segwal.bench.raw import FILE, PREALLOC_STEP, RawPreallocWriter
+
+    writer = RawPreallocWriter(str(tmp_path))
+    payloads = [bytes([i]) * 100 for i in range(50)]
+    for p in payloads:
+        writer.append(p)
+    writer.close()
+    raw = (tmp_path / FILE).read_bytes()
+    assert len(raw) == PREALLOC_STEP
+    end = 50 * 104
+    assert raw[end:] == bytes(len(raw) - end)
+    assert raw[4:104] == payloads[0] and raw[end - 100 : end] == payloads[-1]

@@ -115,9 +115,14 @@ class Peer(ABC):
 
 
 class SegwalWriter(Writer):
-    def __init__(self, path: str, durable: bool, buffer_bytes: int = 0) -> None:
+    def __init__(
+        self, path: str, durable: bool, buffer_bytes: int = 0, *, preallocate: bool = False
+    ) -> None:
         self.wal = segwal.open(
-            path, sync="always" if durable else "never", buffer_bytes=buffer_bytes
+            path,
+            sync="always" if durable else "never",
+            buffer_bytes=buffer_bytes,
+            preallocate=preallocate,
         )
         self.append = self.wal.append  # bound methods: no wrapper in the loop
         self.append_batch = self.wal.append_batch
@@ -148,7 +153,7 @@ class SegwalReader(Reader):
 
 class SegwalPeer(Peer):
     name = "segwal"
-    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs"}
+    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs", "durable-prealloc"}
     sync_note = "counted (Wal.stats().fsyncs)"
 
     def versions(self) -> dict[str, str]:
@@ -156,6 +161,12 @@ class SegwalPeer(Peer):
 
     def writer(self, path: str, durable: bool) -> Writer:
         return SegwalWriter(path, durable)
+
+    def trick_writer(self, path: str, trick: str) -> Writer:
+        """A durable writer with the option of ``trick`` ("prealloc": preallocate=True)."""
+        if trick != "prealloc":
+            raise ValueError(f"no segwal writer for {trick!r}")
+        return SegwalWriter(path, True, preallocate=True)
 
     def reader(self, path: str) -> Reader:
         return SegwalReader(path)

@@ -66,7 +66,8 @@ class Case:
 
     name: str
     group: str  # a key of GROUPS
-    kind: str  # batch, single, durable, group, replay, read, readview, readsegs, open
+    # batch, single, durable, durable-prealloc, group, replay, read, readview, readsegs, open
+    kind: str
     record_size: int = 0
     records: int = 0  # batch, single, replay: records; read: reads; open: opens per sample
     batch: int = 0  # batch: records per append_batch / transaction
@@ -169,6 +170,18 @@ def build_cases(quick: bool) -> list[Case]:
             seconds=sz.durable_s,
             description=f"durable appends of 100 B from one thread, {sz.durable_s} s "
             f"or {sz.durable_max} appends",
+        )
+    )
+    cases.append(
+        Case(
+            "durable-100B-prealloc",
+            "durable",
+            "durable-prealloc",
+            100,
+            records=sz.durable_max,
+            seconds=sz.durable_s,
+            description="as durable-100B with segwal.open(preallocate=True), against raw "
+            "overwrites of space posix_fallocate'd in the same 1 MiB steps",
         )
     )
     for t in THREADS:
@@ -326,8 +339,12 @@ def time_single(peer: Peer, path: str, work: list[bytes]) -> Sample:
     return _time_buffered(peer, path, "append", work, len(work), sum(map(len, work)))
 
 
-def time_durable(peer: Peer, path: str, payload: bytes, seconds: float, max_n: int) -> Sample:
-    writer = peer.writer(path, durable=True)
+def time_durable(
+    peer: Peer, path: str, payload: bytes, seconds: float, max_n: int, trick: str = ""
+) -> Sample:
+    """Durable single appends; with ``trick`` ("prealloc") through the peer's writer using
+    it (only segwal and raw have one: the rows compare like with like)."""
+    writer = peer.trick_writer(path, trick) if trick else peer.writer(path, durable=True)  # type: ignore[attr-defined]
     try:
         append = writer.append
         clock = time.perf_counter
