@@ -134,7 +134,8 @@ class BaseConfig:
     retention_max_bytes: int
     prefill: int  # records appended (and the log closed) before the workload; -1: no log
     # format v2, "+"-joined: "zstd" (compressed frames), "encrypted" (AES-256-GCM),
-    # "prealloc" (preallocate=True: a zeroed tail allocated ahead of the frames)
+    # "prealloc" (preallocate=True: a zeroed tail allocated ahead of the frames), "direct"
+    # (direct_io=True: O_DIRECT writes of whole blocks)
     coding: str = ""
 
 
@@ -152,6 +153,11 @@ BASES = {
     # codecs (docs/DURABILITY.md, "Preallocation").
     "full-prealloc": BaseConfig("full-prealloc", 640, 1920, 14, "prealloc"),
     "new-prealloc": BaseConfig("new-prealloc", 640, 1920, -1, "prealloc"),
+    # direct_io=True: whole 4 KiB blocks, the partial last one rewritten from its stored
+    # bytes with each write (segments of 8 KiB, so a few appends share a block).
+    "full-direct": BaseConfig("full-direct", 8192, 24576, 14, "direct"),
+    "full-direct-coded": BaseConfig("full-direct-coded", 8192, 24576, 14, "direct+zstd+encrypted"),
+    "new-direct": BaseConfig("new-direct", 8192, 24576, -1, "direct"),
     "full-prealloc-coded": BaseConfig(
         "full-prealloc-coded", 700, 2100, 14, "prealloc+zstd+encrypted"
     ),
@@ -171,6 +177,8 @@ def coding_options(cfg: BaseConfig) -> dict[str, object]:
         options["encryption_key"] = KEK
     if "prealloc" in parts:
         options["preallocate"] = True
+    if "direct" in parts:
+        options["direct_io"] = True
     return options
 
 

@@ -212,20 +212,22 @@ PREALLOC_SITES = (
 )
 
 
-def _prealloc_specs(mode: str) -> list[crashlib.Spec]:
+def _prealloc_specs(mode: str, option: str) -> list[crashlib.Spec]:
     grow_and_seal = (("append", None), ("batch", None), ("rotate", None), ("append", None))
     rewind = (("batch", None), ("trunc_after", 0.5), ("batch", None))
     return [
-        crashlib.Spec(mode, "new-prealloc", grow_and_seal),
-        crashlib.Spec(mode, "full-prealloc", rewind),
+        crashlib.Spec(mode, f"new-{option}", grow_and_seal),
+        crashlib.Spec(mode, f"full-{option}", rewind),
     ]
 
 
+@pytest.mark.parametrize("option", ["prealloc", "direct"])
 @pytest.mark.parametrize("mode", ["always", "never"])
 @pytest.mark.parametrize("site", PREALLOC_SITES)
-def test_skipping_a_barrier_breaks_a_preallocated_log(site: str, mode: str) -> None:
+def test_skipping_a_barrier_breaks_a_preallocated_log(site: str, mode: str, option: str) -> None:
+    """preallocate=True, and direct_io=True (O_DIRECT blocks over a preallocated tail)."""
     assert site in SITES and site not in REDUNDANT and site not in NOT_REACHED
-    result = crashlib.search_barrier(site, mode, specs=_prealloc_specs(mode))
+    result = crashlib.search_barrier(site, mode, specs=_prealloc_specs(mode, option))
     assert result.calls > 0, f"{site} is not reached on a preallocated log"
     assert result.caught, f"skipping {site} broke no promise on a preallocated log ({mode})"
 

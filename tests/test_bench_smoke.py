@@ -205,16 +205,18 @@ def test_codec_rows(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_the_prealloc_row_pairs_segwal_with_the_raw_loop_using_the_same_trick(
-    tmp_path: Path,
+@pytest.mark.parametrize("trick", ["prealloc", "direct"])
+def test_the_trick_rows_pair_segwal_with_the_raw_loop_using_the_same_trick(
+    tmp_path: Path, trick: str
 ) -> None:
-    """durable-100B-prealloc: segwal with preallocate=True against raw overwrites of
-    fallocated space, and no other contender (the row compares like with like)."""
+    """durable-100B-prealloc (preallocate=True against raw overwrites of fallocated space)
+    and durable-100B-direct (direct_io=True against raw O_DIRECT block writes): segwal and
+    raw only (each row compares like with like)."""
     doc_path = tmp_path / "b.json"
     proc = bench(
         "--quick",
         "--only",
-        "^durable-100B-prealloc$",
+        f"^durable-100B-{trick}$",
         "--dir",
         str(tmp_path),
         "--out",
@@ -226,16 +228,19 @@ def test_the_prealloc_row_pairs_segwal_with_the_raw_loop_using_the_same_trick(
     )
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(doc_path.read_text())["results"]
-    got = {r["contender"]: r for r in rows if r["workload"] == "durable-100B-prealloc"}
+    got = {r["contender"]: r for r in rows if r["workload"] == f"durable-100B-{trick}"}
     assert set(got) == {"segwal", "raw"}
     assert got["raw"]["segwal_ratio"] is not None and got["raw"]["segwal_ratio"] > 0
     assert got["segwal"]["median_syncs"] > 0 and got["raw"]["median_syncs"] > 0
 
 
-def test_the_raw_prealloc_writer_leaves_the_records_then_zeros(tmp_path: Path) -> None:
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_raw_prealloc_writer_leaves_the_records_then_zeros(
+    tmp_path: Path, direct: bool
+) -> None:
     from segwal.bench.raw import FILE, PREALLOC_STEP, RawPreallocWriter
 
-    writer = RawPreallocWriter(str(tmp_path))
+    writer = RawPreallocWriter(str(tmp_path), direct=direct)
     payloads = [bytes([i]) * 100 for i in range(50)]
     for p in payloads:
         writer.append(p)

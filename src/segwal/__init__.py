@@ -233,6 +233,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
     archive_poll_interval: float = 1.0,
     archive_probe: bool = True,
     preallocate: bool = False,
+    direct_io: bool = False,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
@@ -281,6 +282,7 @@ def open(  # the natural name, as lmdb.open and shelve.open
         compression_level=compression_level,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
         preallocate=preallocate,
+        direct_io=direct_io,
         **options,  # type: ignore[arg-type]
     )
     directory = _directory(path, resolve=filesystem is None)

@@ -116,13 +116,20 @@ class Peer(ABC):
 
 class SegwalWriter(Writer):
     def __init__(
-        self, path: str, durable: bool, buffer_bytes: int = 0, *, preallocate: bool = False
+        self,
+        path: str,
+        durable: bool,
+        buffer_bytes: int = 0,
+        *,
+        preallocate: bool = False,
+        direct_io: bool = False,
     ) -> None:
         self.wal = segwal.open(
             path,
             sync="always" if durable else "never",
             buffer_bytes=buffer_bytes,
             preallocate=preallocate,
+            direct_io=direct_io,
         )
         self.append = self.wal.append  # bound methods: no wrapper in the loop
         self.append_batch = self.wal.append_batch
@@ -153,7 +160,14 @@ class SegwalReader(Reader):
 
 class SegwalPeer(Peer):
     name = "segwal"
-    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs", "durable-prealloc"}
+    kinds = Peer.kinds | {
+        "open",
+        "aio",
+        "readview",
+        "readsegs",
+        "durable-prealloc",
+        "durable-direct",
+    }
     sync_note = "counted (Wal.stats().fsyncs)"
 
     def versions(self) -> dict[str, str]:
@@ -163,10 +177,11 @@ class SegwalPeer(Peer):
         return SegwalWriter(path, durable)
 
     def trick_writer(self, path: str, trick: str) -> Writer:
-        """A durable writer with the option of ``trick`` ("prealloc": preallocate=True)."""
-        if trick != "prealloc":
+        """A durable writer with the option of ``trick`` ("prealloc": preallocate=True,
+        "direct": direct_io=True)."""
+        if trick not in ("prealloc", "direct"):
             raise ValueError(f"no segwal writer for {trick!r}")
-        return SegwalWriter(path, True, preallocate=True)
+        return SegwalWriter(path, True, preallocate=True, direct_io=trick == "direct")
 
     def reader(self, path: str) -> Reader:
         return SegwalReader(path)

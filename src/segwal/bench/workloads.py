@@ -66,7 +66,8 @@ class Case:
 
     name: str
     group: str  # a key of GROUPS
-    # batch, single, durable, durable-prealloc, group, replay, read, readview, readsegs, open
+    # batch, single, durable, durable-prealloc, durable-direct, group, replay, read, readview,
+    # readsegs, open
     kind: str
     record_size: int = 0
     records: int = 0  # batch, single, replay: records; read: reads; open: opens per sample
@@ -182,6 +183,19 @@ def build_cases(quick: bool) -> list[Case]:
             seconds=sz.durable_s,
             description="as durable-100B with segwal.open(preallocate=True), against raw "
             "overwrites of space posix_fallocate'd in the same 1 MiB steps",
+        )
+    )
+    cases.append(
+        Case(
+            "durable-100B-direct",
+            "durable",
+            "durable-direct",
+            100,
+            records=sz.durable_max,
+            seconds=sz.durable_s,
+            description="as durable-100B with segwal.open(direct_io=True), against raw "
+            "O_DIRECT writes of 4 KiB blocks (the last one rewritten per record) into "
+            "fallocated space, fdatasync each",
         )
     )
     for t in THREADS:

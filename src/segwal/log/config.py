@@ -72,6 +72,10 @@ class WalConfig:
     # min(segment_bytes, 1 MiB), so a durable append overwrites allocated space and its
     # fdatasync need not journal a size change. Format v2 (a zeroed tail); docs/DURABILITY.md.
     preallocate: bool = False
+    # Segment writes bypass the page cache (O_DIRECT) in whole 4 KiB blocks from an aligned
+    # buffer, the partial last block rewritten with each append; implies preallocate. A
+    # file system that refuses O_DIRECT (tmpfs) makes the open fail: docs/DURABILITY.md.
+    direct_io: bool = False
 
     def __post_init__(self) -> None:
         _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
@@ -114,8 +118,9 @@ class WalConfig:
             )
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
-        if not isinstance(self.preallocate, bool):
-            raise ConfigError("preallocate must be True or False", option="preallocate")
+        for name in ("preallocate", "direct_io"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False", option=name)
         _check_compression(self.compression, self.compression_level)
         assert self.max_record_bytes <= MAX_U32
 
@@ -138,8 +143,9 @@ class WalConfig:
         packer = None
         if self.compression is not None:
             packer = codecs.compressor(self.compression, self.compression_level)
-        step = min(self.segment_bytes, PREALLOCATE_STEP) if self.preallocate else 0
-        return Coding(packer, self.keys, preallocate=step)
+        prealloc = self.preallocate or self.direct_io
+        step = min(self.segment_bytes, PREALLOCATE_STEP) if prealloc else 0
+        return Coding(packer, self.keys, preallocate=step, direct=self.direct_io)
 
 
 def _check_compression(name: object, level: object) -> None:

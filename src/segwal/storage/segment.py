@@ -45,7 +45,14 @@ from segwal.format.naming import segment_name, temp_name
 from segwal.format.records import length_total, stream_records
 from segwal.format.scanner import Status, Verdict, check
 from segwal.storage.coding import PLAIN, Coding
-from segwal.storage.fileio import Buffer, FileHandle, FileSystem
+from segwal.storage.fileio import (
+    DIRECT_BLOCK,
+    AlignedBuffer,
+    Buffer,
+    FileHandle,
+    FileSystem,
+    aligned_buffer,
+)
 from segwal.storage.index import SparseIndex
 from segwal.types import Record
 
@@ -128,8 +135,19 @@ class SegmentWriter:
         index: SparseIndex | None = None,
         encoder: FrameEncoder | None = None,
         step: int = 0,
+        direct: bool = False,
     ) -> None:
         self.fs = fs
+        # direct_io: the handle takes whole aligned blocks only, so each write rewrites the
+        # partial last block from ``_tail`` (the stored bytes, copied: never re-encoded)
+        # plus the new bytes, zero-padded, from a page-aligned buffer. Only in a segment
+        # whose header allows zeros after the data.
+        self.direct = direct and bool(header.flags & HEADER_PREALLOCATED)
+        self._tail = b""
+        self._buf: AlignedBuffer | None = None
+        if self.direct:
+            keep = offset % DIRECT_BLOCK
+            self._tail = handle.pread(keep, offset - keep)
         # A preallocated segment (header flag): bytes allocated so far, and the step to grow
         # by when a write would pass them (0: the file grows with each write).
         self.step = step if header.flags & HEADER_PREALLOCATED else 0
@@ -185,13 +203,16 @@ class SegmentWriter:
             encryption_id=key.cipher_id if key is not None else 0,
             key_id=key.key_id if key is not None else 0,
             salt=key.salt if key is not None else bytes(16),
-            preallocated=coding.preallocate > 0,
+            preallocated=coding.preallocate > 0 or coding.direct,
         )
         temp = posixpath.join(directory, temp_name(first_lsn))
         final = posixpath.join(directory, segment_name(first_lsn))
         handle = fs.create(temp)
         renamed = False
         try:
+            if coding.direct:
+                # Refused here (tmpfs: EINVAL), before anything is published.
+                fs.open_direct(temp).close()
             handle.pwrite(raw, 0)
             if coding.preallocate:
                 # Under the header's barrier: the segment is published with its space.
@@ -209,7 +230,7 @@ class SegmentWriter:
             raise
         handle.close()
         # Reopen under the final name so error messages and stats name the real file.
-        handle = fs.open_write(final)
+        handle = fs.open_direct(final) if coding.direct else fs.open_write(final)
         header = decode_header(raw)
         return cls(
             fs,
@@ -221,6 +242,7 @@ class SegmentWriter:
             max_ts=0,
             encoder=coding.encoder(header, key, path=final),
             step=coding.preallocate,
+            direct=coding.direct,
         )
 
     @property
@@ -233,15 +255,41 @@ class SegmentWriter:
 
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
-        if self.step and self.offset + len(data) > self.allocated:
-            self._grow(self.offset + len(data))
-        self.handle.pwrite(data, self.offset)
+        if self.direct:
+            self._put_direct(data)
+        else:
+            if self.step and self.offset + len(data) > self.allocated:
+                self._grow(self.offset + len(data))
+            self.handle.pwrite(data, self.offset)
         self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
         self.offset += len(data)
         if self.last_lsn < self.header.first_lsn:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
         self.max_ts = timestamp_us
+
+    def _put_direct(self, data: Buffer) -> None:
+        """Write ``data`` at the tail as whole blocks: the stored bytes of the partial last
+        block, then ``data``, then zeros to the block's end, in one aligned pwrite."""
+        tail = self._tail
+        start = self.offset - len(tail)
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        total = len(tail) + size
+        padded = -(-total // DIRECT_BLOCK) * DIRECT_BLOCK
+        if self.step and start + padded > self.allocated:
+            self._grow(start + padded)
+        buf = self._buf
+        if buf is None or len(buf) < padded:
+            if buf is not None:
+                buf.close()
+            buf = self._buf = aligned_buffer(max(padded, 16 * DIRECT_BLOCK))
+        buf[: len(tail)] = tail
+        buf[len(tail) : total] = data
+        buf[total:padded] = bytes(padded - total)
+        with memoryview(buf) as view, view[:padded] as piece:
+            self.handle.pwrite(piece, start)
+        keep = (self.offset + size) % DIRECT_BLOCK
+        self._tail = buf[total - keep : total]
 
     def _grow(self, end: int) -> None:
         """Allocate the next step (at least to ``end``): the one write in a step's worth
@@ -282,8 +330,11 @@ class SegmentWriter:
             sealed_us=sealed_us,
             digest=digest,
         )
-        self.handle.pwrite(raw, self.offset)
-        if self.allocated > self.offset + SEAL_SIZE:
+        if self.direct:
+            self._put_direct(raw)  # the seal's block, zero-padded: trimmed below
+        else:
+            self.handle.pwrite(raw, self.offset)
+        if self.direct or self.allocated > self.offset + SEAL_SIZE:
             # A sealed segment ends with its seal: the unused zeros go, under the same
             # barrier (a crash before it leaves the seal followed by zeros, which recovery
             # accepts as the last segment and trims: docs/DURABILITY.md, "Preallocation").
@@ -298,6 +349,9 @@ class SegmentWriter:
 
     def close(self) -> None:
         self.handle.close()
+        if self._buf is not None:
+            self._buf.close()
+            self._buf = None
 
 
 class FrameRef(NamedTuple):

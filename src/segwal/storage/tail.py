@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from segwal.format.features import HEADER_ENCRYPTED
+from segwal.format.features import HEADER_ENCRYPTED, HEADER_PREALLOCATED
 from segwal.format.layout import SEAL_SIZE, ZERO_DIGEST
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
@@ -39,7 +39,8 @@ def start_writer(
     tail = segments[-1] if segments else None
     if tail is not None and tail.seal is None:
         encrypt = coding.keys is not None and not tail.header.flags & HEADER_ENCRYPTED
-        handle = fs.open_write(tail.path)
+        direct = coding.direct and bool(tail.header.flags & HEADER_PREALLOCATED)
+        handle = fs.open_direct(tail.path) if direct else fs.open_write(tail.path)
         index = tail.index if tail.index is not None else build_index(handle, tail.end)
         writer = SegmentWriter(
             fs,
@@ -54,6 +55,7 @@ def start_writer(
             # drawn nonce prefix (writing=True), as the frames after the cut are new.
             encoder=None if encrypt else coding.encoder(tail.header, path=tail.path),
             step=coding.preallocate,  # a segment without the flag is never padded
+            direct=direct,
         )
         # Records a killed process left in the page cache are durable only after this.
         writer.handle.sync("open.sync")
