@@ -44,15 +44,9 @@ from segwal.format.layout import (
 from segwal.format.naming import segment_name, temp_name
 from segwal.format.records import length_total, stream_records
 from segwal.format.scanner import Status, Verdict, check
+from segwal.storage.blocks import DirectTail
 from segwal.storage.coding import PLAIN, Coding
-from segwal.storage.fileio import (
-    DIRECT_BLOCK,
-    AlignedBuffer,
-    Buffer,
-    FileHandle,
-    FileSystem,
-    aligned_buffer,
-)
+from segwal.storage.fileio import Buffer, FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
 from segwal.types import Record
 
@@ -138,16 +132,11 @@ class SegmentWriter:
         direct: bool = False,
     ) -> None:
         self.fs = fs
-        # direct_io: the handle takes whole aligned blocks only, so each write rewrites the
-        # partial last block from ``_tail`` (the stored bytes, copied: never re-encoded)
-        # plus the new bytes, zero-padded, from a page-aligned buffer. Only in a segment
-        # whose header allows zeros after the data.
-        self.direct = direct and bool(header.flags & HEADER_PREALLOCATED)
-        self._tail = b""
-        self._buf: AlignedBuffer | None = None
-        if self.direct:
-            keep = offset % DIRECT_BLOCK
-            self._tail = handle.pread(keep, offset - keep)
+        # direct_io: whole aligned blocks only, the partial last one rewritten from its
+        # stored bytes (storage/blocks.py); only where the header allows zeros after the data.
+        self.direct: DirectTail | None = None
+        if direct and header.flags & HEADER_PREALLOCATED:
+            self.direct = DirectTail(handle, offset)
         # A preallocated segment (header flag): bytes allocated so far, and the step to grow
         # by when a write would pass them (0: the file grows with each write).
         self.step = step if header.flags & HEADER_PREALLOCATED else 0
@@ -255,8 +244,11 @@ class SegmentWriter:
 
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
-        if self.direct:
-            self._put_direct(data)
+        if self.direct is not None:
+            end = self.direct.end(self.offset, len(data))
+            if self.step and end > self.allocated:
+                self._grow(end)
+            self.direct.put(data, self.offset)
         else:
             if self.step and self.offset + len(data) > self.allocated:
                 self._grow(self.offset + len(data))
@@ -267,29 +259,6 @@ class SegmentWriter:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
         self.max_ts = timestamp_us
-
-    def _put_direct(self, data: Buffer) -> None:
-        """Write ``data`` at the tail as whole blocks: the stored bytes of the partial last
-        block, then ``data``, then zeros to the block's end, in one aligned pwrite."""
-        tail = self._tail
-        start = self.offset - len(tail)
-        size = data.nbytes if isinstance(data, memoryview) else len(data)
-        total = len(tail) + size
-        padded = -(-total // DIRECT_BLOCK) * DIRECT_BLOCK
-        if self.step and start + padded > self.allocated:
-            self._grow(start + padded)
-        buf = self._buf
-        if buf is None or len(buf) < padded:
-            if buf is not None:
-                buf.close()
-            buf = self._buf = aligned_buffer(max(padded, 16 * DIRECT_BLOCK))
-        buf[: len(tail)] = tail
-        buf[len(tail) : total] = data
-        buf[total:padded] = bytes(padded - total)
-        with memoryview(buf) as view, view[:padded] as piece:
-            self.handle.pwrite(piece, start)
-        keep = (self.offset + size) % DIRECT_BLOCK
-        self._tail = buf[total - keep : total]
 
     def _grow(self, end: int) -> None:
         """Allocate the next step (at least to ``end``): the one write in a step's worth
@@ -330,11 +299,11 @@ class SegmentWriter:
             sealed_us=sealed_us,
             digest=digest,
         )
-        if self.direct:
-            self._put_direct(raw)  # the seal's block, zero-padded: trimmed below
+        if self.direct is not None:
+            self.direct.put(raw, self.offset)  # the seal's block, zero-padded: trimmed below
         else:
             self.handle.pwrite(raw, self.offset)
-        if self.direct or self.allocated > self.offset + SEAL_SIZE:
+        if self.direct is not None or self.allocated > self.offset + SEAL_SIZE:
             # A sealed segment ends with its seal: the unused zeros go, under the same
             # barrier (a crash before it leaves the seal followed by zeros, which recovery
             # accepts as the last segment and trims: docs/DURABILITY.md, "Preallocation").
@@ -349,9 +318,8 @@ class SegmentWriter:
 
     def close(self) -> None:
         self.handle.close()
-        if self._buf is not None:
-            self._buf.close()
-            self._buf = None
+        if self.direct is not None:
+            self.direct.close()
 
 
 class FrameRef(NamedTuple):
