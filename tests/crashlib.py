@@ -133,7 +133,10 @@ class BaseConfig:
     segment_bytes: int
     retention_max_bytes: int
     prefill: int  # records appended (and the log closed) before the workload; -1: no log
-    coding: str = ""  # format v2: "zstd" (compressed frames) or "encrypted" (AES-256-GCM)
+    # format v2, "+"-joined: "zstd" (compressed frames), "encrypted" (AES-256-GCM),
+    # "prealloc" (preallocate=True: a zeroed tail allocated ahead of the frames), "direct"
+    # (direct_io=True: O_DIRECT writes of whole blocks)
+    coding: str = ""
 
 
 BASES = {
@@ -149,6 +152,18 @@ BASES = {
     # A log created compressed with a trained dictionary: the dictionary file made durable
     # before the first segment that names it (issue 11; test_dict_crash adds a second one).
     "new-zstd-dict": BaseConfig("new-zstd-dict", 700, 2100, -1, "zstd-dict"),
+    # Preallocation: zeros after the last frame, trimmed at the seal; alone and with both
+    # codecs (docs/DURABILITY.md, "Preallocation").
+    "full-prealloc": BaseConfig("full-prealloc", 640, 1920, 14, "prealloc"),
+    "new-prealloc": BaseConfig("new-prealloc", 640, 1920, -1, "prealloc"),
+    # direct_io=True: whole 4 KiB blocks, the partial last one rewritten from its stored
+    # bytes with each write (segments of 8 KiB, so a few appends share a block).
+    "full-direct": BaseConfig("full-direct", 8192, 24576, 14, "direct"),
+    "full-direct-coded": BaseConfig("full-direct-coded", 8192, 24576, 14, "direct+zstd+encrypted"),
+    "new-direct": BaseConfig("new-direct", 8192, 24576, -1, "direct"),
+    "full-prealloc-coded": BaseConfig(
+        "full-prealloc-coded", 700, 2100, 14, "prealloc+zstd+encrypted"
+    ),
 }
 KEK: Final = bytes(range(32))  # the encrypted bases' key-encryption key
 
@@ -157,15 +172,22 @@ def coding_options(cfg: BaseConfig) -> dict[str, object]:
     """The segwal.open options of a base's coding. An encrypted base goes through KEYS like
     any encrypted log (its log key is random and kept in KEYS, wrapped under ``KEK``), so
     KEYS is in every crash image and every reopen unwraps it."""
-    if cfg.coding == "zstd":
-        return {"compression": "zstd"}
-    if cfg.coding == "zstd-dict":
+    parts = set(cfg.coding.split("+")) - {""}
+    options: dict[str, object] = {}
+    if "zstd" in parts:
+        options["compression"] = "zstd"
+    if "encrypted" in parts:
+        options["encryption_key"] = KEK
+    if "prealloc" in parts:
+        options["preallocate"] = True
+    if "direct" in parts:
+        options["direct_io"] = True
+    if "zstd-dict" in parts:
         from dictlib import trained
 
-        return {"compression": "zstd", "compression_dictionary": trained()}
-    if cfg.coding == "encrypted":
-        return {"encryption_key": KEK}
-    return {}
+        options["compression"] = "zstd"
+        options["compression_dictionary"] = trained()
+    return options
 
 
 def _open_with(path: str, options: dict[str, object], **kw: object) -> segwal.Wal:
@@ -607,6 +629,10 @@ def strip_lock(fs: MemoryFileSystem, stop: int | None = None) -> MemoryFileSyste
         elif kind == "truncate":
             h = out.open_write(op.path)
             h.truncate(op.length)
+            h.close()
+        elif kind == "allocate":
+            h = out.open_write(op.path)
+            h.allocate(op.offset, op.length)
             h.close()
         elif kind == "mkdir":
             # make_dir fsyncs the parent itself; the recorded sync_dir follows as its own op.

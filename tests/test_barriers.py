@@ -15,6 +15,10 @@ each (site, mode) in ``barrier_witnesses.json``; every CI run replays those witn
 the site skipped (about a second each), so a barrier that stops being load-bearing, or a
 workload that stops reaching it, fails the run.
 
+``test_skipping_a_barrier_breaks_a_preallocated_log`` does the same for the barriers of the
+write path on preallocated logs (preallocate=True), with two workloads that grow, seal and
+rewind such a log.
+
 The workloads are ``crashlib.barrier_specs``: the log's creation, a few workloads aimed at
 one protocol path each (``crashlib.TARGETED``) and every sequence of up to two steps on an
 empty log; ``scripts/crash_long.py --barriers --deep`` also tries every sequence of two
@@ -201,6 +205,44 @@ def test_skipping_the_barrier_breaks_its_witness(site: str, mode: str) -> None:
         f"skipping {site} no longer breaks its witness {spec.label()}: rerun the full "
         "search (pytest -m slow tests/test_barriers.py) and update the table"
     )
+
+
+# preallocate=True changes the write path (allocation under create.header and append.sync,
+# the seal's trim under seal.sync, the trim of a sealed tail under open.sync): every barrier
+# those paths reach must still be load-bearing on a preallocated log.
+PREALLOC_SITES = (
+    "append.sync",
+    "create.header",
+    "create.rename",
+    "make_dir",
+    "meta.rename",
+    "meta.sync",
+    "open.sync",
+    "open.sync_dir",
+    "seal.sync",
+    "truncate.rename",
+    "truncate.sync",
+)
+
+
+def _prealloc_specs(mode: str, option: str) -> list[crashlib.Spec]:
+    grow_and_seal = (("append", None), ("batch", None), ("rotate", None), ("append", None))
+    rewind = (("batch", None), ("trunc_after", 0.5), ("batch", None))
+    return [
+        crashlib.Spec(mode, f"new-{option}", grow_and_seal),
+        crashlib.Spec(mode, f"full-{option}", rewind),
+    ]
+
+
+@pytest.mark.parametrize("option", ["prealloc", "direct"])
+@pytest.mark.parametrize("mode", ["always", "never"])
+@pytest.mark.parametrize("site", PREALLOC_SITES)
+def test_skipping_a_barrier_breaks_a_preallocated_log(site: str, mode: str, option: str) -> None:
+    """preallocate=True, and direct_io=True (O_DIRECT blocks over a preallocated tail)."""
+    assert site in SITES and site not in REDUNDANT and site not in NOT_REACHED
+    result = crashlib.search_barrier(site, mode, specs=_prealloc_specs(mode, option))
+    assert result.calls > 0, f"{site} is not reached on a preallocated log"
+    assert result.caught, f"skipping {site} broke no promise on a preallocated log ({mode})"
 
 
 def test_barrier_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -235,3 +235,51 @@ def _check_dictionary_rows(text: str) -> None:
     for size in ("100 B", "256 B", "1024 B"):
         assert ratio[("zstd+dict", size)] > 1.3 * ratio[("zstd", size)], ratio
     assert ratio[("zstd", "100 B")] == ratio[("none", "100 B")]  # too small to compress alone
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("trick", ["prealloc", "direct"])
+def test_the_trick_rows_pair_segwal_with_the_raw_loop_using_the_same_trick(
+    tmp_path: Path, trick: str
+) -> None:
+    """durable-100B-prealloc (preallocate=True against raw overwrites of fallocated space)
+    and durable-100B-direct (direct_io=True against raw O_DIRECT block writes): segwal and
+    raw only (each row compares like with like)."""
+    doc_path = tmp_path / "b.json"
+    proc = bench(
+        "--quick",
+        "--only",
+        f"^durable-100B-{trick}$",
+        "--dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "B.md"),
+        "--plot",
+        str(tmp_path / "p.png"),
+        "--json",
+        str(doc_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(doc_path.read_text())["results"]
+    got = {r["contender"]: r for r in rows if r["workload"] == f"durable-100B-{trick}"}
+    assert set(got) == {"segwal", "raw"}
+    assert got["raw"]["segwal_ratio"] is not None and got["raw"]["segwal_ratio"] > 0
+    assert got["segwal"]["median_syncs"] > 0 and got["raw"]["median_syncs"] > 0
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_raw_prealloc_writer_leaves_the_records_then_zeros(
+    tmp_path: Path, direct: bool
+) -> None:
+    from segwal.bench.raw import FILE, PREALLOC_STEP, RawPreallocWriter
+
+    writer = RawPreallocWriter(str(tmp_path), direct=direct)
+    payloads = [bytes([i]) * 100 for i in range(50)]
+    for p in payloads:
+        writer.append(p)
+    writer.close()
+    raw = (tmp_path / FILE).read_bytes()
+    assert len(raw) == PREALLOC_STEP
+    end = 50 * 104
+    assert raw[end:] == bytes(len(raw) - end)
+    assert raw[4:104] == payloads[0] and raw[end - 100 : end] == payloads[-1]

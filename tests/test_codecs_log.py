@@ -248,13 +248,20 @@ def test_verify_decompresses_compressed_frames(wal_dir: str) -> None:
     assert not report.ok and report.problems[0].offset == 128
 
 
-def _nonce_run(keys: CounterKeys) -> int:
+def _nonce_run(keys: CounterKeys, *, preallocate: bool = False, direct: bool = False) -> int:
     """An encrypted workload on the in-memory file system; then, at every operation, up to
     three crash images recovered, appended to and rewound. Returns how many images."""
     from segwal.testing import MemoryFileSystem
 
     def open_mem(fs: MemoryFileSystem) -> Wal:
-        config = WalConfig(filesystem=fs, keys=keys, sync="never", segment_bytes=1024)
+        config = WalConfig(
+            filesystem=fs,
+            keys=keys,
+            sync="never",
+            segment_bytes=1024,
+            preallocate=preallocate,
+            direct_io=direct,
+        )
         return Wal("/log", config)
 
     fs = MemoryFileSystem()
@@ -289,3 +296,13 @@ def test_no_key_and_nonce_pair_is_used_twice_across_crash_states() -> None:
     faulty = CounterKeys(keep_prefix=True)
     _nonce_run(faulty)
     assert len(set(faulty.used)) < len(faulty.used)
+
+
+@pytest.mark.parametrize("option", ["preallocate", "direct_io"])
+def test_no_key_and_nonce_pair_is_used_twice_in_a_preallocated_log(option: str) -> None:
+    """preallocate=True: resumes over the zeros and trims at the seal draw nonces as
+    above (the crash images include a size change not yet durable); direct_io=True
+    rewrites the last block from its stored bytes, never encrypting a frame again."""
+    keys = CounterKeys()
+    assert _nonce_run(keys, preallocate=True, direct=option == "direct_io") > 20
+    assert len(set(keys.used)) == len(keys.used)

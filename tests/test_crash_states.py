@@ -11,6 +11,9 @@ The harness is ``tests/crashlib.py`` (its docstring says what is checked and how
 - every sequence of up to two of {batch, close + reopen, truncate_after} on a log of
   compressed (zstd) frames and on one of encrypted frames (format v2), sync "never", and
   from the creation of an encrypted log (its KEYS file first);
+- every sequence of up to two of {append, batch, rotate, close + reopen, truncate_after}
+  on a preallocated log (preallocate=True) and on a direct_io=True log, each alone and with
+  zstd + encryption, sync "always" and "never";
 - seeded random workloads of 10-30 steps (those steps, records larger than a segment,
   prune_through, consumer cursors, random LSN arguments) until the run has checked
   ``TARGET`` distinct crash states;
@@ -105,6 +108,33 @@ def test_every_sequence_of_two_steps_on_a_v2_log(coding: str) -> None:
     steps = ("batch", "reopen", "trunc_after")  # the ones that write or re-encode frames
     specs = crashlib.exhaustive_specs(("never",), (coding,), depth=2, alphabet=steps)
     _run(f"exhaustive-v2/{coding}", specs, chunk=4)
+
+
+@pytest.mark.parametrize("coding", ["full-prealloc", "full-prealloc-coded"])
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_every_sequence_of_two_steps_on_a_preallocated_log(coding: str, mode: str) -> None:
+    """preallocate=True: zeros after the last frame (the data ends at the first zero frame
+    head with nothing but zeros after it), grown a step at a time and trimmed at the seal;
+    alone and with compressed, encrypted frames."""
+    steps = ("append", "batch", "rotate", "reopen", "trunc_after")
+    specs = crashlib.exhaustive_specs((mode,), (coding,), depth=2, alphabet=steps)
+    _run(f"exhaustive-prealloc/{coding}/{mode}", specs, chunk=4)
+
+
+@pytest.mark.parametrize(
+    ("coding", "mode"), [("full-direct", "always"), ("full-direct-coded", "never")]
+)
+def test_every_sequence_of_two_steps_with_direct_io(coding: str, mode: str) -> None:
+    """direct_io=True: every write rewrites the partial last block (its stored bytes, never
+    re-encoded) in whole 4 KiB blocks, which a crash tears into 512-byte pieces; the steps
+    that write, seal, resume and rewrite (a 4 KiB block is 8 pieces: two steps, one mode
+    per coding, keep the run to a few minutes; the seal's block write is covered on the plain
+    log)."""
+    steps = ("append", "rotate", "reopen", "trunc_after")
+    if coding == "full-direct-coded":
+        steps = ("append", "reopen", "trunc_after")
+    specs = crashlib.exhaustive_specs((mode,), (coding,), depth=2, alphabet=steps)
+    _run(f"exhaustive-direct/{coding}/{mode}", specs, chunk=4)
 
 
 @pytest.mark.parametrize("mode", MODES)

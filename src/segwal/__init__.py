@@ -247,6 +247,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
     archive_close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     archive_poll_interval: float = 1.0,
     archive_probe: bool = True,
+    preallocate: bool = False,
+    direct_io: bool = False,
 ) -> Wal:
     """Open (or create) the log in directory ``path``, recovering it after a crash.
 
@@ -296,6 +298,8 @@ def open(  # the natural name, as lmdb.open and shelve.open
         compression_dictionary=compression_dictionary,
         compression_threads=compression_threads,
         encryption=encryption,  # type: ignore[arg-type]  # WalConfig turns it into Encryption
+        preallocate=preallocate,
+        direct_io=direct_io,
         **options,  # type: ignore[arg-type]
     )
     directory = _directory(path, resolve=filesystem is None)

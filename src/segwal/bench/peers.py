@@ -115,9 +115,21 @@ class Peer(ABC):
 
 
 class SegwalWriter(Writer):
-    def __init__(self, path: str, durable: bool, buffer_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        path: str,
+        durable: bool,
+        buffer_bytes: int = 0,
+        *,
+        preallocate: bool = False,
+        direct_io: bool = False,
+    ) -> None:
         self.wal = segwal.open(
-            path, sync="always" if durable else "never", buffer_bytes=buffer_bytes
+            path,
+            sync="always" if durable else "never",
+            buffer_bytes=buffer_bytes,
+            preallocate=preallocate,
+            direct_io=direct_io,
         )
         self.append = self.wal.append  # bound methods: no wrapper in the loop
         self.append_batch = self.wal.append_batch
@@ -148,7 +160,15 @@ class SegwalReader(Reader):
 
 class SegwalPeer(Peer):
     name = "segwal"
-    kinds = Peer.kinds | {"open", "aio", "readview", "readsegs", "replayframes"}
+    kinds = Peer.kinds | {
+        "open",
+        "aio",
+        "readview",
+        "readsegs",
+        "replayframes",
+        "durable-prealloc",
+        "durable-direct",
+    }
     sync_note = "counted (Wal.stats().fsyncs)"
 
     def versions(self) -> dict[str, str]:
@@ -156,6 +176,13 @@ class SegwalPeer(Peer):
 
     def writer(self, path: str, durable: bool) -> Writer:
         return SegwalWriter(path, durable)
+
+    def trick_writer(self, path: str, trick: str) -> Writer:
+        """A durable writer with the option of ``trick`` ("prealloc": preallocate=True,
+        "direct": direct_io=True)."""
+        if trick not in ("prealloc", "direct"):
+            raise ValueError(f"no segwal writer for {trick!r}")
+        return SegwalWriter(path, True, preallocate=True, direct_io=trick == "direct")
 
     def reader(self, path: str) -> Reader:
         return SegwalReader(path)

@@ -229,6 +229,9 @@ class Runner:
                 return w.time_single(peer, path, self.inputs[case.name])
             if case.kind == "durable":
                 return w.time_durable(peer, path, payload, case.seconds, case.records)
+            if case.kind in ("durable-prealloc", "durable-direct"):
+                trick = case.kind.removeprefix("durable-")
+                return w.time_durable(peer, path, payload, case.seconds, case.records, trick)
             if case.kind == "group":
                 return w.time_group(peer, path, payload, case.seconds, case.threads)
             if case.kind == "aio":

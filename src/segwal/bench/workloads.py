@@ -66,7 +66,9 @@ class Case:
 
     name: str
     group: str  # a key of GROUPS
-    kind: str  # batch, single, durable, group, replay, replayframes, read, readview, readsegs, open
+    # batch, single, durable, durable-prealloc, durable-direct, group, replay, replayframes,
+    # read, readview, readsegs, open
+    kind: str
     record_size: int = 0
     records: int = 0  # batch, single, replay: records; read: reads; open: opens per sample
     batch: int = 0  # batch: records per append_batch / transaction
@@ -170,6 +172,31 @@ def build_cases(quick: bool) -> list[Case]:
             seconds=sz.durable_s,
             description=f"durable appends of 100 B from one thread, {sz.durable_s} s "
             f"or {sz.durable_max} appends",
+        )
+    )
+    cases.append(
+        Case(
+            "durable-100B-prealloc",
+            "durable",
+            "durable-prealloc",
+            100,
+            records=sz.durable_max,
+            seconds=sz.durable_s,
+            description="as durable-100B with segwal.open(preallocate=True), against raw "
+            "overwrites of space posix_fallocate'd in the same 1 MiB steps",
+        )
+    )
+    cases.append(
+        Case(
+            "durable-100B-direct",
+            "durable",
+            "durable-direct",
+            100,
+            records=sz.durable_max,
+            seconds=sz.durable_s,
+            description="as durable-100B with segwal.open(direct_io=True), against raw "
+            "O_DIRECT writes of 4 KiB blocks (the last one rewritten per record) into "
+            "fallocated space, fdatasync each",
         )
     )
     for t in THREADS:
@@ -343,8 +370,12 @@ def time_single(peer: Peer, path: str, work: list[bytes]) -> Sample:
     return _time_buffered(peer, path, "append", work, len(work), sum(map(len, work)))
 
 
-def time_durable(peer: Peer, path: str, payload: bytes, seconds: float, max_n: int) -> Sample:
-    writer = peer.writer(path, durable=True)
+def time_durable(
+    peer: Peer, path: str, payload: bytes, seconds: float, max_n: int, trick: str = ""
+) -> Sample:
+    """Durable single appends; with ``trick`` ("prealloc") through the peer's writer using
+    it (only segwal and raw have one: the rows compare like with like)."""
+    writer = peer.trick_writer(path, trick) if trick else peer.writer(path, durable=True)  # type: ignore[attr-defined]
     try:
         append = writer.append
         clock = time.perf_counter

@@ -7,9 +7,12 @@ so a reader knows exactly what the segment uses (``docs/FORMAT.md``, "Version 2"
   (byte 13) names the codec.
 - ``HEADER_ENCRYPTED``: every records frame carries ``FRAME_ENCRYPTED``; the header's
   encryption id (byte 14) names the cipher, and bytes 96..116 the key id and salt.
-- Bits 2..4 are set aside for features other work will specify here (a clean-close record,
-  an index bound to its segment, a preallocated tail); a reader that does not know a bit
-  MUST refuse the segment as newer, never guess.
+- ``HEADER_PREALLOCATED``: the file MAY hold zero bytes after its last frame (space the
+  writer allocated up front); the data ends at a frame boundary where every byte from there
+  to the end of the file is zero (:func:`zero_tail`).
+- Bits 2..3 are set aside for features other work will specify here (a clean-close record,
+  an index bound to its segment); a reader that does not know a bit MUST refuse the segment
+  as newer, never guess.
 
 A frame with either frame flag is **opaque**: after its 40-byte head come a u32 plain size
 (the bytes of its lengths table plus payloads), the 12-byte nonce when encrypted, then the
@@ -31,8 +34,11 @@ HEADER_ENCRYPTED: Final = 0x0002
 # the issues that need them take these bits and no other.
 HEADER_CLEAN_CLOSE: Final = 0x0004
 HEADER_BOUND_INDEX: Final = 0x0008
+# A zeroed tail after the last frame (preallocate=True). Not a frame flag: it changes where
+# the data ends, so a reader that does not know it must refuse the segment rather than cut
+# the zeros as a torn tail (which a version 1 reader would do).
 HEADER_PREALLOCATED: Final = 0x0010
-KNOWN_HEADER_FLAGS: Final = HEADER_COMPRESSED | HEADER_ENCRYPTED
+KNOWN_HEADER_FLAGS: Final = HEADER_COMPRESSED | HEADER_ENCRYPTED | HEADER_PREALLOCATED
 
 FRAME_COMMIT: Final = 0x01
 FRAME_COMPRESSED: Final = 0x02
@@ -76,3 +82,10 @@ def frame_length(flags: int, count: int, body_bytes: int) -> int:
 def opaque_prefix(flags: int) -> int:
     """Bytes between an opaque frame's head and its stored body (plain size, nonce)."""
     return PLAIN_SIZE.size + (NONCE_SIZE if flags & FRAME_ENCRYPTED else 0)
+
+
+def zero_tail(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` (the bytes from a frame boundary to the end of a preallocated
+    segment, or one window of them) is all zero: the end of the segment's data."""
+    raw = data if isinstance(data, bytes | bytearray) else bytes(data)
+    return raw.count(0) == len(raw)  # C speed; no slice per window

@@ -68,6 +68,7 @@ from segwal.format.features import (
     COMPRESSION_ZSTD,
     HEADER_COMPRESSED,
     HEADER_ENCRYPTED,
+    HEADER_PREALLOCATED,
     KNOWN_HEADER_FLAGS,
     OPAQUE_OVERHEAD,
     SALT_SIZE,
@@ -175,15 +176,18 @@ def encode_header(
     key_id: int = 0,
     salt: bytes = bytes(SALT_SIZE),
     dict_id: int = 0,
+    preallocated: bool = False,
 ) -> bytes:
     """Encode a segment header; the CRC at its end also seeds the segment's frames.
 
-    Version 1 unless compression or encryption is on: then version 2 with their flags.
-    ``dict_id`` names the zstd dictionary the segment's compressed frames use (0: none).
+    Version 1 unless compression, encryption or preallocation is on: then version 2 with
+    their flags. ``dict_id`` names the zstd dictionary the segment's compressed frames use
+    (0: none).
     """
     if len(log_id) != 16 or len(prev_digest) != DIGEST_SIZE or len(salt) != SALT_SIZE:
         raise ValueError("log id must be 16 bytes, the previous digest 32 and the salt 16")
     flags = (compression_id and HEADER_COMPRESSED) | (encryption_id and HEADER_ENCRYPTED)
+    flags |= HEADER_PREALLOCATED if preallocated else 0
     if compression_id not in (0, *V2_COMPRESSIONS) or encryption_id not in (0, *V2_ENCRYPTIONS):
         raise ValueError(f"unknown compression {compression_id} or encryption {encryption_id}")
     if dict_id and compression_id != COMPRESSION_ZSTD:

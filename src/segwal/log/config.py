@@ -29,6 +29,7 @@ MIN_SEGMENT_BYTES: Final = HEADER_SIZE + SEAL_SIZE + 256
 MAX_BUFFER_BYTES: Final = 1 << 30  # what a buffered burst may hold in memory
 MAX_COMPRESSION_THREADS: Final = 64
 MAX_RECORD_LIMIT: Final = 1 << 30  # a frame's body length must fit in a u32 with room to spare
+PREALLOCATE_STEP: Final = 1 << 20  # preallocate=True: space allocated at a time
 
 
 def _now_us() -> int:
@@ -80,6 +81,14 @@ class WalConfig:
     # A key ring of the caller's own (format/cipher.py's SegmentKeys) instead: no KEYS file;
     # the caller keeps the keys. Not with encryption=.
     keys: SegmentKeys | None = None
+    # New segments get their space ahead of the tail (fallocate), in steps of
+    # min(segment_bytes, 1 MiB), so a durable append overwrites allocated space and its
+    # fdatasync need not journal a size change. Format v2 (a zeroed tail); docs/DURABILITY.md.
+    preallocate: bool = False
+    # Segment writes bypass the page cache (O_DIRECT) in whole 4 KiB blocks from an aligned
+    # buffer, the partial last block rewritten with each append; implies preallocate. A
+    # file system that refuses O_DIRECT (tmpfs) makes the open fail: docs/DURABILITY.md.
+    direct_io: bool = False
 
     def __post_init__(self) -> None:
         _int_in("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, 1 << 40)
@@ -122,6 +131,9 @@ class WalConfig:
             )
         if not isinstance(self.readonly, bool):
             raise ConfigError("readonly must be True or False", option="readonly")
+        for name in ("preallocate", "direct_io"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False", option=name)
         _check_compression(self.compression, self.compression_level)
         if self.compression_dictionary is not None:
             object.__setattr__(
@@ -186,7 +198,15 @@ class WalConfig:
                 self.compression_level,
                 None if trained is None else (trained.dict_id, trained.content),
             )
-        return Coding(packer, self.keys, dictionaries=dictionaries)
+        prealloc = self.preallocate or self.direct_io
+        step = min(self.segment_bytes, PREALLOCATE_STEP) if prealloc else 0
+        return Coding(
+            packer,
+            self.keys,
+            dictionaries=dictionaries,
+            preallocate=step,
+            direct=self.direct_io,
+        )
 
 
 def _dictionary_option(value: object) -> zdict.Dictionary:

@@ -31,12 +31,17 @@ _CACHE_LIMIT = 1024  # segment keys kept for readers (HKDF is ~16 us a segment)
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Coding:
-    """The log's compressor (None: frames are stored raw), key ring (None: plaintext) and
-    the dictionaries of its directory (None: a segment that names one cannot be decoded)."""
+    """The log's compressor (None: frames are stored raw), key ring (None: plaintext), the
+    dictionaries of its directory (None: a segment that names one cannot be decoded), and
+    how segments are written: ``preallocate`` bytes allocated at a time ahead of the tail
+    (0: the file grows with each write), ``direct`` for O_DIRECT writes of whole blocks
+    (docs/DURABILITY.md, "Preallocation" and "Direct I/O")."""
 
     compressor: Compressor | None = None
     keys: SegmentKeys | None = None
     dictionaries: Dictionaries | None = None
+    preallocate: int = 0
+    direct: bool = False  # direct_io=True: O_DIRECT writes of whole blocks (implies preallocate)
     _read_keys: dict[tuple[bytes, int, int, bytes], SegmentKey] = field(
         default_factory=dict, repr=False
     )

@@ -24,6 +24,16 @@ from typing import Protocol, runtime_checkable
 from segwal.errors import NotRegularFileError, StorageError
 
 Buffer = bytes | bytearray | memoryview
+# O_DIRECT writes (direct_io=True): offsets, lengths and buffer addresses are multiples of
+# this (the page size; every common logical block size divides it).
+DIRECT_BLOCK = 4096
+AlignedBuffer = mmap.mmap
+
+
+def aligned_buffer(size: int) -> AlignedBuffer:
+    """Anonymous memory of ``size`` bytes at a page-aligned address, as O_DIRECT wants the
+    buffer of a write to be (bytes and bytearray give no such promise)."""
+    return mmap.mmap(-1, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,13 @@ class FileHandle(Protocol):
     def truncate(self, size: int) -> None:
         """Cut the file to ``size`` bytes (pending until the next sync)."""
 
+    def allocate(self, offset: int, length: int) -> None:
+        """Give bytes ``[offset, offset + length)`` disk space, reading as zeros where the
+        file had none (posix_fallocate; zeros written where the file system refuses it).
+        The file grows to cover them; like a write, the new size is pending until the next
+        sync. Existing bytes are never changed.
+        """
+
     def sync(self, site: str) -> None:
         """fdatasync: make the file's data and size durable."""
 
@@ -74,6 +91,12 @@ class FileSystem(Protocol):
 
     def create(self, path: str) -> FileHandle:
         """Create a new file for reading and writing; fail if it exists."""
+
+    def open_direct(self, path: str) -> FileHandle:
+        """Open an existing file whose writes bypass the page cache (O_DIRECT): each
+        ``pwrite`` offset, length and buffer address must be a multiple of DIRECT_BLOCK.
+        Reads, size, truncate and sync are as for ``open_write``. A file system that
+        refuses O_DIRECT (tmpfs) raises StorageError with errno EINVAL."""
 
     def rename(self, src: str, dst: str) -> None: ...
 
@@ -177,6 +200,17 @@ class OsFile:
         with _storage("truncate", self._path):
             os.ftruncate(self._fd, size)
 
+    def allocate(self, offset: int, length: int) -> None:
+        with _storage("allocate", self._path):
+            try:
+                os.posix_fallocate(self._fd, offset, length)
+            except OSError as exc:
+                # glibc already emulates fallocate where the file system lacks it; these
+                # are the refusals left (some FUSE and network file systems).
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                zero_fill(self._fd, offset, length)
+
     def sync(self, site: str) -> None:
         # Once per durable append: plain try/except, as in pread.
         try:
@@ -197,6 +231,46 @@ class OsFile:
     def map_shared(self, size: int, *, writable: bool) -> OsSharedMap:
         """See :class:`Mappable` (shared mappings, at the end of this module)."""
         return OsSharedMap(self._fd, self._path, size, writable)
+
+
+class OsDirectFile(OsFile):
+    """O_DIRECT writes on a second descriptor; reads, size, truncate and sync through the
+    buffered one (the kernel keeps the page cache coherent with direct writes)."""
+
+    __slots__ = ("_dfd",)
+
+    def __init__(self, fd: int, dfd: int, path: str) -> None:
+        super().__init__(fd, path)
+        self._dfd = dfd
+
+    def pwrite(self, data: Buffer, offset: int) -> None:
+        try:
+            size = data.nbytes if isinstance(data, memoryview) else len(data)
+            written = os.pwrite(self._dfd, data, offset)
+            if written != size:  # aligned pieces only: a short direct write is a failure
+                raise OSError(errno.EIO, f"short O_DIRECT write ({written} of {size} bytes)")
+        except OSError as exc:
+            raise StorageError("write", self._path, exc) from exc
+
+    def close(self) -> None:
+        dfd, self._dfd = self._dfd, -1
+        if dfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(dfd)
+        super().close()
+
+
+def zero_fill(fd: int, offset: int, length: int) -> None:
+    """Write zeros over ``[offset, offset + length)`` past the file's end (never below it:
+    those bytes are data): preallocation where fallocate is refused."""
+    start = max(offset, os.fstat(fd).st_size)
+    end = offset + length
+    zeros = bytes(min(1 << 20, max(0, end - start)))
+    while start < end:
+        written = os.pwrite(fd, memoryview(zeros)[: end - start], start)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        start += written
 
 
 class OsFileSystem:
@@ -254,6 +328,19 @@ class OsFileSystem:
 
     def create(self, path: str) -> OsFile:
         return self._open("create", path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+
+    def open_direct(self, path: str) -> OsDirectFile:
+        direct = getattr(os, "O_DIRECT", 0)
+        if not direct:  # no such flag on this OS
+            raise StorageError("open O_DIRECT", path, OSError(errno.EINVAL, "no O_DIRECT"))
+        handle = self._open("open", path, os.O_RDWR)
+        try:
+            dfd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | direct)
+        except OSError as exc:
+            handle.close()
+            raise StorageError("open O_DIRECT", path, exc) from exc
+        fd, handle._fd = handle._fd, -1  # the direct handle owns it now
+        return OsDirectFile(fd, dfd, path)
 
     def rename(self, src: str, dst: str) -> None:
         with _storage("rename", src):

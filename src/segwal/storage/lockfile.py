@@ -84,6 +84,9 @@ class LockHandle:
     def size(self) -> int:
         return self._handle.size()
 
+    def allocate(self, offset: int, length: int) -> None:
+        self._handle.allocate(offset, length)  # the FileHandle protocol; LOCK never grows so
+
     def truncate(self, size: int) -> None:
         self._handle.truncate(size)
 

@@ -24,7 +24,7 @@ from segwal.errors import (
     SegmentHeaderError,
     UnsupportedFormatError,
 )
-from segwal.format.features import frame_length
+from segwal.format.features import HEADER_PREALLOCATED, frame_length
 from segwal.format.frames import FrameEncoder
 from segwal.format.layout import (
     FRAME_HEAD,
@@ -45,6 +45,7 @@ from segwal.format.layout import (
 from segwal.format.naming import segment_name, temp_name
 from segwal.format.records import decode_records, length_total, stream_records
 from segwal.format.scanner import Status, Verdict, check, crc_ok
+from segwal.storage.blocks import DirectTail
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import Buffer, FileHandle, FileSystem
 from segwal.storage.index import SparseIndex
@@ -132,8 +133,19 @@ class SegmentWriter:
         max_ts: int,
         index: SparseIndex | None = None,
         encoder: FrameEncoder | None = None,
+        step: int = 0,
+        direct: bool = False,
     ) -> None:
         self.fs = fs
+        # direct_io: whole aligned blocks only, the partial last one rewritten from its
+        # stored bytes (storage/blocks.py); only where the header allows zeros after the data.
+        self.direct: DirectTail | None = None
+        if direct and header.flags & HEADER_PREALLOCATED:
+            self.direct = DirectTail(handle, offset)
+        # A preallocated segment (header flag): bytes allocated so far, and the step to grow
+        # by when a write would pass them (0: the file grows with each write).
+        self.step = step if header.flags & HEADER_PREALLOCATED else 0
+        self.allocated = handle.size() if header.flags & HEADER_PREALLOCATED else 0
         # Version 2 segments (compressed or encrypted frames); None: version 1 frames.
         self.encoder = encoder
         self.index = index if index is not None else SparseIndex()
@@ -186,13 +198,20 @@ class SegmentWriter:
             key_id=key.key_id if key is not None else 0,
             salt=key.salt if key is not None else bytes(16),
             dict_id=coding.dictionary_id,
+            preallocated=coding.preallocate > 0 or coding.direct,
         )
         temp = posixpath.join(directory, temp_name(first_lsn))
         final = posixpath.join(directory, segment_name(first_lsn))
         handle = fs.create(temp)
         renamed = False
         try:
+            if coding.direct:
+                # Refused here (tmpfs: EINVAL), before anything is published.
+                fs.open_direct(temp).close()
             handle.pwrite(raw, 0)
+            if coding.preallocate:
+                # Under the header's barrier: the segment is published with its space.
+                handle.allocate(HEADER_SIZE, coding.preallocate)
             handle.sync("create.header")
             fs.rename(temp, final)
             renamed = True
@@ -206,7 +225,7 @@ class SegmentWriter:
             raise
         handle.close()
         # Reopen under the final name so error messages and stats name the real file.
-        handle = fs.open_write(final)
+        handle = fs.open_direct(final) if coding.direct else fs.open_write(final)
         header = decode_header(raw)
         return cls(
             fs,
@@ -217,6 +236,8 @@ class SegmentWriter:
             min_ts=0,
             max_ts=0,
             encoder=coding.encoder(header, key, path=final),
+            step=coding.preallocate,
+            direct=coding.direct,
         )
 
     @property
@@ -229,13 +250,28 @@ class SegmentWriter:
 
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
-        self.handle.pwrite(data, self.offset)
+        if self.direct is not None:
+            end = self.direct.end(self.offset, len(data))
+            if self.step and end > self.allocated:
+                self._grow(end)
+            self.direct.put(data, self.offset)
+        else:
+            if self.step and self.offset + len(data) > self.allocated:
+                self._grow(self.offset + len(data))
+            self.handle.pwrite(data, self.offset)
         self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
         self.offset += len(data)
         if self.last_lsn < self.header.first_lsn:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
         self.max_ts = timestamp_us
+
+    def _grow(self, end: int) -> None:
+        """Allocate the next step (at least to ``end``): the one write in a step's worth
+        whose fdatasync also journals a size change."""
+        new = max(end, self.allocated + self.step)
+        self.handle.allocate(self.allocated, new - self.allocated)
+        self.allocated = new
 
     def sync(self) -> None:
         """fdatasync the segment: every frame written so far becomes durable."""
@@ -250,6 +286,7 @@ class SegmentWriter:
         bytes must not stay readable: a restart in the same boot would take the page cache
         for the disk and acknowledge records after bytes the disk never got.
         """
+        self.allocated = min(self.allocated, self.synced)
         undo(lambda: self.handle.truncate(self.synced), lambda: self.handle.sync("fail.undo"))
 
     def seal(self, sealed_us: int) -> Seal:
@@ -268,17 +305,27 @@ class SegmentWriter:
             sealed_us=sealed_us,
             digest=digest,
         )
-        self.handle.pwrite(raw, self.offset)
+        if self.direct is not None:
+            self.direct.put(raw, self.offset)  # the seal's block, zero-padded: trimmed below
+        else:
+            self.handle.pwrite(raw, self.offset)
+        if self.direct is not None or self.allocated > self.offset + SEAL_SIZE:
+            # A sealed segment ends with its seal: the unused zeros go, under the same
+            # barrier (a crash before it leaves the seal followed by zeros, which recovery
+            # accepts as the last segment and trims: docs/DURABILITY.md, "Preallocation").
+            self.handle.truncate(self.offset + SEAL_SIZE)
         # One barrier covers the unsynced frames and the seal: the next segment may only
         # exist once everything before it, seal included, is durable.
         self.handle.sync("seal.sync")
         seal = decode_seal(raw, self.header.seed)
         self.offset += SEAL_SIZE
-        self.synced = self.offset
+        self.synced = self.allocated = self.offset
         return seal
 
     def close(self) -> None:
         self.handle.close()
+        if self.direct is not None:
+            self.direct.close()
 
 
 class FrameRef(NamedTuple):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from segwal.format.features import HEADER_ENCRYPTED
-from segwal.format.layout import ZERO_DIGEST
+from segwal.format.features import HEADER_ENCRYPTED, HEADER_PREALLOCATED
+from segwal.format.layout import SEAL_SIZE, ZERO_DIGEST
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import build as build_index
@@ -39,7 +39,8 @@ def start_writer(
     tail = segments[-1] if segments else None
     if tail is not None and tail.seal is None:
         encrypt = coding.keys is not None and not tail.header.flags & HEADER_ENCRYPTED
-        handle = fs.open_write(tail.path)
+        direct = coding.direct and bool(tail.header.flags & HEADER_PREALLOCATED)
+        handle = fs.open_direct(tail.path) if direct else fs.open_write(tail.path)
         index = tail.index if tail.index is not None else build_index(handle, tail.end)
         writer = SegmentWriter(
             fs,
@@ -53,6 +54,8 @@ def start_writer(
             # A resumed segment keeps its header and salt; its key comes with a freshly
             # drawn nonce prefix (writing=True), as the frames after the cut are new.
             encoder=None if encrypt else coding.encoder(tail.header, path=tail.path),
+            step=coding.preallocate,  # a segment without the flag is never padded
+            direct=direct,
         )
         # Records a killed process left in the page cache are durable only after this.
         writer.handle.sync("open.sync")
@@ -71,17 +74,24 @@ def start_writer(
         prev_digest = tail.header.prev_digest
         first_lsn = tail.header.first_lsn
     else:
-        assert tail.seal is not None
+        seal = tail.seal
+        assert seal is not None
         # A killed writer may have written this seal without its fdatasync: make it durable
         # before a next segment exists (every segment but the last must be sealed on disk).
         sealed = fs.open_write(tail.path)
         try:
+            if tail.size > tail.end + SEAL_SIZE:
+                # A preallocated segment sealed without its barrier still has its zeros
+                # after the seal: trimmed under the same barrier, so every segment but the
+                # last ends with its seal on disk.
+                sealed.truncate(tail.end + SEAL_SIZE)
+                tail = segments[-1] = replace(tail, size=tail.end + SEAL_SIZE)
             sealed.sync("open.sync")
         finally:
             sealed.close()
         log_id = tail.header.log_id
         sequence = tail.header.sequence + 1
-        prev_digest = tail.seal.digest
+        prev_digest = seal.digest
         first_lsn = tail.last_lsn + 1
     writer = SegmentWriter.create(
         fs,

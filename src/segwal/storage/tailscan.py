@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from segwal.format.features import HEADER_PREALLOCATED, zero_tail
 from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
 from segwal.format.scanner import Status, check, find_valid
 from segwal.storage.fileio import FileHandle
@@ -60,6 +61,7 @@ def scan_tail(
         scan.index = resume.index
         start = resume.end
     expected = scan.last_lsn + 1
+    padded = bool(header.flags & HEADER_PREALLOCATED)
     batch_ts = 0
     batch_start = True
     frames = iter_frames(handle, header, start, size)
@@ -88,6 +90,12 @@ def scan_tail(
                 scan.last_lsn = expected - 1
                 scan.max_ts = batch_ts
             continue
+        if (
+            padded
+            and verdict.status in (Status.BAD, Status.SHORT)
+            and zeros_to_end(handle, ref.offset, size)
+        ):
+            verdict = verdict._replace(status=Status.END)  # the preallocated, unused tail
         if verdict.status is Status.END:
             if ref.offset != scan.end:
                 scan.damage_offset = scan.end
@@ -95,7 +103,7 @@ def scan_tail(
             break
         if verdict.status is Status.SEAL and verdict.seal is not None:
             seal = verdict.seal
-            problem = _seal_problem(seal, scan, ref.offset, size, handle, first)
+            problem = _seal_problem(seal, scan, ref.offset, size, handle, first, padded=padded)
             if problem is None:
                 scan.seal = seal
                 break
@@ -109,12 +117,33 @@ def scan_tail(
     return scan
 
 
+def zeros_to_end(handle: FileHandle, offset: int, size: int) -> bool:
+    """Whether every byte of the file from ``offset`` to ``size`` is zero: where the data
+    of a preallocated segment ends (docs/FORMAT.md, "Preallocated tail")."""
+    while offset < size:
+        window = handle.pread(min(size - offset, SEARCH_WINDOW), offset)
+        if not window or not zero_tail(window):
+            return not window  # the file shrank under us: nothing more to look at
+        offset += len(window)
+    return True
+
+
 def _seal_problem(
-    seal: Seal, scan: TailScan, offset: int, size: int, handle: FileHandle, first: int
+    seal: Seal,
+    scan: TailScan,
+    offset: int,
+    size: int,
+    handle: FileHandle,
+    first: int,
+    *,
+    padded: bool = False,
 ) -> str | None:
     if offset != scan.end:
         return "seal follows a batch without a commit marker"
-    if offset + SEAL_SIZE != size:
+    # A preallocated segment sealed by a writer that died before its seal barrier may still
+    # hold its zeros after the seal: sealed all the same (the writer's open trims them).
+    extra = padded and zeros_to_end(handle, offset + SEAL_SIZE, size)
+    if offset + SEAL_SIZE != size and not extra:
         return f"{size - offset - SEAL_SIZE} bytes follow the seal"
     if seal.data_end != offset or seal.last_lsn != scan.last_lsn or seal.first_lsn != first:
         return f"seal says LSNs {seal.first_lsn}..{seal.last_lsn} end at {seal.data_end}"

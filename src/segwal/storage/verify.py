@@ -26,7 +26,7 @@ from segwal.errors import (
 from segwal.format import cursor as cursor_layout
 from segwal.format.codecs import installed
 from segwal.format.features import HEADER_COMPRESSED, HEADER_ENCRYPTED
-from segwal.format.layout import HEADER_SIZE, SegmentHeader
+from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, SegmentHeader
 from segwal.format.meta import Meta
 from segwal.format.naming import META_NAME, Kind, parse
 from segwal.storage.coding import PLAIN, Coding
@@ -185,6 +185,10 @@ def _check(
                 f"the records end at offset {state.end}, but a clean close left the segment "
                 f"durable up to offset {durable_end}"
             )
+            return Problem(path=path, offset=state.end, lsn=scan.last_lsn + 1, reason=reason), state
+        if scan.seal is not None and not last and size != state.end + SEAL_SIZE:
+            # Preallocated zeros after a seal are trimmed before a next segment exists.
+            reason = f"{size - state.end - SEAL_SIZE} bytes follow the seal"
             return Problem(path=path, offset=state.end, lsn=scan.last_lsn + 1, reason=reason), state
         if scan.seal is None and not last:
             reason = "segment is not sealed but a later segment exists"

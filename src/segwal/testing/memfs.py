@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from segwal.errors import StorageError
-from segwal.storage.fileio import Buffer, Entry
+from segwal.storage.fileio import DIRECT_BLOCK, Buffer, Entry
 from segwal.testing.imaging import (
     FILLS,
     Image,
@@ -50,11 +50,14 @@ def _err(op: str, path: str, code: int) -> StorageError:
 class MemoryFile:
     """An open file of a :class:`MemoryFileSystem`; a ``segwal.storage.fileio.FileHandle``."""
 
-    __slots__ = ("_closed", "_fs", "_ino", "_path", "_writable")
+    __slots__ = ("_closed", "_direct", "_fs", "_ino", "_path", "_writable")
 
-    def __init__(self, fs: MemoryFileSystem, ino: int, path: str, writable: bool) -> None:
+    def __init__(
+        self, fs: MemoryFileSystem, ino: int, path: str, writable: bool, direct: bool = False
+    ) -> None:
         self._fs, self._ino, self._path, self._writable = fs, ino, path, writable
         self._closed = False
+        self._direct = direct  # O_DIRECT: writes must be whole, aligned blocks
 
     @property
     def path(self) -> str:
@@ -74,6 +77,8 @@ class MemoryFile:
                 raise _err("write", self._path, errno.EBADF)
             if offset < 0:
                 raise _err("write", self._path, errno.EINVAL)
+            if self._direct and (offset % DIRECT_BLOCK or len(payload) % DIRECT_BLOCK):
+                raise _err("write", self._path, errno.EINVAL)  # as O_DIRECT on Linux
             if not payload:
                 return
             fault = fs._injected("write")
@@ -111,6 +116,25 @@ class MemoryFile:
             fs._check("truncate", "truncate", self._path, "truncate", length=size)
             action = (_Disk.truncate, (self._ino, size))
             fs._do("truncate", action, path=self._path, length=size)
+
+    # -- preallocation (preallocate=True): kept together ----------------------------------
+
+    def allocate(self, offset: int, length: int) -> None:
+        """posix_fallocate: the file grows to ``offset + length`` with zeros (never below
+        its size). Modelled as a pending size change, like a truncate that grows: a crash
+        before the next sync keeps the old size or the new one, and the zeros are the file's
+        own (an allocated range reads as zeros, never as garbage)."""
+        fs = self._fs
+        with fs._lock:
+            self._node("allocate")
+            if not self._writable or offset < 0 or length <= 0:
+                raise _err("allocate", self._path, errno.EINVAL if self._writable else errno.EBADF)
+            fs._check("allocate", "allocate", self._path, "allocate", length=offset + length)
+            node = fs._disk.nodes[self._ino]
+            if offset + length <= len(node.cur):
+                return  # already allocated (a real fallocate changes nothing visible)
+            action = (_Disk.truncate, (self._ino, offset + length))
+            fs._do("allocate", action, path=self._path, offset=offset, length=length)
 
     def sync(self, site: str) -> None:
         fs = self._fs
@@ -152,7 +176,9 @@ class MemoryFileSystem:
     so memory grows with everything ever written.
     """
 
-    def __init__(self, *, skip_sync_sites: Iterable[str] = ()) -> None:
+    def __init__(self, *, skip_sync_sites: Iterable[str] = (), refuse_direct: bool = False) -> None:
+        self.refuse_direct = refuse_direct
+        """open_direct raises EINVAL, as on tmpfs."""
         self._lock = threading.RLock()
         self._disk = _Disk()
         self._locks: dict[int, dict[MemoryFile, bool]] = {}
@@ -211,6 +237,18 @@ class MemoryFileSystem:
 
     def open_write(self, path: str) -> MemoryFile:
         return self._open(path, writable=True)
+
+    def open_direct(self, path: str) -> MemoryFile:
+        """O_DIRECT (direct_io=True): writes must be whole DIRECT_BLOCK-aligned blocks, or
+        EINVAL; they are pending until a sync like any write (a direct write reaches the
+        device, not its platter). ``refuse_direct`` models tmpfs, which refuses the open."""
+        if self.refuse_direct:
+            with self._lock:
+                self._existing("open O_DIRECT", path)
+            raise _err("open O_DIRECT", path, errno.EINVAL)
+        handle = self._open(path, writable=True)
+        handle._direct = True
+        return handle
 
     def create(self, path: str) -> MemoryFile:
         with self._lock:

@@ -10,7 +10,7 @@ __all__ = ["FAULT_KINDS", "Fault", "Op"]
 
 FAULT_KINDS: Final = frozenset(
     {"write", "read", "stat", "truncate", "sync", "sync_dir", "create", "open"}
-    | {"rename", "unlink", "mkdir", "list", "lock"}
+    | {"rename", "unlink", "mkdir", "list", "lock", "allocate"}
 )
 
 
@@ -18,10 +18,11 @@ FAULT_KINDS: Final = frozenset(
 class Op:
     """One recorded operation; ``fs.ops[k]`` has ``index == k``.
 
-    ``kind`` is one of ``mkdir create lock write truncate sync sync_dir rename unlink
-    note`` (``lock`` only when the call created the lock file). ``length`` is the byte
-    count of a write or the size of a truncate; ``target`` the destination of a rename;
-    ``site`` the call site of a barrier; ``label`` and ``value`` those of a note.
+    ``kind`` is one of ``mkdir create lock write truncate allocate sync sync_dir rename
+    unlink note`` (``lock`` only when the call created the lock file). ``length`` is the byte
+    count of a write, the size of a truncate or the bytes of an allocate (from ``offset``);
+    ``target`` the destination of a rename; ``site`` the call site of a barrier; ``label``
+    and ``value`` those of a note.
     ``error`` is the errno of an injected fault (the operation failed; a short write
     still applied ``data``), and ``skipped`` marks a barrier whose
     site was in ``skip_sync_sites``.
