@@ -178,11 +178,16 @@ class Appender:
         """After an append on the general path: may the next ones to ``writer`` go fast?"""
         state = self._state
         config = self._config
+        # Preallocated and direct-I/O segments write through SegmentWriter.write, which
+        # grows the allocation (a zero-filled step must never land on written frames) and
+        # writes whole aligned blocks; their appends wait on fdatasync anyway.
         if (
             writer.encoder is None
             and not state.buffer.limit
             and state.coding.compressor is None
             and config.max_segment_age is None
+            and not writer.step
+            and writer.direct is None
         ):
             self._fast_writer = writer
             self._fast_seed = writer.header.seed
