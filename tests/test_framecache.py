@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from segwal.format import records
 from segwal.format.layout import FormatError
 from segwal.log.framecache import ENTRY_OVERHEAD, FrameCache
-from segwal.storage.segment import PlainFrame
+from segwal.storage.framereads import PlainFrame
 from segwal.types import Record
 
 

@@ -42,7 +42,7 @@ from segwal.format.layout import (
     encode_frames,
 )
 from segwal.format.scanner import Status, check
-from segwal.storage import segment
+from segwal.storage import framereads
 from segwal.types import Record
 from strategies import payload_lists, record_types, timestamps
 
@@ -108,7 +108,7 @@ def test_compiled_module_is_built_under_ci() -> None:
 
 
 def test_the_read_path_uses_the_selected_decoder() -> None:
-    assert segment.stream_records is records.stream_records
+    assert framereads.stream_records is records.stream_records
     if records.IMPLEMENTATION == "c":
         assert records.decode_records is records.decode_records_c
         assert records.stream_records is records.decode_records_c
@@ -123,8 +123,8 @@ def _implementation_in_child(pure: str | None, name: str = "SEGWAL_PURE") -> str
     if pure is not None:
         env[name] = pure
     code = (
-        "from segwal.format import records; from segwal.storage import segment; "
-        "assert segment.stream_records is records.stream_records; "
+        "from segwal.format import records; from segwal.storage import framereads; "
+        "assert framereads.stream_records is records.stream_records; "
         "print(records.IMPLEMENTATION)"
     )
     proc = subprocess.run(

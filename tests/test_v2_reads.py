@@ -41,7 +41,8 @@ from segwal.format.scanner import Status, check
 from segwal.log.config import WalConfig
 from segwal.storage.coding import Coding
 from segwal.storage.fileio import OsFileSystem
-from segwal.storage.segment import iter_records, read_header
+from segwal.storage.framereads import iter_records
+from segwal.storage.segment import read_header
 from segwal.types import Record
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 from segwal.format.records import cached_record as _cached_record
 from segwal.format.records import payload_offsets
-from segwal.storage.segment import PlainFrame
+from segwal.storage.framereads import PlainFrame
 from segwal.types import Record
 
 ENTRY_OVERHEAD = 200  # bytes of bookkeeping counted per frame, beside the frame itself

@@ -30,9 +30,7 @@ from segwal.log.catalog import Part, Sealed, parts_for, tail_part, writer_part
 from segwal.log.handles import Loan
 from segwal.log.state import LogState
 from segwal.storage.fileio import Buffer
-from segwal.storage.index import SparseIndex
-from segwal.storage.index import load as load_index
-from segwal.storage.segment import (
+from segwal.storage.framereads import (
     FrameDecoder,
     PlainFrame,
     decode_frames,
@@ -40,6 +38,8 @@ from segwal.storage.segment import (
     read_frame,
     record_iterator,
 )
+from segwal.storage.index import SparseIndex
+from segwal.storage.index import load as load_index
 from segwal.types import Batch, FrameRecords, Record
 
 

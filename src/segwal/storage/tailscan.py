@@ -15,8 +15,9 @@ from segwal.format.features import HEADER_PREALLOCATED, zero_tail
 from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
 from segwal.format.scanner import Status, check, find_valid
 from segwal.storage.fileio import FileHandle
+from segwal.storage.framereads import iter_frames
 from segwal.storage.index import SparseIndex
-from segwal.storage.segment import digest_of, iter_frames
+from segwal.storage.segment import digest_of
 
 
 class Resumable(Protocol):

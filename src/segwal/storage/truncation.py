@@ -18,9 +18,9 @@ from segwal.format.records import record_spans
 from segwal.format.scanner import Status
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
+from segwal.storage.framereads import FrameRef, iter_frames
 from segwal.storage.index import remove as remove_index
 from segwal.storage.recovery import SegmentState
-from segwal.storage.segment import FrameRef, iter_frames
 
 
 def rewrite_prefix(

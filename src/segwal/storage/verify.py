@@ -33,6 +33,7 @@ from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.dictionaries import Dictionaries
 from segwal.storage.dictionaries import check as check_dictionaries
 from segwal.storage.fileio import FileSystem
+from segwal.storage.framereads import iter_records
 from segwal.storage.keys import check as check_keys
 from segwal.storage.meta import load as load_meta
 from segwal.storage.recovery import (
@@ -41,7 +42,7 @@ from segwal.storage.recovery import (
     first_segment_problem,
     scanned_state,
 )
-from segwal.storage.segment import iter_records, read_header
+from segwal.storage.segment import read_header
 from segwal.storage.tailscan import scan_tail, written_after_durable
 from segwal.types import Problem, SegmentCheck, VerifyReport
 
