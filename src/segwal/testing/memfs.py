@@ -10,14 +10,12 @@ import errno
 import os
 import posixpath
 import random
-import struct
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Iterator, Sequence
 
 from segwal.errors import StorageError
-from segwal.storage.fileio import DIRECT_BLOCK, Buffer, Entry
+from segwal.storage.fileio import Entry
 from segwal.testing.imaging import (
     FILLS,
     Image,
@@ -26,6 +24,7 @@ from segwal.testing.imaging import (
     _Imager,
     candidate_subsets,
 )
+from segwal.testing.memfile import MemoryFile
 from segwal.testing.nodes import (
     _NONE,
     _ROOT,
@@ -35,140 +34,13 @@ from segwal.testing.nodes import (
     _Node,
     _walk,
 )
+from segwal.testing.oplog import OpLog, _Action, _err
 from segwal.testing.records import FAULT_KINDS, Fault, Op
 
 __all__ = ["FAULT_KINDS", "Fault", "MemoryFile", "MemoryFileSystem", "Op"]
 
-_DIR_SIZE: Final = 4096
-_Action = tuple[Callable[..., None], tuple[Any, ...]]
 
-
-def _err(op: str, path: str, code: int) -> StorageError:
-    return StorageError(op, path, OSError(code, os.strerror(code)))
-
-
-class MemoryFile:
-    """An open file of a :class:`MemoryFileSystem`; a ``segwal.storage.fileio.FileHandle``."""
-
-    __slots__ = ("_closed", "_direct", "_fs", "_ino", "_path", "_writable")
-
-    def __init__(
-        self, fs: MemoryFileSystem, ino: int, path: str, writable: bool, direct: bool = False
-    ) -> None:
-        self._fs, self._ino, self._path, self._writable = fs, ino, path, writable
-        self._closed = False
-        self._direct = direct  # O_DIRECT: writes must be whole, aligned blocks
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def _node(self, op: str) -> _Node:
-        if self._closed:
-            raise _err(op, self._path, errno.EBADF)
-        return self._fs._disk.nodes[self._ino]
-
-    def pwrite(self, data: Buffer, offset: int) -> None:
-        payload = bytes(memoryview(data).cast("B"))
-        fs = self._fs
-        with fs._lock:
-            self._node("write")
-            if not self._writable:
-                raise _err("write", self._path, errno.EBADF)
-            if offset < 0:
-                raise _err("write", self._path, errno.EINVAL)
-            if self._direct and (offset % DIRECT_BLOCK or len(payload) % DIRECT_BLOCK):
-                raise _err("write", self._path, errno.EINVAL)  # as O_DIRECT on Linux
-            if not payload:
-                return
-            fault = fs._injected("write")
-            if fault is not None:
-                payload = payload[: max(0, fault.short or 0)]
-            action = (_Disk.write, (self._ino, offset, payload)) if payload else None
-            code = None if fault is None else fault.error
-            fields = {"offset": offset, "length": len(payload), "data": payload, "error": code}
-            fs._do("write", action, path=self._path, **fields)
-            if code is not None:
-                raise _err("write", self._path, code)
-
-    def pread(self, size: int, offset: int) -> bytes:
-        with self._fs._lock:
-            node = self._node("read")
-            if size < 0 or offset < 0:
-                raise _err("read", self._path, errno.EINVAL)
-            if isinstance(node, _Dir):
-                raise _err("read", self._path, errno.EISDIR)
-            self._fs._check("read", "read", self._path)
-            return bytes(node.cur[offset : offset + size])
-
-    def size(self) -> int:
-        with self._fs._lock:
-            node = self._node("stat")
-            self._fs._check("stat", "stat", self._path)
-            return _DIR_SIZE if isinstance(node, _Dir) else len(node.cur)
-
-    def truncate(self, size: int) -> None:
-        fs = self._fs
-        with fs._lock:
-            self._node("truncate")
-            if not self._writable or size < 0:
-                raise _err("truncate", self._path, errno.EINVAL)
-            fs._check("truncate", "truncate", self._path, "truncate", length=size)
-            action = (_Disk.truncate, (self._ino, size))
-            fs._do("truncate", action, path=self._path, length=size)
-
-    # -- preallocation (preallocate=True): kept together ----------------------------------
-
-    def allocate(self, offset: int, length: int) -> None:
-        """posix_fallocate: the file grows to ``offset + length`` with zeros (never below
-        its size). Modelled as a pending size change, like a truncate that grows: a crash
-        before the next sync keeps the old size or the new one, and the zeros are the file's
-        own (an allocated range reads as zeros, never as garbage)."""
-        fs = self._fs
-        with fs._lock:
-            self._node("allocate")
-            if not self._writable or offset < 0 or length <= 0:
-                raise _err("allocate", self._path, errno.EINVAL if self._writable else errno.EBADF)
-            fs._check("allocate", "allocate", self._path, "allocate", length=offset + length)
-            node = fs._disk.nodes[self._ino]
-            if offset + length <= len(node.cur):
-                return  # already allocated (a real fallocate changes nothing visible)
-            action = (_Disk.truncate, (self._ino, offset + length))
-            fs._do("allocate", action, path=self._path, offset=offset, length=length)
-
-    def sync(self, site: str) -> None:
-        fs = self._fs
-        with fs._lock:
-            fs.sync_counts[site] += 1
-            if site in fs.skip_sync_sites:
-                fs._do("sync", None, path=self._path, site=site, skipped=True)
-                return
-            self._node("fdatasync")
-            fault = fs._injected("sync")
-            code = None if fault is None else fault.error
-            action = (_Disk.sync, (self._ino, code is None))
-            fs._do("sync", action, path=self._path, site=site, error=code)
-            if code is not None:
-                raise _err("fdatasync", self._path, code)
-
-    def close(self) -> None:
-        with self._fs._lock:
-            if not self._closed:
-                self._closed = True
-                self._fs._locks.get(self._ino, {}).pop(self, None)
-
-    def map_shared(self, size: int, *, writable: bool) -> MemoryMap:
-        """The model of ``OsFile.map_shared`` (see :class:`MemoryMap`)."""
-        with self._fs._lock:
-            node = self._node("map")
-            if writable and not self._writable:
-                raise _err("map", self._path, errno.EACCES)
-            if isinstance(node, _Dir) or size <= 0 or size % 8 or len(node.cur) < size:
-                raise _err("map", self._path, errno.EINVAL)
-            return MemoryMap(self._fs, self._ino, self._path, size, writable)
-
-
-class MemoryFileSystem:
+class MemoryFileSystem(OpLog):
     """An in-memory, recording, crashable ``segwal.storage.fileio.FileSystem``.
 
     Paths are strings, normalised with :mod:`posixpath`; relative paths are relative to
@@ -332,56 +204,6 @@ class MemoryFileSystem:
             holders[handle] = exclusive
             return handle
 
-    # -- the log, notes and faults -----------------------------------------------------
-
-    @property
-    def ops(self) -> Sequence[Op]:
-        """Every mutating call and note so far, in order (read-only)."""
-        return self._ops
-
-    @property
-    def op_count(self) -> int:
-        return len(self._ops)
-
-    def note(self, label: str, value: object = None) -> int:
-        """Record a marker in the operation log; returns its index."""
-        with self._lock:
-            return self._do("note", None, label=label, value=value).index
-
-    def mark_ack(self, value: object = None) -> int:
-        """Record that ``value`` (say an LSN) was acknowledged: ``note("ack", value)``."""
-        return self.note("ack", value)
-
-    def notes(self, label: str = "ack", before: int | None = None) -> list[object]:
-        """Values of the notes with ``label`` among ``ops[:before]`` (default: all)."""
-        with self._lock:
-            ops = self._ops if before is None else self._ops[:before]
-            return [op.value for op in ops if op.kind == "note" and op.label == label]
-
-    def fail(
-        self,
-        kind: str,
-        *,
-        nth: int = 1,
-        error: int = errno.EIO,
-        short: int | None = None,
-        times: int | None = 1,
-    ) -> Fault:
-        """Make the ``nth`` call of ``kind`` from now fail with ``error`` (``times`` calls in
-        a row; None: every call from then on). ``short`` (writes only): bytes applied first."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; one of {sorted(FAULT_KINDS)}")
-        if nth < 1 or (short is not None and (kind != "write" or short < 0)):
-            raise ValueError("nth must be >= 1; short applies to writes and must be >= 0")
-        fault = Fault(kind, nth, error, short, times)
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self.faults.clear()
-
     # -- states and crash images -------------------------------------------------------
 
     def replay(self, k: int) -> MemoryFileSystem:
@@ -544,37 +366,6 @@ class MemoryFileSystem:
         fs.crash_info = image.info
         return fs
 
-    def _state(self) -> _Disk:
-        return self._disk.copy()
-
-    def _load(self, state: _Disk) -> None:
-        self._disk = state.copy()
-        self._origin = state
-
-    def _apply(self, op: Op, action: _Action | None) -> None:
-        if action is not None:
-            action[0](self._disk, *action[1])
-        self._ops.append(op)
-        self._actions.append(action)
-
-    def _do(self, kind: str, action: _Action | None, **fields: Any) -> Op:
-        op = Op(len(self._ops), kind, **fields)
-        self._apply(op, action)
-        return op
-
-    def _injected(self, kind: str) -> Fault | None:
-        self.calls[kind] += 1
-        hits = [fault for fault in self.faults if fault.kind == kind and fault.hit()]
-        return hits[0] if hits else None
-
-    def _check(self, kind: str, op: str, path: str, record: str = "", **fields: Any) -> None:
-        """Count a call of ``kind``; when a fault fires, log it (as ``record``) and raise."""
-        fault = self._injected(kind)
-        if fault is not None:
-            if record:
-                self._do(record, None, path=path, error=fault.error, **fields)
-            raise _err(op, path, fault.error)
-
     def _open(self, path: str, *, writable: bool) -> MemoryFile:
         with self._lock:
             ino = self._existing("open", path)
@@ -636,80 +427,3 @@ class MemoryFileSystem:
 
 
 # -- shared mappings (the model of storage.fileio.OsSharedMap) --------------------------------
-
-_WORD = struct.Struct("<Q")
-
-
-class MemoryMap:
-    """A shared mapping of an inode's first ``size`` bytes.
-
-    It follows the inode, not the name (a rename over the file leaves it on the old file).
-    A load sees the inode's current bytes, every write to them included; a store changes
-    them at once, for every reader, and is recorded as an op of kind ``map_write`` with the
-    same pending, unsynced effect as a ``write``: a crash image keeps it or not, as the page
-    cache would. ``map_write`` has no system call: the strace parity test leaves it out by
-    name. A load or store past the inode's end raises ``StorageError`` (EFAULT) where a
-    real process would die of SIGBUS; stores are never faulted otherwise (a store into
-    memory cannot fail).
-    """
-
-    __slots__ = ("_fs", "_ino", "_path", "_size", "_writable")
-
-    def __init__(self, fs: MemoryFileSystem, ino: int, path: str, size: int, writable: bool):
-        self._fs, self._ino, self._path = fs, ino, path
-        self._size: int | None = size
-        self._writable = writable
-
-    def _span(self, size: int, offset: int) -> bytes | bytearray:
-        """The inode's bytes, once ``offset .. offset + size`` is checked (lock held)."""
-        if self._size is None:
-            raise _err("map", self._path, errno.EBADF)
-        if offset < 0 or size < 0 or offset + size > self._size:
-            raise _err("map", self._path, errno.EINVAL)
-        node = self._fs._disk.nodes[self._ino]
-        if isinstance(node, _Dir) or len(node.cur) < offset + size:
-            raise _err("map", self._path, errno.EFAULT)  # SIGBUS in a real process
-        return node.cur
-
-    def load(self, size: int, offset: int) -> bytes:
-        with self._fs._lock:
-            return bytes(self._span(size, offset)[offset : offset + size])
-
-    def load_word(self, offset: int) -> int:
-        with self._fs._lock:
-            value: int = _WORD.unpack_from(self._span(8, offset), offset)[0]
-            return value
-
-    def store(self, data: Buffer, offset: int) -> None:
-        payload = bytes(memoryview(data).cast("B"))
-        fs = self._fs
-        with fs._lock:
-            self._span(len(payload), offset)
-            if not self._writable:
-                raise _err("map", self._path, errno.EACCES)
-            action = (_Disk.write, (self._ino, offset, payload))
-            fs._do(
-                "map_write",
-                action,
-                path=self._path,
-                offset=offset,
-                length=len(payload),
-                data=payload,
-            )
-
-    def store_sequenced(self, data: Buffer, offset: int, *, sequence: int, at: int) -> None:
-        """One ``map_write`` of the span from the first byte to the last one written, as it
-        is after the three stores: no reader of this file system can see between them (its
-        lock serialises every call), so the odd sequence never shows, and a publication is
-        one pending unit, as the ``pwrite`` it replaces was."""
-        payload = bytes(memoryview(data).cast("B"))
-        start, end = min(offset, at), max(offset + len(payload), at + 8)
-        with self._fs._lock:
-            span = bytearray(self._span(end - start, start)[start:end])
-            span[offset - start : offset - start + len(payload)] = payload
-            span[at - start : at - start + 8] = _WORD.pack(sequence)
-            self.store(bytes(span), start)
-
-    def close(self) -> None:
-        with self._fs._lock:
-            self._size = None
