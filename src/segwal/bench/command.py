@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from segwal.bench.cases import build_cases
 from segwal.bench.report import plot, render, write_json, write_text
 from segwal.bench.runner import (
     Runner,
@@ -26,7 +27,6 @@ from segwal.bench.runner import (
     summarize_all,
 )
 from segwal.bench.system import CacheDropper, in_memory, loadavg, machine
-from segwal.bench.workloads import build_cases
 
 DEFAULT_OUT = "BENCHMARKS.md"
 DEFAULT_PLOT = os.path.join("benchmarks", "durable_threads.png")

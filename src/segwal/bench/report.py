@@ -7,11 +7,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from segwal.bench.cases import GROUPS, Case
 from segwal.bench.goals import goals_table
 from segwal.bench.peers import INSTALL_HINT
 from segwal.bench.runner import human
 from segwal.bench.system import in_memory
-from segwal.bench.workloads import GROUPS, Case
 
 # What each group's table says about how the contenders were run.
 GROUP_NOTES: dict[str, str] = {

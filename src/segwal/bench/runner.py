@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, Protocol
 
+from segwal.bench import cases as c
+from segwal.bench import readloads as r
 from segwal.bench import workloads as w
+from segwal.bench.cases import Case
 from segwal.bench.peers import (
     LmdbPeer,
     Peer,
@@ -27,7 +30,7 @@ from segwal.bench.peers import (
 )
 from segwal.bench.raw import RawPeer
 from segwal.bench.system import CacheDropper
-from segwal.bench.workloads import Case, Sample
+from segwal.bench.workloads import Sample
 
 # Column order of the report: segwal first, the physical baseline last.
 PEERS: tuple[type[Peer], ...] = (
@@ -175,7 +178,7 @@ class Runner:
     def dataset(self, peer: Peer, size: int, n: int) -> str:
         key = (peer.name, size, n)
         if key not in self.datasets:
-            path = os.path.join(self.base, f"data-{peer.name}-{w.size_label(size)}-{n}")
+            path = os.path.join(self.base, f"data-{peer.name}-{c.size_label(size)}-{n}")
             peer.prepare(path, w.batches(size, n, 1000))
             self.datasets[key] = path
         return self.datasets[key]
@@ -184,21 +187,21 @@ class Runner:
         if case.kind == "replay":
             path = self.dataset(peer, case.record_size, case.records)
             drop = self.dropper if case.cold else None
-            return w.time_replay(peer, path, case.record_size, case.records, drop)
+            return r.time_replay(peer, path, case.record_size, case.records, drop)
         if case.kind == "replayframes":
             path = self.dataset(peer, case.record_size, case.records)
-            return w.time_replay_frames(path, case.record_size, case.records)
+            return r.time_replay_frames(path, case.record_size, case.records)
         if case.kind in ("read", "readview"):
             path = self.dataset(peer, case.record_size, case.dataset)
             if case.name not in self.inputs:
                 self.inputs[case.name] = w.random_lsns(case.records, case.dataset)
             if case.kind == "readview":
-                return w.time_segwal_reads(path, case.record_size, self.inputs[case.name], True)
-            return w.time_reads(peer, path, case.record_size, self.inputs[case.name])
+                return r.time_segwal_reads(path, case.record_size, self.inputs[case.name], True)
+            return r.time_reads(peer, path, case.record_size, self.inputs[case.name])
         if case.kind == "readsegs":
             if ("segs", case.dataset) not in self.datasets:
                 path = os.path.join(self.base, f"read-segments-{case.dataset}")
-                w.build_read_segments(path, case.dataset, case.log_records)
+                r.build_read_segments(path, case.dataset, case.log_records)
                 self.datasets[("segs", case.dataset)] = path
             path = self.datasets[("segs", case.dataset)]
             if case.name not in self.inputs:  # the same LSNs for every segment count
@@ -209,13 +212,13 @@ class Runner:
             # Warm: one read per frame first (handles, sparse indexes, frames), so the clock
             # sees what a read costs in a log of that many segments, not first touches.
             warm = range(1, case.log_records, w.SEGMENT_RECORDS)
-            return w.time_segwal_reads(path, case.record_size, self.inputs[case.name], False, warm)
+            return r.time_segwal_reads(path, case.record_size, self.inputs[case.name], False, warm)
         if case.kind == "open":
             if case.dataset not in self.segment_logs:
                 path = os.path.join(self.base, f"segments-{case.dataset}")
-                w.build_segments(path, case.dataset)
+                r.build_segments(path, case.dataset)
                 self.segment_logs[case.dataset] = path
-            return w.time_opens(self.segment_logs[case.dataset], case.readonly, case.records)
+            return r.time_opens(self.segment_logs[case.dataset], case.readonly, case.records)
         path = self.fresh(peer, case)
         try:
             payload = w.pool(case.record_size)[0]
