@@ -56,22 +56,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
 import warnings
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable
 from os import PathLike, fspath
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any
 
 import segwal
 from segwal import (
     Batch,
     ClosedError,
     Cursor,
-    FrameRecords,
-    NotFoundError,
-    ReaderFellBehindError,
     ReadOnlyError,
     Record,
     RecoveryReport,
@@ -81,175 +76,15 @@ from segwal import (
     Wal,
     events,
 )
+from segwal.aioreads import _PAGE_BYTES, _PAGE_RECORDS, _POLL_FIRST, _POLL_MAX, AsyncReads
+from segwal.aiowriter import _Append, _Control, _DurableWaiters, _frozen, _Writer
 
 __all__ = ["AsyncCursor", "AsyncWal", "open"]
 
-T = TypeVar("T")
 Payload = bytes | bytearray | memoryview
 
-_PAGE_RECORDS = 1000
-_PAGE_BYTES = 1 << 20
-_POLL_FIRST = 0.0005  # readonly follow: first pause after an empty poll, doubling ...
-_POLL_MAX = 0.02  # ... up to this
 
-
-def _settle(future: asyncio.Future[Any], result: object) -> None:
-    """On the future's loop: deliver a result or an exception, unless it was cancelled."""
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-def _resolve(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: object) -> None:
-    """From any thread: settle ``future`` on ``loop``; a closed loop has nobody to tell."""
-    if loop.is_closed():
-        return
-    with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-        loop.call_soon_threadsafe(_settle, future, result)
-
-
-def _frozen(payload: Any) -> Any:
-    # A mutable buffer could change before the writer thread reads it: copy it now. Anything
-    # else goes as it is and append_many reports what is wrong with it to this caller only.
-    if payload.__class__ is bytes:
-        return payload
-    if isinstance(payload, bytearray | memoryview):
-        return bytes(payload)
-    return payload
-
-
-class _Append:
-    __slots__ = ("cancelled", "future", "loop", "payloads", "type")
-
-    def __init__(
-        self, payloads: list[Any], record_type: int, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.payloads = payloads
-        self.type = record_type
-        self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
-        self.cancelled = False  # set by the caller's loop; read by the writer thread
-
-
-class _Control:
-    __slots__ = ("future", "kind", "loop")
-
-    def __init__(self, kind: str, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.kind = kind  # "sync" or "close"
-        self.loop = loop
-        self.future: asyncio.Future[Any] | None = loop.create_future() if loop else None
-
-
-class _Writer:
-    """The writer thread of one log and its queue. Holds no reference to the AsyncWal, so an
-    unclosed AsyncWal can be collected (and warn) while this thread still runs."""
-
-    def __init__(self, wal: Wal) -> None:
-        self._wal = wal
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[_Append | _Control] = deque()
-        self._closing = False
-        self.drains = 0  # times the thread took what was waiting (one append_many each)
-        self.thread = threading.Thread(
-            target=self._run, name=f"segwal-aio-writer {wal.path}", daemon=True
-        )
-        self.thread.start()
-
-    def submit(self, item: _Append | _Control) -> None:
-        with self._cond:
-            if self._closing:
-                raise ClosedError(f"the log at {self._wal.path} is closed")
-            if isinstance(item, _Control) and item.kind == "close":
-                self._closing = True
-            self._queue.append(item)
-            self._cond.notify()
-
-    def _run(self) -> None:
-        wal = self._wal
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                items = list(self._queue)
-                self._queue.clear()
-            self.drains += 1
-            appends = [i for i in items if isinstance(i, _Append) and not i.cancelled]
-            if appends:
-                results: list[Any]
-                try:
-                    results = wal.append_many([(a.payloads, a.type) for a in appends])
-                except Exception as exc:  # the log as a whole: every caller of the drain
-                    results = [exc] * len(appends)
-                for append, result in zip(appends, results, strict=True):
-                    _resolve(append.loop, append.future, result)
-            for item in items:
-                if not isinstance(item, _Control):
-                    continue
-                outcome: object = None
-                try:
-                    if item.kind == "sync":
-                        outcome = wal.sync()
-                    else:
-                        wal.close()
-                except Exception as exc:
-                    outcome = exc
-                if item.loop is not None and item.future is not None:
-                    _resolve(item.loop, item.future, outcome)
-                if item.kind == "close":
-                    return
-
-
-class _DurableWaiters:
-    """Futures waiting for the durable LSN to pass an LSN, woken by the durable observer."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[bool]]] = []
-        self._closed = False
-
-    def advanced(self, lsn: int) -> None:
-        """The durable-LSN observer: runs on the thread that ran the barrier."""
-        with self._lock:
-            ready = [w for w in self._waiting if w[0] < lsn]
-            if ready:
-                self._waiting = [w for w in self._waiting if w[0] >= lsn]
-        for _lsn, loop, future in ready:
-            _resolve(loop, future, True)
-
-    async def wait_beyond(self, wal: Wal, lsn: int, timeout: float | None) -> bool:
-        """True once the durable LSN passes ``lsn``; False on timeout or close."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        entry = (lsn, loop, future)
-        with self._lock:
-            if self._closed:
-                return False
-            # Checked under the lock the observer takes: an advance between this check and
-            # the wait still finds the entry.
-            if wal.durable_lsn > lsn:
-                return True
-            self._waiting.append(entry)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                if entry in self._waiting:
-                    self._waiting.remove(entry)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            waiting, self._waiting = self._waiting, []
-        for _lsn, loop, future in waiting:
-            _resolve(loop, future, False)
-
-
-class AsyncWal:
+class AsyncWal(AsyncReads):
     """An open log for asyncio code. Get one with ``async with segwal.aio.open(...)``, or wrap
     a :class:`segwal.Wal` you opened yourself with ``AsyncWal(wal)`` (it then owns it)."""
 
@@ -382,176 +217,6 @@ class AsyncWal:
         if self._writer is None:
             raise ReadOnlyError(f"the log at {self.path} was opened readonly")
         return self._writer
-
-    # -- reading --------------------------------------------------------------------------
-
-    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(function, *args, **kwargs))
-
-    async def read(self, lsn: int) -> Record:
-        """The durable record with this LSN."""
-        return await self._call(self._wal.read, lsn)
-
-    async def read_batch(
-        self, from_lsn: int, *, max_records: int = _PAGE_RECORDS, max_bytes: int = _PAGE_BYTES
-    ) -> Batch:
-        """One page of durable records from ``from_lsn`` (one thread hop)."""
-        return await self._call(
-            self._wal.read_batch, from_lsn, max_records=max_records, max_bytes=max_bytes
-        )
-
-    async def lsn_at(self, timestamp_us: int) -> int:
-        return await self._call(self._wal.lsn_at, timestamp_us)
-
-    def _bounds(self) -> tuple[int, int]:
-        # In a worker thread: a readonly log looks at the directory again first.
-        self._wal.refresh()
-        wal = self._wal
-        return wal.first_lsn, min(wal.last_lsn, wal.durable_lsn)
-
-    async def _page(self, from_lsn: int, max_records: int, max_bytes: int) -> Batch:
-        try:
-            return await self.read_batch(from_lsn, max_records=max_records, max_bytes=max_bytes)
-        except ReaderFellBehindError:
-            raise
-        except NotFoundError as exc:
-            raise ReaderFellBehindError(
-                f"LSN {from_lsn} is no longer in the log, which now starts at LSN {exc.first_lsn}",
-                lsn=from_lsn,
-                first_lsn=exc.first_lsn,
-            ) from exc
-
-    async def replay(
-        self,
-        from_lsn: int | None = None,
-        to_lsn: int | None = None,
-        *,
-        max_records: int = _PAGE_RECORDS,
-        max_bytes: int = _PAGE_BYTES,
-    ) -> AsyncIterator[Record]:
-        """Durable records ``from_lsn..to_lsn`` (inclusive), a page per thread hop. The range
-        is fixed when the iteration starts, as with the blocking ``replay``."""
-        first, limit = await self._call(self._bounds)
-        next_lsn = first if from_lsn is None else max(from_lsn, first)
-        stop = limit if to_lsn is None else min(to_lsn, limit)
-        while next_lsn <= stop:
-            page = await self._page(next_lsn, max_records, max_bytes)
-            if not page.records:
-                return
-            for record in page.records:
-                if record.lsn > stop:
-                    return
-                yield record
-            next_lsn = page.next_lsn
-
-    def _frame_page(self, from_lsn: int, stop: int, max_bytes: int) -> list[FrameRecords]:
-        """In a worker thread: the frames from ``from_lsn`` up to ``stop``, about
-        ``max_bytes`` of payload (at least one frame), from one blocking ``replay_frames``."""
-        frames: list[FrameRecords] = []
-        size = 0
-        stream = self._wal.replay_frames(from_lsn, stop)
-        try:
-            for frame in stream:
-                if not frames and frame.first_lsn != from_lsn:
-                    # replay_frames starts at the log's first LSN: retention got here first.
-                    raise ReaderFellBehindError(
-                        f"LSN {from_lsn} is no longer in the log, which now starts at LSN "
-                        f"{frame.first_lsn}",
-                        lsn=from_lsn,
-                        first_lsn=frame.first_lsn,
-                    )
-                frames.append(frame)
-                size += sum(map(len, frame.payloads))
-                if size >= max_bytes:
-                    break
-        finally:
-            close = getattr(stream, "close", None)  # a generator: lets go of its segments
-            if close is not None:
-                close()
-        return frames
-
-    async def replay_frames(
-        self,
-        from_lsn: int | None = None,
-        to_lsn: int | None = None,
-        *,
-        max_bytes: int = _PAGE_BYTES,
-    ) -> AsyncIterator[FrameRecords]:
-        """Durable records ``from_lsn..to_lsn`` (inclusive) one stored frame at a time, as
-        :meth:`segwal.Wal.replay_frames` gives them: about ``max_bytes`` of payload (at least
-        one frame) per thread hop. The range is fixed when the iteration starts, as with
-        ``replay``; raises ReaderFellBehindError when retention removes what it needs."""
-        first, limit = await self._call(self._bounds)
-        next_lsn = first if from_lsn is None else max(from_lsn, first)
-        stop = limit if to_lsn is None else min(to_lsn, limit)
-        while next_lsn <= stop:
-            page = await self._call(self._frame_page, next_lsn, stop, max_bytes)
-            if not page:
-                return
-            for frame in page:
-                yield frame
-            next_lsn = page[-1].last_lsn + 1
-
-    async def follow(
-        self,
-        from_lsn: int | None = None,
-        *,
-        timeout: float | None = None,
-        max_records: int = _PAGE_RECORDS,
-        max_bytes: int = _PAGE_BYTES,
-    ) -> AsyncIterator[Record]:
-        """Durable records from ``from_lsn`` as they become durable, waiting for more.
-
-        ``timeout`` is how long to wait for the next record; when it passes with nothing
-        new, the iteration ends (None: until the log closes). Raises
-        ReaderFellBehindError when retention removed what it needs, or when a rewind
-        (``truncate_after``) replaced records it had yielded. See the module's
-        docstring for how it waits (woken by the writer; polling on a readonly log).
-        """
-        wal = self._wal
-        seen = wal.rewinds
-        if from_lsn is None:
-            from_lsn = (await self._call(self._bounds))[0]
-        next_lsn = from_lsn
-        pause = _POLL_FIRST
-        idle_since = monotonic()
-        while not self.closed:
-            try:
-                page = await self._page(next_lsn, max_records, max_bytes)
-            except ClosedError:
-                return
-            if wal.rewinds != seen:
-                # Records this follower yielded may have been replaced by a rewind: never go
-                # on at the next LSN as if the history were the same.
-                lowest = wal.rewound_below(seen, next_lsn - 1)
-                if lowest is not None:
-                    raise ReaderFellBehindError(
-                        f"the log was rewound to LSN {lowest} (truncate_after) after this "
-                        f"follower had read up to LSN {next_lsn - 1}",
-                        lsn=lowest + 1,
-                        first_lsn=wal.first_lsn,
-                    )
-                seen = wal.rewinds
-                continue  # the page may predate the rewind: read it again
-            if page.records:
-                for record in page.records:
-                    yield record
-                next_lsn = page.next_lsn
-                pause, idle_since = _POLL_FIRST, monotonic()
-                continue
-            if not wal.readonly:
-                if not await self._waiters.wait_beyond(wal, next_lsn - 1, timeout):
-                    return
-                continue
-            # Readonly: the writer is another process; poll with backoff.
-            if timeout is not None and monotonic() - idle_since >= timeout:
-                return
-            wait = pause
-            if timeout is not None:
-                wait = min(wait, max(0.0, idle_since + timeout - monotonic()))
-            await asyncio.sleep(wait)
-            pause = min(pause * 2, _POLL_MAX)
 
     # -- everything else: one thread hop each ----------------------------------------------
 
