@@ -20,6 +20,7 @@ import blake3
 
 import segwal
 from conftest import forget_clean_close
+from segwal.format.framing import encode_record, max_frame_bytes
 from segwal.format.layout import (
     FLAG_COMMIT,
     FRAME_HEAD,
@@ -31,9 +32,7 @@ from segwal.format.layout import (
     crc32c,
     decode_header,
     encode_header,
-    encode_record,
     encode_seal,
-    max_frame_bytes,
 )
 from segwal.format.scanner import Status, check
 from segwal.storage.fileio import Buffer, FileHandle, OsFileSystem

@@ -26,6 +26,7 @@ TEST_FILES = (
 )
 MODULES = (
     "src/segwal/format/layout.py",
+    "src/segwal/format/framing.py",  # layout.py's records-frame encoding, split out
     "src/segwal/format/scanner.py",
     "src/segwal/storage/recovery.py",
     "src/segwal/storage/tailscan.py",

@@ -1,5 +1,5 @@
 """The one-record frame encoder: the compiled ``segwal.format._encode`` against its pure
-reference ``layout.encode_record``, and the selection in ``segwal.format.encoder``.
+reference ``framing.encode_record``, and the selection in ``segwal.format.encoder``.
 
 Both must give the same bytes for every valid input and refuse the same bad inputs with the
 same exception (the C code builds its errors with the reference's ``record_error``; these
@@ -26,16 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segwal.format import encoder, records
-from segwal.format.layout import (
-    FRAME_HEAD,
-    FRAME_HEAD_SIZE,
-    MAX_LSN,
-    MAX_U32,
-    MAX_U64,
-    encode_frames,
-    encode_record,
-    record_error,
-)
+from segwal.format.framing import encode_frames, encode_record, record_error
+from segwal.format.layout import FRAME_HEAD, FRAME_HEAD_SIZE, MAX_LSN, MAX_U32, MAX_U64
 from segwal.format.scanner import Status, check
 from strategies import durable_lsns, record_types, seeds, timestamps
 
@@ -97,9 +89,9 @@ def _implementation_in_child(pure: str | None) -> str:
     if pure is not None:
         env["SEGWAL_PURE_PYTHON"] = pure
     code = (
-        "from segwal.format import encoder, layout; from segwal.log import appender; "
+        "from segwal.format import encoder, framing; from segwal.log import appender; "
         "assert appender.encode_record is encoder.encode_record; "
-        "assert (encoder.encode_record is layout.encode_record) == "
+        "assert (encoder.encode_record is framing.encode_record) == "
         "(encoder.IMPLEMENTATION == 'python'); "
         "print(encoder.IMPLEMENTATION)"
     )

@@ -17,6 +17,7 @@ import blake3
 import pytest
 
 from segwal.format import layout as fmt
+from segwal.format.framing import encode_frames, encode_record, max_frame_bytes
 from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
@@ -30,11 +31,8 @@ from segwal.format.layout import (
     crc32c,
     decode_header,
     decode_seal,
-    encode_frames,
     encode_header,
-    encode_record,
     encode_seal,
-    max_frame_bytes,
 )
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"

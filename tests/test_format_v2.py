@@ -29,15 +29,14 @@ from segwal.format.features import (
     PLAIN_SIZE,
 )
 from segwal.format.frames import FrameEncoder, plain_body
+from segwal.format.framing import encode_frames, max_frame_bytes
 from segwal.format.layout import (
     FRAME_HEAD,
     FormatError,
     SegmentHeader,
     crc32c,
     decode_header,
-    encode_frames,
     encode_header,
-    max_frame_bytes,
 )
 from segwal.format.records import decode_records
 from segwal.format.scanner import Frame, Status, check, crc_ok

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 import segwal
 from conftest import FakeClock, payload
-from segwal.format.layout import FRAME_TARGET_BYTES, HEADER_SIZE, SEAL_SIZE, crc32c, encode_frames
+from segwal.format.framing import encode_frames
+from segwal.format.layout import FRAME_TARGET_BYTES, HEADER_SIZE, SEAL_SIZE, crc32c
 from segwal.storage.fileio import OsFileSystem
 from segwal.storage.index import INTERVAL, SparseIndex, build, load, sidecar_path
 

@@ -37,15 +37,14 @@ from helpers_logs import (
 )
 from helpers_logs import FrameInfo as FrameInfoType
 from segwal import ContinuityError, CorruptionError, SealError, SegmentHeaderError
+from segwal.format.framing import encode_frames, max_frame_bytes
 from segwal.format.layout import (
     MAX_LSN,
     FormatError,
     decode_header,
     decode_seal,
-    encode_frames,
     encode_header,
     encode_seal,
-    max_frame_bytes,
 )
 from segwal.format.meta import Closed, Meta
 from segwal.format.meta import encode as encode_meta

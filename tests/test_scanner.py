@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from segwal.format.framing import encode_frames, encode_record, max_frame_bytes
 from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
@@ -22,10 +23,7 @@ from segwal.format.layout import (
     SEAL_SIZE,
     crc32c,
     decode_header,
-    encode_frames,
     encode_header,
-    encode_record,
-    max_frame_bytes,
 )
 from segwal.format.scanner import Frame, Status, Verdict, check, find_valid, record_spans
 from strategies import (

@@ -34,13 +34,8 @@ from hypothesis import strategies as st
 
 import segwal
 from segwal.format import encoder, records
-from segwal.format.layout import (
-    FRAME_HEAD_SIZE,
-    MAX_FRAME_RECORDS,
-    MAX_LSN,
-    FormatError,
-    encode_frames,
-)
+from segwal.format.framing import encode_frames
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_FRAME_RECORDS, MAX_LSN, FormatError
 from segwal.format.scanner import Status, check
 from segwal.storage import framereads
 from segwal.types import Record
@@ -629,13 +624,13 @@ for base in (len(raw), len(blob) - 16, len(blob) + 8, 0):
 # The one-record encoder (segwal.format._encode): every size around the CRC's 8-byte steps
 # and the stack/heap frame boundary, every buffer kind, bad arguments, and its write.
 import os, tempfile
-from segwal.format import _encode, encoder, layout
+from segwal.format import _encode, encoder, framing
 enc, write = encoder.encode_record_c, encoder.write_record
 assert enc is not None and write is not None
 for size in (0, 1, 7, 8, 9, 100, 1024, 8147, 8148, 8149, 70000):
     data = bytes(range(256)) * (size // 256 + 1)
     for buf in (data[:size], bytearray(data[:size]), memoryview(b"a" + data)[1 : size + 1]):
-        assert enc(7, 1, 2, 3, 4, buf) == layout.encode_record(7, 1, 2, 3, 4, bytes(buf))
+        assert enc(7, 1, 2, 3, 4, buf) == framing.encode_record(7, 1, 2, 3, 4, bytes(buf))
     assert _encode.crc32c_soft(data[:size]) == _encode.crc32c(data[:size])
 for bad in ((7, -1, 2, 3, 4, b"x"), (7, 1, 2**16, 3, 4, b"x"), (7, 1, 2, 3, 4, "x"),
             (2**32, 1, 2, 3, 4, b"x"), (7, 1, 2, 3, 4, memoryview(b"abcd")[::2])):

@@ -16,6 +16,7 @@ from typing import Any
 
 import blake3
 
+from segwal.format import framing
 from segwal.format import layout as fmt
 
 HERE = Path(__file__).resolve().parent
@@ -87,11 +88,11 @@ def seed_v1() -> int:
 
 
 def frame_single_v1() -> bytes:
-    return bytes(fmt.encode_record(seed_v1(), **SINGLE_ARGS))  # type: ignore[arg-type]
+    return bytes(framing.encode_record(seed_v1(), **SINGLE_ARGS))  # type: ignore[arg-type]
 
 
 def frame_batch_v1() -> bytes:
-    return bytes(fmt.encode_frames(seed=seed_v1(), **BATCH_ARGS))  # type: ignore[arg-type]
+    return bytes(framing.encode_frames(seed=seed_v1(), **BATCH_ARGS))  # type: ignore[arg-type]
 
 
 def seal_v1() -> bytes:
@@ -103,7 +104,7 @@ def segment_sealed_v1() -> bytes:
     header = fmt.encode_header(**SEGMENT_HEADER_ARGS)  # type: ignore[arg-type]
     seed = fmt.decode_header(header).seed
     data = bytearray(header)
-    data += fmt.encode_frames(
+    data += framing.encode_frames(
         seed=seed,
         first_lsn=1,
         record_type=1,
@@ -112,7 +113,7 @@ def segment_sealed_v1() -> bytes:
         payloads=SEGMENT_BATCH1,
         lengths=[len(p) for p in SEGMENT_BATCH1],
     )
-    data += fmt.encode_record(seed, 3, 1, SEGMENT_TS2, 2, b"!")
+    data += framing.encode_record(seed, 3, 1, SEGMENT_TS2, 2, b"!")
     data_end = len(data)
     data += fmt.encode_seal(
         seed=seed,

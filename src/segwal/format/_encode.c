@@ -1,4 +1,4 @@
-/* segwal.format._encode: the compiled twin of segwal.format.layout.encode_record.
+/* segwal.format._encode: the compiled twin of segwal.format.framing.encode_record.
  *
  *   encode_record(seed, lsn, record_type, timestamp_us, durable_lsn, payload) -> bytes
  *
@@ -13,7 +13,7 @@
  *
  * Bad input is rare, so its message is not duplicated here: on any argument this function
  * cannot take (an integer out of its field's range, not an integer, a payload that is not a
- * contiguous bytes-like object) it calls the reference's checker, layout.record_error, bound
+ * contiguous bytes-like object) it calls the reference's checker, framing.record_error, bound
  * once by bind(record_error), and raises the exception that returns. So both raise the same
  * exception with the same message by construction; the differential test checks that both
  * refuse the same inputs.
@@ -34,7 +34,7 @@
 #define KIND_RECORDS 0x52
 #define FLAG_COMMIT 0x01
 
-static PyObject *record_error = NULL; /* segwal.format.layout.record_error */
+static PyObject *record_error = NULL; /* segwal.format.framing.record_error */
 
 /* -- CRC32C (Castagnoli, reflected polynomial 0x82F63B78) ------------------------------- */
 
@@ -399,7 +399,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "segwal.format._encode",
-    .m_doc = "Compiled twin of segwal.format.layout.encode_record (see segwal.format.encoder).",
+    .m_doc = "Compiled twin of segwal.format.framing.encode_record (see segwal.format.encoder).",
     .m_size = -1,
     .m_methods = methods,
 };

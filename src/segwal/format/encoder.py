@@ -1,6 +1,6 @@
 """One record's frame, the per-append work of a single append, pure or compiled.
 
-``layout.encode_record`` is the reference; ``segwal.format._encode`` (C, optional, built by
+``framing.encode_record`` is the reference; ``segwal.format._encode`` (C, optional, built by
 setup.py like ``_speedups``) has the same function: the same bytes, and on bad input the
 exception the reference's ``record_error`` names (the C code calls it to build its errors).
 ``tests/test_encode.py`` holds the two together on random and bad input.
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
-from segwal.format.layout import encode_record as encode_record_py
-from segwal.format.layout import record_error
+from segwal.format.framing import encode_record as encode_record_py
+from segwal.format.framing import record_error
 from segwal.format.records import PURE_REQUESTED
 
 Payload = bytes | bytearray | memoryview

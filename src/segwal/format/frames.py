@@ -23,6 +23,7 @@ from segwal.format.features import (
     PLAIN_SIZE,
     TAG_SIZE,
 )
+from segwal.format.framing import encode_frames, split_batch
 from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
@@ -31,8 +32,6 @@ from segwal.format.layout import (
     FormatError,
     SegmentHeader,
     crc32c,
-    encode_frames,
-    split_batch,
 )
 from segwal.format.scanner import Frame
 

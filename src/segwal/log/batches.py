@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from segwal.errors import RecordTooLargeError
 from segwal.format.frames import Prepared
-from segwal.format.layout import MAX_LSN, SEAL_SIZE, encode_frames
+from segwal.format.framing import encode_frames
+from segwal.format.layout import MAX_LSN, SEAL_SIZE
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, payload_list, to_payload
 from segwal.log.config import WalConfig
 from segwal.log.pipeline import CompressionPipeline

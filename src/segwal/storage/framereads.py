@@ -16,13 +16,13 @@ from segwal.errors import (
     CorruptionError,
 )
 from segwal.format.features import frame_length
+from segwal.format.framing import max_frame_bytes
 from segwal.format.layout import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     KIND_RECORDS,
     FormatError,
     SegmentHeader,
-    max_frame_bytes,
 )
 from segwal.format.records import decode_records, length_total, stream_records
 from segwal.format.scanner import Status, Verdict, check, crc_ok

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from segwal.format.features import HEADER_PREALLOCATED, zero_tail
-from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader, max_frame_bytes
+from segwal.format.framing import max_frame_bytes
+from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader
 from segwal.format.scanner import Status, check, find_valid
 from segwal.storage.fileio import FileHandle
 from segwal.storage.framereads import iter_frames

@@ -12,7 +12,8 @@ import posixpath
 
 from segwal.errors import ChecksumError, StorageError
 from segwal.format.frames import FrameEncoder
-from segwal.format.layout import HEADER_SIZE, SegmentHeader, encode_frames
+from segwal.format.framing import encode_frames
+from segwal.format.layout import HEADER_SIZE, SegmentHeader
 from segwal.format.naming import temp_name
 from segwal.format.records import record_spans
 from segwal.format.scanner import Status
