@@ -65,11 +65,22 @@ class AsyncReads:
     async def lsn_at(self, timestamp_us: int) -> int:
         return await self._call(self._wal.lsn_at, timestamp_us)
 
-    def _bounds(self) -> tuple[int, int]:
+    def _bounds(self) -> tuple[int, int, int]:
         # In a worker thread: a readonly log looks at the directory again first.
         self._wal.refresh()
         wal = self._wal
-        return wal.first_lsn, min(wal.last_lsn, wal.durable_lsn)
+        return wal.first_lsn, min(wal.last_lsn, wal.durable_lsn), wal.rewinds
+
+    def _check_rewound(self, seen: int, read_up_to: int) -> None:
+        """A page-by-page replay that yielded up to ``read_up_to`` at rewind count ``seen``:
+        raise as the blocking replay does when a rewind replaced what it yielded or reads."""
+        wal = self._wal
+        if wal.rewinds != seen and wal.rewound_below(seen, read_up_to + 1) is not None:
+            raise ReaderFellBehindError(
+                f"the log was rewound (truncate_after) while a reader needed LSN {read_up_to}",
+                lsn=read_up_to,
+                first_lsn=wal.first_lsn,
+            )
 
     async def _page(self, from_lsn: int, max_records: int, max_bytes: int) -> Batch:
         try:
@@ -93,11 +104,12 @@ class AsyncReads:
     ) -> AsyncIterator[Record]:
         """Durable records ``from_lsn..to_lsn`` (inclusive), a page per thread hop. The range
         is fixed when the iteration starts, as with the blocking ``replay``."""
-        first, limit = await self._call(self._bounds)
+        first, limit, seen = await self._call(self._bounds)
         next_lsn = first if from_lsn is None else max(from_lsn, first)
         stop = limit if to_lsn is None else min(to_lsn, limit)
         while next_lsn <= stop:
             page = await self._page(next_lsn, max_records, max_bytes)
+            self._check_rewound(seen, page.records[-1].lsn if page.records else next_lsn)
             if not page.records:
                 return
             for record in page.records:
@@ -143,11 +155,12 @@ class AsyncReads:
         :meth:`segwal.Wal.replay_frames` gives them: about ``max_bytes`` of payload (at least
         one frame) per thread hop. The range is fixed when the iteration starts, as with
         ``replay``; raises ReaderFellBehindError when retention removes what it needs."""
-        first, limit = await self._call(self._bounds)
+        first, limit, seen = await self._call(self._bounds)
         next_lsn = first if from_lsn is None else max(from_lsn, first)
         stop = limit if to_lsn is None else min(to_lsn, limit)
         while next_lsn <= stop:
             page = await self._call(self._frame_page, next_lsn, stop, max_bytes)
+            self._check_rewound(seen, page[-1].last_lsn if page else next_lsn)
             if not page:
                 return
             for frame in page:

@@ -200,19 +200,39 @@ class SegmentCatalog:
         self.handles = HandleCache(fs)  # open read handles of sealed segments
         self.frames = FrameCache(cache_bytes)  # checked frames for point reads
 
-    def replace(self, sealed: Iterable[SegmentState], tail: SegmentState | None = None) -> None:
+    def replace(
+        self,
+        sealed: Iterable[SegmentState],
+        tail: SegmentState | None = None,
+        *,
+        same_writer: bool = True,
+    ) -> None:
         self.sealed = Sealed.of(sealed)
         self.tail = tail
         self.handles.keep_only(self.sealed.states)
         # The frames of segments this plan no longer holds go with them. The others stay,
         # whatever object names them now: an LSN names the same bytes until a rewind, and
-        # the frame cache belongs to one rewind count (log/framecache.py).
-        kept = {(s.path, s.header) for s in self.sealed.states}
-        if tail is not None:
-            kept.add((tail.path, tail.header))
-        self.frames.forget(
-            lambda token: (getattr(token, "path", None), getattr(token, "header", None)) not in kept
-        )
+        # the frame cache belongs to one rewind count (log/framecache.py) -- within one
+        # writer's session. A new writer's recovery may cut durable-looking records of the
+        # tail in place (a torn or rotted last batch) and write others under their LSNs
+        # without a rewind: across sessions only frames of segments sealed before and now,
+        # by the same seal, are kept.
+        if same_writer:
+            kept = {(s.path, s.header) for s in self.sealed.states}
+            if tail is not None:
+                kept.add((tail.path, tail.header))
+            self.frames.forget(
+                lambda t: (getattr(t, "path", None), getattr(t, "header", None)) not in kept
+            )
+            return
+        sealed_now: set[object] = {(s.path, s.header, s.seal) for s in self.sealed.states}
+
+        def gone(token: object) -> bool:
+            seal = getattr(token, "seal", None)
+            where = (getattr(token, "path", None), getattr(token, "header", None), seal)
+            return seal is None or where not in sealed_now
+
+        self.frames.forget(gone)
 
     def add_sealed(self, state: SegmentState) -> None:
         self.sealed = self.sealed.plus(state)

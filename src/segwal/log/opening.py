@@ -185,16 +185,25 @@ def open_readonly(state: LogState) -> RecoveryReport:
     )
 
 
-def load_view(state: LogState) -> Plan:
-    """Readonly: look at the directory again, reusing what is known of unchanged segments."""
+def load_view(state: LogState, *, same_writer: bool = True) -> Plan:
+    """Readonly: look at the directory again, reusing what is known of unchanged segments.
+    ``same_writer``: LOCK says the writer session of the last look still holds the log."""
     catalog = state.catalog
     mode = state.config.recovery
+    distrust = False
     for attempt in range(LOOKS):
         known = {s.path: s for s in catalog.sealed.states}
         if catalog.tail is not None:
             known[catalog.tail.path] = catalog.tail
+        if distrust:
+            # A rewind renames a rewritten copy over a segment, which may be sealed again
+            # at the same size: what an earlier look checked may not be this file.
+            known = {}
         try:
             found = plan(state.fs, state.path, known)
+            if not distrust and known and found.meta.rewinds != state.rewinds:
+                distrust = True
+                found = plan(state.fs, state.path, {})
             damage = found.damage
             if damage is not None and (
                 mode == "strict" or (mode == "tolerate_tail" and not damage.torn)
@@ -207,6 +216,7 @@ def load_view(state: LogState) -> Plan:
             if exc.errno != errno.ENOENT or attempt == LOOKS - 1:
                 raise
         except CorruptionError:
+            distrust = True  # look again as a first open would
             # A writer changing the log while we look (a rotation between our listing and
             # META, a rewind rewriting the tail) can make a healthy log look damaged for a
             # moment; damage that is really there is there at every look.
@@ -217,7 +227,7 @@ def load_view(state: LogState) -> Plan:
         state.meta = found.meta
         state.remember_rewinds()
         tail = segments[-1] if segments and segments[-1].seal is None else None
-        catalog.replace((s for s in segments if s.seal is not None), tail)
+        catalog.replace((s for s in segments if s.seal is not None), tail, same_writer=same_writer)
         last = segments[-1].last_lsn if segments else 0
         published = read_lock(state.fs, state.path)
         # A writer that is open, or was killed, vouches only for what it published; a

@@ -42,6 +42,20 @@ def _view_key(raw: bytes | None) -> bytes | None:
     return raw if found is not None and found.generation is not None else None
 
 
+def _same_session(key: bytes | None, raw: bytes | None) -> bool:
+    """Whether LOCK still names the writer session of the view's last plan: the same pid
+    and generation (a writer that opens the log bumps it, docs/FORMAT.md)."""
+    if key is None or raw is None:
+        return False
+    before, now = lock.decode(key), lock.decode(raw)
+    return (
+        before is not None
+        and now is not None
+        and now.generation is not None
+        and (before.pid, before.generation) == (now.pid, now.generation)
+    )
+
+
 _writers: weakref.WeakSet[LogState] = weakref.WeakSet()  # open writable logs, for forks
 
 
@@ -98,7 +112,7 @@ class Wal:
         state = self._state
         with self._view_lock:
             seen = self._lock_watch.read()
-            load_view(state)
+            load_view(state, same_writer=_same_session(self._view_key, seen))
             self._view_key = _view_key(seen)
 
     def _look(self) -> None:
@@ -113,7 +127,7 @@ class Wal:
             seen = self._lock_watch.read()
             if seen is not None and seen == key:
                 return
-            load_view(state)
+            load_view(state, same_writer=_same_session(key, seen))
             self._view_key = _view_key(seen)
 
     def _retain_after_seal(self) -> None:
