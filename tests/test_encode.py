@@ -287,3 +287,16 @@ def test_no_leak_over_100k_encodes() -> None:
     assert (sys.getrefcount(buf), sys.getrefcount(lsn), sys.getrefcount(stamp)) == refs
     buf.extend(b"z")  # no buffer export left behind: a bytearray with one cannot resize
     assert len(encode(7, 1, 3, 1, 0, buf)) == FRAME_HEAD_SIZE + 4 + len(buf)
+
+
+def test_a_payload_over_four_gib_is_refused_before_it_is_read() -> None:
+    import mmap
+
+    # Address space only: a private anonymous mapping the test never touches.
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    huge = mmap.mmap(-1, MAX_U32 + 1, flags=flags)
+    try:
+        error = record_error(1, 1, 0, 0, 0, huge)
+        assert isinstance(error, ValueError) and "does not fit a frame" in str(error)
+    finally:
+        huge.close()

@@ -488,3 +488,14 @@ def test_an_encrypted_body_decrypts_into_the_reused_buffer(compression: int) -> 
     other, table, end = plain_body(frame, parsed, head, key, None, small)
     assert not (isinstance(other, memoryview) and other.obj is small.obj)
     assert [r.payload for r in decode_records(other, table, 40, end, 1, 0, T0)] == payloads
+
+
+def test_a_dictionary_id_must_be_a_u32_of_a_zstd_segment() -> None:
+    common: dict[str, object] = dict(
+        log_id=LOG_ID, sequence=0, first_lsn=1, created_us=T0, max_record_bytes=MAX_RECORD,
+        prev_digest=bytes(32),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="not a u32"):
+        encode_header(**common, compression_id=1, dict_id=1 << 32)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs zstd"):
+        encode_header(**common, compression_id=0, dict_id=7)  # type: ignore[arg-type]
