@@ -11,11 +11,12 @@ so a dictionary outlives the last segment that names it until it is pruned.
 
 from __future__ import annotations
 
+import errno
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from segwal.errors import LockError, SegwalError
+from segwal.errors import LockError, SegwalError, StorageError
 from segwal.format import dictionary as layout
 from segwal.format.naming import LOCK_NAME, Kind, parse
 from segwal.storage import dictionaries
@@ -45,7 +46,12 @@ def referencing(fs: FileSystem, directory: str) -> dict[int, list[str]]:
         if kind not in (Kind.SEGMENT, Kind.QUARANTINE) or not entry.is_file:
             continue
         path = posixpath.join(directory, entry.name)
-        handle = fs.open_read(path)
+        try:
+            handle = fs.open_read(path)
+        except StorageError as exc:
+            if exc.errno == errno.ENOENT:
+                continue  # deleted since the listing (retention of a live writer)
+            raise
         try:
             header = read_header(handle)
         except SegwalError:

@@ -68,14 +68,14 @@ _held: list[CompressionPipeline] = []  # the ones whose locks a fork in progress
 def _before_fork() -> None:
     for pipeline in list(_pipelines):
         pipeline._state.lock.acquire()  # the log's lock first: the lock order
-        pipeline._cond.acquire()
+        pipeline._mutex.acquire()
         _held.append(pipeline)
 
 
 def _after_fork() -> None:
     while _held:
         pipeline = _held.pop()
-        pipeline._cond.release()
+        pipeline._mutex.release()
         pipeline._state.lock.release()
 
 
@@ -132,7 +132,11 @@ class CompressionPipeline:
         self._limit = JOBS_PER_THREAD * threads
         self._threads_n = threads
         self._max_record = state.config.max_record_bytes
-        self._cond = threading.Condition(threading.Lock())
+        # ``with self._mutex`` (a C lock, whose __enter__ a signal cannot split), never
+        # ``with self._cond`` (Condition.__enter__ is Python: a KeyboardInterrupt raised
+        # right after its acquire leaks the lock, and every later drain hangs).
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         # In LSN order, not yet written; changed only with the log's lock and _cond held.
         self._jobs: deque[Job] = deque()
         self._todo: deque[Job] = deque()  # not yet taken by anyone (under _cond)
@@ -166,6 +170,8 @@ class CompressionPipeline:
             largest = max(lengths, default=0)
             if largest > self._max_record:
                 raise RecordTooLargeError(largest, self._max_record, index=lengths.index(largest))
+        else:
+            items = list(items)  # the caller's list may be reused once the call returns
         self._reserve()  # backpressure before the lock: workers can write meanwhile
         with state.lock:
             state.check_writable()
@@ -226,7 +232,7 @@ class CompressionPipeline:
         """Queue ``job`` (the log's lock held), making room first if the queue is full."""
         while self._jobs and self._full():
             self._step()  # holding the lock: no worker can write, so help and write here
-        with self._cond:
+        with self._mutex:
             self._jobs.append(job)
             self._todo.append(job)
             self._bytes += job.size
@@ -242,27 +248,27 @@ class CompressionPipeline:
         """Wait, without the log's lock, until the queue has room; compress a queued batch
         meanwhile rather than sit idle (the appending thread takes part)."""
         while True:
-            with self._cond:
+            with self._mutex:
                 if not self._jobs or not self._full() or self._stopping:
                     return
                 if not self._todo:
                     self._cond.wait(0.05)  # a written batch notifies
                     continue
                 job = self._take_locked()
-            self._compress(job)
+            self._compress_or_return(job)
             self._write_ready()
 
     def _step(self) -> None:
         """With the log's lock held: make the oldest queued batch written, compressing it
         (or another not yet taken) here or waiting for the worker that took it."""
         head = self._jobs[0]
-        with self._cond:
+        with self._mutex:
             mine = self._take_locked() if self._todo else None
             if mine is None:
                 while head.status == _TAKEN:
                     self._cond.wait()
         if mine is not None:
-            self._compress(mine)
+            self._compress_or_return(mine)
         self._write_heads(raise_errors=True)
 
     def _take_locked(self) -> Job:
@@ -275,7 +281,7 @@ class CompressionPipeline:
     def _run(self) -> None:
         cond = self._cond
         while True:
-            with cond:
+            with self._mutex:
                 while not self._todo and not self._stopping:
                     cond.wait()
                 if self._stopping:
@@ -290,12 +296,25 @@ class CompressionPipeline:
             except Exception:  # recorded in state.failure; callers see WalFailedError
                 log.debug("segwal compression worker: write failed", exc_info=True)
 
+    def _compress_or_return(self, job: Job) -> None:
+        """_compress on the appending thread, where a KeyboardInterrupt may arrive before
+        it starts: the job then goes back to the queue rather than stay _TAKEN for ever."""
+        try:
+            self._compress(job)
+        except BaseException:
+            with self._mutex:
+                if job.status == _TAKEN:
+                    job.status = _QUEUED
+                    self._todo.appendleft(job)
+                    self._cond.notify_all()
+            raise
+
     def _compress(self, job: Job) -> None:
         try:
             job.prepared = self._coding.prepare(job.items, job.lengths)
         except BaseException as exc:  # MemoryError, a codec's own error: fails the log
             job.error = exc
-        with self._cond:
+        with self._mutex:
             job.status = _DONE
             self._cond.notify_all()
 
@@ -332,7 +351,7 @@ class CompressionPipeline:
                 if raise_errors:
                     raise
                 return
-            with self._cond:
+            with self._mutex:
                 jobs.popleft()
                 self._bytes -= job.size
                 self._buffer.queued = len(jobs)
@@ -342,7 +361,7 @@ class CompressionPipeline:
 
     def _drop(self) -> None:
         """The log failed or closed: the queued batches are never written."""
-        with self._cond:
+        with self._mutex:
             self._jobs.clear()
             self._todo.clear()
             self._bytes = 0
@@ -360,7 +379,7 @@ class CompressionPipeline:
         if os.getpid() != self._pid:
             return
         _pipelines.discard(self)
-        with self._cond:
+        with self._mutex:
             self._stopping = True
             self._cond.notify_all()
         for thread in self._threads:
