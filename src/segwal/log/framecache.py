@@ -105,7 +105,7 @@ class _Table(NamedTuple):
             words.extend(c.row)
         return cls(
             array("q", [c.first for c in frames]),
-            array("q", [c.stop for c in frames]),
+            array("Q", [c.stop for c in frames]),  # unsigned: the stop after MAX_LSN is 2**63
             words,
             [c.blob for c in frames],
             frames,
