@@ -13,10 +13,13 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from time import monotonic
+from typing import Any
 
 from segwal.errors import NotFoundError
 from segwal.events import Observer
 from segwal.format import lock
+from segwal.format.lock import MAPPED_SIZE
 from segwal.log import arguments
 from segwal.log.appender import Appender
 from segwal.log.commit import GroupCommit
@@ -82,6 +85,7 @@ class Wal:
             self._maintenance = Maintenance(state, None)
             self._view_lock = threading.Lock()
             self._lock_watch = LockWatch(state.fs, state.path)
+            self._fast_look: tuple[Any, bytes, float] | None = None
             seen = self._lock_watch.read()  # before the plan: a change after it shows
             self._report = open_readonly(state)
             self._view_key = _view_key(seen)
@@ -119,16 +123,34 @@ class Wal:
         """Readonly reads: plan the view again only when LOCK's bytes changed since the last
         plan. The writer rewrites them on every change a reader sees (format/lock.py); LOCK
         without a generation (a writer before 0.3, no LOCK) means planning every time."""
+        fast = self._fast_look
+        if fast is not None:
+            # No lock, no call: the mapped bytes still equal the key of the last plan (a
+            # copy equal to it was no torn one: LockWatch.same). Replaced whole, never
+            # changed, so a racing plan leaves an older triple, which only costs a plan.
+            region, known, until = fast
+            try:
+                if region[0:MAPPED_SIZE] == known and monotonic() < until:
+                    return
+            except ValueError:  # the region was closed by a reopen meanwhile
+                pass
         state = self._state
         with self._view_lock:
             key = self._view_key
             if key is not None and self._lock_watch.same(key):
+                self._remember_fast(key)
                 return  # no system call (docs/FORMAT.md "LOCK mapping")
             seen = self._lock_watch.read()
             if seen is not None and seen == key:
                 return
             load_view(state, same_writer=_same_session(key, seen))
             self._view_key = _view_key(seen)
+            self._remember_fast(self._view_key)
+
+    def _remember_fast(self, key: bytes | None) -> None:
+        """What ``_look`` checks without the view lock; the caller holds it."""
+        fast = self._lock_watch.fast() if key is not None else None
+        self._fast_look = None if fast is None or key is None else (fast[0], key, fast[1])
 
     def _retain_after_seal(self) -> None:
         self._maintenance.retain_after_seal()

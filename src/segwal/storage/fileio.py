@@ -434,6 +434,11 @@ class OsSharedMap:
     def _closed(self, exc: Exception) -> StorageError:
         return StorageError("map", self._path, OSError(errno.EBADF, f"mapping closed ({exc})"))
 
+    def region(self) -> mmap.mmap | None:
+        """The mapping itself, for a reader's lock-free look (slicing a closed one raises
+        ValueError); None once closed."""
+        return self._map
+
     def load(self, size: int, offset: int) -> bytes:
         try:
             return self._words.obj[offset : offset + size]  # type: ignore[index, no-any-return]

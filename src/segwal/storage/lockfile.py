@@ -13,11 +13,12 @@ import os
 import posixpath
 import threading
 from time import monotonic, sleep
+from typing import Any
 
 from segwal.errors import LockError, StorageError
 from segwal.format import lock
 from segwal.format.naming import LOCK_NAME
-from segwal.storage.fileio import Buffer, FileHandle, FileSystem, Mappable, SharedMap
+from segwal.storage.fileio import Buffer, FileHandle, FileSystem, Mappable, OsSharedMap, SharedMap
 
 # This process's pid, read once (and again in a forked child): getpid is a system call, and
 # publishing runs once per fdatasync.
@@ -201,6 +202,16 @@ class LockWatch:
             return raw
         handle = self._handle
         return None if handle is None else handle.pread(lock.SIZE, 0)
+
+    def fast(self) -> tuple[Any, float] | None:
+        """For a look without this object: the mapped region (sliceable, ``[0:128]`` is
+        the bytes ``same`` compares) and the monotonic time until which it may be trusted;
+        None when LOCK is not mapped through an OS mapping. The caller serialises."""
+        mapping = self._map
+        if not isinstance(mapping, OsSharedMap):
+            return None
+        region = mapping.region()
+        return None if region is None else (region, self._opened + self.REOPEN_SECONDS)
 
     def same(self, key: bytes) -> bool:
         """Whether LOCK still holds ``key`` (a copy ``read`` returned): one copy of the
