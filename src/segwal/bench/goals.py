@@ -39,6 +39,18 @@ GOALS: tuple[Goal, ...] = (
     Goal("single append 100 B, sync never vs rocksdict", "single-100B", 1.2, peer="rocksdict"),
     Goal("single append 1 KiB, sync never vs rocksdict", "single-1KiB", 1.2, peer="rocksdict"),
     Goal("durable append, one thread vs raw", "durable-100B", 0.95, peer="raw"),
+    Goal(
+        "durable, preallocate=True vs raw with the same trick",
+        "durable-100B-prealloc",
+        0.95,
+        peer="raw",
+    ),
+    Goal(
+        "durable, direct_io=True vs raw with the same trick",
+        "durable-100B-direct",
+        0.95,
+        peer="raw",
+    ),
     Goal("durable, 16 threads vs the bare group commit", "group-16t", 1.0, peer="raw"),
     Goal("durable, 64 threads vs the bare group commit", "group-64t", 1.0, peer="raw"),
     Goal("durable, 64 threads clearly above 16", "group-64t", 1.05, versus="group-16t"),
