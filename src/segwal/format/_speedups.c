@@ -143,29 +143,49 @@ bind(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The prologue of the functions over one frame's lengths table, taking (buf, table, count,
+ * end) or (buf, table, count, end, skip, stop): the arguments parsed and checked, the buffer
+ * taken and its lengths table checked. 0: `view` is held and the caller releases it; -1: an
+ * exception is set and nothing is held. */
+static int
+open_frame(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+           Py_ssize_t *table, Py_ssize_t *count, Py_ssize_t *end, Py_ssize_t *skip,
+           Py_ssize_t *stop, Py_buffer *view)
+{
+    if (check_bound() < 0)
+        return -1;
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+        return -1;
+    }
+    *skip = 0;
+    *stop = 0;
+    if (as_ssize(args[1], table) < 0 || as_ssize(args[2], count) < 0 ||
+        as_ssize(args[3], end) < 0)
+        return -1;
+    if (want == 6 && (as_ssize(args[4], skip) < 0 || as_ssize(args[5], stop) < 0))
+        return -1;
+    if (check_args(*table, *count, *end, NULL, 0, *skip, *stop) < 0)
+        return -1;
+    if (PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (check_lengths(view->buf, view->len, *table, *count, *end, 0, 0, NULL) < 0) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 record_spans(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t table, count, end;
+    Py_ssize_t table, count, end, skip, stop;
     Py_buffer view;
     PyObject *list = NULL;
 
-    if (check_bound() < 0)
-        return NULL;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "record_spans() takes 4 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (as_ssize(args[1], &table) < 0 || as_ssize(args[2], &count) < 0 ||
-        as_ssize(args[3], &end) < 0)
-        return NULL;
-    if (check_args(table, count, end, NULL, 0, 0, 0) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    if (open_frame("record_spans", args, nargs, 4, &table, &count, &end, &skip, &stop, &view) < 0)
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
-    if (check_lengths(buf, view.len, table, count, end, 0, 0, NULL) < 0)
-        goto done;
     list = PyList_New(count);
     if (list == NULL)
         goto done;
@@ -355,26 +375,14 @@ length_total(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 payload_offsets(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t table, count, end;
+    Py_ssize_t table, count, end, skip, stop;
     Py_buffer view;
     PyObject *out = NULL;
 
-    if (check_bound() < 0)
-        return NULL;
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "payload_offsets() takes 4 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (as_ssize(args[1], &table) < 0 || as_ssize(args[2], &count) < 0 ||
-        as_ssize(args[3], &end) < 0)
-        return NULL;
-    if (check_args(table, count, end, NULL, 0, 0, 0) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    if (open_frame("payload_offsets", args, nargs, 4, &table, &count, &end, &skip, &stop,
+                   &view) < 0)
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
-    if (check_lengths(buf, view.len, table, count, end, 0, 0, NULL) < 0)
-        goto done;
     out = PyBytes_FromStringAndSize(NULL, (count + 1) * (Py_ssize_t)sizeof(uint64_t));
     if (out == NULL)
         goto done;
@@ -401,23 +409,10 @@ decode_payloads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer view;
     PyObject *list = NULL;
 
-    if (check_bound() < 0)
-        return NULL;
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "decode_payloads() takes 6 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    if (as_ssize(args[1], &table) < 0 || as_ssize(args[2], &count) < 0 ||
-        as_ssize(args[3], &end) < 0 || as_ssize(args[4], &skip) < 0 ||
-        as_ssize(args[5], &stop) < 0)
-        return NULL;
-    if (check_args(table, count, end, NULL, 0, skip, stop) < 0)
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    if (open_frame("decode_payloads", args, nargs, 6, &table, &count, &end, &skip, &stop,
+                   &view) < 0)
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
-    if (check_lengths(buf, view.len, table, count, end, 0, 0, NULL) < 0)
-        goto done;
     list = PyList_New(stop - skip);
     if (list == NULL)
         goto done;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar, cast
+from typing import NamedTuple, Protocol, TypeVar
 
 from segwal.errors import (
     AuthenticationError,
@@ -140,26 +140,11 @@ def record_iterator(
     skip: int,
     stop: int,
 ) -> Iterator[Record]:
-    return iter(
-        stream_records(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop)
-    )
-
-
-def eager_record_iterator(
-    buf: Buffer,
-    table: int,
-    count: int,
-    end: int,
-    first_lsn: int,
-    record_type: int,
-    timestamp_us: int,
-    skip: int,
-    stop: int,
-) -> Iterator[Record]:
-    """``record_iterator`` with every record built before it returns (a list's iterator)."""
-    return iter(
-        decode_records(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop)
-    )
+    """A frame's records, streamed from a ``bytes`` body; from any other buffer (a decrypted
+    body in the opener's scratch buffer, which the next frame overwrites) every record is
+    built before this returns, in pure Python too."""
+    decode = stream_records if buf.__class__ is bytes else decode_records
+    return iter(decode(buf, table, count, end, first_lsn, record_type, timestamp_us, skip, stop))
 
 
 def iter_records(
@@ -209,11 +194,6 @@ def decode_frames(
     # frames may all be decrypted into one buffer.
     opener = coding.opener(header, handle.path, reuse=True)
     defer = opener.defers_crc
-    # Eager (a list) even in pure Python: an opaque body may be the opener's buffer, which
-    # the next frame overwrites (payload decoders copy every payload anyway).
-    decode_opaque = decode
-    if decode is record_iterator:
-        decode_opaque = cast(FrameDecoder[T], eager_record_iterator)
     for ref in iter_frames(handle, header, start, end, skip=seek, defer_crc=defer):
         verdict = ref.verdict
         frame = verdict.frame
@@ -249,7 +229,7 @@ def decode_frames(
                 _check_deferred(handle, header, ref, before)
                 raise
         try:
-            item = (decode_opaque if frame.opaque else decode)(
+            item = decode(
                 body,
                 table,
                 count,
