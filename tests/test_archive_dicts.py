@@ -130,3 +130,32 @@ def test_a_missing_dictionary_object_is_named_and_stops_a_restore(tmp_path: Path
     with pytest.raises(segwal.ArchiveNotFoundError, match="dictionary"):
         segwal.mirror(store, tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.wal"))  # no segment without its dictionary
+
+
+def _colliding_contents() -> tuple[bytes, bytes]:
+    """Two valid dictionary contents whose 32-bit ids collide (a birthday search over
+    ~2^16 BLAKE3 digests: well under a second)."""
+    seen: dict[int, bytes] = {}
+    counter = 0
+    while True:
+        content = zdict.ZSTD_DICT_MAGIC + counter.to_bytes(8, "little")
+        dict_id = zdict.id_of(zdict.digest_of(content))
+        other = seen.setdefault(dict_id, content)
+        if other != content and dict_id:
+            return other, content
+        counter += 1
+
+
+def test_two_archived_dictionaries_sharing_an_id_are_named(tmp_path: Path) -> None:
+    store = MemoryStore()
+    _write(tmp_path / "log", store, {}, 0, 30)
+    assert segwal.verify_archive(store).ok
+    first, second = (zdict.make(c) for c in _colliding_contents())
+    assert first.dict_id == second.dict_id and first.digest != second.digest
+    for dictionary in (first, second):
+        store.put(DICTS_PREFIX + dictionary.name, zdict.encode(dictionary))
+    report = segwal.verify_archive(store)
+    shared = [p for p in report.problems if "shares dictionary id" in p.reason]
+    assert not report.ok and len(shared) == 1
+    assert f"{first.dict_id:#010x}" in shared[0].reason
+    assert {shared[0].key} < {DICTS_PREFIX + first.name, DICTS_PREFIX + second.name}

@@ -322,7 +322,8 @@ def _key_problems(
 def _dictionary_problems(
     store: ObjectStore, every: list[ArchivedSegment], results: dict[str, SegmentFacts]
 ) -> Iterator[ArchiveProblem]:
-    """Every ``dicts/`` object whole, and every dictionary a segment names archived."""
+    """Every ``dicts/`` object whole and alone with its id, and every dictionary a segment
+    names archived."""
     needed: dict[int, str] = {}
     for segment in every:
         found = results.get(segment.key)

@@ -134,16 +134,22 @@ def install(directory: str, data: bytes) -> None:
 
 def problems(store: ObjectStore, needed: dict[int, str]) -> list[tuple[str, str]]:
     """(key, reason) for each dictionary a segment names (``needed``: id -> the first
-    segment naming it) that the archive lacks or holds damaged, and each damaged one."""
+    segment naming it) that the archive lacks or holds damaged, each damaged one, and each
+    that shares its id with another (a reader cannot tell which one a segment names)."""
     found: list[tuple[str, str]] = []
-    seen: set[int] = set()
+    seen: dict[int, str] = {}  # id -> the first intact object with it
     for info in retrying(lambda: list(store.list(DICTS_PREFIX)), attempts=6, base_delay=0.2):
         try:
             dictionary = check(store.get(info.key), key=info.key, url=store.url)
         except ArchiveCorruptError as exc:
             found.append((info.key, exc.reason))
             continue
-        seen.add(dictionary.dict_id)
+        first = seen.setdefault(dictionary.dict_id, info.key)
+        if first != info.key:
+            # A restore refuses to pick one (fetch): a segment naming this id is unreadable.
+            found.append(
+                (info.key, f"shares dictionary id {dictionary.dict_id:#010x} with {first}")
+            )
     for dict_id, segment in sorted(needed.items()):
         if dict_id not in seen:
             found.append((segment, f"names compression dictionary {dict_id:#010x}, not archived"))
