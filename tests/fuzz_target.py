@@ -1307,15 +1307,18 @@ def fuzz_one(data: bytes) -> None:
     )
 
 
-V2_FLAVOURS: Final = ("zstd", "zstd+aes")
+V2_FLAVOURS: Final = ("zstd", "zstd+aes", "zstd+dict")
 
 
 @functools.cache
 def v2_reference(flavour: str) -> dict[str, bytes | None]:
     """A format v2 log written by segwal: compressed (zstd) frames, encrypted too for
-    "zstd+aes" (the tests' key ring, keys derived from a fixed secret); three sealed 1 KiB
-    segments, JSON-like batches and single appends, the last two batches unsynced."""
+    "zstd+aes" (the tests' key ring, keys derived from a fixed secret), compressed with a
+    trained dictionary for "zstd+dict" (its ``.zdict`` file is one of the files, so the
+    mutations reach it); three sealed 1 KiB segments, JSON-like batches and single appends,
+    the last two batches unsynced."""
     from cipherkeys import CounterKeys
+    from dictlib import trained
 
     fs = MemoryFileSystem()
     keys = CounterKeys() if "aes" in flavour else None
@@ -1325,6 +1328,7 @@ def v2_reference(flavour: str) -> dict[str, bytes | None]:
         filesystem=fs,
         clock=Clock(),
         compression="zstd",
+        compression_dictionary=trained() if "dict" in flavour else None,
         keys=keys,
     )
     wal = segwal.Wal(LOG, config)
@@ -1339,11 +1343,13 @@ def v2_reference(flavour: str) -> dict[str, bytes | None]:
     wal.append_batch([b'{"tail": %d}' % i * 9 for i in range(5)])
     wal.append(b"last")
     tree = fs.tree(LOG)
+    zdict_suffix = ".zdict"
+    assert ("dict" in flavour) == any(p.endswith(zdict_suffix) for p in tree)
     del wal  # as a killed writer leaves it: no clean-close mark
     return {
         posixpath.basename(p): c
         for p, c in tree.items()
-        if c is not None and SEGMENT_RE.match(posixpath.basename(p))
+        if c is not None and (SEGMENT_RE.match(posixpath.basename(p)) or p.endswith(zdict_suffix))
     }
 
 
