@@ -20,6 +20,7 @@ from segwal.format.layout import SegmentHeader
 from segwal.log.framecache import FrameCache
 from segwal.log.handles import HandleCache
 from segwal.storage.fileio import FileSystem
+from segwal.storage.forklocks import LEAF, guard
 from segwal.storage.index import SparseIndex
 from segwal.storage.index import remove as remove_index
 from segwal.storage.recovery import SegmentState
@@ -191,7 +192,7 @@ class SegmentCatalog:
         self._fs = fs
         self._directory = directory
         self._track = track_readers  # readonly views delete nothing, so they count nothing
-        self._lock = threading.Lock()
+        self._lock = guard(threading.Lock(), LEAF)
         self._readers: dict[str, int] = {}  # segment path -> readers streaming it
         self._retired: set[str] = set()  # deleted from the log, waiting for their readers
         self._closed = False

@@ -20,6 +20,7 @@ from itertools import count
 from time import monotonic
 
 from segwal.errors import WalFailedError
+from segwal.storage.forklocks import LEAF, guard
 
 # A queued waiter: its LSN, an arrival number (ties), whether it may lead, and the lock it
 # sleeps on (held until a barrier covers it, or it is chosen to lead, or the log fails).
@@ -37,7 +38,7 @@ class GroupCommit:
         on_durable: Callable[[int], None],
         on_failure: Callable[[BaseException], None],
     ) -> None:
-        self._mutex = threading.Lock()
+        self._mutex = guard(threading.Lock(), LEAF)
         # Rare waits (exclusive, wait_beyond) sleep on this condition over the same mutex.
         self._cond = threading.Condition(self._mutex)
         self._barrier = barrier  # fdatasync of the active segment

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 from segwal.format.records import cached_record as _cached_record
 from segwal.format.records import payload_offsets
+from segwal.storage.forklocks import LEAF, guard
 from segwal.storage.framereads import PlainFrame
 from segwal.types import Record
 
@@ -150,7 +151,7 @@ class FrameCache:
         self.hits = 0  # statistics (counted without the lock: a hit takes none)
         self.misses = 0  # frames read from the file for a point read
         self.rewinds = 0  # the rewind count the cached frames belong to
-        self._lock = threading.Lock()
+        self._lock = guard(threading.Lock(), LEAF)
         self._table = _EMPTY
         # first LSN -> frame, oldest insertion first (the eviction hand's order; lock held).
         self._order: dict[int, Cached] = {}

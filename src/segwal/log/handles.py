@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from segwal.storage.fileio import FileHandle, FileSystem
+from segwal.storage.forklocks import LEAF, guard
 
 LIMIT = 32  # handles kept open while unused; readers in flight may hold more
 
@@ -43,7 +44,7 @@ class HandleCache:
     def __init__(self, fs: FileSystem, limit: int = LIMIT) -> None:
         self._fs = fs
         self._limit = limit
-        self._lock = threading.Lock()
+        self._lock = guard(threading.Lock(), LEAF)
         self._loans: OrderedDict[int, Loan] = OrderedDict()  # id(token) -> its loan
         self._closed = False
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -51,6 +50,7 @@ from segwal.format.frames import Prepared
 from segwal.format.layout import MAX_LSN
 from segwal.log.arguments import exhausted, to_payload
 from segwal.log.state import LogState, log
+from segwal.storage.forklocks import QUEUE, guard
 
 QUEUE_BYTES: Final = 32 * 2**20  # payload bytes in flight (copies of the callers' records)
 # A smaller batch, with nothing queued, is compressed on the appending thread: its codec time
@@ -60,26 +60,6 @@ INLINE_BYTES: Final = 16 * 1024
 JOBS_PER_THREAD: Final = 4  # batches in flight per worker: enough to keep every core busy
 
 _QUEUED, _TAKEN, _DONE = 0, 1, 2
-
-_pipelines: weakref.WeakSet[CompressionPipeline] = weakref.WeakSet()  # running, for forks
-_held: list[CompressionPipeline] = []  # the ones whose locks a fork in progress holds
-
-
-def _before_fork() -> None:
-    for pipeline in list(_pipelines):
-        pipeline._state.lock.acquire()  # the log's lock first: the lock order
-        pipeline._mutex.acquire()
-        _held.append(pipeline)
-
-
-def _after_fork() -> None:
-    while _held:
-        pipeline = _held.pop()
-        pipeline._mutex.release()
-        pipeline._state.lock.release()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
 
 
 class Job:
@@ -135,7 +115,7 @@ class CompressionPipeline:
         # ``with self._mutex`` (a C lock, whose __enter__ a signal cannot split), never
         # ``with self._cond`` (Condition.__enter__ is Python: a KeyboardInterrupt raised
         # right after its acquire leaks the lock, and every later drain hangs).
-        self._mutex = threading.Lock()
+        self._mutex = guard(threading.Lock(), QUEUE)
         self._cond = threading.Condition(self._mutex)
         # In LSN order, not yet written; changed only with the log's lock and _cond held.
         self._jobs: deque[Job] = deque()
@@ -150,7 +130,6 @@ class CompressionPipeline:
         ]
         for thread in self._threads:
             thread.start()
-        _pipelines.add(self)
 
     # -- the appending side (the appender calls these) ------------------------------------
 
@@ -374,11 +353,9 @@ class CompressionPipeline:
 
     def stop(self) -> None:
         """End the workers (at close, after the drain; queued batches of a failed log are
-        dropped). In a forked child the threads do not exist and the condition may be held
-        by a thread of the parent: nothing to do."""
+        dropped). In a forked child the threads do not exist: nothing to do."""
         if os.getpid() != self._pid:
             return
-        _pipelines.discard(self)
         with self._mutex:
             self._stopping = True
             self._cond.notify_all()

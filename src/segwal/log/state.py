@@ -25,6 +25,7 @@ from segwal.log.catalog import SegmentCatalog, writer_info
 from segwal.log.config import WalConfig
 from segwal.log.telemetry import Telemetry
 from segwal.storage.dictionaries import Dictionaries
+from segwal.storage.forklocks import LOG, guard
 from segwal.types import SegmentInfo, Stats
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class LogState:
         self.coding = config.coding(Dictionaries(self.fs, path))
         # Re-entrant because a failed barrier run by a thread that holds it (a checkpoint)
         # undoes under it too.
-        self.lock = threading.RLock()
+        self.lock = guard(threading.RLock(), LOG)
         self.closed = False
         self.failure: BaseException | None = None
         self.pid = os.getpid()  # the process that may change the log (see forked())

@@ -33,6 +33,7 @@ from segwal.log.reading import Reader
 from segwal.log.retention import Decision
 from segwal.log.state import LogState
 from segwal.storage.fileio import FileSystem
+from segwal.storage.forklocks import OUTER, guard
 from segwal.storage.lockfile import LockWatch
 from segwal.types import Batch, FrameRecords, Record, RecoveryReport, SegmentInfo, Stats
 
@@ -83,7 +84,7 @@ class Wal:
             )
             self._reader = Reader(state, flush_buffer=None, refresh_view=self._look)
             self._maintenance = Maintenance(state, None)
-            self._view_lock = threading.Lock()
+            self._view_lock = guard(threading.Lock(), OUTER)
             self._lock_watch = LockWatch(state.fs, state.path)
             self._fast_look: tuple[Any, bytes, float] | None = None
             seen = self._lock_watch.read()  # before the plan: a change after it shows

@@ -30,6 +30,7 @@ from segwal.format import dictionary as layout
 from segwal.format.codecs import decoding_dictionary
 from segwal.format.dictionary import Dictionary
 from segwal.storage.fileio import FileSystem
+from segwal.storage.forklocks import LEAF, guard
 from segwal.storage.replace import read_file, replace_file
 from segwal.types import Problem
 
@@ -90,7 +91,7 @@ class Dictionaries:
     def __init__(self, fs: FileSystem, directory: str) -> None:
         self._fs = fs
         self._directory = directory
-        self._lock = threading.Lock()
+        self._lock = guard(threading.Lock(), LEAF)
         self._decoding: dict[int, object] = {}
 
     def find(self, dict_id: int, needed_by: str) -> Dictionary:

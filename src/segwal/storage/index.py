@@ -37,6 +37,7 @@ from segwal.format.layout import (
     crc32c,
 )
 from segwal.storage.fileio import FileHandle, FileSystem
+from segwal.storage.forklocks import LEAF, guard
 
 log = logging.getLogger("segwal")
 
@@ -252,7 +253,7 @@ class CheckedIndex(SparseIndex):
         self._fs, self._path, self._end = fs, segment_path, end
         self._checked = 0  # entries [0, _checked) are known batch starts
         self._trusted = not self.lsns  # set last: once true, the lists never change again
-        self._lock = threading.Lock()
+        self._lock = guard(threading.Lock(), LEAF)
         self.rebuilt = False
 
     def seek_lsn(self, lsn: int, first_lsn: int) -> tuple[int, int]:
