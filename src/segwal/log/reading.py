@@ -31,6 +31,8 @@ from segwal.log.handles import Loan
 from segwal.log.state import LogState
 from segwal.storage.fileio import Buffer
 from segwal.storage.framereads import (
+    FIRST_CHUNK,
+    READ_CHUNK,
     FrameDecoder,
     PlainFrame,
     decode_frames,
@@ -252,7 +254,7 @@ class Reader:
         snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
         start = snap.first if from_lsn is None else max(from_lsn, snap.first)
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
-        return chain.from_iterable(self._stream(snap, start, stop))
+        return chain.from_iterable(self._stream(snap, start, stop, bulk=True))
 
     def replay_frames(
         self, from_lsn: int | None = None, to_lsn: int | None = None, *, unsynced: bool = False
@@ -264,7 +266,7 @@ class Reader:
         snap = self._snapshot(arguments.flag(unsynced, "unsynced"))
         start = snap.first if from_lsn is None else max(from_lsn, snap.first)
         stop = snap.limit if to_lsn is None else min(to_lsn, snap.limit)
-        return self._stream(snap, start, stop, _frame_records, _frame_through)
+        return self._stream(snap, start, stop, _frame_records, _frame_through, bulk=True)
 
     def read_batch(
         self,
@@ -409,7 +411,9 @@ class Reader:
         return False
 
     @overload
-    def _stream(self, snap: Snapshot, start: int, stop: int) -> Iterator[Iterator[Record]]: ...
+    def _stream(
+        self, snap: Snapshot, start: int, stop: int, *, bulk: bool = False
+    ) -> Iterator[Iterator[Record]]: ...
 
     @overload
     def _stream(
@@ -419,6 +423,8 @@ class Reader:
         stop: int,
         decode: FrameDecoder[T],
         through: Callable[[T, int], tuple[T | None, bool]],
+        *,
+        bulk: bool = False,
     ) -> Iterator[T]: ...
 
     def _stream(
@@ -428,10 +434,14 @@ class Reader:
         stop: int,
         decode: FrameDecoder[Any] = record_iterator,
         through: Callable[[Any, int], tuple[Any, bool]] = _records_through,
+        *,
+        bulk: bool = False,
     ) -> Iterator[Any]:
         """One item per frame holding LSNs ``start..stop``, as ``decode`` builds it;
         ``through(item, lsn)`` is the part of an item up to ``lsn`` (None: nothing) and
-        whether that is all of it (for a rewind while the stream was paused)."""
+        whether that is all of it (for a rewind while the stream was paused). ``bulk``: the
+        caller means to read the whole range (a replay), so a part read to its end is read
+        in full windows from the first ``pread`` on."""
         chosen = parts_for(snap.sealed, snap.active, start, stop)
         if not chosen:
             return
@@ -447,6 +457,7 @@ class Reader:
                 offset, first = HEADER_SIZE, part.first_lsn
                 if start > first:
                     first, offset = self._index_of(part).seek_lsn(start, first)
+                whole = bulk and stop >= part.last_lsn
                 try:
                     for frame in decode_frames(
                         handle,
@@ -458,6 +469,7 @@ class Reader:
                         from_lsn=start,
                         to_lsn=min(stop, part.last_lsn),
                         coding=state.coding,
+                        first_chunk=READ_CHUNK if whole else FIRST_CHUNK,
                     ):
                         if state.rewinds != snap.rewinds:
                             # Checked per frame: a reader paused in a snapshot yields what a

@@ -185,16 +185,22 @@ def decode_frames(
     from_lsn: int,
     to_lsn: int,
     coding: Coding = PLAIN,
+    first_chunk: int = FIRST_CHUNK,
 ) -> Iterator[T]:
     """``iter_records`` with what ``decode`` builds of each frame's records in range (one
-    item per frame, whatever it is: an iterator of records, a frame of payloads)."""
+    item per frame, whatever it is: an iterator of records, a frame of payloads).
+    ``first_chunk`` is ``iter_frames``'s: a caller that will read to ``end`` passes
+    ``READ_CHUNK``, so no small read is made only to learn the first frame's length."""
     expected = first_lsn
     seek = (first_lsn, from_lsn) if from_lsn > first_lsn else None
     # Records are copied out of each body before the next frame is opened, so encrypted
     # frames may all be decrypted into one buffer.
     opener = coding.opener(header, handle.path, reuse=True)
     defer = opener.defers_crc
-    for ref in iter_frames(handle, header, start, end, skip=seek, defer_crc=defer):
+    frames = iter_frames(
+        handle, header, start, end, skip=seek, defer_crc=defer, first_chunk=first_chunk
+    )
+    for ref in frames:
         verdict = ref.verdict
         frame = verdict.frame
         if frame is None:

@@ -16,7 +16,7 @@ from segwal.format.framing import max_frame_bytes
 from segwal.format.layout import HEADER_SIZE, SEAL_SIZE, Seal, SegmentHeader
 from segwal.format.scanner import Status, check, find_valid
 from segwal.storage.fileio import FileHandle
-from segwal.storage.framereads import iter_frames
+from segwal.storage.framereads import READ_CHUNK, iter_frames
 from segwal.storage.index import SparseIndex
 from segwal.storage.segment import digest_of
 
@@ -66,7 +66,9 @@ def scan_tail(
     padded = bool(header.flags & HEADER_PREALLOCATED)
     batch_ts = 0
     batch_start = True
-    frames = iter_frames(handle, header, start, size)
+    # The scan reads every byte to the end, so it starts with full windows: growing from a
+    # small first read costs a read of each frame twice (cold, a device round trip each).
+    frames = iter_frames(handle, header, start, size, first_chunk=READ_CHUNK)
     while True:  # iter_frames always ends with a verdict that is not a frame: every exit breaks
         ref = next(frames)
         verdict = ref.verdict
