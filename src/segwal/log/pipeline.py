@@ -404,7 +404,11 @@ class CompressionPipeline:
                 )
             except BaseException as exc:
                 if state.failure is None:
-                    raise  # an interrupt after the write: the job is popped when next seen
+                    if not isinstance(exc, Exception):
+                        # An interrupt before the write (the job is written when next seen)
+                        # or after it (popped when next seen, by its LSNs): the caller's.
+                        raise
+                    state.fail(exc)  # encoding failed: the log fails as on a failed write
                 self._drop()
                 if raise_errors or not isinstance(exc, Exception):
                     raise  # a KeyboardInterrupt is the caller's, whichever path wrote
