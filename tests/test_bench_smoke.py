@@ -204,6 +204,9 @@ def test_codec_rows(tmp_path: Path) -> None:
     assert len(body) == 28
     _check_dictionary_rows(single)
     ratio = {(r[0], r[1], r[2]): float(r[7]) for r in body}
+    cpu = {(r[0], r[1], r[2]): float(r[8].rstrip("x")) for r in body}
+    assert all(cpu[row] == 1.0 for row in cpu if row[0] == "none")
+    assert all(value > 0 for value in cpu.values())
     assert ratio[("zstd", "jsonish", "1024 B")] > 2 * ratio[("none", "jsonish", "1024 B")]
     assert ratio[("lz4", "random", "1024 B")] == ratio[("none", "random", "1024 B")]
     # Encrypted frames carry a plain size, a nonce and a tag: a little bigger than plain.

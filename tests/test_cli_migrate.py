@@ -119,3 +119,48 @@ def test_bad_ndjson_is_refused_and_leaves_no_log(tmp_path: Path, line: str, mess
     assert result.exit_code == 2
     assert message in result.output
     assert not target.exists()
+
+
+def _single_appends(path: Path, n: int = 400) -> None:
+    """Single appends, each with its own timestamp: one record per frame after migrate too."""
+    clock = FakeClock()
+    with segwal.open(path, sync="never", clock=clock) as wal:
+        for i in range(n):
+            clock.advance(0.001)
+            wal.append(b'{"user": %d, "event": "click", "page": "/items/%d", "ok": true}' % (i, i))
+
+
+def test_migrate_with_a_dictionary_names_it_and_stores_less(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    _single_appends(source)
+    samples = [r[3] for r in records_of(source)]
+    dictionary = tmp_path / "events.zdict"
+    dictionary.write_bytes(segwal.train_dictionary(samples * 4, size=4096))
+    plain, with_dict = tmp_path / "zstd", tmp_path / "dict"
+    assert run("migrate", str(source), str(plain), "--compression", "zstd").exit_code == 0
+    result = run(
+        "migrate", str(source), str(with_dict), "--compression", "zstd",
+        "--compression-dictionary", str(dictionary),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert records_of(with_dict) == records_of(source)
+    headers = [decode_header(p.read_bytes()[:128]) for p in segment_files(with_dict)]
+    assert {h.dict_id for h in headers} != {0}
+    assert list(with_dict.glob("*.zdict"))  # stored in the new log, which reads alone
+    size = sum(p.stat().st_size for p in segment_files(with_dict))
+    assert size < sum(p.stat().st_size for p in segment_files(plain))
+
+
+def test_migrate_refuses_a_dictionary_without_zstd_and_leaves_no_log(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    _single_appends(source, 20)
+    dictionary = tmp_path / "d.zdict"
+    dictionary.write_bytes(segwal.train_dictionary([r[3] for r in records_of(source)] * 20, 1024))
+    target = tmp_path / "dst"
+    result = CliRunner().invoke(
+        main,
+        ["migrate", str(source), str(target), "--compression-dictionary", str(dictionary)],
+    )
+    assert result.exit_code != 0
+    assert 'compression="zstd"' in result.output
+    assert not target.exists()

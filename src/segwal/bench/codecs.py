@@ -10,7 +10,9 @@ appended in batches of 64 with ``sync="never"`` and one ``sync()`` at the end (l
 buffered batch rows), then replayed in full (warm cache). Each row reports the append and
 replay rates, the bytes on disk against the payload bytes (the compression ratio), and
 the append and replay rates relative to plain segwal on the same records in the same run
-(the median of interleaved repetitions).
+(the median of interleaved repetitions), and the append's CPU time (every thread of the
+process, so the pipelined rows' workers count) relative to plain's: on a machine shared with
+other work the wall-clock rates include waiting for a core, the CPU time does not.
 """
 
 from __future__ import annotations
@@ -82,13 +84,14 @@ class Result:
     ratio: float  # payload bytes / bytes on disk
     append_vs_plain: float = 1.0
     replay_vs_plain: float = 1.0
+    cpu_vs_plain: float = 1.0  # plain's append CPU time / this row's (1/x: x times the CPU)
 
 
 def _disk_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if ".wal" in f)
 
 
-def _one(base: str, codec: str, work: list[list[bytes]]) -> tuple[float, float, int]:
+def _one(base: str, codec: str, work: list[list[bytes]]) -> tuple[float, float, int, float]:
     path = tempfile.mkdtemp(prefix="codec-", dir=base)
     n = sum(map(len, work))
     options = CODECS[codec]
@@ -97,11 +100,13 @@ def _one(base: str, codec: str, work: list[list[bytes]]) -> tuple[float, float, 
         wal = segwal.open(path, sync="never", **options)
         append: Callable[[list[bytes]], object] = wal.append_batch
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for batch in work:
             append(batch)
         wal.sync()
         appended = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         wal.close()
         disk = _disk_bytes(path)
         with segwal.open(path, sync="never", readonly=True, **key) as reader:
@@ -111,7 +116,7 @@ def _one(base: str, codec: str, work: list[list[bytes]]) -> tuple[float, float, 
             replayed = time.perf_counter() - t0
         if count != n:
             raise RuntimeError(f"replay gave {count} records, not {n}")
-        return n / appended, n / replayed, disk
+        return n / appended, n / replayed, disk, cpu
     finally:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -159,17 +164,19 @@ def run(
             data = payloads(kind, size, n)
             work = [data[i : i + BATCH] for i in range(0, n, BATCH)]
             names = list(codecs)
-            runs: dict[str, list[tuple[float, float, int]]] = {c: [] for c in names}
+            runs: dict[str, list[tuple[float, float, int, float]]] = {c: [] for c in names}
             for r in range(repeat):
                 turn = r % len(names)
                 for codec in names[turn:] + names[:turn]:
                     runs[codec].append(_one(base, codec, work))
             plain_append = statistics.median(x[0] for x in runs["none"])
             plain_replay = statistics.median(x[1] for x in runs["none"])
+            plain_cpu = statistics.median(x[3] for x in runs["none"])
             for codec in names:
                 append = statistics.median(x[0] for x in runs[codec])
                 replay = statistics.median(x[1] for x in runs[codec])
                 disk = statistics.median(x[2] for x in runs[codec])
+                cpu = statistics.median(x[3] for x in runs[codec])
                 results.append(
                     Result(
                         codec,
@@ -180,6 +187,7 @@ def run(
                         n * size / disk,
                         append / plain_append,
                         replay / plain_replay,
+                        plain_cpu / cpu if cpu > 0 else 0.0,
                     )
                 )
             note(f"codecs: {size} B {kind} done")
@@ -195,15 +203,17 @@ def render(results: list[Result], repeat: int) -> str:
         "the same records in the same run. Rows marked 'pipelined' compress on "
         f"compression_threads={PIPELINE_THREADS} worker threads off the appending thread "
         "(an append returns once queued; the promise of buffer_bytes, see DURABILITY.md); "
-        "the other rows compress on the appending thread.",
+        "the other rows compress on the appending thread. 'CPU vs plain' = plain's append CPU "
+        "time (all threads) / this row's: independent of other work on the machine.",
         "",
-        "| codec | records | size | append rec/s | vs plain | replay rec/s | vs plain | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| codec | records | size | append rec/s | vs plain | replay rec/s | vs plain | ratio "
+        "| CPU vs plain |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.codec} | {r.kind} | {r.size} B | {r.append_rps:,.0f} | "
             f"{r.append_vs_plain:.2f}x | {r.replay_rps:,.0f} | {r.replay_vs_plain:.2f}x | "
-            f"{r.ratio:.2f} |"
+            f"{r.ratio:.2f} | {r.cpu_vs_plain:.2f}x |"
         )
     return "\n".join(lines) + "\n"

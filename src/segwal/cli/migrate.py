@@ -85,14 +85,20 @@ def _write(
     compression: str,
     level: int | None,
     encrypt: str | None = None,
+    dictionary: str | None = None,
 ) -> int:
     """Append ``items`` (consecutive LSNs) to a new log (encrypted under the KEK in the file
-    ``encrypt``, if given); returns the number of records."""
+    ``encrypt``, if given; zstd frames with the trained dictionary in the file
+    ``dictionary``, if given); returns the number of records."""
     clock = _Clock(0)
     options: dict[str, Any] = {"compression": None if compression == "none" else compression}
     options.update(key_options(encrypt))
     if level is not None:
         options["compression_level"] = level
+    if dictionary is not None:
+        # Checked by segwal.open (zstd only, not with encryption, a valid dictionary file):
+        # its ConfigError becomes the usage error before anything is written.
+        options["compression_dictionary"] = dictionary
     count = 0
     wal: segwal.Wal | None = None
     try:
@@ -158,6 +164,14 @@ def _records(wal: segwal.Wal) -> Iterator[Item]:
 
 def _compression_options(f: Any) -> Any:
     f = click.option(
+        "--compression-dictionary",
+        "dictionary",
+        type=click.Path(dir_okay=False, exists=True),
+        help="With --compression zstd: a trained zstd dictionary file ('segwal dict train', "
+        "or a SOURCE's *.zdict) stored in the new log and used for every frame; it helps "
+        "logs of single small appends (README, 'Small records').",
+    )(f)
+    f = click.option(
         "--compression-level",
         "level",
         type=int,
@@ -193,6 +207,7 @@ def migrate(
     target: str,
     compression: str,
     level: int | None,
+    dictionary: str | None,
     encrypt: str | None,
     kek_file: str | None,
 ) -> None:
@@ -209,7 +224,7 @@ def migrate(
     try:
         with errors(source), segwal.open(source, readonly=True, **key_options(kek_file)) as src:
             with errors(target):
-                count = _write(target, _records(src), compression, level, encrypt)
+                count = _write(target, _records(src), compression, level, encrypt, dictionary)
             with errors(target):
                 _compare(_records(src), target, encrypt)
     except BaseException:
@@ -253,7 +268,12 @@ def _parse(stream: IO[str]) -> Iterator[Item]:
 @_compression_options
 @_encrypt_option
 def import_(
-    target: str, ndjson: IO[str], compression: str, level: int | None, encrypt: str | None
+    target: str,
+    ndjson: IO[str],
+    compression: str,
+    level: int | None,
+    dictionary: str | None,
+    encrypt: str | None,
 ) -> None:
     """Append the records of an NDJSON file to a new log in TARGET, keeping LSNs, types
     and timestamps. TARGET must not exist or be empty; on any error it is removed."""
@@ -261,7 +281,7 @@ def import_(
     created = not os.path.exists(target)
     try:
         with errors(target):
-            count = _write(target, _parse(ndjson), compression, level, encrypt)
+            count = _write(target, _parse(ndjson), compression, level, encrypt, dictionary)
     except BaseException:
         if created:
             shutil.rmtree(target, ignore_errors=True)

@@ -33,6 +33,14 @@ when a core is idle: it overlaps the codec with the appending thread, it does no
 codec cheaper. On a busy machine it is slower than compressing inline (see the pipelined
 rows of ``segwal bench --codecs``).
 
+A KeyboardInterrupt on the appending thread (which compresses and writes too) may land at
+any point where the interpreter runs signal handlers: it is raised to the caller, never taken
+for a failure of the log, and never loses or repeats a batch. What the thread had taken goes
+back to the queue (``_repair``, from the jobs' own marks), a batch written but not yet popped
+is popped unwritten when next seen (its LSNs are in the segment), a finished head nobody
+writes is written by the next appender, and a burst is queued before it leaves the buffer
+(tests/test_pipeline_interrupt.py tries every such point).
+
 Lock order: the log's lock, then the pipeline's condition; a worker holds the condition
 only to take or finish jobs, never while it waits for the log's lock.
 """
@@ -70,6 +78,7 @@ class Job:
         "first",
         "items",
         "lengths",
+        "owner",
         "prepared",
         "record_type",
         "size",
@@ -86,6 +95,7 @@ class Job:
         self.record_type = record_type
         self.ts = ts
         self.status = _QUEUED  # _TAKEN by whoever compresses it, then _DONE (under _cond)
+        self.owner = 0  # the thread that took it: an interrupted one hands it back (_repair)
         self.size = sum(lengths)
         self.prepared: Prepared | None = None
         self.error: BaseException | None = None
@@ -183,20 +193,25 @@ class CompressionPipeline:
         buffer = self._buffer
         if not buffer.payloads:
             return
-        burst = buffer.take()
-        self._submit(
-            Job(
-                burst.payloads,
-                list(map(len, burst.payloads)),
-                burst.first_lsn,
-                burst.record_type,
-                burst.timestamp_us,
-            )
-        )
+        if buffer.first_lsn <= self._given():
+            # Queued (or written) already: an interrupt came before the buffer was emptied.
+            buffer.take()
+            return
+        # Queued first, taken out after: an interrupt in between neither loses the burst
+        # nor queues it twice (the check above).
+        payloads = buffer.payloads
+        first = buffer.first_lsn
+        job = Job(payloads, list(map(len, payloads)), first, buffer.record_type, buffer.stamp)
+        try:
+            self._submit(job)
+        finally:
+            if buffer.payloads is payloads and first <= self._given():
+                buffer.take()
+        size = job.size
         counters = self._state.counters
-        counters["appends"] += len(burst.payloads)
-        counters["records"] += len(burst.payloads)
-        counters["payload_bytes"] += burst.size
+        counters["appends"] += len(payloads)
+        counters["records"] += len(payloads)
+        counters["payload_bytes"] += size
 
     def drain(self) -> None:
         """Write the burst and every queued batch, in LSN order (the caller holds the lock).
@@ -205,20 +220,32 @@ class CompressionPipeline:
         while self._jobs:
             self._step()
 
+    def _given(self) -> int:
+        """The last LSN queued or written (the log's lock held)."""
+        writer = self._state.writer
+        written = writer.last_lsn if writer is not None else 0
+        return max(self._jobs[-1].last, written) if self._jobs else written
+
     # -- queue ----------------------------------------------------------------------------
 
     def _submit(self, job: Job) -> None:
         """Queue ``job`` (the log's lock held), making room first if the queue is full."""
         while self._jobs and self._full():
             self._step()  # holding the lock: no worker can write, so help and write here
-        with self._mutex:
-            self._jobs.append(job)
-            self._todo.append(job)
-            self._bytes += job.size
-            self._buffer.queued = len(self._jobs)
-            self._cond.notify()
-        # state.last_lsn counts it from now on (see AppendBuffer.last_lsn).
-        self._buffer.last_lsn = max(self._buffer.last_lsn, job.last)
+        try:
+            with self._mutex:
+                self._jobs.append(job)
+                # state.last_lsn counts it from now on (see AppendBuffer.last_lsn).
+                self._buffer.last_lsn = max(self._buffer.last_lsn, job.last)
+                self._todo.append(job)
+                self._bytes += job.size
+                self._buffer.queued = len(self._jobs)
+                self._cond.notify()
+        except BaseException:  # an interrupt between two of those lines
+            self._repair()
+            if self._jobs and self._jobs[-1] is job:
+                self._buffer.last_lsn = max(self._buffer.last_lsn, job.last)
+            raise
 
     def _full(self) -> bool:
         return len(self._jobs) >= self._limit or self._bytes >= QUEUE_BYTES
@@ -226,34 +253,62 @@ class CompressionPipeline:
     def _reserve(self) -> None:
         """Wait, without the log's lock, until the queue has room; compress a queued batch
         meanwhile rather than sit idle (the appending thread takes part)."""
-        while True:
-            with self._mutex:
-                if not self._jobs or not self._full() or self._stopping:
-                    return
-                if not self._todo:
-                    self._cond.wait(0.05)  # a written batch notifies
-                    continue
-                job = self._take_locked()
-            self._compress_or_return(job)
-            self._write_ready()
+        try:
+            while True:
+                with self._mutex:
+                    if not self._jobs or not self._full() or self._stopping:
+                        return
+                    job = self._take_locked() if self._todo else None
+                    if job is None and self._jobs[0].status != _DONE:
+                        self._cond.wait(0.05)  # a written batch notifies
+                        continue
+                if job is not None:
+                    self._compress(job)
+                # Also a finished head nobody is writing (its compressor was interrupted).
+                self._write_ready()
+        except BaseException:  # KeyboardInterrupt: what this thread took goes back
+            self._repair()
+            raise
 
     def _step(self) -> None:
         """With the log's lock held: make the oldest queued batch written, compressing it
         (or another not yet taken) here or waiting for the worker that took it."""
         head = self._jobs[0]
-        with self._mutex:
-            mine = self._take_locked() if self._todo else None
-            if mine is None:
-                while head.status == _TAKEN:
-                    self._cond.wait()
-        if mine is not None:
-            self._compress_or_return(mine)
-        self._write_heads(raise_errors=True)
+        try:
+            with self._mutex:
+                mine = self._take_locked() if self._todo else None
+                if mine is None:
+                    while head.status == _TAKEN:
+                        self._cond.wait()
+            if mine is not None:
+                self._compress(mine)
+            self._write_heads(raise_errors=True)
+        except BaseException:  # KeyboardInterrupt: what this thread took goes back
+            self._repair()
+            raise
 
     def _take_locked(self) -> Job:
-        job = self._todo.popleft()
+        # Marked before it leaves _todo: an interrupt anywhere here leaves it findable.
+        job = self._todo[0]
+        job.owner = threading.get_ident()
         job.status = _TAKEN
+        self._todo.popleft()
         return job
+
+    def _repair(self) -> None:
+        """After an exception (KeyboardInterrupt) at any line of this thread's taking,
+        compressing, queueing or writing: the jobs it took and did not finish go back to
+        be taken again, and the counts are made from the queue itself. Nothing is lost
+        and nothing is written twice (``_write_heads`` skips a job already written)."""
+        me = threading.get_ident()
+        with self._mutex:
+            for job in self._jobs:
+                if job.status == _TAKEN and job.owner == me:
+                    job.status = _QUEUED
+            self._todo = deque(job for job in self._jobs if job.status == _QUEUED)
+            self._bytes = sum(job.size for job in self._jobs)
+            self._buffer.queued = len(self._jobs)
+            self._cond.notify_all()
 
     # -- workers --------------------------------------------------------------------------
 
@@ -269,30 +324,26 @@ class CompressionPipeline:
                 share = max(1, min(4, len(self._todo) // self._threads_n))
                 taken = [self._take_locked() for _ in range(min(share, len(self._todo)))]
             for job in taken:
-                self._compress(job)
+                try:
+                    self._compress(job)
+                except BaseException as exc:  # SystemExit from a codec: fails the log
+                    job.error = exc
+                    self._finish(job)
             try:
                 self._write_ready()
-            except Exception:  # recorded in state.failure; callers see WalFailedError
+            except BaseException:  # recorded in state.failure; callers see WalFailedError
                 log.debug("segwal compression worker: write failed", exc_info=True)
 
-    def _compress_or_return(self, job: Job) -> None:
-        """_compress on the appending thread, where a KeyboardInterrupt may arrive before
-        it starts: the job then goes back to the queue rather than stay _TAKEN for ever."""
-        try:
-            self._compress(job)
-        except BaseException:
-            with self._mutex:
-                if job.status == _TAKEN:
-                    job.status = _QUEUED
-                    self._todo.appendleft(job)
-                    self._cond.notify_all()
-            raise
-
     def _compress(self, job: Job) -> None:
+        # Exception, not BaseException: a KeyboardInterrupt on the appending thread is the
+        # caller's (raised, the job handed back by _repair), never the log's failure.
         try:
             job.prepared = self._coding.prepare(job.items, job.lengths)
-        except BaseException as exc:  # MemoryError, a codec's own error: fails the log
+        except Exception as exc:  # MemoryError, a codec's own error: fails the log
             job.error = exc
+        self._finish(job)
+
+    def _finish(self, job: Job) -> None:
         with self._mutex:
             job.status = _DONE
             self._cond.notify_all()
@@ -318,25 +369,39 @@ class CompressionPipeline:
                 if raise_errors:
                     state.check_writable()  # raises the failure
                 return
+            writer = state.writer
+            if writer is not None and job.first <= writer.last_lsn:
+                # Written already: an interrupt came between its write and this pop.
+                self._pop_head(job)
+                continue
             try:
                 if job.error is not None:
+                    state.fail(job.error)  # a codec's error (a failed write fails by itself)
                     raise job.error
                 self._write(
                     job.items, job.lengths, job.first, job.record_type, job.ts, job.prepared
                 )
             except BaseException as exc:
-                state.fail(exc)  # a failed write has done this already; a codec's has not
+                if state.failure is None:
+                    if not isinstance(exc, Exception):
+                        # An interrupt before the write (the job is written when next seen)
+                        # or after it (popped when next seen, by its LSNs): the caller's.
+                        raise
+                    state.fail(exc)  # encoding failed: the log fails as on a failed write
                 self._drop()
-                if raise_errors:
-                    raise
+                if raise_errors or not isinstance(exc, Exception):
+                    raise  # a KeyboardInterrupt is the caller's, whichever path wrote
                 return
-            with self._mutex:
-                jobs.popleft()
-                self._bytes -= job.size
-                self._buffer.queued = len(jobs)
-                self._cond.notify_all()
+            self._pop_head(job)
         if not jobs and not self._buffer.payloads:
             self._buffer.last_lsn = 0  # every LSN given out is written (AppendBuffer)
+
+    def _pop_head(self, job: Job) -> None:
+        with self._mutex:
+            self._jobs.popleft()
+            self._bytes -= job.size
+            self._buffer.queued = len(self._jobs)
+            self._cond.notify_all()
 
     def _drop(self) -> None:
         """The log failed or closed: the queued batches are never written."""
