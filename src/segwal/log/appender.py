@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import posixpath
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import fields
 from time import perf_counter, time_ns
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from segwal.errors import ForkedError, RecordTooLargeError, StorageError
 from segwal.events import Durable, Synced
-from segwal.format.encoder import encode_record, write_record
+from segwal.format.encoder import FastAppender, encode_record, write_record
 from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
 from segwal.format.meta import Closed
@@ -31,6 +32,9 @@ from segwal.storage.lockfile import generation_of, publish_durable
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
+
+if TYPE_CHECKING:
+    from segwal.format._encode import FastAppender as CompiledAppender
 
 # The fast path's writer before any append: matches no writer, so the first goes the long way.
 _NOBODY: Final = object()
@@ -77,6 +81,25 @@ class Appender(BatchAppends):
         self._fast_fd = -1  # the writer's descriptor for write_record; -1: encode, then pwrite
         self._fast_clock = self._config.clock is _DEFAULT_CLOCK
         self._sync_always = self._config.sync == "always"
+        # The compiled fast path (format/_appender.c): the same appends in one C call, the
+        # log's objects written back under the lock. It replaces append on this instance;
+        # what it does not take goes to the Python append below, which then takes the
+        # general path (_fast_writer stays _NOBODY). None on the pure path.
+        self._fast: CompiledAppender | None = None
+        if FastAppender is not None:
+            fast = self._fast = FastAppender(
+                state,
+                state.lock.acquire,
+                state.lock.release,
+                types.MethodType(Appender.append, self),
+                self._fast_failed,
+                self._wait_written if self._sync_always else None,
+                None if self._fast_clock else self._config.now_us,
+                MAX_TYPE,
+                MAX_LSN,
+            )
+            self.append = fast.append  # type: ignore[method-assign]
+            state.tally = fast.tally
 
     # -- appending ------------------------------------------------------------------------
 
@@ -171,8 +194,25 @@ class Appender(BatchAppends):
     def tally(self) -> tuple[int, int]:
         """The fast appends so far: their number and their frames' bytes, one consistent
         pair (one int read, no lock: publishing reads it under the publish lock)."""
+        if self._fast is not None:
+            return self._fast.tally()
         tally = self._tally
         return tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
+
+    def _fast_failed(self, writer: SegmentWriter, exc: BaseException, wrap: bool) -> None:
+        """The compiled fast path's failed write (called under the lock): the log fails as
+        on the Python path, and the error is raised (a descriptor's OSError with the path)."""
+        if wrap and isinstance(exc, OSError):
+            error: BaseException = StorageError("write", writer.path, exc)
+            error.__cause__ = exc
+            exc = error
+        self._state.fail(exc)
+        writer.discard_unsynced()
+        raise exc
+
+    def _wait_written(self, lsn: int) -> None:
+        """sync="always" after a compiled fast append: durable before it returns."""
+        self._state.commit.wait_durable(lsn, lead=True)
 
     def _eligible(self, writer: SegmentWriter) -> None:
         """After an append on the general path: may the next ones to ``writer`` go fast?"""
@@ -189,16 +229,33 @@ class Appender(BatchAppends):
             and not writer.step
             and writer.direct is None
         ):
+            handle = writer.handle
+            if self._fast is not None:
+                # A real file: pwrite on its descriptor in C; else the handle's pwrite.
+                fd = handle.fd if isinstance(handle, OsFile) else -1
+                self._fast.arm(
+                    writer,
+                    writer.index,
+                    state.commit,
+                    fd,
+                    None if fd >= 0 else handle.pwrite,
+                    writer.header.seed,
+                    writer.header.first_lsn,
+                    config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE,
+                    min(self._max_record_bytes, writer.header.max_record_bytes),
+                )
+                return
             self._fast_writer = writer
             self._fast_seed = writer.header.seed
             self._fast_first = writer.header.first_lsn
             self._fast_room = config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE
             self._fast_max = min(self._max_record_bytes, writer.header.max_record_bytes)
-            handle = writer.handle
             # A real file and the compiled encoder: encode and pwrite in one C call.
             self._fast_fd = (
                 handle.fd if write_record is not None and isinstance(handle, OsFile) else -1
             )
+        elif self._fast is not None:
+            self._fast.disarm()
         else:
             self._fast_writer = _NOBODY
 
@@ -310,11 +367,16 @@ class Appender(BatchAppends):
 
     def stamp(self) -> int:
         # Timestamps never decrease within a log, even when the clock steps back.
-        now = max(self._config.now_us(), self._last_ts)
+        fast = self._fast  # the compiled fast path keeps the last one itself
+        now = max(self._config.now_us(), fast.last_ts if fast is not None else self._last_ts)
+        if fast is not None:
+            fast.last_ts = now
         self._last_ts = now
         return now
 
     def resume_stamps(self, last_ts: int) -> None:
+        if self._fast is not None:
+            self._fast.last_ts = last_ts
         self._last_ts = last_ts
 
     def _write(self, writer: SegmentWriter, data: bytes | bytearray, last: int, ts: int) -> None:
@@ -430,7 +492,7 @@ class Appender(BatchAppends):
         """
         state = self._state
         io = state.io
-        if not (io["writes"] or io["created"] or io["meta_stores"] or self._tally):
+        if not (io["writes"] or io["created"] or io["meta_stores"] or self.tally()[0]):
             return  # this session changed nothing: an open and a close leave the files alone
         closed = Closed(
             segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn
