@@ -1,6 +1,7 @@
 /* segwal.format._encode.FastAppender: the single-append fast path in one C call.
  *
- *   FastAppender(state, acquire, release, slow, failed, durable, clock, max_type, max_lsn)
+ *   FastAppender(state, state_dict, acquire, release, slow, failed, durable, clock, max_type,
+ *                max_lsn)
  *
  * log/appender.py's fast path (one record, one frame, one write when nothing special is
  * due) without the interpreter: the Python version spends about half of a small append
@@ -44,6 +45,11 @@ typedef struct {
     PyObject_HEAD
     PyObject *state, *acquire, *release, *slow, *failed, *durable, *clock;
     PyObject *writer, *index, *commit, *pwrite; /* writer NULL: disarmed */
+    /* The instance dicts of state, writer and commit, or None: their fields are read and
+     * written there directly (a dict lookup with a cached hash), which the generic
+     * attribute protocol costs about four times as much as. Python passes a dict only
+     * when the class has no attribute of those names (no property, no slot). */
+    PyObject *state_dict, *writer_dict, *commit_dict;
     int fd;                                       /* -1: encode, then call pwrite */
     uint32_t seed;
     long long first, room, max_payload, max_type, max_lsn;
@@ -53,37 +59,50 @@ typedef struct {
 static PyObject *s_writer, *s_failure, *s_closed, *s_offset, *s_last_lsn, *s_max_ts,
     *s_durable_lsn, *s_written_lsn, *s_next, *s_watchers, *s_type;
 
+/* obj.name (a new reference), from `dict` when it holds the name. */
+static PyObject *
+load(PyObject *obj, PyObject *dict, PyObject *name)
+{
+    if (dict != Py_None) {
+        PyObject *value = PyDict_GetItemWithError(dict, name);
+        if (value != NULL)
+            return Py_NewRef(value);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+/* obj.name = value. */
+static int
+store(PyObject *obj, PyObject *dict, PyObject *name, PyObject *value)
+{
+    if (dict != Py_None)
+        return PyDict_SetItem(dict, name, value);
+    return PyObject_SetAttr(obj, name, value);
+}
+
 /* A non-negative int attribute below 2**63 into `out`: 1; 0 when it is something else
  * (the append goes the general way); -1 on an error. */
 static int
-get_index(PyObject *obj, PyObject *name, long long *out)
+get_index(PyObject *obj, PyObject *dict, PyObject *name, long long *out)
 {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = load(obj, dict, name);
     if (value == NULL)
         return -1;
     int ok = 0;
     if (PyLong_CheckExact(value)) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
-        if (!(v == -1 && PyErr_Occurred()) && !overflow && v >= 0) {
+        if (v == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        else if (!overflow && v >= 0) {
             *out = v;
             ok = 1;
         }
-        PyErr_Clear();
     }
     Py_DECREF(value);
     return ok;
-}
-
-static int
-set_u64(PyObject *obj, PyObject *name, uint64_t v)
-{
-    PyObject *value = PyLong_FromUnsignedLongLong(v);
-    if (value == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(obj, name, value);
-    Py_DECREF(value);
-    return rc;
 }
 
 /* Let the lock go, keeping a pending exception pending (and raising release's own if any). */
@@ -237,42 +256,42 @@ failed:;
 /* The locked part: 1 with *lsn_out appended, 0 when the general path must take it, -1 on an
  * error (raised). */
 static int
-append_locked(FastAppender *self, PyObject *payload, long long rtype, uint64_t *lsn_out)
+append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject **lsn_out)
 {
     long long offset, last, durable, next;
-    PyObject *value = PyObject_GetAttr(self->state, s_writer);
+    PyObject *value = load(self->state, self->state_dict, s_writer);
     if (value == NULL)
         return -1;
     int same = value == self->writer;
     Py_DECREF(value);
     if (!same)
         return 0;
-    value = PyObject_GetAttr(self->state, s_failure);
+    value = load(self->state, self->state_dict, s_failure);
     if (value == NULL)
         return -1;
     same = value == Py_None;
     Py_DECREF(value);
     if (!same)
         return 0;
-    value = PyObject_GetAttr(self->state, s_closed);
+    value = load(self->state, self->state_dict, s_closed);
     if (value == NULL)
         return -1;
     same = value == Py_False;
     Py_DECREF(value);
     if (!same)
         return 0;
-    int rc = get_index(self->writer, s_offset, &offset);
+    int rc = get_index(self->writer, self->writer_dict, s_offset, &offset);
     if (rc <= 0)
         return rc;
     Py_ssize_t size = PyBytes_GET_SIZE(payload);
     if (size > self->max_payload || offset + size > self->room)
         return 0;
-    if ((rc = get_index(self->writer, s_last_lsn, &last)) <= 0)
+    if ((rc = get_index(self->writer, self->writer_dict, s_last_lsn, &last)) <= 0)
         return rc;
     if (last >= self->max_lsn || last + 1 <= self->first)
         return 0;
     uint64_t lsn = (uint64_t)last + 1;
-    if ((rc = get_index(self->commit, s_durable_lsn, &durable)) <= 0)
+    if ((rc = get_index(self->commit, self->commit_dict, s_durable_lsn, &durable)) <= 0)
         return rc;
     uint64_t ts;
     PyObject *bad = NULL;
@@ -294,7 +313,7 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, uint64_t *
     /* What SegmentWriter.write notes after its pwrite (the segment is not empty, so min_ts
      * stays) and GroupCommit.wrote's store; the index's own test first (one entry per
      * interval). */
-    if ((rc = get_index(self->index, s_next, &next)) < 0)
+    if ((rc = get_index(self->index, Py_None, s_next, &next)) < 0)
         return -1;
     if (rc == 0 || offset >= next) {
         PyObject *res = PyObject_CallMethod(self->index, "add", "KLK", (unsigned long long)lsn,
@@ -304,26 +323,39 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, uint64_t *
         Py_DECREF(res);
     }
     uint64_t frame = (uint64_t)RECORD_OVERHEAD + (uint64_t)size;
-    if (set_u64(self->writer, s_offset, (uint64_t)offset + frame) < 0 ||
-        set_u64(self->writer, s_last_lsn, lsn) < 0 || set_u64(self->writer, s_max_ts, ts) < 0 ||
-        set_u64(self->commit, s_written_lsn, lsn) < 0)
+    PyObject *lsn_obj = PyLong_FromUnsignedLongLong(lsn); /* one object for every store */
+    if (lsn_obj == NULL)
         return -1;
-    value = PyObject_GetAttr(self->commit, s_watchers);
-    if (value == NULL)
+    PyObject *end = PyLong_FromUnsignedLongLong((uint64_t)offset + frame);
+    PyObject *stamp = PyLong_FromUnsignedLongLong(ts);
+    if (end == NULL || stamp == NULL ||
+        store(self->writer, self->writer_dict, s_offset, end) < 0 ||
+        store(self->writer, self->writer_dict, s_last_lsn, lsn_obj) < 0 ||
+        store(self->writer, self->writer_dict, s_max_ts, stamp) < 0 ||
+        store(self->commit, self->commit_dict, s_written_lsn, lsn_obj) < 0) {
+        Py_XDECREF(end);
+        Py_XDECREF(stamp);
+        Py_DECREF(lsn_obj);
         return -1;
-    int watched = PyObject_IsTrue(value);
-    Py_DECREF(value);
-    if (watched < 0)
-        return -1;
-    if (watched) {
-        PyObject *res = PyObject_CallMethod(self->commit, "wrote", "K", (unsigned long long)lsn);
+    }
+    Py_DECREF(end);
+    Py_DECREF(stamp);
+    value = load(self->commit, self->commit_dict, s_watchers);
+    int watched = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    if (watched > 0) {
+        PyObject *res = PyObject_CallMethod(self->commit, "wrote", "O", lsn_obj);
+        Py_XDECREF(res);
         if (res == NULL)
-            return -1;
-        Py_DECREF(res);
+            watched = -1;
+    }
+    if (watched < 0) {
+        Py_DECREF(lsn_obj);
+        return -1;
     }
     self->count += 1;
     self->bytes += frame;
-    *lsn_out = lsn;
+    *lsn_out = lsn_obj;
     return 1;
 }
 
@@ -352,13 +384,14 @@ fa_append(FastAppender *self, PyObject *const *args, size_t nargsf, PyObject *kw
         if (res == NULL)
             return NULL;
         Py_DECREF(res);
-        uint64_t lsn = 0;
-        int rc = append_locked(self, payload, rtype, &lsn);
-        if (unlock(self) < 0 || rc < 0)
+        PyObject *out = NULL;
+        int rc = append_locked(self, payload, rtype, &out);
+        if (unlock(self) < 0 || rc < 0) {
+            Py_XDECREF(out);
             return NULL;
+        }
         if (rc > 0) {
-            PyObject *out = PyLong_FromUnsignedLongLong(lsn);
-            if (out == NULL || self->durable == Py_None)
+            if (self->durable == Py_None)
                 return out;
             /* sync="always": durable before it returns, waited for outside the lock */
             res = PyObject_Vectorcall(self->durable, &out, 1, NULL);
@@ -373,44 +406,37 @@ fa_append(FastAppender *self, PyObject *const *args, size_t nargsf, PyObject *kw
     return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
 }
 
-/* arm(writer, index, commit, fd, pwrite, seed, first_lsn, room, max_payload): appends to
- * `writer` may go fast from now on (Appender._eligible, under the lock). */
+/* arm(writer, writer_dict, index, commit, commit_dict, fd, pwrite, seed, first_lsn, room,
+ * max_payload): appends to `writer` may go fast from now on (Appender._eligible, under the
+ * lock); the dicts are the objects' __dict__, or None (see FastAppender). */
 static PyObject *
 fa_arm(FastAppender *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long long fd, seed, first, room, max_payload;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "arm() takes 9 arguments");
+    long long v[5]; /* fd, seed, first, room, max_payload */
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "arm() takes 11 arguments");
         return NULL;
     }
-    if ((fd = PyLong_AsLongLong(args[3])) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((seed = PyLong_AsLongLong(args[5])) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((first = PyLong_AsLongLong(args[6])) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((room = PyLong_AsLongLong(args[7])) == -1 && PyErr_Occurred())
-        return NULL;
-    if ((max_payload = PyLong_AsLongLong(args[8])) == -1 && PyErr_Occurred())
-        return NULL;
-    if (fd < -1 || fd > INT_MAX || seed < 0 || seed > 0xFFFFFFFFLL || first < 0 ||
-        max_payload > 0xFFFFFFFFLL || (fd < 0 && args[4] == Py_None)) {
+    for (int i = 0; i < 5; i++)
+        if ((v[i] = PyLong_AsLongLong(args[i == 0 ? 5 : 6 + i])) == -1 && PyErr_Occurred())
+            return NULL;
+    if (v[0] < -1 || v[0] > INT_MAX || v[1] < 0 || v[1] > 0xFFFFFFFFLL || v[2] < 0 ||
+        v[4] > 0xFFFFFFFFLL || (v[0] < 0 && args[6] == Py_None) ||
+        (args[1] != Py_None && !PyDict_Check(args[1])) ||
+        (args[4] != Py_None && !PyDict_Check(args[4]))) {
         PyErr_SetString(PyExc_ValueError, "arm(): argument out of range");
         return NULL;
     }
-    Py_INCREF(args[0]);
-    Py_XSETREF(self->writer, args[0]);
-    Py_INCREF(args[1]);
-    Py_XSETREF(self->index, args[1]);
-    Py_INCREF(args[2]);
-    Py_XSETREF(self->commit, args[2]);
-    Py_INCREF(args[4]);
-    Py_XSETREF(self->pwrite, args[4]);
-    self->fd = (int)fd;
-    self->seed = (uint32_t)seed;
-    self->first = first;
-    self->room = room;
-    self->max_payload = max_payload;
+    PyObject **slots[] = {&self->writer, &self->writer_dict, &self->index, &self->commit,
+                          &self->commit_dict, NULL, &self->pwrite};
+    for (int i = 0; i < 7; i++)
+        if (slots[i] != NULL)
+            Py_XSETREF(*slots[i], Py_NewRef(args[i]));
+    self->fd = (int)v[0];
+    self->seed = (uint32_t)v[1];
+    self->first = v[2];
+    self->room = v[3];
+    self->max_payload = v[4];
     Py_RETURN_NONE;
 }
 
@@ -421,6 +447,8 @@ fa_disarm(FastAppender *self, PyObject *unused)
     Py_CLEAR(self->index);
     Py_CLEAR(self->commit);
     Py_CLEAR(self->pwrite);
+    Py_XSETREF(self->writer_dict, Py_NewRef(Py_None));
+    Py_XSETREF(self->commit_dict, Py_NewRef(Py_None));
     self->fd = -1;
     Py_RETURN_NONE;
 }
@@ -460,15 +488,19 @@ fa_get_writer(FastAppender *self, void *closure)
 static PyObject *
 fa_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *state, *acquire, *release, *slow, *failed, *durable, *clock;
+    PyObject *state, *state_dict, *acquire, *release, *slow, *failed, *durable, *clock;
     long long max_type, max_lsn;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "FastAppender() takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OOOOOOOLL:FastAppender", &state, &acquire, &release, &slow,
-                          &failed, &durable, &clock, &max_type, &max_lsn))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOLL:FastAppender", &state, &state_dict, &acquire,
+                          &release, &slow, &failed, &durable, &clock, &max_type, &max_lsn))
         return NULL;
+    if (state_dict != Py_None && !PyDict_Check(state_dict)) {
+        PyErr_SetString(PyExc_TypeError, "FastAppender(): state_dict must be a dict or None");
+        return NULL;
+    }
     if (!PyCallable_Check(acquire) || !PyCallable_Check(release) || !PyCallable_Check(slow) ||
         !PyCallable_Check(failed) || (durable != Py_None && !PyCallable_Check(durable)) ||
         (clock != Py_None && !PyCallable_Check(clock))) {
@@ -482,13 +514,13 @@ fa_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     FastAppender *self = (FastAppender *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    PyObject **slots[] = {&self->state, &self->acquire, &self->release, &self->slow,
-                          &self->failed, &self->durable, &self->clock};
-    PyObject *values[] = {state, acquire, release, slow, failed, durable, clock};
-    for (int i = 0; i < 7; i++) {
-        Py_INCREF(values[i]);
-        *slots[i] = values[i];
-    }
+    PyObject **slots[] = {&self->state, &self->state_dict, &self->acquire, &self->release,
+                          &self->slow, &self->failed, &self->durable, &self->clock,
+                          &self->writer_dict, &self->commit_dict};
+    PyObject *values[] = {state, state_dict, acquire, release, slow, failed, durable, clock,
+                          Py_None, Py_None};
+    for (int i = 0; i < 10; i++)
+        *slots[i] = Py_NewRef(values[i]);
     self->fd = -1;
     self->max_type = max_type;
     self->max_lsn = max_lsn;
@@ -509,6 +541,9 @@ fa_traverse(FastAppender *self, visitproc visit, void *arg)
     Py_VISIT(self->index);
     Py_VISIT(self->commit);
     Py_VISIT(self->pwrite);
+    Py_VISIT(self->state_dict);
+    Py_VISIT(self->writer_dict);
+    Py_VISIT(self->commit_dict);
     return 0;
 }
 
@@ -526,6 +561,9 @@ fa_clear(FastAppender *self)
     Py_CLEAR(self->index);
     Py_CLEAR(self->commit);
     Py_CLEAR(self->pwrite);
+    Py_CLEAR(self->state_dict);
+    Py_CLEAR(self->writer_dict);
+    Py_CLEAR(self->commit_dict);
     return 0;
 }
 
@@ -541,7 +579,8 @@ static PyMethodDef fa_methods[] = {
     {"append", (PyCFunction)(void (*)(void))fa_append, METH_FASTCALL | METH_KEYWORDS,
      "append(payload, type=0) -> int: one record appended, its LSN."},
     {"arm", (PyCFunction)(void (*)(void))fa_arm, METH_FASTCALL,
-     "arm(writer, index, commit, fd, pwrite, seed, first_lsn, room, max_payload)."},
+     "arm(writer, writer_dict, index, commit, commit_dict, fd, pwrite, seed, first_lsn, room, "
+     "max_payload)."},
     {"disarm", (PyCFunction)fa_disarm, METH_NOARGS, "disarm(): every append goes the general way."},
     {"tally", (PyCFunction)fa_tally, METH_NOARGS, "tally() -> (appends, frame bytes)."},
     {NULL, NULL, 0, NULL},

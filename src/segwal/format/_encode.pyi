@@ -36,6 +36,7 @@ class FastAppender:
     def __init__(
         self,
         state: object,
+        state_dict: dict[str, object] | None,
         acquire: Callable[[], object],
         release: Callable[[], object],
         slow: Callable[..., int],
@@ -50,8 +51,10 @@ class FastAppender:
     def arm(
         self,
         writer: object,
+        writer_dict: dict[str, object] | None,
         index: object,
         commit: object,
+        commit_dict: dict[str, object] | None,
         fd: int,
         pwrite: Callable[[bytes, int], object] | None,
         seed: int,

@@ -48,6 +48,16 @@ _DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "
 _RECORD_OVERHEAD: Final = FRAME_HEAD_SIZE + 4
 
 
+def _fields_of(obj: object, *names: str) -> dict[str, object] | None:
+    """``obj.__dict__``, for the compiled fast path to read and write ``names`` in directly
+    (a quarter of the generic attribute protocol's cost), unless a class attribute (a
+    property, a slot) stands for one of them: then None, and it uses getattr/setattr."""
+    if any(hasattr(type(obj), name) for name in names):
+        return None
+    fields = getattr(obj, "__dict__", None)
+    return fields if type(fields) is dict else None
+
+
 class Appender(BatchAppends):
     """Appends, rotation and barriers of one writable log."""
 
@@ -89,6 +99,7 @@ class Appender(BatchAppends):
         if FastAppender is not None:
             fast = self._fast = FastAppender(
                 state,
+                _fields_of(state, "writer", "failure", "closed"),
                 state.lock.acquire,
                 state.lock.release,
                 types.MethodType(Appender.append, self),
@@ -233,10 +244,13 @@ class Appender(BatchAppends):
             if self._fast is not None:
                 # A real file: pwrite on its descriptor in C; else the handle's pwrite.
                 fd = handle.fd if isinstance(handle, OsFile) else -1
+                commit = state.commit
                 self._fast.arm(
                     writer,
+                    _fields_of(writer, "offset", "last_lsn", "max_ts"),
                     writer.index,
-                    state.commit,
+                    commit,
+                    _fields_of(commit, "durable_lsn", "written_lsn", "_watchers"),
                     fd,
                     None if fd >= 0 else handle.pwrite,
                     writer.header.seed,
