@@ -28,6 +28,7 @@ from conftest import FakeClock
 from segwal.errors import ForkedError, StorageError, WalFailedError
 from segwal.format import encoder
 from segwal.log import appender as appender_module
+from segwal.log import fastpath
 from segwal.log.appender import Appender
 from segwal.testing import MemoryFileSystem
 
@@ -48,7 +49,7 @@ def _path(name: str) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(uuid, "uuid4", lambda: FIXED_LOG_ID)
         if name != "compiled":
-            patch.setattr(appender_module, "FastAppender", None)
+            patch.setattr(fastpath, "FastAppender", None)
         if name == "general":
             patch.setattr(Appender, "_eligible", _never_eligible)
         yield

@@ -14,7 +14,7 @@
  * truncation, close, fork and readers need not know this object exists.
  *
  * What it keeps itself: the armed writer's constants (arm(), called by Appender._eligible
- * under the lock), the last timestamp handed out (Appender.stamp reads and sets it through
+ * under the lock; the writer's index too, which SegmentWriter sets once, at construction), the last timestamp handed out (Appender.stamp reads and sets it through
  * `last_ts`) and the tally of fast appends (count, frame bytes), read by stats().
  *
  * Anything it does not handle (no armed writer, a writer no longer the active one, a failed

@@ -18,6 +18,11 @@
  * exception with the same message by construction; the differential test checks that both
  * refuse the same inputs.
  *
+ * The module also holds FastAppender (_appender.c, built into this module to share the frame
+ * code): a log's whole single append (lock, checks, stamp, frame, pwrite, bookkeeping) in
+ * one call; log/fastpath.py builds it for log/appender.py and tests/test_fast_appender.py holds it to the Python
+ * fast path.
+ *
  * CRC32C: the SSE4.2 crc32 instruction when the CPU has it (checked once at import), else a
  * table-driven software loop; both match the crc32c package the pure path uses.
  */

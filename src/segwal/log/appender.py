@@ -11,19 +11,18 @@ import posixpath
 import threading
 import types
 from collections.abc import Callable
-from dataclasses import fields
 from time import perf_counter, time_ns
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from segwal.errors import ForkedError, RecordTooLargeError, StorageError
 from segwal.events import Durable, Synced
-from segwal.format.encoder import FastAppender, encode_record, write_record
+from segwal.format.encoder import encode_record, write_record
 from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
 from segwal.format.meta import Closed
+from segwal.log import fastpath
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, to_payload
 from segwal.log.batches import BatchAppends
-from segwal.log.config import WalConfig
 from segwal.log.pipeline import CompressionPipeline
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
@@ -33,29 +32,14 @@ from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
 
-if TYPE_CHECKING:
-    from segwal.format._encode import FastAppender as CompiledAppender
-
 # The fast path's writer before any append: matches no writer, so the first goes the long way.
 _NOBODY: Final = object()
 # The fast appends' tally: count << 64 | frame bytes (a log writes fewer than 2**64 bytes).
 _TALLY_SHIFT: Final = 64
 _TALLY_ONE: Final = 1 << _TALLY_SHIFT
 _TALLY_BYTES: Final = _TALLY_ONE - 1
-# WalConfig's own clock: with it, the fast path reads time_ns itself (no call through).
-_DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "clock")
-# A one-record frame's bytes besides its payload.
-_RECORD_OVERHEAD: Final = FRAME_HEAD_SIZE + 4
-
-
-def _fields_of(obj: object, *names: str) -> dict[str, object] | None:
-    """``obj.__dict__``, for the compiled fast path to read and write ``names`` in directly
-    (a quarter of the generic attribute protocol's cost), unless a class attribute (a
-    property, a slot) stands for one of them: then None, and it uses getattr/setattr."""
-    if any(hasattr(type(obj), name) for name in names):
-        return None
-    fields = getattr(obj, "__dict__", None)
-    return fields if type(fields) is dict else None
+_DEFAULT_CLOCK: Final = fastpath.DEFAULT_CLOCK
+_RECORD_OVERHEAD: Final = fastpath.RECORD_OVERHEAD
 
 
 class Appender(BatchAppends):
@@ -91,26 +75,13 @@ class Appender(BatchAppends):
         self._fast_fd = -1  # the writer's descriptor for write_record; -1: encode, then pwrite
         self._fast_clock = self._config.clock is _DEFAULT_CLOCK
         self._sync_always = self._config.sync == "always"
-        # The compiled fast path (format/_appender.c): the same appends in one C call, the
-        # log's objects written back under the lock. It replaces append on this instance;
-        # what it does not take goes to the Python append below, which then takes the
-        # general path (_fast_writer stays _NOBODY). None on the pure path.
-        self._fast: CompiledAppender | None = None
-        if FastAppender is not None:
-            fast = self._fast = FastAppender(
-                state,
-                _fields_of(state, "writer", "failure", "closed"),
-                state.lock.acquire,
-                state.lock.release,
-                types.MethodType(Appender.append, self),
-                self._fast_failed,
-                self._wait_written if self._sync_always else None,
-                None if self._fast_clock else self._config.now_us,
-                MAX_TYPE,
-                MAX_LSN,
-            )
-            self.append = fast.append  # type: ignore[method-assign]
-            state.tally = fast.tally
+        # The compiled fast path (log/fastpath.py): the same appends in one C call. It
+        # replaces append on this instance; what it does not take goes to the Python append
+        # below, which then takes the general path (_fast_writer stays _NOBODY).
+        self._fast = fastpath.build(state, types.MethodType(Appender.append, self))
+        if self._fast is not None:
+            self.append = self._fast.append  # type: ignore[method-assign]
+            state.tally = self._fast.tally
 
     # -- appending ------------------------------------------------------------------------
 
@@ -210,21 +181,6 @@ class Appender(BatchAppends):
         tally = self._tally
         return tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
 
-    def _fast_failed(self, writer: SegmentWriter, exc: BaseException, wrap: bool) -> None:
-        """The compiled fast path's failed write (called under the lock): the log fails as
-        on the Python path, and the error is raised (a descriptor's OSError with the path)."""
-        if wrap and isinstance(exc, OSError):
-            error: BaseException = StorageError("write", writer.path, exc)
-            error.__cause__ = exc
-            exc = error
-        self._state.fail(exc)
-        writer.discard_unsynced()
-        raise exc
-
-    def _wait_written(self, lsn: int) -> None:
-        """sync="always" after a compiled fast append: durable before it returns."""
-        self._state.commit.wait_durable(lsn, lead=True)
-
     def _eligible(self, writer: SegmentWriter) -> None:
         """After an append on the general path: may the next ones to ``writer`` go fast?"""
         state = self._state
@@ -240,25 +196,10 @@ class Appender(BatchAppends):
             and not writer.step
             and writer.direct is None
         ):
-            handle = writer.handle
             if self._fast is not None:
-                # A real file: pwrite on its descriptor in C; else the handle's pwrite.
-                fd = handle.fd if isinstance(handle, OsFile) else -1
-                commit = state.commit
-                self._fast.arm(
-                    writer,
-                    _fields_of(writer, "offset", "last_lsn", "max_ts"),
-                    writer.index,
-                    commit,
-                    _fields_of(commit, "durable_lsn", "written_lsn", "_watchers"),
-                    fd,
-                    None if fd >= 0 else handle.pwrite,
-                    writer.header.seed,
-                    writer.header.first_lsn,
-                    config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE,
-                    min(self._max_record_bytes, writer.header.max_record_bytes),
-                )
+                fastpath.arm(self._fast, state, writer, self._max_record_bytes)
                 return
+            handle = writer.handle
             self._fast_writer = writer
             self._fast_seed = writer.header.seed
             self._fast_first = writer.header.first_lsn
