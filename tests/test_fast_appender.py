@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -313,6 +314,34 @@ def test_appends_race_rotations_and_reads(tmp_path: Path, mode: str) -> None:
             assert records[lsn].payload == b"%d:%d" % (k, i) + b"." * (i % 200)
             assert records[lsn].type == k
     assert segwal.verify(path).ok
+
+
+def test_a_follower_of_unsynced_records_is_woken_by_each_append(tmp_path: Path, mode: str) -> None:
+    """A follower waiting for written (not durable) records sleeps on the group commit's
+    condition: each fast append must wake it (GroupCommit.wrote when a watcher waits), or
+    it would sleep out its minute-long timeout, far past the join's 10 s."""
+    with segwal.open(tmp_path / "log", sync="never") as wal:
+        wal.append(b"first")
+        got: list[bytes] = []
+        ready = threading.Event()
+
+        def follower() -> None:
+            for record in wal.follow(1, timeout=60.0, unsynced=True):
+                got.append(record.payload)
+                ready.set()
+                if len(got) == 21:
+                    return
+
+        thread = threading.Thread(target=follower)
+        thread.start()
+        assert ready.wait(5.0)
+        for i in range(20):
+            wal.append(b"r%d" % i)
+            time.sleep(0.002)  # the follower is back asleep on the condition
+        thread.join(10.0)
+        assert not thread.is_alive()
+        assert got == [b"first"] + [b"r%d" % i for i in range(20)]
+        assert _fast_kind(wal) == mode
 
 
 # --- valgrind --------------------------------------------------------------------------------
