@@ -168,6 +168,28 @@ timestamp(FastAppender *self, uint64_t *out, PyObject **bad)
     return 1;
 }
 
+/* Whatever stopped a write, or the bookkeeping after one (an OSError, MemoryError, a
+ * KeyboardInterrupt at EINTR), fails the log, as the Python path's `except BaseException`
+ * does: `failed` (under the lock) raises what the caller gets. */
+static void
+fail_log(FastAppender *self, int wrap)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *args[3] = {self->writer, value != NULL ? value : Py_None, wrap ? Py_True : Py_False};
+    PyObject *res = PyObject_Vectorcall(self->failed, args, 3, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (res != NULL) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_SystemError, "FastAppender: failed() returned instead of raising");
+    }
+}
+
 /* The frame's write; 0, or -1 with the exception raised by `failed` (the log failed). */
 static int
 write_frame(FastAppender *self, uint64_t offset, uint64_t lsn, uint32_t rtype, uint64_t ts,
@@ -233,23 +255,8 @@ write_frame(FastAppender *self, uint64_t offset, uint64_t lsn, uint32_t rtype, u
             }
         }
     }
-failed:;
-    /* Whatever stopped the write (an OSError, MemoryError, KeyboardInterrupt at EINTR) fails
-     * the log, as the Python path's `except BaseException` does. */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
-    PyObject *args[3] = {self->writer, value != NULL ? value : Py_None, wrap ? Py_True : Py_False};
-    PyObject *res = PyObject_Vectorcall(self->failed, args, 3, NULL);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-    if (res != NULL) {
-        Py_DECREF(res);
-        PyErr_SetString(PyExc_SystemError, "FastAppender: failed() returned instead of raising");
-    }
+failed:
+    fail_log(self, wrap);
     return -1;
 }
 
@@ -313,50 +320,52 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
     /* What SegmentWriter.write notes after its pwrite (the segment is not empty, so min_ts
      * stays) and GroupCommit.wrote's store; the index's own test first (one entry per
      * interval). */
+    /* From here the frame is in the file: an error (no memory) leaves the writer's fields
+     * behind it, so it fails the log like a failed write. */
     if ((rc = get_index(self->index, Py_None, s_next, &next)) < 0)
-        return -1;
+        goto noted_badly;
     if (rc == 0 || offset >= next) {
         PyObject *res = PyObject_CallMethod(self->index, "add", "KLK", (unsigned long long)lsn,
                                             offset, (unsigned long long)ts);
         if (res == NULL)
-            return -1;
+            goto noted_badly;
         Py_DECREF(res);
     }
     uint64_t frame = (uint64_t)RECORD_OVERHEAD + (uint64_t)size;
     PyObject *lsn_obj = PyLong_FromUnsignedLongLong(lsn); /* one object for every store */
     if (lsn_obj == NULL)
-        return -1;
+        goto noted_badly;
     PyObject *end = PyLong_FromUnsignedLongLong((uint64_t)offset + frame);
     PyObject *stamp = PyLong_FromUnsignedLongLong(ts);
-    if (end == NULL || stamp == NULL ||
-        store(self->writer, self->writer_dict, s_offset, end) < 0 ||
-        store(self->writer, self->writer_dict, s_last_lsn, lsn_obj) < 0 ||
-        store(self->writer, self->writer_dict, s_max_ts, stamp) < 0 ||
-        store(self->commit, self->commit_dict, s_written_lsn, lsn_obj) < 0) {
-        Py_XDECREF(end);
-        Py_XDECREF(stamp);
-        Py_DECREF(lsn_obj);
-        return -1;
+    int ok = end != NULL && stamp != NULL &&
+             store(self->writer, self->writer_dict, s_offset, end) == 0 &&
+             store(self->writer, self->writer_dict, s_last_lsn, lsn_obj) == 0 &&
+             store(self->writer, self->writer_dict, s_max_ts, stamp) == 0 &&
+             store(self->commit, self->commit_dict, s_written_lsn, lsn_obj) == 0;
+    Py_XDECREF(end);
+    Py_XDECREF(stamp);
+    if (ok) {
+        value = load(self->commit, self->commit_dict, s_watchers);
+        int watched = value == NULL ? -1 : PyObject_IsTrue(value);
+        Py_XDECREF(value);
+        if (watched > 0) {
+            PyObject *res = PyObject_CallMethod(self->commit, "wrote", "O", lsn_obj);
+            Py_XDECREF(res);
+            watched = res == NULL ? -1 : 0;
+        }
+        ok = watched >= 0;
     }
-    Py_DECREF(end);
-    Py_DECREF(stamp);
-    value = load(self->commit, self->commit_dict, s_watchers);
-    int watched = value == NULL ? -1 : PyObject_IsTrue(value);
-    Py_XDECREF(value);
-    if (watched > 0) {
-        PyObject *res = PyObject_CallMethod(self->commit, "wrote", "O", lsn_obj);
-        Py_XDECREF(res);
-        if (res == NULL)
-            watched = -1;
-    }
-    if (watched < 0) {
+    if (!ok) {
         Py_DECREF(lsn_obj);
-        return -1;
+        goto noted_badly;
     }
     self->count += 1;
     self->bytes += frame;
     *lsn_out = lsn_obj;
     return 1;
+noted_badly:
+    fail_log(self, 0);
+    return -1;
 }
 
 /* append(payload, type=0) -> int: the LSN; the general path's result when it takes it. */
