@@ -27,6 +27,7 @@ SUBSET = (
     "test_recovery_branches.py",
     "test_index.py",
     "test_single_append.py",  # the append fast path on the pure encoder: encode, then pwrite
+    "test_fast_appender.py",  # its differential test: the Python fast path against the general
 )
 # The child checks which decoder it got before running anything: a child that silently ran
 # the compiled decoder would make this test prove nothing.

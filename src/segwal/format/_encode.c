@@ -18,6 +18,11 @@
  * exception with the same message by construction; the differential test checks that both
  * refuse the same inputs.
  *
+ * The module also holds FastAppender (_appender.c, built into this module to share the frame
+ * code): a log's whole single append (lock, checks, stamp, frame, pwrite, bookkeeping) in
+ * one call; log/fastpath.py builds it for log/appender.py and tests/test_fast_appender.py holds it to the Python
+ * fast path.
+ *
  * CRC32C: the SSE4.2 crc32 instruction when the CPU has it (checked once at import), else a
  * table-driven software loop; both match the crc32c package the pure path uses.
  */
@@ -165,9 +170,10 @@ as_u64(PyObject *obj, uint64_t max, uint64_t *out)
     return 0;
 }
 
-/* Raise what the reference's checker says is wrong with these arguments. */
-static PyObject *
-refuse(PyObject *const *args)
+/* Raise what the reference's checker says is wrong with these arguments (also the
+ * appender's, _appender.c, for a clock value out of range). */
+PyObject *
+segwal_refuse(PyObject *const *args)
 {
     if (record_error == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
@@ -202,7 +208,7 @@ parse_record(PyObject *const *args, record_args *r)
     if (as_u64(args[0], 0xFFFFFFFFu, &r->seed) || as_u64(args[1], UINT64_MAX, &r->lsn) ||
         as_u64(args[2], 0xFFFFu, &r->rtype) || as_u64(args[3], UINT64_MAX, &r->ts) ||
         as_u64(args[4], UINT64_MAX, &r->durable)) {
-        refuse(args);
+        segwal_refuse(args);
         return -1;
     }
     PyObject *payload = args[5];
@@ -213,7 +219,7 @@ parse_record(PyObject *const *args, record_args *r)
         /* PyBUF_SIMPLE: C-contiguous, taken as unsigned bytes whatever its item format. */
         if (PyObject_GetBuffer(payload, &r->view, PyBUF_SIMPLE) != 0) {
             PyErr_Clear();
-            refuse(args);
+            segwal_refuse(args);
             return -1;
         }
         r->data = (const unsigned char *)r->view.buf;
@@ -223,29 +229,37 @@ parse_record(PyObject *const *args, record_args *r)
     if ((uint64_t)r->size > 0xFFFFFFFFu) {
         if (r->release)
             PyBuffer_Release(&r->view);
-        refuse(args);
+        segwal_refuse(args);
         return -1;
     }
     return 0;
 }
 
-/* Write the frame of `r` into `p` (FRAME_HEAD_SIZE + 4 + size bytes), CRC included. */
+/* Write one record's frame into `p` (FRAME_HEAD_SIZE + 4 + size bytes), CRC included;
+ * the arguments are checked already. Shared with the appender (_appender.c). */
+void
+segwal_fill_record(unsigned char *p, uint32_t seed, uint64_t lsn, uint32_t rtype, uint64_t ts,
+                   uint64_t durable, const unsigned char *data, uint32_t size)
+{
+    p[4] = KIND_RECORDS;
+    p[5] = FLAG_COMMIT;
+    store_u16le(p + 6, rtype);
+    store_u32le(p + 8, 1);
+    store_u32le(p + 12, size);
+    store_u64le(p + 16, lsn);
+    store_u64le(p + 24, ts);
+    store_u64le(p + 32, durable);
+    store_u32le(p + 40, size);
+    if (size)
+        memcpy(p + 44, data, size);
+    store_u32le(p, crc32c(seed, p + 4, (size_t)FRAME_HEAD_SIZE + size));
+}
+
 static void
 fill_frame(unsigned char *p, const record_args *r)
 {
-    uint32_t size = (uint32_t)r->size;
-    p[4] = KIND_RECORDS;
-    p[5] = FLAG_COMMIT;
-    store_u16le(p + 6, (uint32_t)r->rtype);
-    store_u32le(p + 8, 1);
-    store_u32le(p + 12, size);
-    store_u64le(p + 16, r->lsn);
-    store_u64le(p + 24, r->ts);
-    store_u64le(p + 32, r->durable);
-    store_u32le(p + 40, size);
-    if (size)
-        memcpy(p + 44, r->data, size);
-    store_u32le(p, crc32c((uint32_t)r->seed, p + 4, (size_t)FRAME_HEAD_SIZE + size));
+    segwal_fill_record(p, (uint32_t)r->seed, r->lsn, (uint32_t)r->rtype, r->ts, r->durable,
+                       r->data, (uint32_t)r->size);
 }
 
 static PyObject *
@@ -404,6 +418,8 @@ static struct PyModuleDef module_def = {
     .m_methods = methods,
 };
 
+int segwal_add_appender(PyObject *module); /* _appender.c: the FastAppender type */
+
 PyMODINIT_FUNC
 PyInit__encode(void)
 {
@@ -411,7 +427,7 @@ PyInit__encode(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0) {
+    if (PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0 || segwal_add_appender(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,4 +1,5 @@
 from collections.abc import Callable
+from typing import Any
 
 HARDWARE_CRC: int
 
@@ -25,3 +26,42 @@ def write_record(
     payload: bytes | bytearray | memoryview,
     /,
 ) -> int: ...
+
+class FastAppender:
+    """The single-append fast path of one log (``_appender.c``; see log/appender.py)."""
+
+    last_ts: int
+    @property
+    def writer(self) -> Any: ...
+    def __init__(
+        self,
+        state: object,
+        state_dict: dict[str, object] | None,
+        acquire: Callable[[], object],
+        release: Callable[[], object],
+        slow: Callable[..., int],
+        failed: Callable[[Any, BaseException, bool], None],
+        durable: Callable[[int], object] | None,
+        clock: Callable[[], int] | None,
+        max_type: int,
+        max_lsn: int,
+        /,
+    ) -> None: ...
+    def append(self, payload: bytes | bytearray | memoryview, type: int = 0) -> int: ...
+    def arm(
+        self,
+        writer: object,
+        writer_dict: dict[str, object] | None,
+        index: object,
+        commit: object,
+        commit_dict: dict[str, object] | None,
+        fd: int,
+        pwrite: Callable[[bytes, int], object] | None,
+        seed: int,
+        first_lsn: int,
+        room: int,
+        max_payload: int,
+        /,
+    ) -> None: ...
+    def disarm(self) -> None: ...
+    def tally(self) -> tuple[int, int]: ...

@@ -12,11 +12,14 @@ switch for every compiled part; ``IMPLEMENTATION`` says which ("c" or "python").
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from segwal.format.framing import encode_record as encode_record_py
 from segwal.format.framing import record_error
 from segwal.format.records import PURE_REQUESTED
+
+if TYPE_CHECKING:
+    from segwal.format import _encode
 
 Payload = bytes | bytearray | memoryview
 
@@ -49,13 +52,13 @@ class WriteRecord(Protocol):
     ) -> int: ...
 
 
-def _compiled() -> tuple[EncodeRecord, WriteRecord] | None:
+def _compiled() -> tuple[EncodeRecord, WriteRecord, type[_encode.FastAppender]] | None:
     try:
         from segwal.format import _encode
     except ImportError:
         return None
     _encode.bind(record_error)
-    return _encode.encode_record, _encode.write_record
+    return _encode.encode_record, _encode.write_record, _encode.FastAppender
 
 
 _COMPILED: Final = _compiled()
@@ -67,5 +70,15 @@ encode_record: EncodeRecord = (
 # encode_record's frame written with one pwrite (the GIL released): a single append's write
 # to a real file, the fast path's. None on the pure path, which encodes, then writes.
 write_record: Final = _COMPILED[1] if _COMPILED is not None and IMPLEMENTATION == "c" else None
+# The single-append fast path in one C call (format/_appender.c, used by log/appender.py):
+# None on the pure path, whose Appender.append is the reference.
+FastAppender: Final = _COMPILED[2] if _COMPILED is not None and IMPLEMENTATION == "c" else None
 
-__all__ = ["IMPLEMENTATION", "encode_record", "encode_record_c", "encode_record_py", "write_record"]
+__all__ = [
+    "IMPLEMENTATION",
+    "FastAppender",
+    "encode_record",
+    "encode_record_c",
+    "encode_record_py",
+    "write_record",
+]

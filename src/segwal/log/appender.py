@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import posixpath
 import threading
+import types
 from collections.abc import Callable
-from dataclasses import fields
 from time import perf_counter, time_ns
 from typing import Final
 
@@ -20,9 +20,9 @@ from segwal.format.encoder import encode_record, write_record
 from segwal.format.features import OPAQUE_OVERHEAD
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
 from segwal.format.meta import Closed
+from segwal.log import fastpath
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, to_payload
 from segwal.log.batches import BatchAppends
-from segwal.log.config import WalConfig
 from segwal.log.pipeline import CompressionPipeline
 from segwal.log.rotation import Rotation
 from segwal.log.state import LogState, log
@@ -38,10 +38,8 @@ _NOBODY: Final = object()
 _TALLY_SHIFT: Final = 64
 _TALLY_ONE: Final = 1 << _TALLY_SHIFT
 _TALLY_BYTES: Final = _TALLY_ONE - 1
-# WalConfig's own clock: with it, the fast path reads time_ns itself (no call through).
-_DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "clock")
-# A one-record frame's bytes besides its payload.
-_RECORD_OVERHEAD: Final = FRAME_HEAD_SIZE + 4
+_DEFAULT_CLOCK: Final = fastpath.DEFAULT_CLOCK
+_RECORD_OVERHEAD: Final = fastpath.RECORD_OVERHEAD
 
 
 class Appender(BatchAppends):
@@ -77,6 +75,13 @@ class Appender(BatchAppends):
         self._fast_fd = -1  # the writer's descriptor for write_record; -1: encode, then pwrite
         self._fast_clock = self._config.clock is _DEFAULT_CLOCK
         self._sync_always = self._config.sync == "always"
+        # The compiled fast path (log/fastpath.py): the same appends in one C call. It
+        # replaces append on this instance; what it does not take goes to the Python append
+        # below, which then takes the general path (_fast_writer stays _NOBODY).
+        self._fast = fastpath.build(state, types.MethodType(Appender.append, self))
+        if self._fast is not None:
+            self.append = self._fast.append  # type: ignore[method-assign]
+            state.tally = self._fast.tally
 
     # -- appending ------------------------------------------------------------------------
 
@@ -171,6 +176,8 @@ class Appender(BatchAppends):
     def tally(self) -> tuple[int, int]:
         """The fast appends so far: their number and their frames' bytes, one consistent
         pair (one int read, no lock: publishing reads it under the publish lock)."""
+        if self._fast is not None:
+            return self._fast.tally()
         tally = self._tally
         return tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
 
@@ -189,16 +196,21 @@ class Appender(BatchAppends):
             and not writer.step
             and writer.direct is None
         ):
+            if self._fast is not None:
+                fastpath.arm(self._fast, state, writer, self._max_record_bytes)
+                return
+            handle = writer.handle
             self._fast_writer = writer
             self._fast_seed = writer.header.seed
             self._fast_first = writer.header.first_lsn
             self._fast_room = config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE
             self._fast_max = min(self._max_record_bytes, writer.header.max_record_bytes)
-            handle = writer.handle
             # A real file and the compiled encoder: encode and pwrite in one C call.
             self._fast_fd = (
                 handle.fd if write_record is not None and isinstance(handle, OsFile) else -1
             )
+        elif self._fast is not None:
+            self._fast.disarm()
         else:
             self._fast_writer = _NOBODY
 
@@ -310,11 +322,16 @@ class Appender(BatchAppends):
 
     def stamp(self) -> int:
         # Timestamps never decrease within a log, even when the clock steps back.
-        now = max(self._config.now_us(), self._last_ts)
+        fast = self._fast  # the compiled fast path keeps the last one itself
+        now = max(self._config.now_us(), fast.last_ts if fast is not None else self._last_ts)
+        if fast is not None:
+            fast.last_ts = now
         self._last_ts = now
         return now
 
     def resume_stamps(self, last_ts: int) -> None:
+        if self._fast is not None:
+            self._fast.last_ts = last_ts
         self._last_ts = last_ts
 
     def _write(self, writer: SegmentWriter, data: bytes | bytearray, last: int, ts: int) -> None:
@@ -430,7 +447,7 @@ class Appender(BatchAppends):
         """
         state = self._state
         io = state.io
-        if not (io["writes"] or io["created"] or io["meta_stores"] or self._tally):
+        if not (io["writes"] or io["created"] or io["meta_stores"] or self.tally()[0]):
             return  # this session changed nothing: an open and a close leave the files alone
         closed = Closed(
             segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn

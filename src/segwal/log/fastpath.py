@@ -1,0 +1,101 @@
+"""The compiled single append (``FastAppender``, format/_appender.c) of one writable log.
+
+``Appender.append``'s fast path, the whole of it in one C call: the lock, the checks, the
+stamp, the frame and its ``pwrite``, and the bookkeeping that ``SegmentWriter.write`` and
+``GroupCommit.wrote`` do, written back into the log's own objects before the lock is let go
+(so readers, rotation, truncation, close and fork see what they always saw). Here: building
+it for a log (None on the pure path, where the Python fast path runs) and arming it for a
+writer ``Appender._eligible`` approved. tests/test_fast_appender.py holds it to the Python
+fast path and the general path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import TYPE_CHECKING, Final, NoReturn
+
+from segwal.errors import StorageError
+from segwal.format.encoder import FastAppender
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
+from segwal.log.arguments import MAX_TYPE
+from segwal.log.config import WalConfig
+from segwal.log.state import LogState
+from segwal.storage.fileio import OsFile
+from segwal.storage.segment import SegmentWriter
+
+if TYPE_CHECKING:
+    from segwal.format._encode import FastAppender as CompiledAppender
+
+# WalConfig's own clock: with it, the fast paths read the time themselves (no call through).
+DEFAULT_CLOCK: Final = next(f.default for f in fields(WalConfig) if f.name == "clock")
+# A one-record frame's bytes besides its payload.
+RECORD_OVERHEAD: Final = FRAME_HEAD_SIZE + 4
+
+
+def fields_of(obj: object, *names: str) -> dict[str, object] | None:
+    """``obj.__dict__``, for the compiled fast path to read and write ``names`` in directly
+    (a quarter of the generic attribute protocol's cost), unless a class attribute (a
+    property, a slot) stands for one of them: then None, and it uses getattr/setattr."""
+    if any(hasattr(type(obj), name) for name in names):
+        return None
+    found = getattr(obj, "__dict__", None)
+    return found if type(found) is dict else None
+
+
+def build(state: LogState, general: Callable[..., int]) -> CompiledAppender | None:
+    """The compiled fast path of ``state``'s log, unarmed; None on the pure path.
+    ``general(payload, type)`` takes every append it does not (after the lock is let go)."""
+    if FastAppender is None:
+        return None
+    config = state.config
+
+    def failed(writer: SegmentWriter, exc: BaseException, wrap: bool) -> NoReturn:
+        # Called under the lock: the log fails as on the Python path; a descriptor's
+        # OSError becomes the StorageError naming the segment.
+        if wrap and isinstance(exc, OSError):
+            error: BaseException = StorageError("write", writer.path, exc)
+            error.__cause__ = exc
+            exc = error
+        state.fail(exc)
+        writer.discard_unsynced()
+        raise exc
+
+    def durable(lsn: int) -> None:
+        # sync="always": durable before append returns, waited for outside the lock.
+        state.commit.wait_durable(lsn, lead=True)
+
+    return FastAppender(
+        state,
+        fields_of(state, "writer", "failure", "closed"),
+        state.lock.acquire,
+        state.lock.release,
+        general,
+        failed,
+        durable if config.sync == "always" else None,
+        None if config.clock is DEFAULT_CLOCK else config.now_us,
+        MAX_TYPE,
+        MAX_LSN,
+    )
+
+
+def arm(fast: CompiledAppender, state: LogState, writer: SegmentWriter, limit: int) -> None:
+    """Let the appends to ``writer`` go fast (under the lock); ``limit``: the log's
+    max_record_bytes. A real file is written with pwrite on its descriptor in C; any other
+    handle (the memfs) through its own pwrite, with the frame encoded in C."""
+    handle = writer.handle
+    fd = handle.fd if isinstance(handle, OsFile) else -1
+    commit = state.commit
+    fast.arm(
+        writer,
+        fields_of(writer, "offset", "last_lsn", "max_ts"),
+        writer.index,
+        commit,
+        fields_of(commit, "durable_lsn", "written_lsn", "_watchers"),
+        fd,
+        None if fd >= 0 else handle.pwrite,
+        writer.header.seed,
+        writer.header.first_lsn,
+        state.config.segment_bytes - RECORD_OVERHEAD - SEAL_SIZE,
+        min(limit, writer.header.max_record_bytes),
+    )
