@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
 from typing import Final
 
 log = logging.getLogger("segwal")
@@ -38,14 +39,12 @@ class Telemetry:
 
     def fsynced(self, seconds: float) -> None:
         """A data barrier of the active segment took ``seconds``."""
+        # The first bound not below ``seconds`` (bisect_left), +Inf past the last; the
+        # bucket is found before the lock, which then only guards the three additions.
+        index = bisect_left(FSYNC_BUCKETS, seconds)
         with self._lock:
             self.fsync_count += 1
             self.fsync_seconds += seconds
-            index = 0
-            for bound in FSYNC_BUCKETS:
-                if seconds <= bound:
-                    break
-                index += 1
             self.fsync_buckets[index] += 1
         if seconds >= self.slow_fsync_seconds:
             log.warning(

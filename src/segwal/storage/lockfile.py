@@ -143,10 +143,19 @@ def publish_durable(
     """
     pid = 0 if closed else _pid[0]
     raw = lock.encode(pid, durable_lsn, rewinds, counters, generation)
-    if isinstance(handle, LockHandle):
-        handle.publish(raw)
-    else:
+    if handle.__class__ is not LockHandle:
         handle.pwrite(raw, 0)
+        return
+    # LockHandle.publish inlined (this runs once per barrier; the writer's handle is always
+    # a LockHandle, which nothing subclasses).
+    with handle._mutex:
+        mapping = handle._map
+        if mapping is None:
+            handle._handle.pwrite(raw, 0)
+            return
+        sequence = handle._sequence + 2
+        mapping.store_sequenced(raw, 0, sequence=sequence, at=lock.SEQUENCE_OFFSET)
+        handle._sequence = sequence
 
 
 def generation_of(handle: FileHandle) -> int:
