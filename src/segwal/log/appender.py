@@ -249,7 +249,7 @@ class Appender(BatchAppends):
             counters["records"] += 1
             counters["payload_bytes"] += size
             self._eligible(writer)
-        if self._config.sync == "always":
+        if self._sync_always:
             state.commit.wait_durable(lsn, lead=True)
         return lsn
 
@@ -309,8 +309,11 @@ class Appender(BatchAppends):
             counters["payload_bytes"] += burst.size
 
     def stamp(self) -> int:
-        # Timestamps never decrease within a log, even when the clock steps back.
-        now = max(self._config.now_us(), self._last_ts)
+        # Timestamps never decrease within a log, even when the clock steps back. With
+        # WalConfig's own clock, time_ns is read here (no two calls through the config).
+        now = time_ns() // 1000 if self._fast_clock else self._config.now_us()
+        if now < self._last_ts:
+            return self._last_ts
         self._last_ts = now
         return now
 
@@ -325,9 +328,14 @@ class Appender(BatchAppends):
             state.fail(exc)
             writer.discard_unsynced()
             raise
-        state.io["written_bytes"] += len(data)
-        state.io["writes"] += 1
-        state.commit.wrote(last)
+        io = state.io
+        io["written_bytes"] += len(data)
+        io["writes"] += 1
+        # GroupCommit.wrote inlined, as in the fast path: the store is what most need.
+        commit = state.commit
+        commit.written_lsn = last
+        if commit._watchers:
+            commit.wrote(last)
 
     # -- rotation -------------------------------------------------------------------------
 
@@ -368,21 +376,36 @@ class Appender(BatchAppends):
     def publish(self, lsn: int) -> None:
         """Tell readers in other processes (LOCK) and observers that ``lsn`` is durable."""
         state = self._state
-        with self._publish_lock:
+        # Once per barrier: _publish_locked and LogState.published_counters (with tally)
+        # inlined, and the lock taken without a context manager's two calls.
+        lock = self._publish_lock
+        lock.acquire()
+        try:
             if lsn <= self._published:
                 return
             self._published = lsn
-            # _publish_locked inlined: this runs once per barrier.
+            io, counters = state.io, state.counters
+            tally = self._tally
+            n, frames = tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
             try:
                 publish_durable(
                     self._lock_handle,
                     lsn,
                     state.rewinds,
-                    state.published_counters(),
+                    (
+                        counters["appends"] + n,
+                        counters["records"] + n,
+                        counters["payload_bytes"] + frames - n * _RECORD_OVERHEAD,
+                        io["written_bytes"] + frames,
+                        io["fsyncs"],
+                        io["dir_fsyncs"],
+                    ),
                     generation=self._generation,
                 )
             except OSError as exc:
                 log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+        finally:
+            lock.release()
         if state._observers:  # LogState.observed without its call
             state.emit(Durable(lsn=lsn))
 

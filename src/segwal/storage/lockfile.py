@@ -146,9 +146,11 @@ def publish_durable(
     if handle.__class__ is not LockHandle:
         handle.pwrite(raw, 0)
         return
-    # LockHandle.publish inlined (this runs once per barrier; the writer's handle is always
-    # a LockHandle, which nothing subclasses).
-    with handle._mutex:
+    # LockHandle.publish inlined, its lock taken without a context manager's two calls
+    # (this runs once per barrier; the writer's handle is a LockHandle, never subclassed).
+    mutex = handle._mutex
+    mutex.acquire()
+    try:
         mapping = handle._map
         if mapping is None:
             handle._handle.pwrite(raw, 0)
@@ -156,6 +158,8 @@ def publish_durable(
         sequence = handle._sequence + 2
         mapping.store_sequenced(raw, 0, sequence=sequence, at=lock.SEQUENCE_OFFSET)
         handle._sequence = sequence
+    finally:
+        mutex.release()
 
 
 def generation_of(handle: FileHandle) -> int:

@@ -232,17 +232,24 @@ class SegmentWriter:
 
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
-        if self.direct is not None:
-            end = self.direct.end(self.offset, len(data))
+        offset = self.offset
+        end = offset + len(data)
+        direct = self.direct
+        if direct is not None:
+            padded = direct.end(offset, len(data))
+            if self.step and padded > self.allocated:
+                self._grow(padded)
+            direct.put(data, offset)
+        else:
             if self.step and end > self.allocated:
                 self._grow(end)
-            self.direct.put(data, self.offset)
-        else:
-            if self.step and self.offset + len(data) > self.allocated:
-                self._grow(self.offset + len(data))
-            self.handle.pwrite(data, self.offset)
-        self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
-        self.offset += len(data)
+            self.handle.pwrite(data, offset)
+        # The index's own test first: a call per write for one entry per interval costs
+        # more than the test (durable preallocated and direct appends come this way).
+        index = self.index
+        if offset >= index._next:
+            index.add(self.last_lsn + 1, offset, timestamp_us)
+        self.offset = end
         if self.last_lsn < self.header.first_lsn:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
