@@ -375,39 +375,18 @@ class Appender(BatchAppends):
 
     def publish(self, lsn: int) -> None:
         """Tell readers in other processes (LOCK) and observers that ``lsn`` is durable."""
-        state = self._state
-        # Once per barrier: _publish_locked and LogState.published_counters (with tally)
-        # inlined, and the lock taken without a context manager's two calls.
+        # The lock taken without a context manager's two calls: this runs once per barrier.
         lock = self._publish_lock
         lock.acquire()
         try:
             if lsn <= self._published:
                 return
             self._published = lsn
-            io, counters = state.io, state.counters
-            tally = self._tally
-            n, frames = tally >> _TALLY_SHIFT, tally & _TALLY_BYTES
-            try:
-                publish_durable(
-                    self._lock_handle,
-                    lsn,
-                    state.rewinds,
-                    (
-                        counters["appends"] + n,
-                        counters["records"] + n,
-                        counters["payload_bytes"] + frames - n * _RECORD_OVERHEAD,
-                        io["written_bytes"] + frames,
-                        io["fsyncs"],
-                        io["dir_fsyncs"],
-                    ),
-                    generation=self._generation,
-                )
-            except OSError as exc:
-                log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
+            self._publish_locked(lsn)
         finally:
             lock.release()
-        if state._observers:  # LogState.observed without its call
-            state.emit(Durable(lsn=lsn))
+        if self._state._observers:  # LogState.observed without its call
+            self._state.emit(Durable(lsn=lsn))
 
     def _publish_locked(self, lsn: int) -> None:
         state = self._state
