@@ -354,8 +354,8 @@ class Appender(BatchAppends):
         state = self._state
         writer = state.writer
         assert writer is not None
-        # SegmentWriter.sync inlined (once per durable append): what the barrier covers is
-        # what was written before it started.
+        # The segment's fdatasync (once per durable append, so no SegmentWriter method in
+        # between): what the barrier covers is what was written before it started.
         end = writer.offset
         started = perf_counter()
         writer.handle.sync("append.sync")

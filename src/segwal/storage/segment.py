@@ -131,7 +131,9 @@ class SegmentWriter:
         # Version 2 segments (compressed or encrypted frames); None: version 1 frames.
         self.encoder = encoder
         self.index = index if index is not None else SparseIndex()
-        self.synced = offset  # bytes a completed barrier covers (the writer starts synced)
+        # Bytes a completed barrier covers (the writer starts synced); the group commit's
+        # barrier (Appender.barrier) advances it after each fdatasync of the segment.
+        self.synced = offset
         self.handle = handle
         self.header = header
         self.path = handle.path
@@ -261,12 +263,6 @@ class SegmentWriter:
         new = max(end, self.allocated + self.step)
         self.handle.allocate(self.allocated, new - self.allocated)
         self.allocated = new
-
-    def sync(self) -> None:
-        """fdatasync the segment: every frame written so far becomes durable."""
-        end = self.offset
-        self.handle.sync("append.sync")
-        self.synced = max(self.synced, end)
 
     def discard_unsynced(self) -> None:
         """After a failed write or barrier: cut what no barrier covered, best effort.
