@@ -56,9 +56,10 @@ GENERATION_OFFSET: Final = LAYOUT.size + EXTENSION.size + COUNTERS.size + COUNTE
 SIZE: Final = GENERATION_OFFSET + GENERATION.size
 _HEAD = struct.Struct("<8sQQQQQ6Q")  # the fields before the counters' CRC, in one pack
 _TAIL = struct.Struct("<IQQ")  # the counters' CRC, the generation and its complement
-# The same bytes with each complement given as ``~value``, a signed u64 of the same bits:
-# a small negative int converts several times faster than one of 2**63 or more, and this
-# pack runs once per fdatasync. Values past the signed range take the masked pack.
+# The same bytes with each complement given as ``~value``, a signed word of the same bits:
+# a small negative int converts faster than an unsigned one of 2**63 or more (callgrind:
+# 2.5k fewer instructions per durable append), and this pack runs once per fdatasync.
+# Values past the signed range take the masked pack.
 _HEAD_SIGNED = struct.Struct("<8sQQqQq6Q")
 _TAIL_SIGNED = struct.Struct("<IQq")
 _COUNTERS_AT: Final = LAYOUT.size + EXTENSION.size
