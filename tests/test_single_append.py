@@ -213,17 +213,37 @@ def test_a_forked_child_cannot_append_on_the_fast_path(tmp_path: Path) -> None:
         assert wal.append(b"c") == 3
 
 
-@pytest.mark.parametrize("option", ["preallocate", "direct_io"])
-def test_preallocated_and_direct_logs_take_the_general_path(tmp_path: Path, option: str) -> None:
-    """Their single appends go through SegmentWriter.write (allocation steps, whole aligned
-    blocks), never the fast path's bare pwrite: every record across several allocation
-    steps and a rotation reads back, and the files hold what a reopen verifies."""
+def test_direct_io_logs_take_the_general_path(tmp_path: Path) -> None:
+    """Their single appends go through SegmentWriter.write (whole aligned blocks), never
+    the fast path's bare pwrite: every record across a rotation reads back, and the files
+    hold what a reopen verifies."""
     path = tmp_path / "log"
     payloads = [bytes([i % 251]) * 100 for i in range(3000)]
-    with segwal.open(path, sync="never", segment_bytes=1 << 18, **{option: True}) as wal:
+    with segwal.open(path, sync="never", segment_bytes=1 << 18, direct_io=True) as wal:
         for p in payloads:
             wal.append(p)
         assert fast_writer(wal._appender) is None
+        assert wal.stats().segments > 1
+    with segwal.open(path, readonly=True) as view:
+        assert [r.payload for r in view.replay()] == payloads
+    assert segwal.verify(path).ok
+
+
+def test_preallocated_logs_go_fast_within_the_allocation(tmp_path: Path) -> None:
+    """A preallocated segment's single appends take the fast path while the frame ends
+    within the space allocated; the one that would pass it takes SegmentWriter.write,
+    which allocates the next step (never over written frames). Across several steps and
+    rotations every record reads back and the files verify."""
+    path = tmp_path / "log"
+    payloads = [bytes([i % 251]) * 100 for i in range(20000)]
+    with segwal.open(path, sync="never", segment_bytes=2 << 20, preallocate=True) as wal:
+        appender = wal._appender
+        assert appender is not None
+        for p in payloads:
+            wal.append(p)
+        assert fast_writer(appender) is not None
+        fast, _ = appender.tally()
+        assert fast > 0.99 * len(payloads)  # only each segment's first, and each step's
         assert wal.stats().segments > 1
     with segwal.open(path, readonly=True) as view:
         assert [r.payload for r in view.replay()] == payloads

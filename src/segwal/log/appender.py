@@ -8,26 +8,25 @@ any failed write or barrier the log fails closed."""
 from __future__ import annotations
 
 import posixpath
-import threading
 import types
 from collections.abc import Callable
 from time import perf_counter, time_ns
 from typing import Final
 
 from segwal.errors import ForkedError, RecordTooLargeError, StorageError
-from segwal.events import Durable, Synced
+from segwal.events import Synced
 from segwal.format.encoder import encode_record, write_record
 from segwal.format.features import OPAQUE_OVERHEAD
-from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
+from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN
 from segwal.format.meta import Closed
 from segwal.log import fastpath
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, to_payload
 from segwal.log.batches import BatchAppends
 from segwal.log.pipeline import CompressionPipeline
+from segwal.log.publisher import Publisher
 from segwal.log.rotation import Rotation
-from segwal.log.state import LogState, log
+from segwal.log.state import LogState
 from segwal.storage.fileio import FileHandle, OsFile
-from segwal.storage.lockfile import generation_of, publish_durable
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
 from segwal.types import SegmentInfo
@@ -53,9 +52,11 @@ class Appender(BatchAppends):
         self._lock_handle = lock_handle
         self.rotation = Rotation(state, after_seal)
         self._max_record_bytes = state.config.max_record_bytes
-        self._published = 0
-        self._publish_lock = threading.Lock()
-        self._generation = generation_of(lock_handle)  # bumped by announce (format/lock.py)
+        # LOCK's publications (log/publisher.py): the group commit calls publish per barrier.
+        self.publisher = Publisher(state, lock_handle)
+        self.publish = self.publisher.publish
+        self.announce = self.publisher.announce
+        self.republish = self.publisher.republish
         self._last_ts = 0
         # compression_threads: batches compressed off the appending thread (log/pipeline.py)
         self.pipeline: CompressionPipeline | None = None
@@ -185,15 +186,14 @@ class Appender(BatchAppends):
         """After an append on the general path: may the next ones to ``writer`` go fast?"""
         state = self._state
         config = self._config
-        # Preallocated and direct-I/O segments write through SegmentWriter.write, which
-        # grows the allocation (a zero-filled step must never land on written frames) and
-        # writes whole aligned blocks; their appends wait on fdatasync anyway.
+        # Direct-I/O segments write whole aligned blocks through SegmentWriter.write; a
+        # preallocated one goes fast within its allocation (fastpath.room), and the append
+        # that passes it takes SegmentWriter.write, which grows it and arms again.
         if (
             writer.encoder is None
             and not state.buffer.limit
             and state.coding.compressor is None
             and config.max_segment_age is None
-            and not writer.step
             and writer.direct is None
         ):
             if self._fast is not None:
@@ -203,7 +203,7 @@ class Appender(BatchAppends):
             self._fast_writer = writer
             self._fast_seed = writer.header.seed
             self._fast_first = writer.header.first_lsn
-            self._fast_room = config.segment_bytes - _RECORD_OVERHEAD - SEAL_SIZE
+            self._fast_room = fastpath.room(writer, config.segment_bytes)
             self._fast_max = min(self._max_record_bytes, writer.header.max_record_bytes)
             # A real file and the compiled encoder: encode and pwrite in one C call.
             self._fast_fd = (
@@ -261,7 +261,7 @@ class Appender(BatchAppends):
             counters["records"] += 1
             counters["payload_bytes"] += size
             self._eligible(writer)
-        if self._config.sync == "always":
+        if self._sync_always:
             state.commit.wait_durable(lsn, lead=True)
         return lsn
 
@@ -321,9 +321,13 @@ class Appender(BatchAppends):
             counters["payload_bytes"] += burst.size
 
     def stamp(self) -> int:
-        # Timestamps never decrease within a log, even when the clock steps back.
-        fast = self._fast  # the compiled fast path keeps the last one itself
-        now = max(self._config.now_us(), fast.last_ts if fast is not None else self._last_ts)
+        # Timestamps never decrease within a log, even when the clock steps back; the
+        # compiled fast path keeps the last one itself. With WalConfig's own clock, time_ns
+        # is read here (no two calls through the config).
+        now = time_ns() // 1000 if self._fast_clock else self._config.now_us()
+        fast = self._fast
+        last = fast.last_ts if fast is not None else self._last_ts
+        now = max(now, last)
         if fast is not None:
             fast.last_ts = now
         self._last_ts = now
@@ -342,9 +346,14 @@ class Appender(BatchAppends):
             state.fail(exc)
             writer.discard_unsynced()
             raise
-        state.io["written_bytes"] += len(data)
-        state.io["writes"] += 1
-        state.commit.wrote(last)
+        io = state.io
+        io["written_bytes"] += len(data)
+        io["writes"] += 1
+        # GroupCommit.wrote inlined, as in the fast path: the store is what most need.
+        commit = state.commit
+        commit.written_lsn = last
+        if commit._watchers:
+            commit.wrote(last)
 
     # -- rotation -------------------------------------------------------------------------
 
@@ -363,12 +372,16 @@ class Appender(BatchAppends):
         state = self._state
         writer = state.writer
         assert writer is not None
+        # The segment's fdatasync (once per durable append, so no SegmentWriter method in
+        # between): what the barrier covers is what was written before it started.
+        end = writer.offset
         started = perf_counter()
-        writer.sync()
+        writer.handle.sync("append.sync")
         seconds = perf_counter() - started
+        writer.synced = max(writer.synced, end)
         state.io["fsyncs"] += 1
         state.telemetry.fsynced(seconds)  # the histogram, and a warning when slow
-        if state.observed:
+        if state._observers:  # LogState.observed without its call
             state.emit(Synced(site="append.sync", seconds=seconds))
 
     def barrier_failed(self, exc: BaseException) -> None:
@@ -377,43 +390,6 @@ class Appender(BatchAppends):
         with state.lock:
             if state.writer is not None:
                 state.writer.discard_unsynced()
-
-    def publish(self, lsn: int) -> None:
-        """Tell readers in other processes (LOCK) and observers that ``lsn`` is durable."""
-        with self._publish_lock:
-            if lsn <= self._published:
-                return
-            self._published = lsn
-            self._publish_locked(lsn)
-        if self._state.observed:
-            self._state.emit(Durable(lsn=lsn))
-
-    def _publish_locked(self, lsn: int) -> None:
-        state = self._state
-        try:
-            publish_durable(
-                self._lock_handle,
-                lsn,
-                state.rewinds,
-                state.published_counters(),
-                generation=self._generation,
-            )
-        except OSError as exc:
-            log.warning("could not publish durable LSN %d to readers: %s", lsn, exc)
-
-    def announce(self) -> None:
-        """Rewrite LOCK after a change readers see that moves no LSN (META replaced by a
-        checkpoint, retention or a hold), so readonly views in other processes look again."""
-        with self._publish_lock:
-            self._generation += 1
-            self._publish_locked(self._published)
-
-    def republish(self, lsn: int) -> None:
-        """After a rewind: publish the lower durable LSN and the new rewind count, so readers
-        in other processes never take the rewound LSNs' new records for durable ones."""
-        with self._publish_lock:
-            self._published = lsn
-            self._publish_locked(lsn)
 
     def ensure_durable(self, lsn: int) -> None:
         commit = self._state.commit
@@ -473,14 +449,7 @@ class Appender(BatchAppends):
             if writer is not None and state.failure is None:
                 state.commit.wait_durable(state.commit.written_lsn, lead=True)
                 self._mark_clean(writer)
-                publish_durable(
-                    handle,
-                    state.commit.durable_lsn,
-                    state.rewinds,
-                    state.published_counters(),
-                    closed=True,
-                    generation=self._generation,
-                )
+                self.publisher.closed(state.commit.durable_lsn)
         finally:
             if self.pipeline is not None:
                 self.pipeline.stop()  # drained above, or dropped with a failed log

@@ -108,9 +108,16 @@ class GroupCommit:
         With ``lead`` the caller runs a barrier itself when none is running that covers it;
         without it, the caller only waits (for the interval flusher or another thread).
         """
-        deadline = None if timeout is None else monotonic() + timeout
         mutex = self._mutex
         mutex.acquire()
+        if lead and not self._busy and self.durable_lsn < lsn and self._failed is None:
+            # The solo barrier, the usual case of one writer: nobody leads, so this thread
+            # does at once, and is done without taking the mutex again once it is covered.
+            self._lead_once()
+            if self.durable_lsn >= lsn:
+                return True
+            mutex.acquire()
+        deadline = None if timeout is None else monotonic() + timeout
         try:
             while self.durable_lsn < lsn:
                 if self._failed is not None:
@@ -182,34 +189,39 @@ class GroupCommit:
         self._cond.notify_all()
 
     def _lead(self) -> None:
-        # Called with the mutex held; releases it around the barrier itself.
+        # Called with the mutex held, and returns with it held (raising too).
+        try:
+            self._lead_once()
+        finally:
+            self._mutex.acquire()
+
+    def _lead_once(self) -> None:
+        """Run one barrier and publish it: called with the mutex held, returns (or raises)
+        with it released; the mutex is taken once around the barrier's end."""
         target = self.written_lsn
         self._busy = True
-        self._mutex.release()
-        error: BaseException | None = None
+        mutex = self._mutex
+        mutex.release()
         try:
             self._barrier()
         except BaseException as exc:
-            error = exc
-        finally:
-            self._mutex.acquire()
-            self._busy = False
-            self.barriers += 1
-            if error is None:
-                self.durable_lsn = max(self.durable_lsn, target)
-                self._wake_covered()
-            else:
+            with mutex:
+                self._busy = False
+                self.barriers += 1
                 if self._failed is None:
-                    self._failed = error
+                    self._failed = exc
                 self._wake_all()
-        self._mutex.release()
-        try:
-            if error is not None:
-                self._on_failure(error)
-                raise error
-            self._on_durable(target)
-        finally:
-            self._mutex.acquire()
+            self._on_failure(exc)
+            raise
+        mutex.acquire()
+        self._busy = False
+        self.barriers += 1
+        self.durable_lsn = max(self.durable_lsn, target)
+        # Nobody queued or watching (a solo writer): _wake_covered would find nothing to do.
+        if self._queue or self._watchers:
+            self._wake_covered()
+        mutex.release()
+        self._on_durable(target)
 
     def flush(self) -> None:
         """Run one barrier now if anything written is not durable (the interval flusher)."""

@@ -79,6 +79,13 @@ def build(state: LogState, general: Callable[..., int]) -> CompiledAppender | No
     )
 
 
+def room(writer: SegmentWriter, segment_bytes: int) -> int:
+    """The offset a fast append's payload may end at: the seal's room kept, and within a
+    preallocated segment's allocation (a zero-filled step must never land on frames)."""
+    end = segment_bytes - RECORD_OVERHEAD - SEAL_SIZE
+    return min(end, writer.allocated - RECORD_OVERHEAD) if writer.step else end
+
+
 def arm(fast: CompiledAppender, state: LogState, writer: SegmentWriter, limit: int) -> None:
     """Let the appends to ``writer`` go fast (under the lock); ``limit``: the log's
     max_record_bytes. A real file is written with pwrite on its descriptor in C; any other
@@ -96,6 +103,6 @@ def arm(fast: CompiledAppender, state: LogState, writer: SegmentWriter, limit: i
         None if fd >= 0 else handle.pwrite,
         writer.header.seed,
         writer.header.first_lsn,
-        state.config.segment_bytes - RECORD_OVERHEAD - SEAL_SIZE,
+        room(writer, state.config.segment_bytes),
         min(limit, writer.header.max_record_bytes),
     )

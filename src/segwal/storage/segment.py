@@ -131,7 +131,9 @@ class SegmentWriter:
         # Version 2 segments (compressed or encrypted frames); None: version 1 frames.
         self.encoder = encoder
         self.index = index if index is not None else SparseIndex()
-        self.synced = offset  # bytes a completed barrier covers (the writer starts synced)
+        # Bytes a completed barrier covers (the writer starts synced); the group commit's
+        # barrier (Appender.barrier) advances it after each fdatasync of the segment.
+        self.synced = offset
         self.handle = handle
         self.header = header
         self.path = handle.path
@@ -232,17 +234,24 @@ class SegmentWriter:
 
     def write(self, data: Buffer, last_lsn: int, timestamp_us: int) -> None:
         """Write encoded frames at the tail; the caller has made them whole batches."""
-        if self.direct is not None:
-            end = self.direct.end(self.offset, len(data))
+        offset = self.offset
+        end = offset + len(data)
+        direct = self.direct
+        if direct is not None:
+            padded = direct.end(offset, len(data))
+            if self.step and padded > self.allocated:
+                self._grow(padded)
+            direct.put(data, offset)
+        else:
             if self.step and end > self.allocated:
                 self._grow(end)
-            self.direct.put(data, self.offset)
-        else:
-            if self.step and self.offset + len(data) > self.allocated:
-                self._grow(self.offset + len(data))
-            self.handle.pwrite(data, self.offset)
-        self.index.add(self.last_lsn + 1, self.offset, timestamp_us)
-        self.offset += len(data)
+            self.handle.pwrite(data, offset)
+        # The index's own test first: a call per write for one entry per interval costs
+        # more than the test (durable preallocated and direct appends come this way).
+        index = self.index
+        if offset >= index._next:
+            index.add(self.last_lsn + 1, offset, timestamp_us)
+        self.offset = end
         if self.last_lsn < self.header.first_lsn:
             self.min_ts = timestamp_us
         self.last_lsn = last_lsn
@@ -254,12 +263,6 @@ class SegmentWriter:
         new = max(end, self.allocated + self.step)
         self.handle.allocate(self.allocated, new - self.allocated)
         self.allocated = new
-
-    def sync(self) -> None:
-        """fdatasync the segment: every frame written so far becomes durable."""
-        end = self.offset
-        self.handle.sync("append.sync")
-        self.synced = max(self.synced, end)
 
     def discard_unsynced(self) -> None:
         """After a failed write or barrier: cut what no barrier covered, best effort.
