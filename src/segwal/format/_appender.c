@@ -40,6 +40,7 @@
 void segwal_fill_record(unsigned char *p, uint32_t seed, uint64_t lsn, uint32_t rtype, uint64_t ts,
                         uint64_t durable, const unsigned char *data, uint32_t size);
 PyObject *segwal_refuse(PyObject *const *args);
+int segwal_pwrite_all(int fd, const unsigned char *buf, size_t total, uint64_t offset);
 
 typedef struct {
     PyObject_HEAD
@@ -207,34 +208,10 @@ write_frame(FastAppender *self, uint64_t offset, uint64_t lsn, uint32_t rtype, u
             goto failed;
         }
         segwal_fill_record(frame, self->seed, lsn, rtype, ts, durable, data, size);
-        size_t done = 0;
-        while (done < total) {
-            ssize_t n;
-            int err = 0;
-            Py_BEGIN_ALLOW_THREADS
-            n = pwrite(self->fd, frame + done, total - done, (off_t)(offset + done));
-            if (n < 0)
-                err = errno;
-            Py_END_ALLOW_THREADS
-            if (n < 0) {
-                if (err == EINTR && PyErr_CheckSignals() == 0)
-                    continue;
-                if (err != EINTR) {
-                    errno = err;
-                    PyErr_SetFromErrno(PyExc_OSError);
-                }
-                break;
-            }
-            if (n == 0) {
-                errno = EIO;
-                PyErr_SetFromErrno(PyExc_OSError);
-                break;
-            }
-            done += (size_t)n;
-        }
+        int rc = segwal_pwrite_all(self->fd, frame, total, offset);
         if (frame != stack)
             PyMem_Free(frame);
-        if (done == total)
+        if (rc == 0)
             return 0;
     } else {
         PyObject *frame = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);

@@ -280,12 +280,47 @@ encode_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+#define STACK_FRAME 8192
+
+/* Write all of buf at offset with pwrite, without the GIL: short writes finished, EINTR
+ * retried after the signal handlers ran (as os.pwrite does). 0, or -1 with an OSError set.
+ * Shared with _appender.c's FastAppender. */
+int
+segwal_pwrite_all(int fd, const unsigned char *buf, size_t total, uint64_t offset)
+{
+    size_t done = 0;
+    while (done < total) {
+        ssize_t n;
+        int err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        n = pwrite(fd, buf + done, total - done, (off_t)(offset + done));
+        if (n < 0)
+            err = errno;
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                continue;
+            }
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO; /* no progress: as fileio's "write made no progress" */
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
 /* write_record(fd, offset, seed, lsn, record_type, timestamp_us, durable_lsn, payload):
  * encode_record's frame written with pwrite at `offset` (short writes finished, EINTR
  * retried as os.pwrite does), without the GIL; returns the frame's size. An OSError names
  * what failed; the caller turns it into its StorageError. */
-#define STACK_FRAME 8192
-
 static PyObject *
 write_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -319,34 +354,10 @@ write_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (r.release)
         PyBuffer_Release(&r.view);
 
-    size_t done = 0;
-    int err = 0;
-    while (done < total) {
-        ssize_t n;
-        Py_BEGIN_ALLOW_THREADS
-        n = pwrite((int)fd_arg, frame + done, total - done, (off_t)(offset_arg + done));
-        if (n < 0)
-            err = errno;
-        Py_END_ALLOW_THREADS
-        if (n < 0) {
-            if (err == EINTR && PyErr_CheckSignals() == 0)
-                continue;
-            if (err != EINTR) {
-                errno = err;
-                PyErr_SetFromErrno(PyExc_OSError);
-            }
-            break;
-        }
-        if (n == 0) {
-            errno = EIO;
-            PyErr_SetString(PyExc_OSError, "write made no progress");
-            break;
-        }
-        done += (size_t)n;
-    }
+    int rc = segwal_pwrite_all((int)fd_arg, frame, total, (uint64_t)offset_arg);
     if (frame != stack)
         PyMem_Free(frame);
-    if (done < total)
+    if (rc < 0)
         return NULL;
     return PyLong_FromSize_t(total);
 }
