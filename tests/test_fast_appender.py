@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,6 +23,7 @@ import pytest
 
 import segwal
 from conftest import FakeClock
+from memcheck import run_memcheck
 from segwal.errors import ForkedError, StorageError, WalFailedError
 from segwal.format import encoder
 from segwal.log import appender as appender_module
@@ -415,34 +413,7 @@ def test_valgrind_memcheck_finds_no_invalid_access_in_the_appender(tmp_path: Pat
     heap frames, bad arguments, a clock past 64 bits, failed writes; no invalid access and
     no error in an _encode frame (CPython itself is not memcheck-clean, as in
     test_speedups)."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail("valgrind is not installed, and CI=true needs it")
-        pytest.skip("valgrind is not installed")
-    script = tmp_path / "memcheck_append.py"
-    script.write_text(MEMCHECK_SCRIPT)
-    log = tmp_path / "memcheck.log"
-    env = dict(os.environ, PYTHONMALLOC="malloc", SEGWAL_PURE="0")
-    proc = subprocess.run(
-        [
-            valgrind,
-            "--tool=memcheck",
-            "--leak-check=no",
-            f"--log-file={log}",
-            sys.executable,
-            str(script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=290,
-    )
-    report = log.read_text()
-    assert proc.returncode == 0 and "memcheck-script-done" in proc.stdout, proc.stderr + report
-    assert "ERROR SUMMARY" in report, report
-    assert "Invalid read" not in report and "Invalid write" not in report, report
-    assert "_encode" not in report and "_appender" not in report, report
+    run_memcheck(tmp_path, MEMCHECK_SCRIPT, ("_encode", "_appender"), timeout=290)
 
 
 def test_a_clock_past_64_bits_is_refused_without_failing_the_log(tmp_path: Path) -> None:

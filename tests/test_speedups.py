@@ -17,7 +17,6 @@ import array
 import gc
 import os
 import pickle
-import shutil
 import struct
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import segwal
+from memcheck import run_memcheck
 from segwal.format import encoder, records
 from segwal.format.framing import encode_frames
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_FRAME_RECORDS, MAX_LSN, FormatError
@@ -664,34 +664,4 @@ def test_valgrind_memcheck_finds_no_invalid_access(tmp_path: Path) -> None:
     c_decode()
     if encoder.encode_record_c is None:
         pytest.fail("segwal.format._encode is not built beside _speedups")
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        if IN_CI:  # .ci/run installs it
-            pytest.fail("valgrind is not installed, and CI=true needs it")
-        pytest.skip("valgrind is not installed")
-    script = tmp_path / "memcheck_decode.py"
-    script.write_text(MEMCHECK_SCRIPT)
-    log = tmp_path / "memcheck.log"
-    env = dict(os.environ, PYTHONMALLOC="malloc", SEGWAL_PURE="0")
-    proc = subprocess.run(
-        [
-            valgrind,
-            "--tool=memcheck",
-            "--leak-check=no",
-            f"--log-file={log}",
-            sys.executable,
-            str(script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    report = log.read_text()
-    assert proc.returncode == 0 and "memcheck-script-done" in proc.stdout, proc.stderr + report
-    assert "ERROR SUMMARY" in report, report
-    # CPython itself is not memcheck-clean (uninitialised-value reports inside the
-    # interpreter), so the test looks for what would be ours: any error in a stack through
-    # _speedups, and any invalid read or write at all.
-    assert "Invalid read" not in report and "Invalid write" not in report, report
-    assert "_speedups" not in report and "_encode" not in report, report
+    run_memcheck(tmp_path, MEMCHECK_SCRIPT, ("_speedups", "_encode"), timeout=170)
