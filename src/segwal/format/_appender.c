@@ -40,7 +40,16 @@
 void segwal_fill_record(unsigned char *p, uint32_t seed, uint64_t lsn, uint32_t rtype, uint64_t ts,
                         uint64_t durable, const unsigned char *data, uint32_t size);
 PyObject *segwal_refuse(PyObject *const *args);
-int segwal_pwrite_all(int fd, const unsigned char *buf, size_t total, uint64_t offset);
+int segwal_pwrite_all(int fd, const unsigned char *buf, size_t total, uint64_t offset, int keep_gil);
+
+/* A durable log's (sync="always") frame up to this size is written holding the GIL. Under the
+ * log's lock no other append can go on anyway, and a small pwrite into the page cache takes
+ * about as long as handing the GIL over: released, each appending thread that takes it next
+ * only blocks on the log's lock and sleeps again, a convoy of about two more context switches
+ * per append (16 threads: 4.5 -> 2.7 per append, 1.5x the appends/s). A durable log's dirty
+ * pages are few (every append is fdatasync'd), so the write does not wait on writeback
+ * throttling while it holds the GIL; other logs release it as os.pwrite does. */
+#define HOLD_GIL_BYTES 4096
 
 typedef struct {
     PyObject_HEAD
@@ -208,7 +217,8 @@ write_frame(FastAppender *self, uint64_t offset, uint64_t lsn, uint32_t rtype, u
             goto failed;
         }
         segwal_fill_record(frame, self->seed, lsn, rtype, ts, durable, data, size);
-        int rc = segwal_pwrite_all(self->fd, frame, total, offset);
+        int keep_gil = total <= HOLD_GIL_BYTES && self->durable != Py_None;
+        int rc = segwal_pwrite_all(self->fd, frame, total, offset, keep_gil);
         if (frame != stack)
             PyMem_Free(frame);
         if (rc == 0)

@@ -282,21 +282,27 @@ encode_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 #define STACK_FRAME 8192
 
-/* Write all of buf at offset with pwrite, without the GIL: short writes finished, EINTR
- * retried after the signal handlers ran (as os.pwrite does). 0, or -1 with an OSError set.
- * Shared with _appender.c's FastAppender. */
+/* Write all of buf at offset with pwrite: short writes finished, EINTR retried after the
+ * signal handlers ran (as os.pwrite does). 0, or -1 with an OSError set. Shared with
+ * _appender.c's FastAppender. Without the GIL, unless `keep_gil` (see HOLD_GIL_BYTES). */
 int
-segwal_pwrite_all(int fd, const unsigned char *buf, size_t total, uint64_t offset)
+segwal_pwrite_all(int fd, const unsigned char *buf, size_t total, uint64_t offset, int keep_gil)
 {
     size_t done = 0;
     while (done < total) {
         ssize_t n;
         int err = 0;
-        Py_BEGIN_ALLOW_THREADS
-        n = pwrite(fd, buf + done, total - done, (off_t)(offset + done));
-        if (n < 0)
-            err = errno;
-        Py_END_ALLOW_THREADS
+        if (keep_gil) {
+            n = pwrite(fd, buf + done, total - done, (off_t)(offset + done));
+            if (n < 0)
+                err = errno;
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            n = pwrite(fd, buf + done, total - done, (off_t)(offset + done));
+            if (n < 0)
+                err = errno;
+            Py_END_ALLOW_THREADS
+        }
         if (n < 0) {
             if (err == EINTR) {
                 if (PyErr_CheckSignals() < 0)
@@ -354,7 +360,7 @@ write_record(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (r.release)
         PyBuffer_Release(&r.view);
 
-    int rc = segwal_pwrite_all((int)fd_arg, frame, total, (uint64_t)offset_arg);
+    int rc = segwal_pwrite_all((int)fd_arg, frame, total, (uint64_t)offset_arg, 0);
     if (frame != stack)
         PyMem_Free(frame);
     if (rc < 0)
