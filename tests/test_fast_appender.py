@@ -447,3 +447,50 @@ def test_a_clock_past_64_bits_is_refused_without_failing_the_log(tmp_path: Path)
                 assert wal.stats().appends == 3
     assert errors["compiled"] == errors["general"]
     assert "out of range" in errors["compiled"]
+
+
+@pytest.mark.parametrize("reenter", ["rotate", "append", "close"])
+def test_a_clock_that_reenters_the_log_never_writes_with_stale_state(
+    tmp_path: Path, reenter: str
+) -> None:
+    """A custom clock runs Python code under the log's lock; when it rotates, appends or
+    closes from inside, the append in progress must not write at the offset, with the LSN
+    or through the descriptor it read before (the closed segment's descriptor number may
+    already name the new segment). Every acknowledged record reads back once, in order."""
+    path = tmp_path / "log"
+    ticks = [1_700_000_000_000_000]
+    trigger = [False]
+    holder: list[segwal.Wal] = []
+    nested: list[int] = []
+
+    def clock() -> int:
+        ticks[0] += 1
+        if trigger[0]:
+            trigger[0] = False
+            wal = holder[0]
+            if reenter == "rotate":
+                wal.rotate()
+            elif reenter == "append":
+                nested.append(wal.append(b"nested"))
+            else:
+                wal.close()
+        return ticks[0]
+
+    wal = segwal.open(path, sync="never", clock=clock)
+    holder.append(wal)
+    acked = {wal.append(b"r%d" % i): b"r%d" % i for i in range(10)}
+    trigger[0] = True
+    try:
+        acked[wal.append(b"X")] = b"X"
+    except segwal.ClosedError:
+        assert reenter == "close"
+    if reenter != "close":
+        for i in range(3):
+            acked[wal.append(b"y%d" % i)] = b"y%d" % i
+        wal.close()
+    for lsn in nested:
+        acked[lsn] = b"nested"
+    with segwal.open(path, readonly=True) as view:
+        got = {r.lsn: r.payload for r in view.replay()}
+    assert got == acked
+    assert segwal.verify(path).ok

@@ -241,6 +241,11 @@ def test_preallocated_logs_go_fast_within_the_allocation(tmp_path: Path) -> None
         assert appender is not None
         for p in payloads:
             wal.append(p)
+            # Never past the allocation: a fast append there would grow the file without
+            # the step's allocation (content alone would not show it).
+            writer = wal._state.writer
+            assert writer is not None and writer.offset <= writer.allocated
+            assert os.fstat(writer.handle.fd).st_size == writer.allocated  # type: ignore[attr-defined]
         assert fast_writer(appender) is not None
         fast, _ = appender.tally()
         assert fast > 0.99 * len(payloads)  # only each segment's first, and each step's

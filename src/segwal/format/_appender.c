@@ -247,12 +247,14 @@ failed:
     return -1;
 }
 
-/* The locked part: 1 with *lsn_out appended, 0 when the general path must take it, -1 on an
- * error (raised). */
+/* Whether `self->writer` may take a payload of `size` now: still the log's writer, the log
+ * neither failed nor closed, room left, not the segment's first record; 1 with its offset,
+ * last LSN and the durable LSN, 0 when the general path must take it, -1 on an error. */
 static int
-append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject **lsn_out)
+check_armed(FastAppender *self, Py_ssize_t size, long long *offset_out, long long *last_out,
+            long long *durable_out)
 {
-    long long offset, last, durable, next;
+    long long offset, last;
     PyObject *value = load(self->state, self->state_dict, s_writer);
     if (value == NULL)
         return -1;
@@ -277,16 +279,28 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
     int rc = get_index(self->writer, self->writer_dict, s_offset, &offset);
     if (rc <= 0)
         return rc;
-    Py_ssize_t size = PyBytes_GET_SIZE(payload);
     if (size > self->max_payload || offset + size > self->room)
         return 0;
     if ((rc = get_index(self->writer, self->writer_dict, s_last_lsn, &last)) <= 0)
         return rc;
     if (last >= self->max_lsn || last + 1 <= self->first)
         return 0;
-    uint64_t lsn = (uint64_t)last + 1;
-    if ((rc = get_index(self->commit, self->commit_dict, s_durable_lsn, &durable)) <= 0)
+    *offset_out = offset;
+    *last_out = last;
+    return get_index(self->commit, self->commit_dict, s_durable_lsn, durable_out);
+}
+
+/* The locked part: 1 with *lsn_out appended, 0 when the general path must take it, -1 on an
+ * error (raised). */
+static int
+append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject **lsn_out)
+{
+    long long offset, last, durable, next;
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    int rc = check_armed(self, size, &offset, &last, &durable);
+    if (rc <= 0)
         return rc;
+    uint64_t lsn = (uint64_t)last + 1;
     uint64_t ts;
     PyObject *bad = NULL;
     if ((rc = timestamp(self, &ts, &bad)) < 0)
@@ -300,6 +314,17 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
         for (int i = 0; i < 5; i++)
             Py_XDECREF(a[i]);
         return -1;
+    }
+    if (self->clock != Py_None) {
+        /* The clock is Python code: if it re-entered the log (an append, a rotation, a close,
+         * a rewind), what was read above is stale. Look again; anything moved, and the
+         * general path starts over (it calls the clock again). */
+        long long offset2, last2;
+        rc = check_armed(self, size, &offset2, &last2, &durable);
+        if (rc <= 0)
+            return rc;
+        if (offset2 != offset || last2 != last)
+            return 0;
     }
     if (write_frame(self, (uint64_t)offset, lsn, (uint32_t)rtype, ts, (uint64_t)durable,
                     payload) < 0)
@@ -332,7 +357,7 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
     Py_XDECREF(end);
     Py_XDECREF(stamp);
     if (ok) {
-        value = load(self->commit, self->commit_dict, s_watchers);
+        PyObject *value = load(self->commit, self->commit_dict, s_watchers);
         int watched = value == NULL ? -1 : PyObject_IsTrue(value);
         Py_XDECREF(value);
         if (watched > 0) {
@@ -381,7 +406,11 @@ fa_append(FastAppender *self, PyObject *const *args, size_t nargsf, PyObject *kw
             return NULL;
         Py_DECREF(res);
         PyObject *out = NULL;
-        int rc = append_locked(self, payload, rtype, &out);
+        /* The armed writer stays alive through the call, even if a clock re-enters and a
+         * rotation disarms it (check_armed then sends the append the general way). */
+        PyObject *armed = Py_XNewRef(self->writer);
+        int rc = armed == NULL ? 0 : append_locked(self, payload, rtype, &out);
+        Py_XDECREF(armed);
         if (unlock(self) < 0 || rc < 0) {
             Py_XDECREF(out);
             return NULL;

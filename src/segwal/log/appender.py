@@ -37,6 +37,7 @@ _NOBODY: Final = object()
 _TALLY_SHIFT: Final = 64
 _TALLY_ONE: Final = 1 << _TALLY_SHIFT
 _TALLY_BYTES: Final = _TALLY_ONE - 1
+_MAX_TS: Final = (1 << 64) - 1  # a frame's timestamp field holds no more
 _DEFAULT_CLOCK: Final = fastpath.DEFAULT_CLOCK
 _RECORD_OVERHEAD: Final = fastpath.RECORD_OVERHEAD
 
@@ -123,52 +124,62 @@ class Appender(BatchAppends):
                             ts = self._last_ts  # never decreasing, as stamp() keeps them
                         else:
                             self._last_ts = ts
-                        commit = state.commit
-                        try:
-                            if self._fast_fd >= 0 and write_record is not None:
-                                try:
-                                    write_record(
-                                        self._fast_fd,
-                                        offset,
-                                        self._fast_seed,
-                                        lsn,
-                                        type,
-                                        ts,
-                                        commit.durable_lsn,
-                                        payload,
+                        # A custom clock is Python code: if it re-entered the log (an
+                        # append, a rotation, a close), what was read above is stale, and the
+                        # general path starts over (as FastAppender does).
+                        if self._fast_clock or (
+                            state.writer is writer
+                            and writer.offset == offset
+                            and writer.last_lsn == lsn - 1
+                            and state.failure is None
+                            and not state.closed
+                        ):
+                            commit = state.commit
+                            try:
+                                if self._fast_fd >= 0 and write_record is not None:
+                                    try:
+                                        write_record(
+                                            self._fast_fd,
+                                            offset,
+                                            self._fast_seed,
+                                            lsn,
+                                            type,
+                                            ts,
+                                            commit.durable_lsn,
+                                            payload,
+                                        )
+                                    except OSError as exc:
+                                        raise StorageError("write", writer.path, exc) from exc
+                                else:
+                                    frame = encode_record(
+                                        self._fast_seed, lsn, type, ts, commit.durable_lsn, payload
                                     )
-                                except OSError as exc:
-                                    raise StorageError("write", writer.path, exc) from exc
-                            else:
-                                frame = encode_record(
-                                    self._fast_seed, lsn, type, ts, commit.durable_lsn, payload
-                                )
-                                writer.handle.pwrite(frame, offset)
-                        except BaseException as exc:
-                            state.fail(exc)
-                            writer.discard_unsynced()
-                            raise
-                        # What SegmentWriter.write notes after its pwrite (the segment is not
-                        # empty, so min_ts stays), and the index's own test inlined: a call
-                        # per append for one entry per 4 KiB costs more than the test.
-                        size += _RECORD_OVERHEAD
-                        index = writer.index
-                        if offset >= index._next:
-                            index.add(lsn, offset, ts)
-                        writer.offset = offset + size
-                        writer.last_lsn = lsn
-                        writer.max_ts = ts
-                        # GroupCommit.wrote inlined likewise: followers wait only with sync
-                        # "always" or wait_durable; the store alone is what the rest need.
-                        commit.written_lsn = lsn
-                        if commit._watchers:
-                            commit.wrote(lsn)
-                        # Counted in one int, which LogState adds to its counters when they
-                        # are read: five dict updates cost a quarter of this path.
-                        self._tally += _TALLY_ONE + size
-                        if not self._sync_always:
-                            return lsn
-                        written = lsn
+                                    writer.handle.pwrite(frame, offset)
+                            except BaseException as exc:
+                                state.fail(exc)
+                                writer.discard_unsynced()
+                                raise
+                            # What SegmentWriter.write notes after its pwrite (the segment is not
+                            # empty, so min_ts stays), and the index's own test inlined: a call
+                            # per append for one entry per 4 KiB costs more than the test.
+                            size += _RECORD_OVERHEAD
+                            index = writer.index
+                            if offset >= index._next:
+                                index.add(lsn, offset, ts)
+                            writer.offset = offset + size
+                            writer.last_lsn = lsn
+                            writer.max_ts = ts
+                            # GroupCommit.wrote inlined likewise: followers wait only with sync
+                            # "always" or wait_durable; the store alone is what the rest need.
+                            commit.written_lsn = lsn
+                            if commit._watchers:
+                                commit.wrote(lsn)
+                            # Counted in one int, which LogState adds to its counters when they
+                            # are read: five dict updates cost a quarter of this path.
+                            self._tally += _TALLY_ONE + size
+                            if not self._sync_always:
+                                return lsn
+                            written = lsn
             if written:  # sync="always": durable before it returns, outside the lock
                 commit.wait_durable(written, lead=True)
                 return written
@@ -328,6 +339,8 @@ class Appender(BatchAppends):
         fast = self._fast
         last = fast.last_ts if fast is not None else self._last_ts
         now = max(now, last)
+        if now > _MAX_TS:
+            return now  # unencodable: the encoder raises its ValueError, and nothing is kept
         if fast is not None:
             fast.last_ts = now
         self._last_ts = now
