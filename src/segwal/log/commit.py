@@ -53,6 +53,7 @@ class GroupCommit:
         self._queue: list[_Waiter] = []  # a heap by LSN: threads in wait_durable
         self._arrivals = count()
         self.barriers = 0
+        self.resets = 0  # rewinds (reset): a waiter for a rewound LSN gives up
 
     def wrote(self, lsn: int) -> None:
         """Record that frames up to ``lsn`` are written (not yet durable)."""
@@ -94,6 +95,7 @@ class GroupCommit:
         with self._mutex:
             self.written_lsn = lsn
             self.durable_lsn = lsn
+            self.resets += 1
 
     def fail(self, exc: BaseException) -> None:
         """Mark the log failed and wake every waiter so it raises."""
@@ -103,13 +105,15 @@ class GroupCommit:
             self._wake_all()
 
     def wait_durable(self, lsn: int, *, lead: bool, timeout: float | None = None) -> bool:
-        """Block until ``lsn`` is durable; True when it is, False when ``timeout`` passed.
+        """Block until ``lsn`` is durable; True when it is, False when ``timeout`` passed or a
+        rewind (``reset``) removed ``lsn`` meanwhile.
 
         With ``lead`` the caller runs a barrier itself when none is running that covers it;
         without it, the caller only waits (for the interval flusher or another thread).
         """
         mutex = self._mutex
         mutex.acquire()
+        resets = self.resets  # a rewind meanwhile may remove lsn: then no barrier covers it
         if lead and not self._busy and self.durable_lsn < lsn and self._failed is None:
             # The solo barrier, the usual case of one writer: nobody leads, so this thread
             # does at once, and is done without taking the mutex again once it is covered.
@@ -122,6 +126,9 @@ class GroupCommit:
             while self.durable_lsn < lsn:
                 if self._failed is not None:
                     raise WalFailedError(self._failed)
+                if self.resets != resets:
+                    self._pass_on()
+                    return False  # rewound below lsn: its record is gone, not durable
                 if lead and not self._busy:
                     self._lead()
                     continue
@@ -201,8 +208,8 @@ class GroupCommit:
         target = self.written_lsn
         self._busy = True
         mutex = self._mutex
-        mutex.release()
         try:
+            mutex.release()  # inside the try: an interrupt after it must not leave _busy set
             self._barrier()
         except BaseException as exc:
             with mutex:
@@ -213,14 +220,14 @@ class GroupCommit:
                 self._wake_all()
             self._on_failure(exc)
             raise
-        mutex.acquire()
-        self._busy = False
-        self.barriers += 1
-        self.durable_lsn = max(self.durable_lsn, target)
-        # Nobody queued or watching (a solo writer): _wake_covered would find nothing to do.
-        if self._queue or self._watchers:
-            self._wake_covered()
-        mutex.release()
+        with mutex:  # a C lock's __enter__: no signal check before _busy is cleared
+            self._busy = False
+            self.barriers += 1
+            if target > self.durable_lsn:  # noqa: PLR1730 - max() is a call: a signal check
+                self.durable_lsn = target
+            # Nobody queued or watching (a solo writer): _wake_covered would find nothing to do.
+            if self._queue or self._watchers:
+                self._wake_covered()
         self._on_durable(target)
 
     def flush(self) -> None:

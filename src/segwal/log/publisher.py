@@ -32,6 +32,9 @@ class Publisher:
         lock = self._lock
         lock.acquire()
         try:
+            # A barrier's publication may come after a rewind's republish: never more than
+            # the group commit holds durable now (reset by the rewind).
+            lsn = min(lsn, self._state.commit.durable_lsn)
             if lsn <= self._published:
                 return
             self._published = lsn

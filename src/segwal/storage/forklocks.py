@@ -46,9 +46,14 @@ def guard(lock: L, rank: int) -> L:
 
 def _before_fork() -> None:
     for rank in _ranks:
-        for lock in list(rank):
-            lock.acquire()
-            _held.append(lock)
+        # One C call copies the set: iterating the WeakSet runs Python code between items,
+        # and a lock another thread guards meanwhile ends the handler with "Set changed
+        # size during iteration" (the fork then goes ahead without the remaining locks).
+        for ref in rank.data.copy():  # type: ignore[attr-defined]
+            lock = ref()
+            if lock is not None:
+                lock.acquire()
+                _held.append(lock)
 
 
 def _after_fork() -> None:
