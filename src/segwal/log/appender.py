@@ -17,7 +17,7 @@ from typing import Final
 from segwal.errors import ForkedError, RecordTooLargeError, StorageError
 from segwal.events import Durable, Synced
 from segwal.format.encoder import encode_record, write_record
-from segwal.format.features import OPAQUE_OVERHEAD
+from segwal.format.features import HEADER_PREALLOCATED, OPAQUE_OVERHEAD
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
 from segwal.format.meta import Closed
 from segwal.log.arguments import MAX_TYPE, check_type, exhausted, to_payload
@@ -438,8 +438,9 @@ class Appender(BatchAppends):
         closed = Closed(
             segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn
         )
-        if state.meta.closed == closed and state.meta.tail is not None:
-            return  # the mark and its sidecar describe the segment as it still is
+        padded = writer.header.flags & HEADER_PREALLOCATED  # never has facts: always scanned
+        if state.meta.closed == closed and (state.meta.tail is not None or padded):
+            return  # the mark (and its sidecar) describe the segment as it still is
         try:
             # The sidecar before META: a META naming a token whose sidecar a crash lost
             # only makes the next open scan.
