@@ -68,7 +68,7 @@ def forget_clean_close(directory: str | Path, fs: object = None) -> None:
     meta = load(filesystem, path)  # type: ignore[arg-type]
     if meta is None or meta.closed is None:
         return
-    bare = meta.with_(closed=None)
+    bare = meta.with_(closed=None, tail=None)
     if bare == Meta():
         filesystem.unlink(posixpath.join(path, META_NAME))  # type: ignore[attr-defined]
         filesystem.sync_dir(path, "test")  # type: ignore[attr-defined]

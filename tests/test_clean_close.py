@@ -1,10 +1,12 @@
 """Bit rot after a clean close is corruption, never a torn tail (issue 13, #1).
 
 A clean ``close()`` records in META how far the active segment is durable (its name, end
-offset and last LSN). A crash cannot tear what a clean close made durable, so recovery
-raises on damage before that point instead of cutting it as a torn write: after a clean
-close the ambiguity window is empty. Appends after a reopen, a rewind, and recovery's own
-cuts keep the mark honest.
+offset and last LSN). A crash cannot tear what a clean close made durable, so damage before
+that point is never cut as a torn write: after a clean close the ambiguity window is empty.
+The writer's next open trusts the mark (with the facts and index sidecar the close saved)
+instead of scanning the segment, so such damage is raised by the read that meets it, by
+``verify``, and by any open that scans (readonly, or the mark's sidecar gone); it is never
+cut. Appends after a reopen, a rewind, and recovery's own cuts keep the mark honest.
 """
 
 from __future__ import annotations
@@ -35,18 +37,60 @@ def test_bit_rot_in_the_middle_of_the_active_segment_after_a_clean_close(tmp_pat
     last = segment_files(path)[-1]
     frames, _ = read_frames(last)
     window = [f for f in frames if f.first_lsn > 210]  # written after the sync()
-    xor_byte(last, window[len(window) // 2].end - 3)  # bit rot in a durable record
+    rotten = window[len(window) // 2]
+    xor_byte(last, rotten.end - 3)  # bit rot in a durable record
     before = last.read_bytes()
+    # The writer's open trusts the clean close and reads no frame; the read names the damage.
+    with segwal.open(path) as wal:
+        assert wal.last_lsn == 400 and not wal.recovery.cuts
+        assert wal.read(rotten.first_lsn - 1).lsn == rotten.first_lsn - 1
+        with pytest.raises(segwal.CorruptionError) as info:
+            wal.read(rotten.first_lsn)
+        assert info.value.path == str(last) and info.value.offset == rotten.offset
+        with pytest.raises(segwal.CorruptionError):
+            list(wal.replay(1))
+    assert last.read_bytes() == before  # nothing was cut
+    # An open that scans (readonly) raises it, as bit rot, not a torn tail.
+    with pytest.raises(segwal.CorruptionError) as info:
+        segwal.open(path, readonly=True)
+    assert info.value.path == str(last) and "clean close" in str(info.value)
+    report = segwal.verify(path)
+    assert not report.ok and [p.kind for p in report.problems] == ["corruption"]
+    # Without its sidecar the writer's open scans too, and raises.
+    (path / (last.name + ".idx")).unlink()
     with pytest.raises(segwal.CorruptionError) as info:
         segwal.open(path)
     assert info.value.path == str(last) and "clean close" in str(info.value)
-    assert last.read_bytes() == before  # nothing was cut
-    report = segwal.verify(path)
-    assert not report.ok and [p.kind for p in report.problems] == ["corruption"]
     # The same damage without the mark (a killed writer) is the torn tail it always was.
     forget_clean_close(path)
     with segwal.open(path) as wal:
         assert wal.recovery.torn_tail
+
+
+def test_sealing_a_rotten_segment_does_not_bless_it(tmp_path: Path) -> None:
+    """Bit rot the trusting open did not see, sealed over by a rotation: the seal's digest
+    covers the rotten bytes, but every frame's checksum still names them when read, and
+    verify checks frames, not only digests."""
+    path = tmp_path / "log"
+    _the_issues_log(path)
+    last = segment_files(path)[-1]
+    frames, _ = read_frames(last)
+    rotten = frames[len(frames) // 2]
+    xor_byte(last, rotten.end - 3)
+    with segwal.open(path) as wal:
+        wal.append(b"after")
+        wal.rotate()
+        wal.append(b"next segment")
+        with pytest.raises(segwal.CorruptionError) as info:
+            wal.read(rotten.first_lsn)
+        assert info.value.path == str(last) and info.value.offset == rotten.offset
+    with segwal.open(path) as wal:  # sealed segments are not scanned at open, as always
+        assert wal.last_lsn == 402
+        with pytest.raises(segwal.CorruptionError):
+            list(wal.replay(1))
+    report = segwal.verify(path)
+    assert not report.ok
+    assert [(p.path, p.kind) for p in report.problems] == [(str(last), "corruption")]
 
 
 def test_after_a_clean_close_the_ambiguity_window_is_empty(

@@ -258,8 +258,10 @@ def test_raising_max_record_bytes_replaces_an_empty_active_segment(wal_dir: str)
         assert wal.stats().rotations == {"limit": 1}
         infos = wal.segments()
         assert [(s.first_lsn, s.last_lsn, s.sealed) for s in infos] == [(1, 1, False)]
-    # (META holds the clean close's mark since issue 13; the point is no other segment.)
-    assert sorted(set(os.listdir(wal_dir)) - {"META"}) == ["00000000000000000001.wal", "LOCK"]
+    # (META holds the clean close's mark since issue 13, and the active segment's index
+    # sidecar is saved beside it since issue 15; the point is no other segment.)
+    names = set(os.listdir(wal_dir)) - {"META", "00000000000000000001.wal.idx"}
+    assert sorted(names) == ["00000000000000000001.wal", "LOCK"]
     with segwal.open(wal_dir, max_record_bytes=1000) as wal:
         assert [r.payload for r in wal.replay()] == [b"L" * 500]
 

@@ -14,9 +14,15 @@ Layout (little-endian)::
                         "rewinds": int                    (optional) truncate_after calls ever
                         "rewound_to": [[count, lsn], ...] (optional) the last 64 rewinds
                         "closed": [segment, end, lsn]     (optional) a clean close's tail
+                        "closed_tail": [token, min_ts, max_ts]
+                                                          (optional, with "closed") what the
+                                                          open scan would find there besides
 
 The optional keys are written only when they say something, so a log that never rewound
 and is open has the bytes it always had; a reader that does not know a key ignores it.
+``closed_tail`` is a key of its own, not more items in ``closed``, because older versions
+reject a ``closed`` that is not a triple but ignore a key they do not know (and drop it when
+they write META, which leaves the open to scan).
 """
 
 from __future__ import annotations
@@ -53,6 +59,18 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TailFacts:
+    """What a clean close knew of the segment ``Closed`` names, beyond its end and last LSN:
+    its time range, and ``token``, a digest of the close's facts (storage/tail.py), which
+    its index sidecar carries so that the open takes only a sidecar written for this close
+    (storage/index.py)."""
+
+    token: bytes
+    min_ts: int
+    max_ts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Meta:
     """What the log keeps beside its segments."""
 
@@ -62,6 +80,7 @@ class Meta:
     rewinds: int = 0  # truncate_after calls over the log's life
     rewound_to: tuple[tuple[int, int], ...] = ()  # (rewind count, LSN it went back to)
     closed: Closed | None = None  # set by a clean close; cleared by a rewind or a cut
+    tail: TailFacts | None = None  # set with ``closed`` by a clean close, meaningless alone
 
     def with_(self, **changes: object) -> Meta:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -70,7 +89,7 @@ class Meta:
         """This META with one more rewind, to ``lsn``, remembered."""
         count = self.rewinds + 1
         history = (*self.rewound_to, (count, lsn))[-REWIND_HISTORY:]
-        return replace(self, rewinds=count, rewound_to=history, closed=None)
+        return replace(self, rewinds=count, rewound_to=history, closed=None, tail=None)
 
 
 def check_hold_name(name: object) -> str:
@@ -95,6 +114,9 @@ def encode(meta: Meta) -> bytes:
         body["rewound_to"] = [list(pair) for pair in meta.rewound_to]
     if meta.closed is not None:
         body["closed"] = [meta.closed.segment, meta.closed.end, meta.closed.lsn]
+        if meta.tail is not None:
+            tail = meta.tail
+            body["closed_tail"] = [tail.token.hex(), tail.min_ts, tail.max_ts]
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return HEAD.pack(MAGIC, len(raw), crc32c(raw)) + raw
 
@@ -123,6 +145,7 @@ def decode(data: bytes, path: str) -> Meta:
         # write a valid checksum over values that would make recovery delete segments.
         raise bad(problem)
     closed = raw.get("closed")
+    tail = raw.get("closed_tail")
     return Meta(
         first_lsn=raw["first_lsn"],
         holds=dict(raw["holds"]),
@@ -130,6 +153,9 @@ def decode(data: bytes, path: str) -> Meta:
         rewinds=raw.get("rewinds", 0),
         rewound_to=tuple((c, n) for c, n in raw.get("rewound_to", ())),
         closed=None if closed is None else Closed(segment=closed[0], end=closed[1], lsn=closed[2]),
+        tail=None
+        if tail is None
+        else TailFacts(token=bytes.fromhex(tail[0]), min_ts=tail[1], max_ts=tail[2]),
     )
 
 
@@ -160,7 +186,11 @@ def _field_problem(raw: object) -> str | None:
             f"truncate_after {after!r} is neither null nor an LSN between {first - 1} "
             f"(first_lsn - 1) and {MAX_LSN}"
         )
-    return _rewind_problem(raw) or _closed_problem(raw.get("closed"))
+    return (
+        _rewind_problem(raw)
+        or _closed_problem(raw.get("closed"))
+        or _tail_problem(raw.get("closed_tail"), raw.get("closed"))
+    )
 
 
 def _rewind_problem(raw: dict[str, object]) -> str | None:
@@ -191,4 +221,24 @@ def _closed_problem(closed: object) -> str | None:
         return f"closed names {segment!r}, not a segment file"
     if not _is_lsn(end, HEADER_SIZE, MAX_OFFSET) or not _is_lsn(lsn, 0, MAX_LSN):
         return f"closed {closed!r} has an offset or LSN out of range"
+    return None
+
+
+TOKEN_BYTES: Final = 16
+MAX_TS: Final = (1 << 64) - 1
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+
+def _tail_problem(tail: object, closed: object) -> str | None:
+    if tail is None:
+        return None
+    if closed is None:
+        return "closed_tail without closed"
+    if not (isinstance(tail, list) and len(tail) == 3):
+        return f"closed_tail {tail!r} is not a [token, min_ts, max_ts] triple"
+    token, low, high = tail
+    if not (isinstance(token, str) and len(token) == 2 * TOKEN_BYTES and _HEX.match(token)):
+        return f"closed_tail token {token!r} is not {TOKEN_BYTES} bytes in hex"
+    if not _is_lsn(low, 0, MAX_TS) or not _is_lsn(high, 0, MAX_TS):
+        return f"closed_tail {tail!r} has a timestamp out of range"
     return None

@@ -16,7 +16,7 @@ from typing import Final
 from segwal.errors import ForkedError, RecordTooLargeError, StorageError
 from segwal.events import Synced
 from segwal.format.encoder import encode_record, write_record
-from segwal.format.features import OPAQUE_OVERHEAD
+from segwal.format.features import HEADER_PREALLOCATED, OPAQUE_OVERHEAD
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN
 from segwal.format.meta import Closed
 from segwal.log import fastpath
@@ -29,6 +29,7 @@ from segwal.log.state import LogState
 from segwal.storage.fileio import FileHandle, OsFile
 from segwal.storage.meta import store as store_meta
 from segwal.storage.segment import SegmentWriter
+from segwal.storage.tail import save_closed_tail
 from segwal.types import SegmentInfo
 
 # The fast path's writer before any append: matches no writer, so the first goes the long way.
@@ -429,7 +430,9 @@ class Appender(BatchAppends):
 
     def _mark_clean(self, writer: SegmentWriter) -> None:
         """Record in META how far the active segment is durable at a clean close, so that
-        recovery calls damage before that point bit rot (raised), never a torn tail (cut).
+        recovery calls damage before that point bit rot (raised), never a torn tail (cut),
+        with the facts the next open would otherwise scan the segment for (its time range;
+        its index goes to a sidecar bound to the mark: storage/tail.py save_closed_tail).
 
         A failure fails the close like any failed write or barrier (everything appended is
         durable already; what is lost is only the mark, so recovery would know less).
@@ -441,10 +444,14 @@ class Appender(BatchAppends):
         closed = Closed(
             segment=posixpath.basename(writer.path), end=writer.offset, lsn=writer.last_lsn
         )
-        if state.meta.closed == closed:
-            return
-        meta = state.meta.with_(closed=closed)
+        padded = writer.header.flags & HEADER_PREALLOCATED  # never has facts: always scanned
+        if state.meta.closed == closed and (state.meta.tail is not None or padded):
+            return  # the mark (and its sidecar) describe the segment as it still is
         try:
+            # The sidecar before META: a META naming a token whose sidecar a crash lost
+            # only makes the next open scan.
+            tail = save_closed_tail(state.fs, writer, state.meta.rewinds)
+            meta = state.meta.with_(closed=closed, tail=tail)
             store_meta(state.fs, state.path, meta)
         except BaseException as exc:
             state.fail(exc)

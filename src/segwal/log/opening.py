@@ -47,7 +47,9 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
     )
     lock_handle = take_lock(fs, path)
     try:
-        found = plan(fs, path)
+        # "truncate" asks for a log cut free of damage, so it scans what a clean close left;
+        # the other modes would raise on such damage, which the reads name as well.
+        found = plan(fs, path, trust_close=config.recovery != "truncate")
         if (ring := keys_at_open.under_lock(found)) is not None:
             # Before recovery acts: finishing a rewind may re-encode an encrypted batch.
             state.coding = replace(state.coding, keys=ring)
@@ -60,7 +62,7 @@ def open_writer(state: LogState) -> tuple[FileHandle, RecoveryReport, int]:
         repair = carry_out(fs, found, mode, state.coding)
         if found.meta.closed is not None and (repair.cuts or repair.quarantined):
             # The clean close's mark described bytes recovery has now cut or moved aside.
-            found.meta = found.meta.with_(closed=None)
+            found.meta = found.meta.with_(closed=None, tail=None)
             store_meta(fs, path, found.meta)
         kept_end = found.segments[-1].last_lsn if found.segments else None
         if kept_end is not None and found.meta.first_lsn > kept_end + 1:

@@ -7,6 +7,11 @@ active segment's index as it writes; a sealed segment's index is saved beside it
 the frame heads whenever that file is missing, damaged or belongs to another segment. It is
 never trusted blindly: every frame it leads to is checked again when read.
 
+A clean close saves the active segment's index the same way (``save_tail``), its digest
+field holding the close's token and the segment's end and last LSN instead of a seal's
+digest: the open after that close takes it (``load_tail``) instead of scanning the segment,
+and any later change (an append, a seal, a rewind and a new close) leaves it unusable.
+
 Sidecar layout (little-endian)::
 
     0   8  magic     b"SWIDX001"
@@ -25,6 +30,7 @@ import struct
 import threading
 from bisect import bisect_right
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Final
 
 from segwal.format.features import frame_length
@@ -182,6 +188,58 @@ def save(fs: FileSystem, segment_path: str, index: SparseIndex, digest: bytes) -
         pass
 
 
+_TAIL_OWNER = struct.Struct("<16sQQ")
+
+
+def tail_owner(token: bytes, end: int, last_lsn: int) -> bytes:
+    """The digest field of an active segment's sidecar: which close wrote it, for what end."""
+    return _TAIL_OWNER.pack(token, end, last_lsn)
+
+
+def save_tail(
+    fs: FileSystem, segment_path: str, index: SparseIndex, token: bytes, end: int, last_lsn: int
+) -> None:
+    """The active segment's sidecar at a clean close; a cache like a sealed one's: no barrier
+    (a sidecar that did not reach the disk whole fails its checksum and the open scans)."""
+    save(fs, segment_path, index, tail_owner(token, end, last_lsn))
+
+
+def load_tail(
+    fs: FileSystem, segment_path: str, token: bytes, end: int, first_lsn: int, last_lsn: int
+) -> SparseIndex | None:
+    """The index a clean close saved for the active segment ending at ``end`` (LSN
+    ``last_lsn``), or None when that sidecar is missing, damaged, from another close, or its
+    entries could not be batch starts of that segment."""
+    try:
+        handle = fs.open_read(sidecar_path(segment_path))
+    except OSError:
+        return None
+    try:
+        size = handle.size()
+        if size > _HEAD.size + _ENTRY.size * (end // FRAME_HEAD_SIZE + 1) + _CRC.size:
+            return None
+        data = handle.pread(size, 0)
+    except OSError:
+        return None
+    finally:
+        handle.close()
+    index = SparseIndex.decode(data, tail_owner(token, end, last_lsn))
+    if index is None or index.interval != INTERVAL:
+        return None
+    lsns, offsets = index.lsns, index.offsets
+    if not lsns:
+        return index if last_lsn < first_lsn else None
+    # decode checked that offsets start at the header and are sorted; the LSNs must start
+    # at the segment's first and rise with them, and nothing may lie past the end.
+    if lsns[0] != first_lsn or offsets[-1] >= end or lsns[-1] > last_lsn:
+        return None
+    if any(b <= a for a, b in pairwise(lsns)):
+        return None
+    if any(b <= a for a, b in pairwise(offsets)):
+        return None
+    return CheckedIndex(index, fs, segment_path, end)  # whole is not right: see the class
+
+
 def remove(fs: FileSystem, segment_path: str) -> None:
     """Delete a segment's sidecar if there is one."""
     with contextlib.suppress(OSError):
@@ -242,9 +300,13 @@ class CheckedIndex(SparseIndex):
     heads between the last checked entry and its own, once. Over the life of the index that
     is at most one walk of the segment, the cost of a rebuild, paid only as far as reads
     actually go (a consumer reading forward pays about one interval per interval it reads).
+
+    The active segment's index from a clean close's sidecar is one too, and grows: entries
+    the writer adds after ``end`` (the ``loaded`` ones are the sidecar's) are its own and
+    need no check; a rebuild keeps them.
     """
 
-    __slots__ = ("_checked", "_end", "_fs", "_lock", "_path", "_trusted", "rebuilt")
+    __slots__ = ("_checked", "_end", "_fs", "_loaded", "_lock", "_path", "_trusted", "rebuilt")
 
     def __init__(self, loaded: SparseIndex, fs: FileSystem, segment_path: str, end: int) -> None:
         super().__init__(loaded.interval)
@@ -252,6 +314,7 @@ class CheckedIndex(SparseIndex):
         self._next = loaded._next
         self._fs, self._path, self._end = fs, segment_path, end
         self._checked = 0  # entries [0, _checked) are known batch starts
+        self._loaded = len(self.lsns)  # entries past these were added by the writer
         self._trusted = not self.lsns  # set last: once true, the lists never change again
         self._lock = guard(threading.Lock(), LEAF)
         self.rebuilt = False
@@ -272,6 +335,7 @@ class CheckedIndex(SparseIndex):
 
     def _check_through(self, last: int) -> None:
         """Make entries ``0..last`` checked, or rebuild the index (lock held)."""
+        last = min(last, self._loaded - 1)
         if last < self._checked:
             return
         start, expected = HEADER_SIZE, None
@@ -288,14 +352,18 @@ class CheckedIndex(SparseIndex):
                 j += 1
                 if j > last:
                     self._checked = j
-                    self._trusted = j == len(self.lsns)
+                    self._trusted = j == self._loaded
                     return
             fresh = build(handle, self._end)
         finally:
             handle.close()
         log.warning("index sidecar of %s disagrees with the segment; rebuilt it", self._path)
+        loaded = self._loaded
+        fresh.lsns += self.lsns[loaded:]  # the writer's own entries, past ``end``
+        fresh.offsets += self.offsets[loaded:]
+        fresh.stamps += self.stamps[loaded:]
         self.lsns, self.offsets, self.stamps = fresh.lsns, fresh.offsets, fresh.stamps
-        self._next = fresh._next
-        self._checked = len(self.lsns)
+        self._next = max(self._next, fresh._next)
+        self._loaded = self._checked = len(self.lsns)
         self.rebuilt = True
         self._trusted = True

@@ -3,7 +3,8 @@
 The planner reads and never changes anything: it returns a :class:`Plan` (what to keep,
 what to cut or move aside) that the log carries out in the order ``docs/DURABILITY.md``
 gives. Sealed segments are checked by header, seal and chain alone, so open time does not
-grow with the number of records; only the last (active) segment is scanned frame by frame.
+grow with the number of records; only the last (active) segment is scanned frame by frame,
+and not even that when a clean close left it (``trust_close``, see ``closed_tail``).
 
 A torn tail is not corruption, and corruption is not a torn tail: damage at LSN E in the
 last segment is a torn tail only when no valid frame after it was written once E was
@@ -21,6 +22,7 @@ from segwal.errors import (
     SealError,
     SegmentHeaderError,
 )
+from segwal.format.features import HEADER_PREALLOCATED
 from segwal.format.layout import (
     HEADER_SIZE,
     ZERO_DIGEST,
@@ -30,7 +32,7 @@ from segwal.format.layout import (
 from segwal.format.meta import Meta
 from segwal.format.naming import Kind, Name, parse
 from segwal.storage.fileio import FileHandle, FileSystem
-from segwal.storage.index import SparseIndex
+from segwal.storage.index import SparseIndex, load_tail
 from segwal.storage.meta import load as load_meta
 from segwal.storage.segment import read_header, read_seal
 from segwal.storage.tailscan import TailScan, scan_tail, written_after_durable
@@ -109,12 +111,20 @@ def scanned_state(
     )
 
 
-def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None = None) -> Plan:
+def plan(
+    fs: FileSystem,
+    directory: str,
+    known: dict[str, SegmentState] | None = None,
+    *,
+    trust_close: bool = False,
+) -> Plan:
     """Check the log in ``directory`` and say what to keep; raise on what is never valid.
 
     ``known`` holds segments an earlier plan of this directory checked (a readonly view
     looking again): a sealed one of the same size is taken as checked, since sealed
     segments never change, and the unsealed tail is scanned from where it was left.
+    ``trust_close`` (the writer's open, which holds the lock): take the active segment as
+    the clean close in META describes it when that still fits (``closed_tail``), unscanned.
     """
     known = known or {}
     base = directory if directory.endswith("/") else directory + "/"  # join, cheaply
@@ -152,7 +162,15 @@ def plan(fs: FileSystem, directory: str, known: dict[str, SegmentState] | None =
         last = index == len(names) - 1
         handle = fs.open_read(path)
         try:
-            damage = _check_segment(result, handle, index, name.first_lsn, last, known.get(path))
+            damage = _check_segment(
+                result,
+                handle,
+                index,
+                name.first_lsn,
+                last,
+                known.get(path),
+                fs if trust_close else None,
+            )
         finally:
             handle.close()
         if damage is not None:
@@ -210,6 +228,7 @@ def _check_segment(
     name_lsn: int,
     last: bool,
     cached: SegmentState | None = None,
+    trusting: FileSystem | None = None,
 ) -> Damage | None:
     path = handle.path
     size = handle.size()
@@ -292,6 +311,11 @@ def _check_segment(
             )
         )
         return None
+    if trusting is not None:
+        trusted = closed_tail(trusting, result.meta, path, header, size)
+        if trusted is not None:
+            result.segments.append(trusted)
+            return None
     scan = scan_tail(handle, header, size)
     state = scanned_state(path, header, size, scan)
     result.segments.append(state)
@@ -327,6 +351,42 @@ def _check_segment(
         CorruptionError,
         torn=torn,
         keep_prefix=True,
+    )
+
+
+def closed_tail(
+    fs: FileSystem, meta: Meta, path: str, header: SegmentHeader, size: int
+) -> SegmentState | None:
+    """The last segment as the clean close in ``meta`` left it, if that still describes it.
+
+    It does when META's mark names this segment, the file ends exactly where the mark says
+    (appends only grow it; a rewind clears the mark in META before it rewrites the file; a
+    preallocated segment's size is not its data end, so it is always scanned), and the
+    index sidecar carries this close's token, end and last LSN. Frames are then checked
+    when they are read, not here: damage before the mark is still named by the read, by
+    ``verify``, and never cut (docs/DURABILITY.md, "Clean close").
+    """
+    closed, tail = meta.closed, meta.tail
+    if closed is None or tail is None or posixpath.basename(path) != closed.segment:
+        return None
+    if size != closed.end or header.flags & HEADER_PREALLOCATED:
+        return None
+    if closed.lsn < header.first_lsn - 1 or (closed.lsn < header.first_lsn) != (
+        closed.end == HEADER_SIZE
+    ):
+        return None
+    index = load_tail(fs, path, tail.token, closed.end, header.first_lsn, closed.lsn)
+    if index is None:
+        return None
+    return SegmentState(
+        path=path,
+        header=header,
+        size=size,
+        end=closed.end,
+        last_lsn=closed.lsn,
+        min_ts=tail.min_ts,
+        max_ts=tail.max_ts,
+        index=index,
     )
 
 

@@ -6,14 +6,17 @@ before a record in it is called durable or a next segment exists.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import replace
 
 from segwal.format.features import HEADER_ENCRYPTED, HEADER_PREALLOCATED
 from segwal.format.layout import SEAL_SIZE, ZERO_DIGEST
+from segwal.format.meta import TOKEN_BYTES, TailFacts
 from segwal.storage.coding import PLAIN, Coding
 from segwal.storage.fileio import FileSystem
 from segwal.storage.index import build as build_index
+from segwal.storage.index import save_tail
 from segwal.storage.recovery import SegmentState
 from segwal.storage.segment import SegmentWriter
 
@@ -105,3 +108,26 @@ def start_writer(
         coding=coding,
     )
     return writer, True
+
+
+def save_closed_tail(fs: FileSystem, writer: SegmentWriter, rewinds: int) -> TailFacts | None:
+    """At a clean close, after the last barrier: save the active segment's index as a
+    sidecar bound to a token, and return the facts META's mark carries with it, so the next
+    open needs no scan (recovery's ``closed_tail``). None for a preallocated segment, whose
+    file size is not its data end: that one is always scanned.
+
+    The token is a digest of what the close knows (segment, end, last LSN, time range, the
+    log's rewind count), not random bytes, so a run is repeatable (the real/memory parity
+    tests): a rewind, the only change that can give the same segment the same end and LSN
+    with other records, counts in it. A stale sidecar that matched anyway would still have
+    its entries checked before use (storage/index.py ``CheckedIndex``).
+    """
+    if writer.header.flags & HEADER_PREALLOCATED:
+        return None
+    name = writer.path.rsplit("/", 1)[-1]
+    facts = (name, writer.offset, writer.last_lsn, writer.min_ts, writer.max_ts, rewinds)
+    digest = hashlib.blake2b(repr(facts).encode(), digest_size=TOKEN_BYTES)
+    digest.update(writer.header.log_id)
+    token = digest.digest()
+    save_tail(fs, writer.path, writer.index, token, writer.offset, writer.last_lsn)
+    return TailFacts(token=token, min_ts=writer.min_ts, max_ts=writer.max_ts)
