@@ -235,3 +235,22 @@ def test_a_forged_sidecar_is_checked_before_a_seek_uses_it(
         assert [r.lsn for r in wal.replay(1)] == list(range(1, 2501))
     _, scanned = _tails(path)
     assert scanned.last_lsn == 2500
+
+
+@pytest.mark.parametrize("lsn", ["below", "empty"])
+def test_a_mark_whose_lsn_disagrees_with_the_segment_is_not_trusted(
+    tmp_path: Path, lsn: str
+) -> None:
+    """A mark at the file's end whose LSN cannot be the segment's (before its first LSN, or
+    a segment with records marked as holding none) sends the open to the scan."""
+    path = tmp_path / "log"
+    _write(path, 30, segment_bytes=1 << 12)
+    trusted, scanned = _tails(path)
+    assert trusted is not None and scanned.header.first_lsn > 2
+    body = json.loads((path / "META").read_bytes()[HEAD.size :])
+    first = scanned.header.first_lsn
+    body["closed"][2] = first - 2 if lsn == "below" else first - 1
+    raw = json.dumps(body).encode()
+    (path / "META").write_bytes(HEAD.pack(MAGIC, len(raw), crc32c(raw)) + raw)
+    trusted, _ = _tails(path)
+    assert trusted is None

@@ -26,6 +26,7 @@ TEST_FILES = (
     "tests/test_encode.py",  # the one-record encoder's reference and its errors
     "tests/test_dictionaries.py",  # the header's dictionary id
     "tests/test_prealloc.py",  # the preallocated tail's zeros
+    "tests/test_closed_tail.py",  # a clean close trusted at open, and every fallback
 )
 MODULES = (
     "src/segwal/format/layout.py",

@@ -288,9 +288,11 @@ def test_a_flipped_crc_byte_is_reported_where_crcs_are_checked(tmp_path: Path) -
         assert "checksum mismatch" in problem.reason
 
 
-def test_a_flipped_crc_byte_in_the_tail_stops_open_as_before(tmp_path: Path) -> None:
-    """Recovery scans the active segment with CRCs: a damaged CRC with intact frames after
-    it is corruption at open, with the key or not."""
+def test_a_flipped_crc_byte_in_the_tail_stops_a_scanning_open(tmp_path: Path) -> None:
+    """A scanning open checks the active segment's CRCs: a damaged CRC with intact frames
+    after it is corruption at open, with the key or not. (A writer's open after a clean
+    close trusts the mark instead and reads with the tag, which authenticates every byte
+    but the CRC field: it returns the authentic records, and verify names the damage.)"""
     log = tmp_path / "log"
     with segwal.open(log, encryption_key=KEK) as wal:
         for i in range(6):
@@ -300,8 +302,14 @@ def test_a_flipped_crc_byte_in_the_tail_stops_open_as_before(tmp_path: Path) -> 
     second = HEADER_SIZE + FRAME_HEAD_SIZE + FRAME_HEAD.unpack_from(data, HEADER_SIZE)[5]
     _change(path, second + 1)
     with pytest.raises(segwal.CorruptionError, match="checksum mismatch") as caught:
-        segwal.open(log, encryption_key=KEK)
+        segwal.open(log, encryption_key=KEK, readonly=True)
     assert (caught.value.path, caught.value.offset) == (str(path), second)
+    with segwal.open(log, encryption_key=KEK) as wal:
+        assert [r.payload for r in wal.replay()] == [
+            b"record %d" % i for i in range(6) for _ in range(5)
+        ]
+    report = segwal.verify(log)
+    assert not report.ok and any(p.offset == second for p in report.problems)
 
 
 def test_only_encrypted_frames_have_their_crc_deferred(tmp_path: Path) -> None:
