@@ -21,7 +21,11 @@ setup(
         ),
         Extension(
             "segwal.format._encode",
-            sources=["src/segwal/format/_encode.c", "src/segwal/format/_appender.c"],
+            sources=[
+                "src/segwal/format/_encode.c",
+                "src/segwal/format/_appender.c",
+                "src/segwal/format/_durable.c",
+            ],
             optional=not required,
         ),
     ]

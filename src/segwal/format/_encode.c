@@ -120,6 +120,13 @@ crc32c(uint32_t seed, const unsigned char *p, size_t n)
     return ~crc_soft(crc, p, n);
 }
 
+/* The CRC32C of `p` (crc32c.crc32c(data)), for the other C files of this module. */
+uint32_t
+segwal_crc32c(const unsigned char *p, size_t n)
+{
+    return crc32c(0, p, n);
+}
+
 /* -- encode_record ----------------------------------------------------------------------- */
 
 static inline void
@@ -436,6 +443,7 @@ static struct PyModuleDef module_def = {
 };
 
 int segwal_add_appender(PyObject *module); /* _appender.c: the FastAppender type */
+int segwal_add_durable(PyObject *module);  /* _durable.c: the DurableWait type */
 
 PyMODINIT_FUNC
 PyInit__encode(void)
@@ -444,7 +452,8 @@ PyInit__encode(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0 || segwal_add_appender(m) < 0) {
+    if (PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0 || segwal_add_appender(m) < 0 ||
+        segwal_add_durable(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -27,6 +27,20 @@ def write_record(
     /,
 ) -> int: ...
 
+class DurableWait:
+    """A durable single append's wait for its barrier (``_durable.c``; see log/fastpath.py)."""
+
+    def __init__(
+        self,
+        state_dict: dict[str, Any],
+        file_types: tuple[type, ...],
+        bind: Callable[[Any], tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]],
+        bounds: tuple[float, ...],
+        slow_seconds: float,
+        /,
+    ) -> None: ...
+    def __call__(self, lsn: int, /) -> None: ...
+
 class FastAppender:
     """The single-append fast path of one log (``_appender.c``; see log/appender.py)."""
 

@@ -52,13 +52,15 @@ class WriteRecord(Protocol):
     ) -> int: ...
 
 
-def _compiled() -> tuple[EncodeRecord, WriteRecord, type[_encode.FastAppender]] | None:
+def _compiled() -> (
+    tuple[EncodeRecord, WriteRecord, type[_encode.FastAppender], type[_encode.DurableWait]] | None
+):
     try:
         from segwal.format import _encode
     except ImportError:
         return None
     _encode.bind(record_error)
-    return _encode.encode_record, _encode.write_record, _encode.FastAppender
+    return _encode.encode_record, _encode.write_record, _encode.FastAppender, _encode.DurableWait
 
 
 _COMPILED: Final = _compiled()
@@ -73,9 +75,13 @@ write_record: Final = _COMPILED[1] if _COMPILED is not None and IMPLEMENTATION =
 # The single-append fast path in one C call (format/_appender.c, used by log/appender.py):
 # None on the pure path, whose Appender.append is the reference.
 FastAppender: Final = _COMPILED[2] if _COMPILED is not None and IMPLEMENTATION == "c" else None
+# Its durable wait with sync="always" (format/_durable.c, built by log/fastpath.py): the
+# group commit's solo barrier and its bookkeeping in C.
+DurableWait: Final = _COMPILED[3] if _COMPILED is not None and IMPLEMENTATION == "c" else None
 
 __all__ = [
     "IMPLEMENTATION",
+    "DurableWait",
     "FastAppender",
     "encode_record",
     "encode_record_c",

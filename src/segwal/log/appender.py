@@ -81,7 +81,7 @@ class Appender(BatchAppends):
         # The compiled fast path (log/fastpath.py): the same appends in one C call. It
         # replaces append on this instance; what it does not take goes to the Python append
         # below, which then takes the general path (_fast_writer stays _NOBODY).
-        self._fast = fastpath.build(state, types.MethodType(Appender.append, self))
+        self._fast = fastpath.build(state, types.MethodType(Appender.append, self), self.publisher)
         if self._fast is not None:
             self.append = self._fast.append  # type: ignore[method-assign]
             state.tally = self._fast.tally

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import count
 from time import monotonic
+from typing import NoReturn
 
 from segwal.errors import WalFailedError
 from segwal.storage.forklocks import LEAF, guard
@@ -104,16 +105,21 @@ class GroupCommit:
                 self._failed = exc
             self._wake_all()
 
-    def wait_durable(self, lsn: int, *, lead: bool, timeout: float | None = None) -> bool:
+    def wait_durable(
+        self, lsn: int, *, lead: bool, timeout: float | None = None, resets: int | None = None
+    ) -> bool:
         """Block until ``lsn`` is durable; True when it is, False when ``timeout`` passed or a
         rewind (``reset``) removed ``lsn`` meanwhile.
 
         With ``lead`` the caller runs a barrier itself when none is running that covers it;
         without it, the caller only waits (for the interval flusher or another thread).
+        ``resets``: the rewind count when the caller's wait began, if it began earlier (the
+        compiled solo barrier, ``hooks``); a rewind since then ends the wait.
         """
         mutex = self._mutex
         mutex.acquire()
-        resets = self.resets  # a rewind meanwhile may remove lsn: then no barrier covers it
+        if resets is None:
+            resets = self.resets  # a rewind meanwhile may remove lsn: then no barrier covers it
         if lead and not self._busy and self.durable_lsn < lsn and self._failed is None:
             # The solo barrier, the usual case of one writer: nobody leads, so this thread
             # does at once, and is done without taking the mutex again once it is covered.
@@ -212,14 +218,7 @@ class GroupCommit:
             mutex.release()  # inside the try: an interrupt after it must not leave _busy set
             self._barrier()
         except BaseException as exc:
-            with mutex:
-                self._busy = False
-                self.barriers += 1
-                if self._failed is None:
-                    self._failed = exc
-                self._wake_all()
-            self._on_failure(exc)
-            raise
+            self._barrier_failed(exc)
         with mutex:  # a C lock's __enter__: no signal check before _busy is cleared
             self._busy = False
             self.barriers += 1
@@ -229,6 +228,36 @@ class GroupCommit:
             if self._queue or self._watchers:
                 self._wake_covered()
         self._on_durable(target)
+
+    def _barrier_failed(self, exc: BaseException) -> NoReturn:
+        """A barrier raised ``exc``: the log fails, every waiter wakes to raise it, and so
+        does the leader (called with the mutex released)."""
+        with self._mutex:
+            self._busy = False
+            self.barriers += 1
+            if self._failed is None:
+                self._failed = exc
+            self._wake_all()
+        self._on_failure(exc)
+        raise exc
+
+    def hooks(self) -> dict[str, Callable[..., object]]:
+        """What the compiled solo barrier (``format/_durable.c`` DurableWait, built by
+        ``log/fastpath.py``) calls back: the mutex, the rest of ``wait_durable``, the
+        barrier, its failure, the wake-up of queued threads and the publication."""
+
+        def wait(lsn: int, resets: int) -> bool:
+            return self.wait_durable(lsn, lead=True, resets=resets)
+
+        return {
+            "acquire": self._mutex.acquire,
+            "release": self._mutex.release,
+            "wait": wait,
+            "barrier": self._barrier,
+            "barrier_failed": self._barrier_failed,
+            "wake": self._wake_covered,
+            "publish": self._on_durable,
+        }
 
     def flush(self) -> None:
         """Run one barrier now if anything written is not durable (the interval flusher)."""

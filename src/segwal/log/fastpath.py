@@ -11,17 +11,22 @@ fast path and the general path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import fields
-from typing import TYPE_CHECKING, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from segwal.errors import StorageError
-from segwal.format.encoder import FastAppender
+from segwal.events import Synced
+from segwal.format.encoder import DurableWait, FastAppender
 from segwal.format.layout import FRAME_HEAD_SIZE, MAX_LSN, SEAL_SIZE
 from segwal.log.arguments import MAX_TYPE
+from segwal.log.commit import GroupCommit
 from segwal.log.config import WalConfig
+from segwal.log.publisher import Publisher
 from segwal.log.state import LogState
-from segwal.storage.fileio import OsFile
+from segwal.log.telemetry import FSYNC_BUCKETS
+from segwal.storage.fileio import OsDirectFile, OsFile
 from segwal.storage.segment import SegmentWriter
 
 if TYPE_CHECKING:
@@ -43,9 +48,12 @@ def fields_of(obj: object, *names: str) -> dict[str, object] | None:
     return found if type(found) is dict else None
 
 
-def build(state: LogState, general: Callable[..., int]) -> CompiledAppender | None:
+def build(
+    state: LogState, general: Callable[..., int], publisher: Publisher
+) -> CompiledAppender | None:
     """The compiled fast path of ``state``'s log, unarmed; None on the pure path.
-    ``general(payload, type)`` takes every append it does not (after the lock is let go)."""
+    ``general(payload, type)`` takes every append it does not (after the lock is let go);
+    ``publisher``: the log's LOCK publications, which a durable append ends with."""
     if FastAppender is None:
         return None
     config = state.config
@@ -61,10 +69,6 @@ def build(state: LogState, general: Callable[..., int]) -> CompiledAppender | No
         writer.discard_unsynced()
         raise exc
 
-    def durable(lsn: int) -> None:
-        # sync="always": durable before append returns, waited for outside the lock.
-        state.commit.wait_durable(lsn, lead=True)
-
     return FastAppender(
         state,
         fields_of(state, "writer", "failure", "closed"),
@@ -72,11 +76,43 @@ def build(state: LogState, general: Callable[..., int]) -> CompiledAppender | No
         state.lock.release,
         general,
         failed,
-        durable if config.sync == "always" else None,
+        durable_wait(state, publisher) if config.sync == "always" else None,
         None if config.clock is DEFAULT_CLOCK else config.now_us,
         MAX_TYPE,
         MAX_LSN,
     )
+
+
+def durable_wait(state: LogState, publisher: Publisher) -> Callable[[int], object]:
+    """What a fast append of a sync="always" log calls after the lock is let go to wait for
+    its barrier: the compiled DurableWait (format/_durable.c), which runs the group commit's
+    solo barrier on an OsFile itself and calls back into the commit for everything else."""
+    if DurableWait is None:  # FastAppender without DurableWait: an older build; never mixed
+        return lambda lsn: state.commit.wait_durable(lsn, lead=True)
+    telemetry = state.telemetry
+
+    def synced(seconds: float) -> None:
+        # Appender.barrier's end when the fsync was slow (the warning) or observers listen.
+        telemetry.fsynced(seconds)
+        if state._observers:
+            state.emit(Synced(site="append.sync", seconds=seconds))
+
+    def bind(commit: GroupCommit) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
+        hooks: dict[str, Any] = commit.hooks()
+        hooks.update(synced=synced, sync_failed=sync_failed)
+        # The publication in C only where it is the publisher's (not a test's replacement).
+        own = hooks["publish"] == publisher.publish
+        return vars(commit), vars(telemetry), hooks, publisher.binding() if own else None
+
+    return DurableWait(
+        vars(state), (OsFile, OsDirectFile), bind, FSYNC_BUCKETS, telemetry.slow_fsync_seconds
+    )
+
+
+def sync_failed(path: str, code: int) -> NoReturn:
+    """The error OsFile.sync raises for a failed fdatasync (``code``: its errno)."""
+    exc = OSError(code, os.strerror(code))
+    raise StorageError("fdatasync", path, exc) from exc
 
 
 def room(writer: SegmentWriter, segment_bytes: int) -> int:

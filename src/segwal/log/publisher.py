@@ -13,7 +13,8 @@ from segwal.events import Durable
 from segwal.log.state import LogState, log
 from segwal.storage.fileio import FileHandle
 from segwal.storage.forklocks import LEAF, guard
-from segwal.storage.lockfile import generation_of, publish_durable
+from segwal.storage.lockfile import LockHandle, generation_of, publish_durable
+from segwal.storage.lockfile import _pid as lockfile_pid
 
 
 class Publisher:
@@ -43,6 +44,30 @@ class Publisher:
             lock.release()
         if self._state._observers:  # LogState.observed without its call
             self._state.emit(Durable(lsn=lsn))
+
+    def binding(self) -> tuple[object, ...] | None:
+        """What the compiled publication (format/_durable.c DurableWait) needs to do what
+        ``publish`` does for a writer whose LOCK is mapped from a file: None otherwise."""
+        handle = self._handle
+        parts = handle.binding() if isinstance(handle, LockHandle) else None
+        if parts is None:
+            return None
+        state = self._state
+
+        def durable_event(lsn: int) -> None:
+            state.emit(Durable(lsn=lsn))
+
+        lock = self._lock
+        return (
+            vars(self),
+            lock.acquire,
+            lock.release,
+            handle,
+            *parts,
+            state.published_counters,
+            lockfile_pid,
+            durable_event,
+        )
 
     def _publish_locked(self, lsn: int) -> None:
         state = self._state

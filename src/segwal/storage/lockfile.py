@@ -82,6 +82,14 @@ class LockHandle:
         finally:
             mutex.release()
 
+    def binding(self) -> tuple[object, ...] | None:
+        """For the compiled publication (format/_durable.c): the mutex's acquire and release
+        and the type of a real mapping, whose ``_map`` it stores into as ``publish`` does
+        (checking both under the mutex each time); None when LOCK is not mapped from a file."""
+        if type(self._map) is not OsSharedMap:
+            return None
+        return self._mutex.acquire, self._mutex.release, OsSharedMap
+
     def pwrite(self, data: Buffer, offset: int) -> None:
         self._handle.pwrite(data, offset)
 
