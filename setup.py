@@ -25,7 +25,9 @@ setup(
                 "src/segwal/format/_encode.c",
                 "src/segwal/format/_appender.c",
                 "src/segwal/format/_durable.c",
+                "src/segwal/format/_publication.c",
             ],
+            depends=["src/segwal/format/_durable.h"],
             optional=not required,
         ),
     ]

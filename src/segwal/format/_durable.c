@@ -25,8 +25,8 @@
  * (`wake()`, _wake_covered) and the publication (`publish(lsn)`, Publisher.publish).
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_durable.h" /* Python.h first */
+
 #include <errno.h>
 #include <time.h>
 #include <stddef.h>
@@ -34,77 +34,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_BUCKETS 64
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *state_dict, *file_types, *bind;
-    PyObject *commit, *commit_dict; /* the log's GroupCommit when the hooks were bound */
-    PyObject *acquire, *release; /* the commit's mutex */
-    PyObject *wait, *barrier, *sync_failed, *barrier_failed, *synced, *wake, *publish;
-    PyObject *telemetry_dict; /* the Telemetry's __dict__: fsync_buckets, fsync_seconds */
-    /* The publication in C (NULL: Publisher.publish, the `publish` hook): the Publisher's
-     * __dict__ and lock, LOCK's LockHandle with its mutex, the type of a real mapping
-     * (storage/fileio.py OsSharedMap), LogState.published_counters, lockfile's [pid]. */
-    PyObject *pub_dict, *pub_acquire, *pub_release, *lock_handle, *map_acquire, *map_release,
-        *map_type, *counters, *pid, *emit_durable;
-    double bounds[MAX_BUCKETS];
-    Py_ssize_t nbounds;
-    double slow;
-} DurableWait;
-
 static PyObject *s_commit, *s_busy, *s_failed, *s_durable_lsn, *s_written_lsn, *s_resets, *s_queue,
     *s_watchers, *s_barriers, *s_writer, *s_handle, *s_fd, *s_path, *s_offset, *s_synced,
-    *s_io, *s_fsyncs, *s_observers, *s_buckets, *s_seconds, *s_published, *s_generation,
-    *s_rewinds, *s_map, *s_sequence, *s_on_durable;
-
-uint32_t segwal_crc32c(const unsigned char *p, size_t n); /* _encode.c */
+    *s_io, *s_fsyncs, *s_observers, *s_buckets, *s_seconds;
 
 static int rebind(DurableWait *self, PyObject *commit);
-
-/* dict[name], a borrowed reference; NULL with KeyError (or another error) raised. */
-static PyObject *
-field(PyObject *dict, PyObject *name)
-{
-    PyObject *value = PyDict_GetItemWithError(dict, name);
-    if (value == NULL && !PyErr_Occurred())
-        PyErr_SetObject(PyExc_KeyError, name);
-    return value;
-}
-
-static int
-call0(PyObject *fn)
-{
-    PyObject *res = PyObject_CallNoArgs(fn);
-    if (res == NULL)
-        return -1;
-    Py_DECREF(res);
-    return 0;
-}
-
-static int
-call1(PyObject *fn, PyObject *arg)
-{
-    PyObject *res = PyObject_CallOneArg(fn, arg);
-    if (res == NULL)
-        return -1;
-    Py_DECREF(res);
-    return 0;
-}
-
-/* Release the mutex keeping a pending exception pending. */
-static void
-release_keeping(DurableWait *self)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *res = PyObject_CallNoArgs(self->release);
-    if (res == NULL)
-        PyErr_Clear(); /* the first error is the one to report */
-    Py_XDECREF(res);
-    PyErr_Restore(type, value, tb);
-}
 
 static double
 monotonic(void)
@@ -260,174 +194,6 @@ run_barrier(DurableWait *self)
     return count_fsync(self, seconds);
 }
 
-static void
-put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-/* An int as the u64 struct.pack("Q") takes: 1, or 0 when it is negative or too large. */
-static int
-as_u64(PyObject *value, uint64_t *out)
-{
-    if (!PyLong_Check(value) || _PyLong_Sign(value) < 0)
-        return 0;
-    *out = PyLong_AsUnsignedLongLong(value);
-    if (*out == (uint64_t)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
-}
-
-#define LOCK_SIZE 116      /* format/lock.py SIZE */
-#define LOCK_SEQUENCE 120  /* SEQUENCE_OFFSET */
-#define LOCK_COUNTERS 48   /* _COUNTERS_AT */
-
-/* lock.encode(pid, durable, rewinds, counters, generation) into `raw`: 1, 0 when a value
- * does not fit (Python's encoder decides), -1 on an error. */
-static int
-encode_lock(unsigned char *raw, PyObject *pid, uint64_t durable, PyObject *rewinds,
-            PyObject *counters, PyObject *generation)
-{
-    uint64_t v_pid, v_rewinds, v_generation;
-    if (!as_u64(pid, &v_pid) || !as_u64(rewinds, &v_rewinds) ||
-        !as_u64(generation, &v_generation) || !PyTuple_CheckExact(counters) ||
-        PyTuple_GET_SIZE(counters) != 6)
-        return 0;
-    memcpy(raw, "SWLOCK01", 8);
-    put64(raw + 8, v_pid);
-    put64(raw + 16, durable);
-    put64(raw + 24, ~durable);
-    put64(raw + 32, v_rewinds);
-    put64(raw + 40, ~v_rewinds);
-    for (int i = 0; i < 6; i++) {
-        PyObject *c = PyTuple_GET_ITEM(counters, i);
-        if (!PyLong_Check(c))
-            return 0;
-        uint64_t v = PyLong_AsUnsignedLongLongMask(c); /* counters wrap, as u64 counters do */
-        if (v == (uint64_t)-1 && PyErr_Occurred())
-            return -1;
-        put64(raw + LOCK_COUNTERS + 8 * i, v);
-    }
-    uint32_t crc = segwal_crc32c(raw + LOCK_COUNTERS, 48);
-    for (int i = 0; i < 4; i++)
-        raw[96 + i] = (unsigned char)(crc >> (8 * i));
-    put64(raw + 100, v_generation);
-    put64(raw + 108, ~v_generation);
-    return 1;
-}
-
-/* The seqlock write of LockHandle.publish into LOCK's mapping (OsSharedMap.store_sequenced):
- * the sequence odd, the bytes, the sequence even. 1, 0 when the mapping is gone or not a
- * real one (Python's path), -1 on an error. Called with the LockHandle's mutex held. */
-static int
-store_lock(DurableWait *self, const unsigned char *raw)
-{
-    PyObject *mapping = PyObject_GetAttr(self->lock_handle, s_map);
-    if (mapping == NULL)
-        return -1;
-    if ((PyObject *)Py_TYPE(mapping) != self->map_type) {
-        Py_DECREF(mapping);
-        return 0;
-    }
-    PyObject *region = PyObject_GetAttr(mapping, s_map);
-    Py_DECREF(mapping);
-    if (region == NULL)
-        return -1;
-    PyObject *seq_obj = region == Py_None ? NULL : PyObject_GetAttr(self->lock_handle, s_sequence);
-    uint64_t sequence;
-    Py_buffer view;
-    int ok = seq_obj != NULL && as_u64(seq_obj, &sequence) &&
-             PyObject_GetBuffer(region, &view, PyBUF_WRITABLE) == 0;
-    Py_XDECREF(seq_obj);
-    Py_DECREF(region);
-    if (!ok)
-        return PyErr_Occurred() ? -1 : 0;
-    if (view.len < LOCK_SEQUENCE + 8 || ((uintptr_t)view.buf & 7) != 0) {
-        PyBuffer_Release(&view);
-        return 0;
-    }
-    sequence += 2;
-    unsigned char *base = view.buf;
-    uint64_t *word = (uint64_t *)(base + LOCK_SEQUENCE);
-    __atomic_store_n(word, sequence - 1, __ATOMIC_RELEASE);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    memcpy(base, raw, LOCK_SIZE);
-    __atomic_store_n(word, sequence, __ATOMIC_RELEASE);
-    PyBuffer_Release(&view);
-    PyObject *next = PyLong_FromUnsignedLongLong(sequence);
-    if (next == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(self->lock_handle, s_sequence, next);
-    Py_DECREF(next);
-    return rc < 0 ? -1 : 1;
-}
-
-/* Publisher.publish(target) for a writer whose LOCK is mapped: 0, or -1 on an error; the
- * Python publication (the `publish` hook) when anything is unusual. */
-static int
-publish(DurableWait *self, PyObject *target)
-{
-    /* The commit's on_durable now: a replaced one (a test's) is called as Python would. */
-    PyObject *current = field(self->commit_dict, s_on_durable);
-    if (current == NULL)
-        return -1;
-    if (self->pub_dict == NULL || current != self->publish)
-        return call1(current, target);
-    if (call0(self->pub_acquire) < 0)
-        return -1;
-    /* Never more than the group commit holds durable now (a rewind may have reset it). */
-    PyObject *durable = field(self->commit_dict, s_durable_lsn);
-    int lower = durable == NULL ? -1 : PyObject_RichCompareBool(durable, target, Py_LT);
-    PyObject *lsn = lower > 0 ? durable : target;
-    PyObject *published = lower < 0 ? NULL : field(self->pub_dict, s_published);
-    int stale = published == NULL ? -1 : PyObject_RichCompareBool(lsn, published, Py_LE);
-    if (stale != 0) {
-        if (stale > 0)
-            return call0(self->pub_release);
-        release_keeping(self);
-        return -1;
-    }
-    Py_INCREF(lsn);
-    uint64_t value;
-    unsigned char raw[LOCK_SIZE];
-    int rc = as_u64(lsn, &value);
-    PyObject *counters = rc ? PyObject_CallNoArgs(self->counters) : NULL;
-    PyObject *rewinds = counters != NULL ? field(self->state_dict, s_rewinds) : NULL;
-    PyObject *generation = rewinds != NULL ? field(self->pub_dict, s_generation) : NULL;
-    PyObject *pid = generation != NULL ? PyList_GetItem(self->pid, 0) : NULL;
-    rc = pid == NULL ? (PyErr_Occurred() ? -1 : 0)
-                     : encode_lock(raw, pid, value, rewinds, counters, generation);
-    Py_XDECREF(counters);
-    if (rc > 0 && (rc = call0(self->map_acquire) == 0 ? 1 : -1) > 0) {
-        rc = store_lock(self, raw);
-        if (call0(self->map_release) < 0)
-            rc = -1;
-    }
-    if (rc > 0)
-        rc = PyDict_SetItem(self->pub_dict, s_published, lsn) < 0 ? -1 : 1;
-    if (rc < 0) {
-        release_keeping(self);
-        Py_DECREF(lsn);
-        return -1;
-    }
-    if (call0(self->pub_release) < 0) {
-        Py_DECREF(lsn);
-        return -1;
-    }
-    if (rc == 0) /* not stored: Publisher.publish does it all again, its own way */
-        rc = call1(self->publish, target);
-    else {
-        PyObject *observers = field(self->state_dict, s_observers);
-        int observed = observers == NULL ? -1 : PyObject_IsTrue(observers);
-        rc = observed < 0 ? -1 : observed ? call1(self->emit_durable, lsn) : 0;
-    }
-    Py_DECREF(lsn);
-    return rc;
-}
-
 /* The rest of wait_durable after the solo barrier, or all of it: Python's. */
 static PyObject *
 wait_python(DurableWait *self, PyObject *lsn, PyObject *resets)
@@ -536,7 +302,7 @@ dw_call(DurableWait *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     }
     rc = call0(self->release);
     if (rc == 0)
-        rc = publish(self, target);
+        rc = segwal_publish(self, target);
     Py_DECREF(target);
     if (rc < 0) {
         Py_DECREF(resets);
@@ -746,14 +512,12 @@ segwal_add_durable(PyObject *module)
         {&s_handle, "handle"},      {&s_fd, "_fd"},             {&s_path, "_path"},
         {&s_offset, "offset"},      {&s_synced, "synced"},      {&s_io, "io"},
         {&s_fsyncs, "fsyncs"},      {&s_observers, "_observers"}, {&s_buckets, "fsync_buckets"},
-        {&s_seconds, "fsync_seconds"}, {&s_published, "_published"}, {&s_generation, "generation"},
-        {&s_rewinds, "rewinds"},    {&s_map, "_map"},           {&s_sequence, "_sequence"},
-        {&s_on_durable, "_on_durable"},
+        {&s_seconds, "fsync_seconds"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return -1;
-    if (PyType_Ready(&DurableWaitType) < 0)
+    if (segwal_publication_init() < 0 || PyType_Ready(&DurableWaitType) < 0)
         return -1;
     Py_INCREF(&DurableWaitType);
     if (PyModule_AddObject(module, "DurableWait", (PyObject *)&DurableWaitType) < 0) {
