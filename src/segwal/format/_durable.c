@@ -227,7 +227,7 @@ dw_call(DurableWait *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     PyObject *durable = failed != NULL ? field(d, s_durable_lsn) : NULL;
     int behind = durable == NULL ? -1 : PyObject_RichCompareBool(durable, lsn, Py_LT);
     if (behind < 0) {
-        release_keeping(self);
+        release_keeping(self->release);
         return NULL;
     }
     Py_INCREF(resets); /* the rewind count when the wait began: a rewind meanwhile ends it */
@@ -241,7 +241,7 @@ dw_call(DurableWait *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     /* _lead_once: the barrier is this thread's; it covers what is written now. */
     PyObject *target = field(d, s_written_lsn);
     if (target == NULL || PyDict_SetItem(d, s_busy, Py_True) < 0) {
-        release_keeping(self);
+        release_keeping(self->release);
         Py_DECREF(resets);
         return NULL;
     }
@@ -295,7 +295,7 @@ dw_call(DurableWait *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
             rc = call0(self->wake);
     }
     if (rc < 0) {
-        release_keeping(self);
+        release_keeping(self->release);
         Py_DECREF(target);
         Py_DECREF(resets);
         return NULL;
@@ -338,21 +338,30 @@ rebind(DurableWait *self, PyObject *commit)
     }
     PyObject **pub_slots[] = {&self->pub_dict,    &self->pub_acquire, &self->pub_release,
                               &self->lock_handle, &self->map_acquire, &self->map_release,
-                              &self->map_type,    &self->counters,    &self->pid,
+                              &self->map_type,    NULL,               &self->pid,
                               &self->emit_durable};
     const Py_ssize_t npub = sizeof(pub_slots) / sizeof(pub_slots[0]);
     if (publication != Py_None &&
         (!PyTuple_CheckExact(publication) || PyTuple_GET_SIZE(publication) != npub ||
          !PyDict_Check(PyTuple_GET_ITEM(publication, 0)) ||
+         !PyLong_CheckExact(PyTuple_GET_ITEM(publication, 7)) ||
          !PyList_Check(PyTuple_GET_ITEM(publication, 8)))) {
         PyErr_SetString(PyExc_TypeError, "DurableWait: bad publication binding");
         Py_DECREF(bound);
         return -1;
     }
+    if (publication != Py_None) {
+        self->record_overhead = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(publication, 7));
+        if (PyErr_Occurred()) {
+            Py_DECREF(bound);
+            return -1;
+        }
+    }
     for (Py_ssize_t i = 0; i < npub; i++)
-        Py_XSETREF(*pub_slots[i], publication == Py_None
-                                      ? NULL
-                                      : Py_NewRef(PyTuple_GET_ITEM(publication, i)));
+        if (pub_slots[i] != NULL)
+            Py_XSETREF(*pub_slots[i], publication == Py_None
+                                          ? NULL
+                                          : Py_NewRef(PyTuple_GET_ITEM(publication, i)));
     struct {
         PyObject **slot;
         const char *name;
@@ -440,7 +449,6 @@ dw_traverse(DurableWait *self, visitproc visit, void *arg)
     Py_VISIT(self->map_acquire);
     Py_VISIT(self->map_release);
     Py_VISIT(self->map_type);
-    Py_VISIT(self->counters);
     Py_VISIT(self->pid);
     Py_VISIT(self->emit_durable);
     return 0;
@@ -471,7 +479,6 @@ dw_clear(DurableWait *self)
     Py_CLEAR(self->map_acquire);
     Py_CLEAR(self->map_release);
     Py_CLEAR(self->map_type);
-    Py_CLEAR(self->counters);
     Py_CLEAR(self->pid);
     Py_CLEAR(self->emit_durable);
     return 0;

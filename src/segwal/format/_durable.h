@@ -18,9 +18,11 @@ typedef struct {
     PyObject *telemetry_dict; /* the Telemetry's __dict__: fsync_buckets, fsync_seconds */
     /* The publication in C (NULL: Publisher.publish, the `publish` hook): the Publisher's
      * __dict__ and lock, LOCK's LockHandle with its mutex, the type of a real mapping
-     * (storage/fileio.py OsSharedMap), LogState.published_counters, lockfile's [pid]. */
+     * (storage/fileio.py OsSharedMap), the bytes of a record's frame besides its payload
+     * (LogState.published_counters' arithmetic), lockfile's [pid]. */
     PyObject *pub_dict, *pub_acquire, *pub_release, *lock_handle, *map_acquire, *map_release,
-        *map_type, *counters, *pid, *emit_durable;
+        *map_type, *pid, *emit_durable;
+    unsigned long long record_overhead; /* state.py RECORD_OVERHEAD: a record's frame bytes */
     double bounds[MAX_BUCKETS];
     Py_ssize_t nbounds;
     double slow;
@@ -56,13 +58,13 @@ call1(PyObject *fn, PyObject *arg)
     return 0;
 }
 
-/* Release the mutex keeping a pending exception pending. */
+/* Call `release` (a lock's) keeping a pending exception pending. */
 static inline void
-release_keeping(DurableWait *self)
+release_keeping(PyObject *release)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    PyObject *res = PyObject_CallNoArgs(self->release);
+    PyObject *res = PyObject_CallNoArgs(release);
     if (res == NULL)
         PyErr_Clear(); /* the first error is the one to report */
     Py_XDECREF(res);

@@ -17,7 +17,8 @@
 
 uint32_t segwal_crc32c(const unsigned char *p, size_t n); /* _encode.c */
 
-static PyObject *s_durable_lsn, *s_published, *s_generation, *s_rewinds, *s_map, *s_sequence, *s_observers, *s_on_durable;
+static PyObject *s_tally, *s_counters, *s_io, *s_appends, *s_records, *s_payload_bytes,
+    *s_written_bytes, *s_fsyncs, *s_dir_fsyncs, *s_durable_lsn, *s_published, *s_generation, *s_rewinds, *s_map, *s_sequence, *s_observers, *s_on_durable;
 
 static void
 put64(unsigned char *p, uint64_t v)
@@ -44,16 +45,62 @@ as_u64(PyObject *value, uint64_t *out)
 #define LOCK_SEQUENCE 120  /* SEQUENCE_OFFSET */
 #define LOCK_COUNTERS 48   /* _COUNTERS_AT */
 
+/* The u64 a counter is published as: an int masked to 64 bits (counters wrap, as u64
+ * counters do, and as lock.encode masks them). 1, 0 when it is not an int, -1 on an error. */
+static int
+as_counter(PyObject *value, uint64_t *out)
+{
+    if (value == NULL || !PyLong_Check(value))
+        return PyErr_Occurred() ? -1 : 0;
+    *out = PyLong_AsUnsignedLongLongMask(value);
+    return *out == (uint64_t)-1 && PyErr_Occurred() ? -1 : 1;
+}
+
+/* LogState.published_counters() into `out` without a call into Python: the counters and
+ * io dicts plus the compiled appender's tally. 1; 0 when the state is not as expected (no
+ * compiled tally: Python's method decides), -1 on an error. */
+static int
+counters_of(DurableWait *self, uint64_t *out)
+{
+    PyObject *tally = PyDict_GetItemWithError(self->state_dict, s_tally);
+    PyObject *counters = tally != NULL ? PyDict_GetItemWithError(self->state_dict, s_counters) : NULL;
+    PyObject *io = counters != NULL ? PyDict_GetItemWithError(self->state_dict, s_io) : NULL;
+    if (io == NULL || !PyCFunction_Check(tally) || !PyDict_CheckExact(counters) ||
+        !PyDict_CheckExact(io))
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *pair = PyObject_CallNoArgs(tally);
+    if (pair == NULL)
+        return -1;
+    uint64_t n, frames, v[6];
+    int rc = PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2;
+    if (rc == 1)
+        rc = as_counter(PyTuple_GET_ITEM(pair, 0), &n);
+    if (rc == 1)
+        rc = as_counter(PyTuple_GET_ITEM(pair, 1), &frames);
+    Py_DECREF(pair);
+    PyObject *sources[6] = {counters, counters, counters, io, io, io};
+    PyObject *keys[6] = {s_appends, s_records, s_payload_bytes, s_written_bytes, s_fsyncs, s_dir_fsyncs};
+    for (int i = 0; i < 6 && rc == 1; i++)
+        rc = as_counter(PyDict_GetItemWithError(sources[i], keys[i]), &v[i]);
+    if (rc != 1)
+        return rc;
+    out[0] = v[0] + n;
+    out[1] = v[1] + n;
+    out[2] = v[2] + frames - n * self->record_overhead;
+    out[3] = v[3] + frames;
+    out[4] = v[4];
+    out[5] = v[5];
+    return 1;
+}
+
 /* lock.encode(pid, durable, rewinds, counters, generation) into `raw`: 1, 0 when a value
  * does not fit (Python's encoder decides), -1 on an error. */
 static int
 encode_lock(unsigned char *raw, PyObject *pid, uint64_t durable, PyObject *rewinds,
-            PyObject *counters, PyObject *generation)
+            const uint64_t *counters, PyObject *generation)
 {
     uint64_t v_pid, v_rewinds, v_generation;
-    if (!as_u64(pid, &v_pid) || !as_u64(rewinds, &v_rewinds) ||
-        !as_u64(generation, &v_generation) || !PyTuple_CheckExact(counters) ||
-        PyTuple_GET_SIZE(counters) != 6)
+    if (!as_u64(pid, &v_pid) || !as_u64(rewinds, &v_rewinds) || !as_u64(generation, &v_generation))
         return 0;
     memcpy(raw, "SWLOCK01", 8);
     put64(raw + 8, v_pid);
@@ -61,15 +108,8 @@ encode_lock(unsigned char *raw, PyObject *pid, uint64_t durable, PyObject *rewin
     put64(raw + 24, ~durable);
     put64(raw + 32, v_rewinds);
     put64(raw + 40, ~v_rewinds);
-    for (int i = 0; i < 6; i++) {
-        PyObject *c = PyTuple_GET_ITEM(counters, i);
-        if (!PyLong_Check(c))
-            return 0;
-        uint64_t v = PyLong_AsUnsignedLongLongMask(c); /* counters wrap, as u64 counters do */
-        if (v == (uint64_t)-1 && PyErr_Occurred())
-            return -1;
-        put64(raw + LOCK_COUNTERS + 8 * i, v);
-    }
+    for (int i = 0; i < 6; i++)
+        put64(raw + LOCK_COUNTERS + 8 * i, counters[i]);
     uint32_t crc = segwal_crc32c(raw + LOCK_COUNTERS, 48);
     for (int i = 0; i < 4; i++)
         raw[96 + i] = (unsigned char)(crc >> (8 * i));
@@ -146,20 +186,21 @@ segwal_publish(DurableWait *self, PyObject *target)
     if (stale != 0) {
         if (stale > 0)
             return call0(self->pub_release);
-        release_keeping(self);
+        release_keeping(self->pub_release);
         return -1;
     }
     Py_INCREF(lsn);
     uint64_t value;
     unsigned char raw[LOCK_SIZE];
     int rc = as_u64(lsn, &value);
-    PyObject *counters = rc ? PyObject_CallNoArgs(self->counters) : NULL;
-    PyObject *rewinds = counters != NULL ? field(self->state_dict, s_rewinds) : NULL;
+    uint64_t counters[6];
+    if (rc)
+        rc = counters_of(self, counters);
+    PyObject *rewinds = rc > 0 ? field(self->state_dict, s_rewinds) : NULL;
     PyObject *generation = rewinds != NULL ? field(self->pub_dict, s_generation) : NULL;
     PyObject *pid = generation != NULL ? PyList_GetItem(self->pid, 0) : NULL;
-    rc = pid == NULL ? (PyErr_Occurred() ? -1 : 0)
+    rc = pid == NULL ? (PyErr_Occurred() ? -1 : rc > 0 ? 0 : rc)
                      : encode_lock(raw, pid, value, rewinds, counters, generation);
-    Py_XDECREF(counters);
     if (rc > 0 && (rc = call0(self->map_acquire) == 0 ? 1 : -1) > 0) {
         rc = store_lock(self, raw);
         if (call0(self->map_release) < 0)
@@ -168,7 +209,7 @@ segwal_publish(DurableWait *self, PyObject *target)
     if (rc > 0)
         rc = PyDict_SetItem(self->pub_dict, s_published, lsn) < 0 ? -1 : 1;
     if (rc < 0) {
-        release_keeping(self);
+        release_keeping(self->pub_release);
         Py_DECREF(lsn);
         return -1;
     }
@@ -198,6 +239,11 @@ segwal_publication_init(void)
         {&s_generation, "generation"},   {&s_rewinds, "rewinds"},
         {&s_map, "_map"},                {&s_sequence, "_sequence"},
         {&s_observers, "_observers"},    {&s_on_durable, "_on_durable"},
+        {&s_tally, "tally"},             {&s_counters, "counters"},
+        {&s_io, "io"},                   {&s_appends, "appends"},
+        {&s_records, "records"},         {&s_payload_bytes, "payload_bytes"},
+        {&s_written_bytes, "written_bytes"}, {&s_fsyncs, "fsyncs"},
+        {&s_dir_fsyncs, "dir_fsyncs"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from segwal.events import Durable
-from segwal.log.state import LogState, log
+from segwal.log.state import RECORD_OVERHEAD, LogState, log
 from segwal.storage.fileio import FileHandle
 from segwal.storage.forklocks import LEAF, guard
 from segwal.storage.lockfile import LockHandle, generation_of, publish_durable
@@ -64,7 +64,7 @@ class Publisher:
             lock.release,
             handle,
             *parts,
-            state.published_counters,
+            RECORD_OVERHEAD,  # published_counters' arithmetic, done in C
             lockfile_pid,
             durable_event,
         )

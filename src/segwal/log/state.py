@@ -36,7 +36,7 @@ log = logging.getLogger("segwal")
 
 
 # A one-record frame's bytes besides its payload (format/layout.py: head and one length).
-_RECORD_OVERHEAD = FRAME_HEAD_SIZE + 4
+RECORD_OVERHEAD = FRAME_HEAD_SIZE + 4
 
 
 def _no_tally() -> tuple[int, int]:
@@ -194,7 +194,7 @@ class LogState:
         return (
             counters["appends"] + n,
             counters["records"] + n,
-            counters["payload_bytes"] + frames - n * _RECORD_OVERHEAD,
+            counters["payload_bytes"] + frames - n * RECORD_OVERHEAD,
             io["written_bytes"] + frames,
             io["fsyncs"],
             io["dir_fsyncs"],
@@ -219,7 +219,7 @@ class LogState:
                 # Buffered appends count from the moment they are accepted.
                 self.counters["appends"] + buffered + n,
                 self.counters["records"] + buffered + n,
-                self.counters["payload_bytes"] + self.buffer.size + frames - n * _RECORD_OVERHEAD,
+                self.counters["payload_bytes"] + self.buffer.size + frames - n * RECORD_OVERHEAD,
                 io["written_bytes"] + frames,
                 io["fsyncs"],
                 io["dir_fsyncs"],
