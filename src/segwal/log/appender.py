@@ -81,7 +81,10 @@ class Appender(BatchAppends):
         # The compiled fast path (log/fastpath.py): the same appends in one C call. It
         # replaces append on this instance; what it does not take goes to the Python append
         # below, which then takes the general path (_fast_writer stays _NOBODY).
-        self._fast = fastpath.build(state, types.MethodType(Appender.append, self), self.publisher)
+        # sync="always": what an append waits through for its barrier (log/fastpath.py
+        # durable_wait: the compiled DurableWait, or the group commit's wait_durable).
+        self._durable = fastpath.durable_wait(state, self.publisher) if self._sync_always else None
+        self._fast = fastpath.build(state, types.MethodType(Appender.append, self), self._durable)
         if self._fast is not None:
             self.append = self._fast.append  # type: ignore[method-assign]
             state.tally = self._fast.tally
@@ -273,8 +276,8 @@ class Appender(BatchAppends):
             counters["records"] += 1
             counters["payload_bytes"] += size
             self._eligible(writer)
-        if self._sync_always:
-            state.commit.wait_durable(lsn, lead=True)
+        if self._durable is not None:
+            self._durable(lsn)
         return lsn
 
     def _start_burst(self, data: bytes, record_type: int) -> int:

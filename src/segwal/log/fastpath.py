@@ -49,11 +49,11 @@ def fields_of(obj: object, *names: str) -> dict[str, object] | None:
 
 
 def build(
-    state: LogState, general: Callable[..., int], publisher: Publisher
+    state: LogState, general: Callable[..., int], durable: Callable[[int], object] | None
 ) -> CompiledAppender | None:
     """The compiled fast path of ``state``'s log, unarmed; None on the pure path.
     ``general(payload, type)`` takes every append it does not (after the lock is let go);
-    ``publisher``: the log's LOCK publications, which a durable append ends with."""
+    ``durable(lsn)``, with sync="always": the wait for an append's barrier (durable_wait)."""
     if FastAppender is None:
         return None
     config = state.config
@@ -76,7 +76,7 @@ def build(
         state.lock.release,
         general,
         failed,
-        durable_wait(state, publisher) if config.sync == "always" else None,
+        durable,
         None if config.clock is DEFAULT_CLOCK else config.now_us,
         MAX_TYPE,
         MAX_LSN,
