@@ -130,6 +130,14 @@ def _session(wal: Any, clock: FakeClock, start: int, seen: list[object]) -> None
     ):
         seen.append(_attempt(wal.append, *args, **kwargs))
     seen.append(_stats(wal))
+    seen.append(_index(wal))
+
+
+def _index(wal: Any) -> tuple[object, ...]:
+    """The active segment's sparse index: its class and every entry (the compiled path
+    adds them itself, without SparseIndex.add)."""
+    index = wal._state.writer.index
+    return (type(index).__name__, index.lsns[:], index.offsets[:], index.stamps[:], index._next)
 
 
 def _run(

@@ -9,7 +9,7 @@
  * each append reads `state.writer`, `.failure`, `.closed`, the writer's `offset` and
  * `last_lsn`, the commit's `durable_lsn` under the log's lock (`acquire`/`release`, the
  * bound methods of `state.lock`) and writes back `writer.offset`, `.last_lsn`, `.max_ts`,
- * `commit.written_lsn` (plus `writer.index.add` every interval and `commit.wrote` when
+ * `commit.written_lsn` (plus the index's entry every interval and `commit.wrote` when
  * somebody waits) before the lock is let go, exactly as the Python path does. So rotation,
  * truncation, close, fork and readers need not know this object exists.
  *
@@ -60,6 +60,7 @@ typedef struct {
      * attribute protocol costs about four times as much as. Python passes a dict only
      * when the class has no attribute of those names (no property, no slot). */
     PyObject *state_dict, *writer_dict, *commit_dict;
+    int exact_index;                              /* writer.index is a storage/index.py class */
     int fd;                                       /* -1: encode, then call pwrite */
     uint32_t seed;
     long long first, room, max_payload, max_type, max_lsn;
@@ -67,7 +68,8 @@ typedef struct {
 } FastAppender;
 
 static PyObject *s_writer, *s_failure, *s_closed, *s_offset, *s_last_lsn, *s_max_ts,
-    *s_durable_lsn, *s_written_lsn, *s_next, *s_watchers, *s_type;
+    *s_durable_lsn, *s_written_lsn, *s_next, *s_watchers, *s_type, *s_lsns, *s_offsets,
+    *s_stamps, *s_interval;
 
 /* obj.name (a new reference), from `dict` when it holds the name. */
 static PyObject *
@@ -290,6 +292,52 @@ check_armed(FastAppender *self, Py_ssize_t size, long long *offset_out, long lon
     return get_index(self->commit, self->commit_dict, s_durable_lsn, durable_out);
 }
 
+/* SparseIndex.add (storage/index.py) after its test passed: done here when the index is
+ * that class (arm's exact_index) with plain lists, so that no bytecode runs under the log's
+ * lock (a GIL switch inside it would convoy every other appending thread on that lock);
+ * through the method otherwise. 0, or -1 on an error. */
+static int
+index_add(FastAppender *self, uint64_t lsn, long long offset, uint64_t ts)
+{
+    long long interval;
+    if (self->exact_index && get_index(self->index, Py_None, s_interval, &interval) > 0) {
+        PyObject *lists[3] = {PyObject_GetAttr(self->index, s_lsns),
+                              PyObject_GetAttr(self->index, s_offsets),
+                              PyObject_GetAttr(self->index, s_stamps)};
+        PyObject *items[4] = {PyLong_FromUnsignedLongLong(lsn), PyLong_FromLongLong(offset),
+                              PyLong_FromUnsignedLongLong(ts),
+                              PyLong_FromLongLong(offset + interval)};
+        int rc = -1, plain = 1;
+        for (int i = 0; i < 3; i++)
+            plain = plain && lists[i] != NULL && PyList_CheckExact(lists[i]);
+        if (plain && items[0] && items[1] && items[2] && items[3]) {
+            /* The order add keeps; nothing here runs Python code, so no thread sees a
+             * half-added entry (an int allocation never starts a garbage collection). */
+            rc = 0;
+            for (int i = 0; i < 3 && rc == 0; i++)
+                rc = PyList_Append(lists[i], items[i]);
+            if (rc == 0)
+                rc = PyObject_SetAttr(self->index, s_next, items[3]);
+        } else if (!PyErr_Occurred()) {
+            rc = 1; /* not lists after all: the method */
+        }
+        for (int i = 0; i < 3; i++)
+            Py_XDECREF(lists[i]);
+        for (int i = 0; i < 4; i++)
+            Py_XDECREF(items[i]);
+        if (rc <= 0)
+            return rc;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *res = PyObject_CallMethod(self->index, "add", "KLK", (unsigned long long)lsn,
+                                        offset, (unsigned long long)ts);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 /* The locked part: 1 with *lsn_out appended, 0 when the general path must take it, -1 on an
  * error (raised). */
 static int
@@ -336,13 +384,8 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
      * behind it, so it fails the log like a failed write. */
     if ((rc = get_index(self->index, Py_None, s_next, &next)) < 0)
         goto noted_badly;
-    if (rc == 0 || offset >= next) {
-        PyObject *res = PyObject_CallMethod(self->index, "add", "KLK", (unsigned long long)lsn,
-                                            offset, (unsigned long long)ts);
-        if (res == NULL)
-            goto noted_badly;
-        Py_DECREF(res);
-    }
+    if ((rc == 0 || offset >= next) && index_add(self, lsn, offset, ts) < 0)
+        goto noted_badly;
     uint64_t frame = (uint64_t)RECORD_OVERHEAD + (uint64_t)size;
     PyObject *lsn_obj = PyLong_FromUnsignedLongLong(lsn); /* one object for every store */
     if (lsn_obj == NULL)
@@ -432,16 +475,20 @@ fa_append(FastAppender *self, PyObject *const *args, size_t nargsf, PyObject *kw
 }
 
 /* arm(writer, writer_dict, index, commit, commit_dict, fd, pwrite, seed, first_lsn, room,
- * max_payload): appends to `writer` may go fast from now on (Appender._eligible, under the
- * lock); the dicts are the objects' __dict__, or None (see FastAppender). */
+ * max_payload, exact_index): appends to `writer` may go fast from now on
+ * (Appender._eligible, under the lock); the dicts are the objects' __dict__, or None (see
+ * FastAppender); exact_index: the index is storage/index.py's own class (see index_add). */
 static PyObject *
 fa_arm(FastAppender *self, PyObject *const *args, Py_ssize_t nargs)
 {
     long long v[5]; /* fd, seed, first, room, max_payload */
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "arm() takes 11 arguments");
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "arm() takes 12 arguments");
         return NULL;
     }
+    int exact_index = PyObject_IsTrue(args[11]);
+    if (exact_index < 0)
+        return NULL;
     for (int i = 0; i < 5; i++)
         if ((v[i] = PyLong_AsLongLong(args[i == 0 ? 5 : 6 + i])) == -1 && PyErr_Occurred())
             return NULL;
@@ -462,6 +509,7 @@ fa_arm(FastAppender *self, PyObject *const *args, Py_ssize_t nargs)
     self->first = v[2];
     self->room = v[3];
     self->max_payload = v[4];
+    self->exact_index = exact_index;
     Py_RETURN_NONE;
 }
 
@@ -605,7 +653,7 @@ static PyMethodDef fa_methods[] = {
      "append(payload, type=0) -> int: one record appended, its LSN."},
     {"arm", (PyCFunction)(void (*)(void))fa_arm, METH_FASTCALL,
      "arm(writer, writer_dict, index, commit, commit_dict, fd, pwrite, seed, first_lsn, room, "
-     "max_payload)."},
+     "max_payload, exact_index)."},
     {"disarm", (PyCFunction)fa_disarm, METH_NOARGS, "disarm(): every append goes the general way."},
     {"tally", (PyCFunction)fa_tally, METH_NOARGS, "tally() -> (appends, frame bytes)."},
     {NULL, NULL, 0, NULL},
@@ -642,6 +690,8 @@ segwal_add_appender(PyObject *module)
         {&s_offset, "offset"},         {&s_last_lsn, "last_lsn"}, {&s_max_ts, "max_ts"},
         {&s_durable_lsn, "durable_lsn"}, {&s_written_lsn, "written_lsn"},
         {&s_next, "_next"},            {&s_watchers, "_watchers"}, {&s_type, "type"},
+        {&s_lsns, "lsns"},             {&s_offsets, "offsets"},   {&s_stamps, "stamps"},
+        {&s_interval, "interval"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

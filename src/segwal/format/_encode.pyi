@@ -61,6 +61,7 @@ class FastAppender:
         first_lsn: int,
         room: int,
         max_payload: int,
+        exact_index: bool,
         /,
     ) -> None: ...
     def disarm(self) -> None: ...

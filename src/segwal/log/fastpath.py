@@ -22,6 +22,7 @@ from segwal.log.arguments import MAX_TYPE
 from segwal.log.config import WalConfig
 from segwal.log.state import LogState
 from segwal.storage.fileio import OsFile
+from segwal.storage.index import CheckedIndex, SparseIndex
 from segwal.storage.segment import SegmentWriter
 
 if TYPE_CHECKING:
@@ -105,4 +106,6 @@ def arm(fast: CompiledAppender, state: LogState, writer: SegmentWriter, limit: i
         writer.header.first_lsn,
         room(writer, state.config.segment_bytes),
         min(limit, writer.header.max_record_bytes),
+        # The index's own class: its entry is added in C (no bytecode under the lock).
+        type(writer.index) in (SparseIndex, CheckedIndex),
     )
