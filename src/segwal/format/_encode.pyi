@@ -62,6 +62,7 @@ class FastAppender:
         room: int,
         max_payload: int,
         exact_index: bool,
+        direct: object | None,
         /,
     ) -> None: ...
     def disarm(self) -> None: ...
