@@ -1,7 +1,8 @@
 """Build of the optional C speed-up; all metadata is in pyproject.toml.
 
 ``segwal.format._speedups`` (the frame decoder) and ``segwal.format._encode`` (the
-one-record frame encoder of single appends, with ``_appender.c``'s FastAppender) are optional: without a C compiler or the Python
+one-record frame encoder of single appends, with ``_appender.c``'s FastAppender and
+``_direct.c``'s O_DIRECT block writes) are optional: without a C compiler or the Python
 headers the build warns and the install goes on with the pure-Python code, which is the
 reference anyway. Set ``SEGWAL_REQUIRE_SPEEDUPS=1`` to make a failed compile fail the build instead.
 """
@@ -26,8 +27,9 @@ setup(
                 "src/segwal/format/_appender.c",
                 "src/segwal/format/_durable.c",
                 "src/segwal/format/_publication.c",
+                "src/segwal/format/_direct.c",
             ],
-            depends=["src/segwal/format/_durable.h"],
+            depends=["src/segwal/format/_durable.h", "src/segwal/format/_direct.h"],
             optional=not required,
         ),
     ]

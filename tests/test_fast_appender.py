@@ -116,6 +116,7 @@ def _session(wal: Any, clock: FakeClock, start: int, seen: list[object]) -> None
             info = wal.rotate()
             assert info is not None
             seen.append((os.path.basename(info.path), info.size_bytes, info.digest))
+    seen.append(_index(wal))  # after a single append: the fast path's, where one is taken
     for args, kwargs in (
         ((b"x" * 2000,), {}),  # over max_record_bytes
         ((b"x",), {"type": 1 << 16}),
@@ -132,14 +133,34 @@ def _session(wal: Any, clock: FakeClock, start: int, seen: list[object]) -> None
     seen.append(_stats(wal))
 
 
+def _index(wal: Any) -> tuple[object, ...]:
+    """The active segment's sparse index: its class and every entry (the compiled path
+    adds them itself, without SparseIndex.add); a direct_io writer's partial last block as
+    its DirectTail holds it (the compiled path writes it back); and the segment's whole
+    file as it is before a close trims it (a direct write's zero padding included)."""
+    writer = wal._state.writer
+    index = writer.index
+    tail = None if writer.direct is None else writer.direct.tail
+    handle = writer.handle
+    return (
+        type(index).__name__,
+        index.lsns[:],
+        index.offsets[:],
+        index.stamps[:],
+        index._next,
+        tail,
+        handle.pread(handle.size(), 0),
+    )
+
+
 def _run(
-    path: str, *, sync: str, fs: MemoryFileSystem | None = None
+    path: str, *, sync: str, fs: MemoryFileSystem | None = None, direct: bool = False
 ) -> tuple[list[object], list[str]]:
     """The sessions' outcomes, and which path each session's log was on at its end."""
     clock = FakeClock()
     seen: list[object] = []
     options: dict[str, Any] = dict(
-        sync=sync, clock=clock, segment_bytes=16384, max_record_bytes=1500
+        sync=sync, clock=clock, segment_bytes=16384, max_record_bytes=1500, direct_io=direct
     )
     if fs is not None:
         options["filesystem"] = fs
@@ -158,23 +179,30 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
 @pytest.mark.parametrize("sync", ["never", "always"])
 @pytest.mark.parametrize("where", ["disk", "memory"])
-def test_every_path_writes_the_same_bytes(tmp_path: Path, sync: str, where: str) -> None:
+def test_every_path_writes_the_same_bytes(
+    tmp_path: Path, sync: str, where: str, direct: bool
+) -> None:
+    """direct: direct_io=True, whose blocks the compiled path writes itself on a real
+    O_DIRECT descriptor (format/_direct.c) and through DirectTail.put on the memfs; the
+    Python fast path leaves those appends to the general path."""
     runs: dict[str, tuple[list[object], dict[str, bytes | None]]] = {}
     for name in AVAILABLE:
         with _path(name):
             if where == "disk":
                 # One path for every run (errors name it), moved aside afterwards.
-                seen, taken = _run(str(tmp_path / "log"), sync=sync)
+                seen, taken = _run(str(tmp_path / "log"), sync=sync, direct=direct)
                 (tmp_path / "log").rename(tmp_path / name)
                 files: dict[str, bytes | None] = dict(_tree(tmp_path / name))
                 files.pop("LOCK")  # holds the writer's pid
             else:
                 fs = MemoryFileSystem()
-                seen, taken = _run("/log", sync=sync, fs=fs)
+                seen, taken = _run("/log", sync=sync, fs=fs, direct=direct)
                 files = {k: v for k, v in fs.tree("/log").items() if not k.endswith("LOCK")}
-        assert taken == [name, name]  # the path under test was the one taken
+        expected = "general" if direct and name == "python" else name
+        assert taken == [expected, expected]  # the path under test was the one taken
         runs[name] = (seen, files)
     ref_seen, ref_files = runs["python"]
     assert any(isinstance(x, tuple) and x[0] == "ClosedError" for x in ref_seen)
@@ -185,13 +213,14 @@ def test_every_path_writes_the_same_bytes(tmp_path: Path, sync: str, where: str)
             assert files[file] == ref_files[file], (name, file)
 
 
-def _disk_failure(path: Path) -> tuple[object, ...]:
-    """ENOSPC on the segment's descriptor (/dev/full dup'ed over it), then the failed log."""
-    wal = segwal.open(path, sync="never", clock=FakeClock())
+def _disk_failure(path: Path, direct: bool) -> tuple[object, ...]:
+    """ENOSPC on the segment's descriptor (/dev/full dup'ed over it; with direct_io, over
+    the O_DIRECT one), then the failed log."""
+    wal = segwal.open(path, sync="never", clock=FakeClock(), direct_io=direct)
     wal.append(b"a")
     wal.append(b"b")
     writer = wal._appender._state.writer  # type: ignore[union-attr]
-    fd = writer.handle.fd
+    fd = writer.direct.fd if direct else writer.handle.fd
     saved, full = os.dup(fd), os.open("/dev/full", os.O_WRONLY)
     try:
         os.dup2(full, fd)
@@ -209,14 +238,17 @@ def _disk_failure(path: Path) -> tuple[object, ...]:
         wal.close()
     with segwal.open(path, sync="never") as wal:
         payloads = [r.payload for r in wal.replay()]
-        assert wal.append(b"e") == 3
+        assert wal.append(b"e") == len(payloads) + 1
     return (error.errno, error.op, error.path == writer.path, stats, payloads)
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
-def test_a_failed_write_fails_the_log_alike(tmp_path: Path, mode: str) -> None:
-    got = _disk_failure(tmp_path / "log")
-    assert got == (errno.ENOSPC, "write", True, got[3], [b"a", b"b"])
+@pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
+def test_a_failed_write_fails_the_log_alike(tmp_path: Path, mode: str, direct: bool) -> None:
+    got = _disk_failure(tmp_path / "log", direct)
+    # The unsynced a and b are cut (discard_unsynced) where the truncate can reach the file:
+    # with direct_io it goes through the buffered descriptor, which /dev/full did not replace.
+    assert got == (errno.ENOSPC, "write", True, got[3], [] if direct else [b"a", b"b"])
     assert got[3][4] == 2  # writes: the failed one is not counted
 
 
@@ -364,10 +396,12 @@ def session(wal, n):
         pass
     wal.append(b"kw", type=5)
 for sync in ("never", "always"):
-    with segwal.open(base + "/" + sync, sync=sync, segment_bytes=1 << 16,
-                     max_record_bytes=65536) as wal:
-        assert wal._appender._fast is not None
-        session(wal, 120)
+    for direct in (False, True):  # direct: format/_direct.c's aligned blocks
+        with segwal.open(base + "/" + sync + str(direct), sync=sync, segment_bytes=1 << 16,
+                         max_record_bytes=65536, direct_io=direct) as wal:
+            assert wal._appender._fast is not None
+            session(wal, 120)
+            assert wal._appender._fast.writer is not None
 big = [False]
 with segwal.open(base + "/clock", sync="never",
                  clock=lambda: 2**65 if big[0] else 1_700_000_000_000_000) as wal:
@@ -400,6 +434,16 @@ try:
 except SegwalError:
     pass
 os.dup2(saved, fd)
+wal.close()
+wal = segwal.open(base + "/fulldirect", sync="never", direct_io=True)
+wal.append(b"a")
+wal.append(b"b")
+fd = wal._appender._state.writer.direct.fd
+os.dup2(full, fd)
+try:
+    wal.append(b"c")
+except SegwalError:
+    pass
 wal.close()
 print("memcheck-script-done")
 """

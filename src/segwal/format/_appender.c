@@ -9,7 +9,7 @@
  * each append reads `state.writer`, `.failure`, `.closed`, the writer's `offset` and
  * `last_lsn`, the commit's `durable_lsn` under the log's lock (`acquire`/`release`, the
  * bound methods of `state.lock`) and writes back `writer.offset`, `.last_lsn`, `.max_ts`,
- * `commit.written_lsn` (plus `writer.index.add` every interval and `commit.wrote` when
+ * `commit.written_lsn` (plus the index's entry every interval and `commit.wrote` when
  * somebody waits) before the lock is let go, exactly as the Python path does. So rotation,
  * truncation, close, fork and readers need not know this object exists.
  *
@@ -24,6 +24,10 @@
  * write calls `failed(writer, exc, wrap)` under the lock, which fails the log, discards the
  * unsynced tail and raises (a StorageError with the path when `wrap`: the fd's OSError).
  * With sync="always", `durable(lsn)` waits for the barrier after the lock is released.
+ *
+ * A direct_io writer (arm's `direct`, its DirectTail) is written in whole aligned blocks,
+ * the partial last block's stored bytes in front (_direct.c on a real file's O_DIRECT
+ * descriptor; DirectTail.put on any other handle), as SegmentWriter.write would.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -32,6 +36,8 @@
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "_direct.h"
 
 #define RECORD_OVERHEAD 44 /* FRAME_HEAD_SIZE + one length */
 #define STACK_FRAME 8192
@@ -55,11 +61,18 @@ typedef struct {
     PyObject_HEAD
     PyObject *state, *acquire, *release, *slow, *failed, *durable, *clock;
     PyObject *writer, *index, *commit, *pwrite; /* writer NULL: disarmed */
+    /* A direct_io writer's storage/blocks.py DirectTail, or NULL. With a descriptor (`fd`,
+     * then the O_DIRECT one) the frame goes out as whole blocks from `blocks` (_direct.c),
+     * the partial block's bytes taken from and written back to `direct.tail`; without one
+     * `pwrite` is DirectTail.put itself. */
+    PyObject *direct;
+    segwal_blocks blocks;
     /* The instance dicts of state, writer and commit, or None: their fields are read and
      * written there directly (a dict lookup with a cached hash), which the generic
      * attribute protocol costs about four times as much as. Python passes a dict only
      * when the class has no attribute of those names (no property, no slot). */
     PyObject *state_dict, *writer_dict, *commit_dict;
+    int exact_index;                              /* writer.index is a storage/index.py class */
     int fd;                                       /* -1: encode, then call pwrite */
     uint32_t seed;
     long long first, room, max_payload, max_type, max_lsn;
@@ -67,7 +80,8 @@ typedef struct {
 } FastAppender;
 
 static PyObject *s_writer, *s_failure, *s_closed, *s_offset, *s_last_lsn, *s_max_ts,
-    *s_durable_lsn, *s_written_lsn, *s_next, *s_watchers, *s_type;
+    *s_durable_lsn, *s_written_lsn, *s_next, *s_watchers, *s_type, *s_lsns, *s_offsets,
+    *s_stamps, *s_interval, *s_tail;
 
 /* obj.name (a new reference), from `dict` when it holds the name. */
 static PyObject *
@@ -203,12 +217,31 @@ fail_log(FastAppender *self, int wrap)
 /* The frame's write; 0, or -1 with the exception raised by `failed` (the log failed). */
 static int
 write_frame(FastAppender *self, uint64_t offset, uint64_t lsn, uint32_t rtype, uint64_t ts,
-            uint64_t durable, PyObject *payload)
+            uint64_t durable, PyObject *payload, PyObject *tail)
 {
     uint32_t size = (uint32_t)PyBytes_GET_SIZE(payload);
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(payload);
     size_t total = (size_t)RECORD_OVERHEAD + size;
     int wrap = self->fd >= 0;
+    if (tail != NULL) { /* direct_io: DirectTail.put's blocks */
+        size_t keep = (size_t)PyBytes_GET_SIZE(tail);
+        unsigned char *frame = segwal_direct_begin(&self->blocks, PyBytes_AS_STRING(tail), keep,
+                                                   total);
+        if (frame == NULL)
+            goto failed;
+        segwal_fill_record(frame, self->seed, lsn, rtype, ts, durable, data, size);
+        if (segwal_direct_write(&self->blocks, self->fd, keep, total, offset - keep) < 0)
+            goto failed;
+        /* The frame is in the file: a failure to note its block fails the log too. */
+        PyObject *left = segwal_direct_tail(&self->blocks, keep, total);
+        if (left == NULL || PyObject_SetAttr(self->direct, s_tail, left) < 0) {
+            Py_XDECREF(left);
+            fail_log(self, 0);
+            return -1;
+        }
+        Py_DECREF(left);
+        return 0;
+    }
     if (wrap) {
         unsigned char stack[STACK_FRAME];
         unsigned char *frame = total <= STACK_FRAME ? stack : PyMem_Malloc(total);
@@ -290,6 +323,52 @@ check_armed(FastAppender *self, Py_ssize_t size, long long *offset_out, long lon
     return get_index(self->commit, self->commit_dict, s_durable_lsn, durable_out);
 }
 
+/* SparseIndex.add (storage/index.py) after its test passed: done here when the index is
+ * that class (arm's exact_index) with plain lists, so that no bytecode runs under the log's
+ * lock (a GIL switch inside it would convoy every other appending thread on that lock);
+ * through the method otherwise. 0, or -1 on an error. */
+static int
+index_add(FastAppender *self, uint64_t lsn, long long offset, uint64_t ts)
+{
+    long long interval;
+    if (self->exact_index && get_index(self->index, Py_None, s_interval, &interval) > 0) {
+        PyObject *lists[3] = {PyObject_GetAttr(self->index, s_lsns),
+                              PyObject_GetAttr(self->index, s_offsets),
+                              PyObject_GetAttr(self->index, s_stamps)};
+        PyObject *items[4] = {PyLong_FromUnsignedLongLong(lsn), PyLong_FromLongLong(offset),
+                              PyLong_FromUnsignedLongLong(ts),
+                              PyLong_FromLongLong(offset + interval)};
+        int rc = -1, plain = 1;
+        for (int i = 0; i < 3; i++)
+            plain = plain && lists[i] != NULL && PyList_CheckExact(lists[i]);
+        if (plain && items[0] && items[1] && items[2] && items[3]) {
+            /* The order add keeps; nothing here runs Python code, so no thread sees a
+             * half-added entry (an int allocation never starts a garbage collection). */
+            rc = 0;
+            for (int i = 0; i < 3 && rc == 0; i++)
+                rc = PyList_Append(lists[i], items[i]);
+            if (rc == 0)
+                rc = PyObject_SetAttr(self->index, s_next, items[3]);
+        } else if (!PyErr_Occurred()) {
+            rc = 1; /* not lists after all: the method */
+        }
+        for (int i = 0; i < 3; i++)
+            Py_XDECREF(lists[i]);
+        for (int i = 0; i < 4; i++)
+            Py_XDECREF(items[i]);
+        if (rc <= 0)
+            return rc;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *res = PyObject_CallMethod(self->index, "add", "KLK", (unsigned long long)lsn,
+                                        offset, (unsigned long long)ts);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 /* The locked part: 1 with *lsn_out appended, 0 when the general path must take it, -1 on an
  * error (raised). */
 static int
@@ -326,8 +405,23 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
         if (offset2 != offset || last2 != last)
             return 0;
     }
-    if (write_frame(self, (uint64_t)offset, lsn, (uint32_t)rtype, ts, (uint64_t)durable,
-                    payload) < 0)
+    PyObject *tail = NULL;
+    if (self->direct != NULL && self->fd >= 0) {
+        /* The stored bytes of the partial last block, read after the clock (Python code)
+         * ran; ones that cannot be this writer's tail send the append the general way. */
+        tail = PyObject_GetAttr(self->direct, s_tail);
+        if (tail == NULL)
+            return -1;
+        if (!PyBytes_CheckExact(tail) ||
+            PyBytes_GET_SIZE(tail) != (Py_ssize_t)(offset % SEGWAL_DIRECT_BLOCK)) {
+            Py_DECREF(tail);
+            return 0;
+        }
+    }
+    rc = write_frame(self, (uint64_t)offset, lsn, (uint32_t)rtype, ts, (uint64_t)durable,
+                     payload, tail);
+    Py_XDECREF(tail);
+    if (rc < 0)
         return -1;
     /* What SegmentWriter.write notes after its pwrite (the segment is not empty, so min_ts
      * stays) and GroupCommit.wrote's store; the index's own test first (one entry per
@@ -336,13 +430,8 @@ append_locked(FastAppender *self, PyObject *payload, long long rtype, PyObject *
      * behind it, so it fails the log like a failed write. */
     if ((rc = get_index(self->index, Py_None, s_next, &next)) < 0)
         goto noted_badly;
-    if (rc == 0 || offset >= next) {
-        PyObject *res = PyObject_CallMethod(self->index, "add", "KLK", (unsigned long long)lsn,
-                                            offset, (unsigned long long)ts);
-        if (res == NULL)
-            goto noted_badly;
-        Py_DECREF(res);
-    }
+    if ((rc == 0 || offset >= next) && index_add(self, lsn, offset, ts) < 0)
+        goto noted_badly;
     uint64_t frame = (uint64_t)RECORD_OVERHEAD + (uint64_t)size;
     PyObject *lsn_obj = PyLong_FromUnsignedLongLong(lsn); /* one object for every store */
     if (lsn_obj == NULL)
@@ -432,16 +521,21 @@ fa_append(FastAppender *self, PyObject *const *args, size_t nargsf, PyObject *kw
 }
 
 /* arm(writer, writer_dict, index, commit, commit_dict, fd, pwrite, seed, first_lsn, room,
- * max_payload): appends to `writer` may go fast from now on (Appender._eligible, under the
- * lock); the dicts are the objects' __dict__, or None (see FastAppender). */
+ * max_payload, exact_index, direct): appends to `writer` may go fast from now on
+ * (Appender._eligible, under the lock); the dicts are the objects' __dict__, or None (see
+ * FastAppender); exact_index: the index is storage/index.py's own class (see index_add);
+ * direct: a direct_io writer's DirectTail, or None (with a descriptor, the O_DIRECT one). */
 static PyObject *
 fa_arm(FastAppender *self, PyObject *const *args, Py_ssize_t nargs)
 {
     long long v[5]; /* fd, seed, first, room, max_payload */
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "arm() takes 11 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "arm() takes 13 arguments");
         return NULL;
     }
+    int exact_index = PyObject_IsTrue(args[11]);
+    if (exact_index < 0)
+        return NULL;
     for (int i = 0; i < 5; i++)
         if ((v[i] = PyLong_AsLongLong(args[i == 0 ? 5 : 6 + i])) == -1 && PyErr_Occurred())
             return NULL;
@@ -462,6 +556,13 @@ fa_arm(FastAppender *self, PyObject *const *args, Py_ssize_t nargs)
     self->first = v[2];
     self->room = v[3];
     self->max_payload = v[4];
+    self->exact_index = exact_index;
+    if (args[12] == Py_None) {
+        Py_CLEAR(self->direct);
+        segwal_direct_free(&self->blocks);
+    } else {
+        Py_XSETREF(self->direct, Py_NewRef(args[12])); /* its buffer is kept, grown on demand */
+    }
     Py_RETURN_NONE;
 }
 
@@ -472,6 +573,8 @@ fa_disarm(FastAppender *self, PyObject *unused)
     Py_CLEAR(self->index);
     Py_CLEAR(self->commit);
     Py_CLEAR(self->pwrite);
+    Py_CLEAR(self->direct);
+    segwal_direct_free(&self->blocks);
     Py_XSETREF(self->writer_dict, Py_NewRef(Py_None));
     Py_XSETREF(self->commit_dict, Py_NewRef(Py_None));
     self->fd = -1;
@@ -566,6 +669,7 @@ fa_traverse(FastAppender *self, visitproc visit, void *arg)
     Py_VISIT(self->index);
     Py_VISIT(self->commit);
     Py_VISIT(self->pwrite);
+    Py_VISIT(self->direct);
     Py_VISIT(self->state_dict);
     Py_VISIT(self->writer_dict);
     Py_VISIT(self->commit_dict);
@@ -586,6 +690,7 @@ fa_clear(FastAppender *self)
     Py_CLEAR(self->index);
     Py_CLEAR(self->commit);
     Py_CLEAR(self->pwrite);
+    Py_CLEAR(self->direct);
     Py_CLEAR(self->state_dict);
     Py_CLEAR(self->writer_dict);
     Py_CLEAR(self->commit_dict);
@@ -597,6 +702,7 @@ fa_dealloc(FastAppender *self)
 {
     PyObject_GC_UnTrack(self);
     fa_clear(self);
+    segwal_direct_free(&self->blocks);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -605,7 +711,7 @@ static PyMethodDef fa_methods[] = {
      "append(payload, type=0) -> int: one record appended, its LSN."},
     {"arm", (PyCFunction)(void (*)(void))fa_arm, METH_FASTCALL,
      "arm(writer, writer_dict, index, commit, commit_dict, fd, pwrite, seed, first_lsn, room, "
-     "max_payload)."},
+     "max_payload, exact_index, direct)."},
     {"disarm", (PyCFunction)fa_disarm, METH_NOARGS, "disarm(): every append goes the general way."},
     {"tally", (PyCFunction)fa_tally, METH_NOARGS, "tally() -> (appends, frame bytes)."},
     {NULL, NULL, 0, NULL},
@@ -642,6 +748,8 @@ segwal_add_appender(PyObject *module)
         {&s_offset, "offset"},         {&s_last_lsn, "last_lsn"}, {&s_max_ts, "max_ts"},
         {&s_durable_lsn, "durable_lsn"}, {&s_written_lsn, "written_lsn"},
         {&s_next, "_next"},            {&s_watchers, "_watchers"}, {&s_type, "type"},
+        {&s_lsns, "lsns"},             {&s_offsets, "offsets"},   {&s_stamps, "stamps"},
+        {&s_interval, "interval"},     {&s_tail, "tail"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

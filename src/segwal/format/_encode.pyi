@@ -75,6 +75,8 @@ class FastAppender:
         first_lsn: int,
         room: int,
         max_payload: int,
+        exact_index: bool,
+        direct: object | None,
         /,
     ) -> None: ...
     def disarm(self) -> None: ...

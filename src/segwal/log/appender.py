@@ -201,19 +201,19 @@ class Appender(BatchAppends):
         """After an append on the general path: may the next ones to ``writer`` go fast?"""
         state = self._state
         config = self._config
-        # Direct-I/O segments write whole aligned blocks through SegmentWriter.write; a
-        # preallocated one goes fast within its allocation (fastpath.room), and the append
-        # that passes it takes SegmentWriter.write, which grows it and arms again.
-        if (
+        # A preallocated segment goes fast within its allocation (fastpath.room), and the
+        # append that passes it takes SegmentWriter.write, which grows it and arms again.
+        # Direct-I/O segments go fast in the compiled path only (whole aligned blocks,
+        # format/_direct.c); the Python fast path leaves them to SegmentWriter.write.
+        plain = (
             writer.encoder is None
             and not state.buffer.limit
             and state.coding.compressor is None
             and config.max_segment_age is None
-            and writer.direct is None
-        ):
-            if self._fast is not None:
-                fastpath.arm(self._fast, state, writer, self._max_record_bytes)
-                return
+        )
+        if plain and self._fast is not None:
+            fastpath.arm(self._fast, state, writer, self._max_record_bytes)
+        elif plain and writer.direct is None:
             handle = writer.handle
             self._fast_writer = writer
             self._fast_seed = writer.header.seed

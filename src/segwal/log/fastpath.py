@@ -26,7 +26,8 @@ from segwal.log.config import WalConfig
 from segwal.log.publisher import Publisher
 from segwal.log.state import LogState
 from segwal.log.telemetry import FSYNC_BUCKETS
-from segwal.storage.fileio import OsDirectFile, OsFile
+from segwal.storage.fileio import DIRECT_BLOCK, OsDirectFile, OsFile
+from segwal.storage.index import CheckedIndex, SparseIndex
 from segwal.storage.segment import SegmentWriter
 
 if TYPE_CHECKING:
@@ -117,17 +118,29 @@ def sync_failed(path: str, code: int) -> NoReturn:
 
 def room(writer: SegmentWriter, segment_bytes: int) -> int:
     """The offset a fast append's payload may end at: the seal's room kept, and within a
-    preallocated segment's allocation (a zero-filled step must never land on frames)."""
+    preallocated segment's allocation (a zero-filled step must never land on frames; a
+    direct_io write's zero padding to its block's end must fit in it too)."""
     end = segment_bytes - RECORD_OVERHEAD - SEAL_SIZE
-    return min(end, writer.allocated - RECORD_OVERHEAD) if writer.step else end
+    if not writer.step:
+        return end
+    allocated = writer.allocated
+    if writer.direct is not None:
+        allocated -= allocated % DIRECT_BLOCK
+    return min(end, allocated - RECORD_OVERHEAD)
 
 
 def arm(fast: CompiledAppender, state: LogState, writer: SegmentWriter, limit: int) -> None:
     """Let the appends to ``writer`` go fast (under the lock); ``limit``: the log's
     max_record_bytes. A real file is written with pwrite on its descriptor in C; any other
-    handle (the memfs) through its own pwrite, with the frame encoded in C."""
+    handle (the memfs) through its own pwrite, with the frame encoded in C. A direct_io
+    writer's frame goes out as whole blocks: from C on a real file's O_DIRECT descriptor
+    (format/_direct.c), through ``DirectTail.put`` otherwise."""
     handle = writer.handle
-    fd = handle.fd if isinstance(handle, OsFile) else -1
+    direct = writer.direct
+    if direct is not None:  # whole blocks: on the O_DIRECT descriptor, or DirectTail.put
+        fd, pwrite = direct.fd, direct.put
+    else:
+        fd, pwrite = (handle.fd if isinstance(handle, OsFile) else -1), handle.pwrite
     commit = state.commit
     fast.arm(
         writer,
@@ -136,9 +149,12 @@ def arm(fast: CompiledAppender, state: LogState, writer: SegmentWriter, limit: i
         commit,
         fields_of(commit, "durable_lsn", "written_lsn", "_watchers"),
         fd,
-        None if fd >= 0 else handle.pwrite,
+        None if fd >= 0 else pwrite,
         writer.header.seed,
         writer.header.first_lsn,
         room(writer, state.config.segment_bytes),
         min(limit, writer.header.max_record_bytes),
+        # The index's own class: its entry is added in C (no bytecode under the lock).
+        type(writer.index) in (SparseIndex, CheckedIndex),
+        direct,
     )

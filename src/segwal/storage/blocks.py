@@ -6,6 +6,10 @@ here since the previous write, or read back when a segment is resumed; copied, n
 encoded again), then the new bytes, then zeros to the block's end. The zeros are the
 preallocated tail of ``docs/FORMAT.md``; the protocol is ``docs/DURABILITY.md``, "Direct
 I/O".
+
+The compiled single append (format/_direct.c, armed by log/fastpath.py) writes the same
+blocks itself on a real file's O_DIRECT descriptor (``fd``), reading ``tail`` before and
+setting it after, so this object stays the one owner of the partial block's bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from segwal.storage.fileio import (
     AlignedBuffer,
     Buffer,
     FileHandle,
+    OsDirectFile,
     aligned_buffer,
 )
 
@@ -31,6 +36,13 @@ class DirectTail:
         keep = offset % DIRECT_BLOCK
         self.tail = handle.pread(keep, offset - keep)  # the stored bytes of its last block
         self._buf: AlignedBuffer | None = None
+
+    @property
+    def fd(self) -> int:
+        """The O_DIRECT descriptor of a real file, for the compiled fast path; -1 for any
+        other handle (the memfs), whose blocks go through ``put``."""
+        handle = self.handle
+        return handle._dfd if isinstance(handle, OsDirectFile) else -1
 
     def end(self, offset: int, size: int) -> int:
         """Where a write of ``size`` bytes at ``offset`` ends, padded to a whole block."""
