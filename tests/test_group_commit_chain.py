@@ -1,7 +1,8 @@
-"""GroupCommit's chain of wake-ups: the waiters a barrier covered are woken one after
-another, each by the one before it, and the chain never stops at a waiter that left (timed
-out) or for a failure. Real threads; the chain is held still by holding the group commit's
-mutex in the leader's publication (``on_durable`` runs after the wake-ups, under no lock)."""
+"""GroupCommit's chain of wake-ups: the waiters a barrier covered are woken two at a time,
+each woken one waking the next as it resumes, and the chain never stops at a waiter that
+left (timed out) or for a failure. Real threads; the chain is held still by holding the
+group commit's mutex in the leader's publication (``on_durable`` runs after the wake-ups,
+under no lock)."""
 
 from __future__ import annotations
 
@@ -89,29 +90,29 @@ def covered_by_one_barrier(h: Harness, timeouts: dict[int, float]) -> None:
     assert h.commit.durable_lsn == 5
 
 
-def test_covered_waiters_are_woken_one_at_a_time() -> None:
+def test_covered_waiters_are_woken_two_at_a_time() -> None:
     h = Harness()
     covered_by_one_barrier(h, {})
     commit = h.commit
-    # LSN 2 is woken (it wakes the next once it has the mutex); 3, 4 and 5 sleep on.
-    assert commit._baton is not None and commit._baton[0] == 2
-    assert [entry[0] for entry in commit._ready] == [3, 4, 5]
+    # LSNs 2 and 3 are woken (each wakes the next once it has the mutex); 4 and 5 sleep on.
+    assert len(commit._batons) == 2
+    assert [entry[0] for entry in commit._ready] == [4, 5]
     h.resume.set()
     h.join()
     assert h.out == {1: True, 2: True, 3: True, 4: True, 5: True}
-    assert not commit._ready and commit._baton is None and not commit._queue
+    assert not commit._ready and not commit._batons and not commit._queue
     assert h.barriers == 1
 
 
 def test_the_chain_skips_a_covered_waiter_that_timed_out_before_it_was_woken() -> None:
     h = Harness()
-    covered_by_one_barrier(h, {3: 0.3})
-    time.sleep(0.5)  # LSN 3 times out while asleep in the chain, covered
+    covered_by_one_barrier(h, {4: 0.3})
+    time.sleep(0.5)  # LSN 4 times out while asleep in the chain, covered
     h.resume.set()
     h.join()
     commit = h.commit
     assert h.out == {1: True, 2: True, 3: True, 4: True, 5: True}
-    assert not commit._ready and commit._baton is None and not commit._queue
+    assert not commit._ready and not commit._batons and not commit._queue
     assert h.barriers == 1
 
 
@@ -125,7 +126,7 @@ def test_a_failure_while_the_chain_is_held_strands_nobody() -> None:
     failing.join(10)
     h.join()
     assert h.out == {1: True, 2: True, 3: True, 4: True, 5: True}  # covered before it
-    assert not h.commit._ready and h.commit._baton is None and not h.commit._queue
+    assert not h.commit._ready and not h.commit._batons and not h.commit._queue
     h.commit.wrote(6)
     with pytest.raises(WalFailedError):
         h.commit.wait_durable(6, lead=True)
@@ -166,4 +167,4 @@ def test_many_threads_with_timeouts_leave_nobody_asleep() -> None:
         assert not thread.is_alive()
     assert not errors
     assert commit.durable_lsn == 24 * 150
-    assert not commit._queue and not commit._ready and commit._baton is None
+    assert not commit._queue and not commit._ready and not commit._batons

@@ -5,15 +5,15 @@ been written, runs the fdatasync without holding any lock, then publishes the ne
 LSN. Threads that arrive while a barrier runs queue up, each on a lock of its own. When a
 barrier ends, the leader wakes, when some are left that it did not cover, the lowest of them
 to lead the next barrier (first, so the next fdatasync starts before the covered threads
-run), and the first waiter it covered; each covered waiter wakes the next as it resumes, a
-chain: no thread is woken only to find it must sleep again, as with a condition's
-``notify_all``, and none only to wait for the GIL. Woken all at once, 20-30 covered threads
-of 64 queued for the GIL (about one more sleep and wake-up each), the leader was preempted
-by the threads it woke while it held the GIL, and any append that lost the GIL under the
-log's lock found a crowd behind it (measured: 3.0 voluntary and 0.9 involuntary context
-switches per durable append at 64 threads, 2.0 and 0.6 with the chain). Rotation takes the
-barrier for itself (``exclusive``) so no fdatasync ever runs on a segment that is being
-sealed and closed.
+run), and two of the waiters it covered; each covered waiter woken wakes the next one as it
+resumes, a chain with two links under way. No thread is woken only to find it must sleep
+again, as with a condition's ``notify_all``, and few only to queue for the GIL: woken all
+at once, 20-30 covered threads of 64 queued for the GIL (one more sleep and wake-up each),
+preempted the leader that was waking them while it held the GIL, and crowded the log's
+lock behind any append that lost the GIL under it. Measured at 64 threads of durable
+appends: 2.5 voluntary and 0.4-0.8 involuntary context switches per append all at once,
+1.4 and 0.2 with the chain. Rotation takes the barrier for itself (``exclusive``) so no
+fdatasync ever runs on a segment that is being sealed and closed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import count
 from time import monotonic
+from typing import Final
 
 from segwal.errors import WalFailedError
 from segwal.storage.forklocks import LEAF, guard
@@ -32,6 +33,10 @@ from segwal.storage.forklocks import LEAF, guard
 # A queued waiter: its LSN, an arrival number (ties), whether it may lead, and the lock it
 # sleeps on (held until a barrier covers it, or it is chosen to lead, or the log fails).
 _Waiter = tuple[int, int, bool, threading.Lock]
+# Covered waiters woken ahead, each waking the next as it resumes: two keep one thread ready
+# to take the GIL while another runs (one alone capped 64 threads near 40k appends/s, the
+# chain's pace; all at once is the herd the module docstring describes).
+_CHAIN_WIDTH: Final = 2
 
 
 class GroupCommit:
@@ -58,10 +63,10 @@ class GroupCommit:
         self._closed = False
         self._watchers = 0  # threads in wait_beyond or exclusive, on the condition
         self._queue: list[_Waiter] = []  # a heap by LSN: threads in wait_durable
-        # Covered waiters still asleep, in LSN order, and the one woken last: it wakes the
-        # next when it resumes (None: no chain running).
+        # Covered waiters still asleep, in LSN order, and the arrival numbers of those woken
+        # along the chain that have not yet woken the next (at most _CHAIN_WIDTH).
         self._ready: deque[_Waiter] = deque()
-        self._baton: _Waiter | None = None
+        self._batons: set[int] = set()
         self._arrivals = count()
         self.barriers = 0
         self.resets = 0  # rewinds (reset): a waiter for a rewound LSN gives up
@@ -157,7 +162,8 @@ class GroupCommit:
                     woken = sleeper.acquire(True, -1 if remaining is None else remaining)
                 finally:
                     mutex.acquire()
-                    if self._baton is entry:  # woken along the chain (or timed out as it was)
+                    if entry[1] in self._batons:  # woken along the chain (or timed out as it was)
+                        self._batons.remove(entry[1])
                         self._pass_baton()
                     if not woken:  # timed out or interrupted, unless a wake-up raced it
                         self._dequeue(entry)
@@ -203,25 +209,24 @@ class GroupCommit:
         ready = self._ready
         while queue and queue[0][0] <= durable:
             ready.append(heapq.heappop(queue))
-        if self._baton is None:
+        while ready and len(self._batons) < _CHAIN_WIDTH:
             self._pass_baton()
         if self._watchers:
             self._cond.notify_all()
 
     def _pass_baton(self) -> None:
-        """Wake the next covered waiter, which wakes the one after it (mutex held)."""
+        """Wake the next covered waiter, which wakes another as it resumes (mutex held)."""
         if self._ready:
-            entry = self._baton = self._ready.popleft()
+            entry = self._ready.popleft()
+            self._batons.add(entry[1])
             entry[3].release()
-        else:
-            self._baton = None
 
     def _wake_all(self) -> None:
         queue = self._queue
         queue.extend(self._ready)
         self._queue = []
         self._ready = deque()
-        self._baton = None
+        self._batons.clear()
         for entry in queue:
             entry[3].release()
         self._cond.notify_all()
