@@ -10,10 +10,13 @@ resumes, a chain with two links under way. No thread is woken only to find it mu
 again, as with a condition's ``notify_all``, and few only to queue for the GIL: woken all
 at once, 20-30 covered threads of 64 queued for the GIL (one more sleep and wake-up each),
 preempted the leader that was waking them while it held the GIL, and crowded the log's
-lock behind any append that lost the GIL under it. Measured at 64 threads of durable
-appends: 2.5 voluntary and 0.4-0.8 involuntary context switches per append all at once,
-1.4 and 0.2 with the chain. Rotation takes the barrier for itself (``exclusive``) so no
-fdatasync ever runs on a segment that is being sealed and closed.
+lock behind any append that lost the GIL under it: a convoy that, once formed, lasted. At 64
+threads of durable appends (ten runs of one second each), all at once: five runs at 42-61k
+appends/s (2.3-2.6 voluntary and 0.3-0.6 involuntary context switches per append) and five
+in the convoy at 15-30k/s (60-76% of the threads' time blocked in the append, 8-12 records
+per fdatasync, 4-5 switches per append); with the chain: ten at 66-78k/s (1.4 and 0.2).
+Rotation takes the barrier for itself (``exclusive``) so no fdatasync ever runs on a
+segment that is being sealed and closed.
 """
 
 from __future__ import annotations
