@@ -15,6 +15,9 @@ threads of durable appends (ten runs of one second each), all at once: five runs
 appends/s (2.3-2.6 voluntary and 0.3-0.6 involuntary context switches per append) and five
 in the convoy at 15-30k/s (60-76% of the threads' time blocked in the append, 8-12 records
 per fdatasync, 4-5 switches per append); with the chain: ten at 66-78k/s (1.4 and 0.2).
+While another process keeps a CPU busy the chain can fall behind the barriers (10-16
+records per fdatasync; leaders, woken out of turn, append more often than the others) at
+about the all-at-once rate (42-57k/s both, paired).
 Rotation takes the barrier for itself (``exclusive``) so no fdatasync ever runs on a
 segment that is being sealed and closed.
 """
