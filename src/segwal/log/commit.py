@@ -3,22 +3,35 @@
 The first thread that needs a barrier becomes the leader: it notes how far the segment has
 been written, runs the fdatasync without holding any lock, then publishes the new durable
 LSN. Threads that arrive while a barrier runs queue up, each on a lock of its own. When a
-barrier ends, the leader wakes exactly the waiters it covered and, when some are left, the
-lowest of them to lead the next barrier (it is woken first, so the next fdatasync starts
-before the covered threads run): no thread is woken only to find it must sleep again, as
-with a condition's ``notify_all``. Rotation takes the barrier for itself (``exclusive``) so
-no fdatasync ever runs on a segment that is being sealed and closed.
+barrier ends, the leader wakes, when some are left that it did not cover, the lowest of them
+to lead the next barrier (first, so the next fdatasync starts before the covered threads
+run), and two of the waiters it covered; each covered waiter woken wakes the next one as it
+resumes, a chain with two links under way. No thread is woken only to find it must sleep
+again, as with a condition's ``notify_all``, and few only to queue for the GIL: woken all
+at once, 20-30 covered threads of 64 queued for the GIL (one more sleep and wake-up each),
+preempted the leader that was waking them while it held the GIL, and crowded the log's
+lock behind any append that lost the GIL under it: a convoy that, once formed, lasted. At 64
+threads of durable appends (ten runs of one second each), all at once: five runs at 42-61k
+appends/s (2.3-2.6 voluntary and 0.3-0.6 involuntary context switches per append) and five
+in the convoy at 15-30k/s (60-76% of the threads' time blocked in the append, 8-12 records
+per fdatasync, 4-5 switches per append); with the chain: ten at 66-78k/s (1.4 and 0.2).
+While another process keeps a CPU busy the chain can fall behind the barriers (10-16
+records per fdatasync; leaders, woken out of turn, append more often than the others) at
+about the all-at-once rate (42-57k/s both, paired).
+Rotation takes the barrier for itself (``exclusive``) so no fdatasync ever runs on a
+segment that is being sealed and closed.
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import count
 from time import monotonic
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from segwal.errors import WalFailedError
 from segwal.storage.forklocks import LEAF, guard
@@ -26,6 +39,10 @@ from segwal.storage.forklocks import LEAF, guard
 # A queued waiter: its LSN, an arrival number (ties), whether it may lead, and the lock it
 # sleeps on (held until a barrier covers it, or it is chosen to lead, or the log fails).
 _Waiter = tuple[int, int, bool, threading.Lock]
+# Covered waiters woken ahead, each waking the next as it resumes: two keep one thread ready
+# to take the GIL while another runs (one alone capped 64 threads near 40k appends/s, the
+# chain's pace; all at once is the herd the module docstring describes).
+_CHAIN_WIDTH: Final = 2
 
 
 class GroupCommit:
@@ -52,6 +69,10 @@ class GroupCommit:
         self._closed = False
         self._watchers = 0  # threads in wait_beyond or exclusive, on the condition
         self._queue: list[_Waiter] = []  # a heap by LSN: threads in wait_durable
+        # Covered waiters still asleep, in LSN order, and the arrival numbers of those woken
+        # along the chain that have not yet woken the next (at most _CHAIN_WIDTH).
+        self._ready: deque[_Waiter] = deque()
+        self._batons: set[int] = set()
         self._arrivals = count()
         self.barriers = 0
         self.resets = 0  # rewinds (reset): a waiter for a rewound LSN gives up
@@ -152,6 +173,9 @@ class GroupCommit:
                     woken = sleeper.acquire(True, -1 if remaining is None else remaining)
                 finally:
                     mutex.acquire()
+                    if entry[1] in self._batons:  # woken along the chain (or timed out as it was)
+                        self._batons.remove(entry[1])
+                        self._pass_baton()
                     if not woken:  # timed out or interrupted, unless a wake-up raced it
                         self._dequeue(entry)
             return True
@@ -159,6 +183,9 @@ class GroupCommit:
             mutex.release()
 
     def _dequeue(self, entry: _Waiter) -> None:
+        if entry in self._ready:  # covered, not yet woken: the chain must not stop at it
+            self._ready.remove(entry)
+            return
         try:
             self._queue.remove(entry)
         except ValueError:
@@ -174,7 +201,8 @@ class GroupCommit:
             self._wake_covered()
 
     def _wake_covered(self) -> None:
-        """Wake the waiters the durable LSN covers, and one left over to lead (mutex held)."""
+        """Wake one left over to lead and start the chain through the waiters the durable LSN
+        covers (mutex held)."""
         queue = self._queue
         durable = self.durable_lsn
         leader = None
@@ -189,14 +217,27 @@ class GroupCommit:
             queue.remove(leader)
             heapq.heapify(queue)
             leader[3].release()
+        ready = self._ready
         while queue and queue[0][0] <= durable:
-            heapq.heappop(queue)[3].release()
+            ready.append(heapq.heappop(queue))
+        while ready and len(self._batons) < _CHAIN_WIDTH:
+            self._pass_baton()
         if self._watchers:
             self._cond.notify_all()
 
+    def _pass_baton(self) -> None:
+        """Wake the next covered waiter, which wakes another as it resumes (mutex held)."""
+        if self._ready:
+            entry = self._ready.popleft()
+            self._batons.add(entry[1])
+            entry[3].release()
+
     def _wake_all(self) -> None:
         queue = self._queue
+        queue.extend(self._ready)
         self._queue = []
+        self._ready = deque()
+        self._batons.clear()
         for entry in queue:
             entry[3].release()
         self._cond.notify_all()
