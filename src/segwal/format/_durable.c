@@ -99,6 +99,8 @@ bump(PyObject *dict, PyObject *key)
     return rc;
 }
 
+static int barrier_on(DurableWait *self, PyObject *writer);
+
 /* Appender.barrier: fdatasync the active segment and note it. 0, or -1 with the error set. */
 static int
 run_barrier(DurableWait *self)
@@ -108,6 +110,17 @@ run_barrier(DurableWait *self)
         return -1;
     if (writer == Py_None)
         return call0(self->barrier);
+    /* Held across the GIL's release: state.writer may be replaced meanwhile (it is not,
+     * while the barrier runs: rotation waits for it in `exclusive`). */
+    Py_INCREF(writer);
+    int rc = barrier_on(self, writer);
+    Py_DECREF(writer);
+    return rc;
+}
+
+static int
+barrier_on(DurableWait *self, PyObject *writer)
+{
     PyObject *handle = PyObject_GetAttr(writer, s_handle);
     if (handle == NULL)
         return -1;
@@ -276,7 +289,12 @@ dw_call(DurableWait *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
     rc = PyDict_SetItem(d, s_busy, Py_False);
     if (rc == 0)
         rc = bump(d, s_barriers);
-    if (rc == 0) {
+    /* A failure while the fdatasync ran may have cut the file back to writer.synced
+     * (discard_unsynced), below the target: then nothing is declared durable. */
+    PyObject *failed_now = rc == 0 ? field(d, s_failed) : NULL;
+    if (rc == 0 && failed_now == NULL)
+        rc = -1;
+    if (rc == 0 && failed_now == Py_None) {
         durable = field(d, s_durable_lsn);
         int ahead = durable == NULL ? -1 : PyObject_RichCompareBool(target, durable, Py_GT);
         if (ahead > 0)
@@ -301,6 +319,12 @@ dw_call(DurableWait *self, PyObject *const *args, size_t nargsf, PyObject *kwnam
         return NULL;
     }
     rc = call0(self->release);
+    if (rc == 0 && failed_now != Py_None) { /* wait_durable raises WalFailedError */
+        Py_DECREF(target);
+        PyObject *res = wait_python(self, lsn, resets);
+        Py_DECREF(resets);
+        return res;
+    }
     if (rc == 0)
         rc = segwal_publish(self, target);
     Py_DECREF(target);

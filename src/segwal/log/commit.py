@@ -263,11 +263,16 @@ class GroupCommit:
         with mutex:  # a C lock's __enter__: no signal check before _busy is cleared
             self._busy = False
             self.barriers += 1
-            if target > self.durable_lsn:  # noqa: PLR1730 - max() is a call: a signal check
+            # A failure while the fdatasync ran may have cut the file back to writer.synced
+            # (discard_unsynced), below this barrier's target: nothing it covered is durable.
+            failed = self._failed
+            if failed is None and target > self.durable_lsn:
                 self.durable_lsn = target
             # Nobody queued or watching (a solo writer): _wake_covered would find nothing to do.
             if self._queue or self._watchers:
                 self._wake_covered()
+        if failed is not None:
+            raise WalFailedError(failed)
         self._on_durable(target)
 
     def _barrier_failed(self, exc: BaseException) -> NoReturn:
