@@ -71,21 +71,39 @@ def encode_frames(
                 total,
                 True,
             )
+    # Several frames: every head, lengths table and payload joined into one buffer at once
+    # (the payloads copied once, nothing zero-filled), then each frame's CRC stored in place.
     bounds = split_batch(lengths)
     last = len(bounds) - 1
-    out = bytearray()
+    parts: list[bytes | bytearray | memoryview] = []
+    spans = []
+    end = 0
     for k, (start, stop, size) in enumerate(bounds):
-        out += _encode_frame(
-            seed,
-            first_lsn + start,
-            record_type,
-            timestamp_us,
-            durable_lsn,
-            payloads[start:stop],
-            lengths[start:stop],
-            size,
-            k == last,
+        n = stop - start
+        parts.append(
+            FRAME_HEAD.pack(
+                0,
+                KIND_RECORDS,
+                FLAG_COMMIT if k == last else 0,
+                record_type,
+                n,
+                size,
+                first_lsn + start,
+                timestamp_us,
+                durable_lsn,
+            )
         )
+        parts.append(struct.pack(f"<{n}I", *lengths[start:stop]))
+        parts += payloads[start:stop]
+        spans.append((end, FRAME_HEAD_SIZE + 4 * n + size))
+        end += spans[-1][1]
+    out = bytearray().join(parts)
+    if len(out) != end:
+        # A payload whose len() is not its size in bytes (a memoryview of wider items).
+        raise ValueError("payload lengths disagree with their bytes")
+    with memoryview(out) as view:
+        for at, length in spans:
+            _U32.pack_into(out, at, crc32c(view[at + 4 : at + length], seed))
     return out
 
 

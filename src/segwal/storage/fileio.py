@@ -11,6 +11,7 @@ crash tests can skip one site at a time and prove that every barrier is load-bea
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -19,7 +20,7 @@ import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from segwal.errors import NotRegularFileError, StorageError
 
@@ -211,6 +212,13 @@ class OsFile:
                     raise
                 zero_fill(self._fd, offset, length)
 
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Start writing the range's dirty pages to the disk and return (sync_file_range
+        WRITE): not a barrier, nothing becomes durable by it, so a failure is ignored; the
+        later fdatasync then finds less to write (RocksDB's bytes_per_sync)."""
+        if _SYNC_FILE_RANGE is not None and self._fd >= 0:
+            _SYNC_FILE_RANGE(self._fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
     def sync(self, site: str) -> None:
         # Once per durable append: plain try/except, as in pread.
         try:
@@ -258,6 +266,21 @@ class OsDirectFile(OsFile):
             with contextlib.suppress(OSError):
                 os.close(dfd)
         super().close()
+
+
+def _sync_file_range() -> Any:
+    """libc's sync_file_range (Linux), through ctypes, which releases the GIL around it."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writeback of dirty pages; wait for nothing
 
 
 def zero_fill(fd: int, offset: int, length: int) -> None:

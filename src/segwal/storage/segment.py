@@ -41,6 +41,8 @@ from segwal.storage.index import SparseIndex
 
 log = logging.getLogger("segwal")
 
+# Written bytes after which a segment's writer starts their writeback (SegmentWriter.write).
+WRITEBACK_BYTES = 4 << 20
 DIGEST_CHUNK = 4 << 20  # a point read needs little; a stream doubles up to READ_CHUNK
 
 
@@ -134,6 +136,10 @@ class SegmentWriter:
         # Bytes a completed barrier covers (the writer starts synced); the group commit's
         # barrier (Appender.barrier) advances it after each fdatasync of the segment.
         self.synced = offset
+        # Where the last start of writeback ended (write); a handle without the operation
+        # (the memfs's, a wrapper's) and O_DIRECT segments (no dirty pages) never start one.
+        self._kicked = offset
+        self._writeback = None if self.direct else getattr(handle, "start_writeback", None)
         self.handle = handle
         self.header = header
         self.path = handle.path
@@ -246,6 +252,11 @@ class SegmentWriter:
             if self.step and end > self.allocated:
                 self._grow(end)
             self.handle.pwrite(data, offset)
+            if end - self._kicked >= WRITEBACK_BYTES and self._writeback is not None:
+                # The disk writes while the appends go on: the next barrier (a sync, the
+                # seal) waits for less, as with RocksDB's bytes_per_sync.
+                self._writeback(self._kicked, end - self._kicked)
+                self._kicked = end
         # The index's own test first: a call per write for one entry per interval costs
         # more than the test (durable preallocated and direct appends come this way).
         index = self.index

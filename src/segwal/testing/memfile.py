@@ -108,6 +108,11 @@ class MemoryFile:
             action = (_Disk.truncate, (self._ino, offset + length))
             fs._do("allocate", action, path=self._path, offset=offset, length=length)
 
+    def start_writeback(self, offset: int, length: int) -> None:
+        """OsFile's sync_file_range(WRITE): not a barrier, so the model's disk is unchanged
+        (a crash may already find unsynced writes on a real disk, which the model allows)."""
+        self._fs.writeback_starts.append((self._path, offset, length))
+
     def sync(self, site: str) -> None:
         fs = self._fs
         with fs._lock:

@@ -60,6 +60,8 @@ class MemoryFileSystem(OpLog):
         self.skip_sync_sites: set[str] = set(skip_sync_sites)
         """Barrier sites whose ``sync``/``sync_dir`` calls do nothing."""
         self.sync_counts: Counter[str] = Counter()
+        # (path, offset, length) of each start of writeback (MemoryFile.start_writeback).
+        self.writeback_starts: list[tuple[str, int, int]] = []
         """Barrier calls per site, skipped ones included."""
         self.calls: Counter[str] = Counter()
         """Calls per fault kind (see :data:`FAULT_KINDS`) that reached the disk."""

@@ -39,6 +39,7 @@ class OpLog:
     _locks: dict[int, dict[Any, bool]]  # their MemoryFile holders
     skip_sync_sites: set[str]
     sync_counts: Counter[str]
+    writeback_starts: list[tuple[str, int, int]]
 
     # -- the log, notes and faults -----------------------------------------------------
 
