@@ -94,7 +94,7 @@ def encode_frames(
             )
         )
         parts.append(struct.pack(f"<{n}I", *lengths[start:stop]))
-        parts += payloads[start:stop]
+        parts += _sized(payloads[start:stop], lengths[start:stop])
         spans.append((end, FRAME_HEAD_SIZE + 4 * n + size))
         end += spans[-1][1]
     out = bytearray().join(parts)
@@ -105,6 +105,20 @@ def encode_frames(
         for at, length in spans:
             _U32.pack_into(out, at, crc32c(view[at + 4 : at + length], seed))
     return out
+
+
+def _sized(payloads: list[bytes], lengths: list[int]) -> list[bytes]:
+    """``payloads``, each checked to be ``lengths[i]`` bytes: the joined total alone would
+    let a payload over and one under in different frames cancel (a memoryview of wider
+    items, a len() that is not the size) and split the bytes wrongly. Exact bytes and
+    bytearray pay a type test only."""
+    for payload, length in zip(payloads, lengths, strict=True):
+        kind: type = payload.__class__  # the payloads may be any bytes-like object
+        if kind is not bytes and kind is not bytearray:
+            with memoryview(payload) as view:
+                if view.nbytes != length:
+                    raise ValueError("payload lengths disagree with their bytes")
+    return payloads
 
 
 def split_batch(lengths: list[int]) -> list[tuple[int, int, int]]:

@@ -11,7 +11,6 @@ crash tests can skip one site at a time and prove that every barrier is load-bea
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import mmap
@@ -269,10 +268,13 @@ class OsDirectFile(OsFile):
 
 
 def _sync_file_range() -> Any:
-    """libc's sync_file_range (Linux), through ctypes, which releases the GIL around it."""
+    """libc's sync_file_range (Linux), through ctypes, which releases the GIL around it;
+    None where there is none (or no ctypes): then no writeback is started early."""
     try:
+        import ctypes  # here: a Python built without _ctypes still imports segwal
+
         fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
+    except (ImportError, AttributeError, OSError):
         return None
     fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     fn.restype = ctypes.c_int

@@ -43,6 +43,9 @@ log = logging.getLogger("segwal")
 
 # Written bytes after which a segment's writer starts their writeback (SegmentWriter.write).
 WRITEBACK_BYTES = 4 << 20
+# The newest bytes are left out of it (whole pages): the next append rewrites the tail page,
+# which would wait for its writeback on stable-page devices (RocksDB's kBytesNotSyncRange).
+WRITEBACK_LAG = 1 << 20
 DIGEST_CHUNK = 4 << 20  # a point read needs little; a stream doubles up to READ_CHUNK
 
 
@@ -252,11 +255,12 @@ class SegmentWriter:
             if self.step and end > self.allocated:
                 self._grow(end)
             self.handle.pwrite(data, offset)
-            if end - self._kicked >= WRITEBACK_BYTES and self._writeback is not None:
+            upto = (end - WRITEBACK_LAG) & ~4095
+            if upto - self._kicked >= WRITEBACK_BYTES and self._writeback is not None:
                 # The disk writes while the appends go on: the next barrier (a sync, the
                 # seal) waits for less, as with RocksDB's bytes_per_sync.
-                self._writeback(self._kicked, end - self._kicked)
-                self._kicked = end
+                self._writeback(self._kicked, upto - self._kicked)
+                self._kicked = upto
         # The index's own test first: a call per write for one entry per interval costs
         # more than the test (durable preallocated and direct appends come this way).
         index = self.index

@@ -1,0 +1,50 @@
+"""Review of e14a698: a batch whose payloads' len() disagrees with their bytes in two frames,
+one over and one under, must still be refused by encode_frames (the per-frame check of the
+code before it), not written as frames whose CRCs cover the wrong bytes."""
+
+from __future__ import annotations
+
+import array
+
+import pytest
+
+import segwal
+from segwal.format.framing import encode_frames
+from segwal.format.layout import FRAME_TARGET_BYTES
+
+
+class _LongLen(bytes):
+    """A bytes subclass whose len() is 3 more than its bytes."""
+
+    def __len__(self) -> int:
+        return bytes.__len__(self) + 3
+
+
+def _batch() -> list[bytes | memoryview]:
+    # Three frames: a 4-byte memoryview of len 1, a full frame, 6 bytes of len 9.
+    wide = memoryview(array.array("I", [0x41424344]))
+    return [wide, b"x" * FRAME_TARGET_BYTES, _LongLen(b"abcdef")]
+
+
+def test_encode_frames_refuses_lengths_that_cancel_across_frames() -> None:
+    payloads = _batch()
+    with pytest.raises(ValueError, match="payload lengths disagree"):
+        encode_frames(
+            seed=1,
+            first_lsn=1,
+            record_type=0,
+            timestamp_us=0,
+            durable_lsn=0,
+            payloads=payloads,  # type: ignore[arg-type]
+            lengths=[len(p) for p in payloads],
+        )
+
+
+def test_acknowledged_batch_reads_back(tmp_path: object) -> None:
+    path = str(tmp_path)
+    with segwal.open(path) as wal:
+        wal.append_batch(_batch())
+        wal.sync()
+    with segwal.open(path) as wal:
+        got = [bytes(r.payload) for r in wal.replay()]
+    assert got == [b"DCBA", b"x" * FRAME_TARGET_BYTES, b"abcdef"]
