@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The smallest set that reaches every line and branch of the modules below.
 TEST_FILES = (
     "tests/test_format.py",
+    "tests/test_framing_lengths.py",
     "tests/test_scanner.py",
     "tests/test_recovery_branches.py",
     "tests/test_format_v2.py",  # version 2 headers and opaque frames

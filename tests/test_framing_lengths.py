@@ -1,6 +1,7 @@
-"""Review of e14a698: a batch whose payloads' len() disagrees with their bytes in two frames,
-one over and one under, must still be refused by encode_frames (the per-frame check of the
-code before it), not written as frames whose CRCs cover the wrong bytes."""
+"""A batch of several frames whose payloads' len() disagrees with their bytes, one over and
+one under in two frames, is refused by encode_frames (found by review when the frames were
+first joined in one buffer), not written as frames whose CRCs cover the wrong bytes; so
+are lengths that are not the payloads' sizes."""
 
 from __future__ import annotations
 
@@ -48,3 +49,44 @@ def test_acknowledged_batch_reads_back(tmp_path: object) -> None:
     with segwal.open(path) as wal:
         got = [bytes(r.payload) for r in wal.replay()]
     assert got == [b"DCBA", b"x" * FRAME_TARGET_BYTES, b"abcdef"]
+
+
+def test_encode_frames_refuses_lengths_that_are_not_the_payloads_sizes() -> None:
+    """The caller's lengths disagreeing with exact bytes payloads, in a batch of several
+    frames: the joined total gives it away."""
+    payloads = [b"y" * FRAME_TARGET_BYTES, b"abc", b"z" * 10]
+    lengths = [len(p) for p in payloads]
+    lengths[1] += 1
+    with pytest.raises(ValueError, match="payload lengths disagree"):
+        encode_frames(
+            seed=1,
+            first_lsn=1,
+            record_type=0,
+            timestamp_us=0,
+            durable_lsn=0,
+            payloads=payloads,
+            lengths=lengths,
+        )
+
+
+def test_a_batch_of_several_frames_takes_any_bytes_like_payload() -> None:
+    """memoryview and bytearray payloads of the right size encode as their bytes would."""
+    as_bytes = [b"y" * FRAME_TARGET_BYTES, b"abc", b"z" * 10]
+    mixed: list[bytes | bytearray | memoryview] = [
+        memoryview(as_bytes[0]),
+        bytearray(as_bytes[1]),
+        memoryview(array.array("B", as_bytes[2])),
+    ]
+    encoded = [
+        encode_frames(
+            seed=1,
+            first_lsn=1,
+            record_type=0,
+            timestamp_us=0,
+            durable_lsn=0,
+            payloads=payloads,  # type: ignore[arg-type]
+            lengths=[len(p) for p in as_bytes],
+        )
+        for payloads in (as_bytes, mixed)
+    ]
+    assert encoded[0] == encoded[1]
