@@ -21,7 +21,9 @@ import segwal
 from segwal.storage.lockfile import read_lock
 
 
-def _once(path: Path, delay: float) -> list[int]:
+def _race(path: Path, delay: float) -> tuple[segwal.Wal, list[int]]:
+    """Durable appends from a thread while this one's write fails; the log (failed, still
+    open) and the LSNs the thread was told are durable."""
     wal = segwal.open(path, sync="always", direct_io=True)
     wal.append(b"first")
     writer = wal._state.writer
@@ -51,59 +53,37 @@ def _once(path: Path, delay: float) -> list[int]:
         wal.append(b"A" * 100)
     stop.set()
     thread.join(10)
-    wal.close()
-    with segwal.open(path) as again:
-        found = {record.lsn for record in again.replay()}
-    return [lsn for lsn in acked if lsn not in found]
+    return wal, acked
+
+
+def _delay(attempt: int) -> float:
+    return 0.01 + (attempt % 7) * 0.003
 
 
 @pytest.mark.timeout(120)
 def test_an_append_cut_by_a_concurrent_failed_write_is_never_acknowledged(tmp_path: Path) -> None:
     for attempt in range(40):
-        lost = _once(tmp_path / f"log{attempt}", 0.01 + (attempt % 7) * 0.003)
-        assert not lost, f"attempt {attempt}: appends acknowledged as durable, then lost: {lost}"
-
-
-def _published_ahead(path: Path, delay: float) -> tuple[int, int]:
-    """The same race; what LOCK tells readers in other processes against what the segment
-    holds (before the writer closes)."""
-    wal = segwal.open(path, sync="always", direct_io=True)
-    wal.append(b"first")
-    writer = wal._state.writer
-    assert writer is not None
-    handle = writer.handle
-    if not hasattr(handle, "_dfd"):
+        path = tmp_path / f"log{attempt}"
+        wal, acked = _race(path, _delay(attempt))
         wal.close()
-        pytest.skip("this file system refuses O_DIRECT")
-    stop = threading.Event()
-
-    def durable_appends() -> None:
-        try:
-            while not stop.is_set():
-                wal.append(b"B" * 100)
-        except (segwal.StorageError, segwal.WalFailedError):
-            pass
-
-    thread = threading.Thread(target=durable_appends)
-    thread.start()
-    time.sleep(delay)
-    full = os.open("/dev/full", os.O_WRONLY)
-    os.dup2(full, handle._dfd)
-    os.close(full)
-    with pytest.raises((segwal.StorageError, segwal.WalFailedError)):
-        wal.append(b"A" * 100)
-    stop.set()
-    thread.join(10)
-    published = read_lock(wal._state.fs, str(path))
-    assert published is not None
-    with segwal.open(path, readonly=True) as view:
-        held = max((record.lsn for record in view.replay()), default=0)
-    wal.close()
-    return published.durable_lsn, held
+        with segwal.open(path) as again:
+            found = {record.lsn for record in again.replay()}
+        lost = [lsn for lsn in acked if lsn not in found]
+        assert not lost, f"attempt {attempt}: appends acknowledged as durable, then lost: {lost}"
 
 
 @pytest.mark.timeout(120)
 def test_lock_never_publishes_a_durable_lsn_a_failed_write_cut(tmp_path: Path) -> None:
+    """What LOCK tells readers in other processes against what the segment holds, before
+    the writer closes."""
     for attempt in range(40):
-        published, held = _published_ahead(tmp_path / f"log{attempt}", 0.01 + (attempt % 7) * 0.003)
-        assert published <= held, f"attempt {attempt}: LOCK says {published}, file holds {held}"
+        path = tmp_path / f"log{attempt}"
+        wal, _ = _race(path, _delay(attempt))
+        published = read_lock(wal._state.fs, str(path))
+        assert published is not None
+        with segwal.open(path, readonly=True) as view:
+            held = max((record.lsn for record in view.replay()), default=0)
+        wal.close()
+        assert published.durable_lsn <= held, (
+            f"attempt {attempt}: LOCK says {published.durable_lsn}, file holds {held}"
+        )

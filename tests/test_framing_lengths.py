@@ -6,6 +6,7 @@ are lengths that are not the payloads' sizes."""
 from __future__ import annotations
 
 import array
+from typing import Any
 
 import pytest
 
@@ -27,18 +28,22 @@ def _batch() -> list[bytes | memoryview]:
     return [wide, b"x" * FRAME_TARGET_BYTES, _LongLen(b"abcdef")]
 
 
+def _encode(payloads: list[Any], lengths: list[int]) -> bytearray:
+    return encode_frames(
+        seed=1,
+        first_lsn=1,
+        record_type=0,
+        timestamp_us=0,
+        durable_lsn=0,
+        payloads=payloads,
+        lengths=lengths,
+    )
+
+
 def test_encode_frames_refuses_lengths_that_cancel_across_frames() -> None:
     payloads = _batch()
     with pytest.raises(ValueError, match="payload lengths disagree"):
-        encode_frames(
-            seed=1,
-            first_lsn=1,
-            record_type=0,
-            timestamp_us=0,
-            durable_lsn=0,
-            payloads=payloads,  # type: ignore[arg-type]
-            lengths=[len(p) for p in payloads],
-        )
+        _encode(payloads, [len(p) for p in payloads])
 
 
 def test_acknowledged_batch_reads_back(tmp_path: object) -> None:
@@ -58,15 +63,7 @@ def test_encode_frames_refuses_lengths_that_are_not_the_payloads_sizes() -> None
     lengths = [len(p) for p in payloads]
     lengths[1] += 1
     with pytest.raises(ValueError, match="payload lengths disagree"):
-        encode_frames(
-            seed=1,
-            first_lsn=1,
-            record_type=0,
-            timestamp_us=0,
-            durable_lsn=0,
-            payloads=payloads,
-            lengths=lengths,
-        )
+        _encode(payloads, lengths)
 
 
 def test_a_batch_of_several_frames_takes_any_bytes_like_payload() -> None:
@@ -77,16 +74,5 @@ def test_a_batch_of_several_frames_takes_any_bytes_like_payload() -> None:
         bytearray(as_bytes[1]),
         memoryview(array.array("B", as_bytes[2])),
     ]
-    encoded = [
-        encode_frames(
-            seed=1,
-            first_lsn=1,
-            record_type=0,
-            timestamp_us=0,
-            durable_lsn=0,
-            payloads=payloads,  # type: ignore[arg-type]
-            lengths=[len(p) for p in as_bytes],
-        )
-        for payloads in (as_bytes, mixed)
-    ]
+    encoded = [_encode(payloads, [len(p) for p in as_bytes]) for payloads in (as_bytes, mixed)]
     assert encoded[0] == encoded[1]

@@ -48,6 +48,29 @@ monotonic(void)
     return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
 }
 
+/* value + 1 (a new reference), for the counters kept as Python ints. */
+static PyObject *
+plus_one(PyObject *value)
+{
+    PyObject *one = PyLong_FromLong(1);
+    PyObject *sum = one == NULL ? NULL : PyNumber_Add(value, one);
+    Py_XDECREF(one);
+    return sum;
+}
+
+/* dict[key] += 1 for a dict of ints. */
+static int
+bump(PyObject *dict, PyObject *key)
+{
+    PyObject *value = field(dict, key);
+    PyObject *bumped = value == NULL ? NULL : plus_one(value);
+    if (bumped == NULL)
+        return -1;
+    int rc = PyDict_SetItem(dict, key, bumped);
+    Py_DECREF(bumped);
+    return rc;
+}
+
 /* Appender.barrier's histogram step (Telemetry.fsynced without a slow fsync): the bucket is
  * the first bound not below `seconds` (bisect_left), +Inf past the last. */
 static int
@@ -63,9 +86,7 @@ count_fsync(DurableWait *self, double seconds)
         PyErr_SetString(PyExc_TypeError, "DurableWait: fsync_buckets changed shape");
         return -1;
     }
-    PyObject *one = PyLong_FromLong(1);
-    PyObject *bumped = one == NULL ? NULL : PyNumber_Add(PyList_GET_ITEM(buckets, i), one);
-    Py_XDECREF(one);
+    PyObject *bumped = plus_one(PyList_GET_ITEM(buckets, i));
     if (bumped == NULL)
         return -1;
     PyList_SetItem(buckets, i, bumped); /* steals bumped */
@@ -82,22 +103,7 @@ count_fsync(DurableWait *self, double seconds)
     return rc;
 }
 
-/* obj[key] += 1 for a dict of ints. */
-static int
-bump(PyObject *dict, PyObject *key)
-{
-    PyObject *value = field(dict, key);
-    if (value == NULL)
-        return -1;
-    PyObject *one = PyLong_FromLong(1);
-    PyObject *bumped = one == NULL ? NULL : PyNumber_Add(value, one);
-    Py_XDECREF(one);
-    if (bumped == NULL)
-        return -1;
-    int rc = PyDict_SetItem(dict, key, bumped);
-    Py_DECREF(bumped);
-    return rc;
-}
+
 
 static int barrier_on(DurableWait *self, PyObject *writer);
 
