@@ -140,7 +140,7 @@ class SegmentWriter:
         # barrier (Appender.barrier) advances it after each fdatasync of the segment.
         self.synced = offset
         # Where the last start of writeback ended (write); a handle without the operation
-        # (the memfs's, a wrapper's) and O_DIRECT segments (no dirty pages) never start one.
+        # (a FileSystem's of its own) and O_DIRECT segments (no dirty pages) never start one.
         self._kicked = offset
         self._writeback = None if self.direct else getattr(handle, "start_writeback", None)
         self.handle = handle
