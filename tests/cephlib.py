@@ -279,6 +279,15 @@ def _spawn(cluster: Cluster, conf: Path, *args: str) -> None:
     cluster.save()
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def stop(cluster: Cluster) -> None:
     """SIGKILL every process of the cluster and wait for them (no zombies)."""
     if (guard := _WATCHDOGS.pop(cluster.dir, None)) is not None:
@@ -289,10 +298,19 @@ def stop(cluster: Cluster) -> None:
     for pid in reversed(cluster.pids):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    orphans = []
     for pid in reversed(cluster.pids):
         if pid in _PROCESSES:
             _PROCESSES.pop(pid).wait()
-        # Started by another process (``cephlib.py start``): not our child to reap.
+        else:  # started by another process (``cephlib.py start``): not our child to reap
+            orphans.append(pid)
+    # A daemon in an uninterruptible wait (a disk write) dies only when it ends: wait for it,
+    # as for our own children, so a caller never finds one still running.
+    deadline = time.monotonic() + 60
+    while orphans and time.monotonic() < deadline:
+        orphans = [pid for pid in orphans if _running(pid)]
+        if orphans:
+            time.sleep(0.05)
     cluster.pids.clear()
     if Path(cluster.dir).is_dir():
         cluster.save()
